@@ -1,0 +1,38 @@
+"""Segmentation models, each a ``keras.Model`` built with the functional API.
+
+Every model takes RGB images as float32 in [0, 255] (normalisation is inside the model),
+and returns per-pixel class logits ``[B, H, W, num_classes]`` at the input resolution.
+
+Example:
+    >>> import kseg
+    >>> model = kseg.models.create("unet", num_classes=6, input_shape=(128, 128, 3))
+    >>> kseg.models.names()[:3]
+    [...]
+"""
+
+from kseg.registry import Registry
+
+MODELS = Registry("model")
+
+
+def register(*names):
+    """Decorator registering a model class under one or more names."""
+    return MODELS.register(*names)
+
+
+def create(name, **kwargs):
+    """Builds the model registered as ``name``; an unknown name lists the valid ones.
+
+    Example:
+        >>> model = create("deeplabv3plus", num_classes=21, backbone="mobilenetv2",
+        ...                input_shape=(256, 256, 3))
+    """
+    return MODELS.get(name)(**kwargs)
+
+
+def names():
+    """Lists the registered model names."""
+    return MODELS.names()
+
+
+# Model modules register themselves on import; keep one import per file below.
