@@ -2,3 +2,6 @@
 
 Layers wrapping a compiled ``kseg_ops`` op load the op library only when they run.
 """
+
+from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
+from kseg.layers.resize import Resize  # noqa: E402,F401

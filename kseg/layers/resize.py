@@ -1,0 +1,114 @@
+"""Spatial resizing that works when height and width are unknown until run time."""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+import tensorflow as tf
+
+_INTERPOLATIONS = ("bilinear", "nearest")
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class Resize(keras.layers.Layer):
+    """Resizes a ``[B, H, W, C]`` tensor by a factor or to the size of a reference tensor.
+
+    Called on one tensor, the output is ``floor(H * scale) × floor(W * scale)``. Called on a
+    pair ``[x, reference]``, ``x`` is resized to the height and width of ``reference`` (its
+    channels do not matter). Sizes may be unknown when the model is built (``None``), which
+    ``keras.ops.image.resize`` does not support; ``tf.image.resize`` (half-pixel centres)
+    does, and TFLite converts it to the built-in ``RESIZE_BILINEAR`` /
+    ``RESIZE_NEAREST_NEIGHBOR`` ops.
+
+    Args:
+        scale: positive factor for the single-tensor call (e.g. 2 or 0.5); a pair
+            ``(scale_h, scale_w)`` is accepted. Leave ``None`` to resize like a reference.
+        interpolation: "bilinear" (default) or "nearest".
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((1, 5, 7, 3), "float32")
+        >>> Resize(scale=4)(x).shape
+        TensorShape([1, 20, 28, 3])
+        >>> Resize()([x, np.zeros((1, 9, 4, 1), "float32")]).shape
+        TensorShape([1, 9, 4, 3])
+    """
+
+    def __init__(self, scale=None, interpolation="bilinear", **kwargs):
+        super().__init__(**kwargs)
+        if scale is not None:
+            pair = tuple(scale) if isinstance(scale, (list, tuple)) else (scale, scale)
+            if len(pair) != 2 or not all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool) and s > 0 for s in pair
+            ):
+                raise ValueError(
+                    f"Resize: scale must be a positive number or a pair of them, received {scale!r}"
+                )
+            scale = tuple(float(s) for s in pair)
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"Resize: interpolation must be one of {_INTERPOLATIONS}, received {interpolation!r}"
+            )
+        self.scale = scale
+        self.interpolation = interpolation
+
+    def _split(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(
+                    f"Resize: expected [x, reference], received a list of {len(inputs)} tensors"
+                )
+            if self.scale is not None:
+                raise ValueError(
+                    "Resize: pass either scale= or a reference tensor, not both "
+                    f"(scale={self.scale})"
+                )
+            return inputs[0], inputs[1]
+        if self.scale is None:
+            raise ValueError(
+                "Resize: called on a single tensor without scale=; pass scale= or call on [x, reference]"
+            )
+        return inputs, None
+
+    def _scaled(self, size, factor):
+        if size is None:
+            return None
+        return int(size * factor)
+
+    def call(self, inputs):
+        x, reference = self._split(inputs)
+        if reference is not None:
+            size = tf.shape(reference)[1:3]
+        else:
+            hw = tf.cast(tf.shape(x)[1:3], tf.float64)
+            size = tf.cast(tf.floor(hw * tf.constant(self.scale, tf.float64)), tf.int32)
+        method = (
+            tf.image.ResizeMethod.BILINEAR
+            if self.interpolation == "bilinear"
+            else tf.image.ResizeMethod.NEAREST_NEIGHBOR
+        )
+        resized = tf.image.resize(x, size, method=method)
+        return tf.cast(resized, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+            input_shape[0], (list, tuple)
+        ):
+            x_shape, ref_shape = input_shape
+            return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+        x_shape = input_shape
+        return (
+            x_shape[0],
+            self._scaled(x_shape[1], self.scale[0]),
+            self._scaled(x_shape[2], self.scale[1]),
+            x_shape[3],
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            scale=list(self.scale) if self.scale is not None else None,
+            interpolation=self.interpolation,
+        )
+        return config
