@@ -41,3 +41,7 @@ def names():
 def register(*names):
     """Decorator registering a backbone builder ``fn(inputs, output_stride, weights, **kw)``."""
     return BACKBONES.register(*names)
+
+
+# Backbone modules register themselves on import.
+from kseg.backbones import resnet  # noqa: E402,F401
