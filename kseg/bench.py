@@ -1,0 +1,382 @@
+"""Model profiling: parameters, multiply-adds, memory and throughput.
+
+Multiply-adds (MAdds) are counted from the traced TensorFlow graph of ``model(x, training=False)``
+at batch 1, so every convolution is found, also those inside nested models and custom layers.
+The convention is the one of the MobileNet and DeepLab papers:
+
+* convolution (incl. dilated and grouped): ``Hout * Wout * kh * kw * Cin / groups * Cout``
+* depthwise convolution: ``Hout * Wout * kh * kw * Cin * depth_multiplier``
+* separable convolution: its depthwise part plus its 1x1 pointwise part
+* transposed convolution: ``Hin * Win * kh * kw * Cin * Cout`` (each input pixel meets the
+  whole kernel)
+* dense / matmul / einsum: one MAdd per multiplication (``M * K * N``)
+
+Biases, batch normalisation, activations, pooling, resizing, element-wise ops and index
+unpooling count zero; ``profile`` lists those op and layer types so nothing is dropped silently.
+1 MAdd is about 2 FLOPs.
+
+Example:
+    >>> import keras, kseg
+    >>> inputs = keras.Input((None, None, 3))
+    >>> model = keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same")(inputs))
+    >>> kseg.bench.profile(model, (32, 32, 3))["madds"]   # 32*32 * 3*3*3 * 8
+    221184
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import numpy as np
+
+_CONV_OPS = ("Conv2D", "Conv3D")
+_DEPTHWISE_OPS = ("DepthwiseConv2dNative",)
+_TRANSPOSED_OPS = ("Conv2DBackpropInput", "Conv3DBackpropInputV2")
+_MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
+_CALL_OPS = ("StatefulPartitionedCall", "PartitionedCall")
+# Ops that move no data worth counting as activations (graph plumbing and weights).
+_NON_ACTIVATION_OPS = ("Placeholder", "Const", "ReadVariableOp", "NoOp", "VarHandleOp")
+
+
+def _check_input_shape(model, input_shape):
+    if input_shape is None:
+        input_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if input_shape is None or any(d is None for d in input_shape):
+        raise ValueError(
+            f"input_shape must give every dimension (height, width, channels), received "
+            f"{input_shape!r}; the model's own input is {_model_input_shape(model)!r}"
+        )
+    input_shape = tuple(int(d) for d in input_shape)
+    if any(d <= 0 for d in input_shape):
+        raise ValueError(f"input_shape must be positive, received {input_shape!r}")
+    declared = _model_input_shape(model)
+    if declared is not None:
+        if len(declared) != len(input_shape) or any(
+            d is not None and d != s for d, s in zip(declared, input_shape)
+        ):
+            raise ValueError(
+                f"input_shape {input_shape!r} does not fit the model's input shape {declared!r}"
+            )
+    return input_shape
+
+
+def _model_input_shape(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
+def _trace(model, input_shape, dtype="float32"):
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False))
+    return fn.get_concrete_function(tf.TensorSpec((1,) + tuple(input_shape), dtype))
+
+
+def _num(shape):
+    dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
+    if dims is None or any(d is None for d in dims):
+        return None
+    return math.prod(dims)
+
+
+def _conv_output_elements(op):
+    # A dilated convolution is traced as SpaceToBatchND -> Conv2D -> BatchToSpaceND; the Conv2D
+    # output there includes the padding of the space-to-batch step, the BatchToSpaceND output not.
+    out = op.outputs[0]
+    for consumer in out.consumers():
+        if consumer.type == "BatchToSpaceND":
+            return _num(consumer.outputs[0].shape)
+    return _num(out.shape)
+
+
+def _op_madds(op):
+    """MAdds of one graph op, or None when the op is not a counted kind."""
+    t = op.type
+    if t in _CONV_OPS:
+        kernel = op.inputs[1].shape.as_list()  # [kh, kw, Cin / groups, Cout]
+        out = _conv_output_elements(op)
+        if out is None:
+            return None
+        return out * math.prod(kernel[:-1])
+    if t in _DEPTHWISE_OPS:
+        kernel = op.inputs[1].shape.as_list()  # [kh, kw, Cin, multiplier]
+        out = _conv_output_elements(op)
+        if out is None:
+            return None
+        return out * kernel[0] * kernel[1]
+    if t in _TRANSPOSED_OPS:
+        kernel = op.inputs[1].shape.as_list()  # [kh, kw, Cout, Cin]
+        inp = _num(op.inputs[2].shape)
+        if inp is None:
+            return None
+        return inp * math.prod(kernel[:-2]) * kernel[-2]
+    if t in ("MatMul",):
+        a, b = op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+        m = a[1] if op.get_attr("transpose_a") else a[0]
+        k = a[0] if op.get_attr("transpose_a") else a[1]
+        n = b[0] if op.get_attr("transpose_b") else b[1]
+        return m * k * n
+    if t in _MATMUL_OPS:
+        # Batched matmul/einsum: every output element is a K-long dot product.
+        out = _num(op.outputs[0].shape)
+        a_elems = _num(op.inputs[0].shape)
+        b_elems = _num(op.inputs[1].shape)
+        if None in (out, a_elems, b_elems):
+            return None
+        # K = sqrt(a * b / out) when the batch dims match (M*K * K*N / (M*N) = K^2).
+        k = round(math.sqrt(a_elems * b_elems / out)) if out else 0
+        return out * k
+    return None
+
+
+def _walk_graph(graph, prefix, visit):
+    for op in graph.get_operations():
+        if op.type in _CALL_OPS:
+            fn = graph._get_function(op.get_attr("f").name)
+            if fn is not None:
+                _walk_graph(fn.graph, prefix + op.name + "/", visit)
+                continue
+        visit(op, prefix + op.name)
+
+
+def _strip_suffix(name):
+    return re.sub(r"_\d+$", "", name)
+
+
+def _leaf_layers(model):
+    layers = []
+    stack = list(getattr(model, "layers", []))
+    seen = set()
+    while stack:
+        layer = stack.pop(0)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        children = list(getattr(layer, "_layers", []) or [])
+        if children:
+            stack.extend(children)
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _activation_peak_bytes(graph):
+    """Peak bytes of live intermediate tensors when ops run in graph order, each tensor freed
+    after its last consumer (an inference-time estimate; weights are not included)."""
+    ops = [op for op in graph.get_operations()]
+    order = {op.name: i for i, op in enumerate(ops)}
+    live = 0
+    peak = 0
+    release_at: dict[int, list[int]] = {}
+    for i, op in enumerate(ops):
+        if op.type in _NON_ACTIVATION_OPS and op.type != "Placeholder":
+            continue
+        for out in op.outputs:
+            n = _num(out.shape)
+            if n is None or out.dtype.name in ("resource", "variant", "string"):
+                continue
+            nbytes = n * out.dtype.size
+            last = max([order[c.name] for c in out.consumers()] + [i])
+            live += nbytes
+            release_at.setdefault(last, []).append(nbytes)
+        peak = max(peak, live)
+        for nbytes in release_at.pop(i, []):
+            live -= nbytes
+    return peak
+
+
+def profile(model, input_shape=None, dtype="float32"):
+    """Counts parameters, multiply-adds and memory of ``model`` for one image of ``input_shape``.
+
+    Args:
+        model: a built Keras model taking one image tensor ``[B, H, W, C]``.
+        input_shape: ``(H, W, C)``; may be omitted when the model's input shape is fully known.
+            Dimensions the model fixes must agree.
+        dtype: dtype of the traced input.
+
+    Returns:
+        A dict with
+        ``params``, ``trainable_params``, ``non_trainable_params``;
+        ``madds`` (multiply-adds per image, convention in the module docstring);
+        ``madds_by_op`` (op type -> MAdds);
+        ``zero_madds_layer_types`` (sorted layer class names that contributed no MAdds,
+        e.g. ``BatchNormalization``, ``MaxPooling2D``);
+        ``uncounted_op_types`` (compute op types present in the graph and counted as zero);
+        ``weight_bytes`` (all weights, in their storage dtype),
+        ``activation_bytes`` (estimated inference peak of live intermediate tensors at batch 1,
+        ops run in graph order, each tensor freed after its last use) and
+        ``memory_bytes`` = ``weight_bytes + activation_bytes``.
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((16, 16, 4))
+        >>> x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+        >>> x = keras.layers.BatchNormalization()(x)
+        >>> info = kseg.bench.profile(keras.Model(inputs, x))
+        >>> info["madds"], info["params"], info["zero_madds_layer_types"]
+        (73728, 328, ['BatchNormalization'])
+    """
+    if not hasattr(model, "count_params"):
+        raise TypeError(f"model must be a Keras model, received {type(model).__name__}")
+    input_shape = _check_input_shape(model, input_shape)
+    concrete = _trace(model, input_shape, dtype)
+
+    madds_by_op: dict[str, int] = {}
+    counted_scopes: list[str] = []
+    uncounted: set[str] = set()
+    unknown_shapes: list[str] = []
+
+    def visit(op, full_name):
+        madds = _op_madds(op)
+        if madds is None:
+            if op.type in _CONV_OPS + _DEPTHWISE_OPS + _TRANSPOSED_OPS + _MATMUL_OPS:
+                unknown_shapes.append(full_name)
+            elif op.type not in _NON_ACTIVATION_OPS + ("Identity", "IdentityN", "Shape",
+                                                         "Pack", "StridedSlice", "Reshape",
+                                                         "Squeeze", "ExpandDims", "Cast"):
+                uncounted.add(op.type)
+            return
+        madds_by_op[op.type] = madds_by_op.get(op.type, 0) + int(madds)
+        counted_scopes.append(full_name)
+
+    _walk_graph(concrete.graph, "", visit)
+    if unknown_shapes:
+        raise ValueError(
+            f"cannot count multiply-adds of {unknown_shapes[:3]}: their shapes are not static at "
+            f"input_shape {input_shape!r}"
+        )
+
+    scope_parts = set()
+    for name in counted_scopes:
+        scope_parts.update(_strip_suffix(part) for part in name.split("/"))
+    zero_types = sorted(
+        {type(layer).__name__ for layer in _leaf_layers(model)}
+        - {"InputLayer"}
+        - {type(layer).__name__ for layer in _leaf_layers(model) if layer.name in scope_parts}
+    )
+
+    params = int(sum(math.prod(w.shape) for w in model.weights))
+    trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
+    weight_bytes = int(
+        sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights)
+    )
+    activation_bytes = int(_activation_peak_bytes(concrete.graph))
+    return {
+        "input_shape": input_shape,
+        "params": params,
+        "trainable_params": trainable,
+        "non_trainable_params": params - trainable,
+        "madds": int(sum(madds_by_op.values())),
+        "madds_by_op": madds_by_op,
+        "zero_madds_layer_types": zero_types,
+        "uncounted_op_types": sorted(uncounted),
+        "weight_bytes": weight_bytes,
+        "activation_bytes": activation_bytes,
+        "memory_bytes": weight_bytes + activation_bytes,
+    }
+
+
+def fps(model, input_shape=None, batch=1, warmup=2, runs=10, seed=0):
+    """Measures inference throughput of ``model(x, training=False)`` in images per second.
+
+    The call is wrapped in one ``tf.function``; ``warmup`` calls (tracing included) are not
+    timed, then the median of ``runs`` timed calls gives ``batch / median_seconds``.
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((64, 64, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+        >>> kseg.bench.fps(model, batch=2, warmup=1, runs=3) > 0
+        True
+    """
+    import tensorflow as tf
+
+    for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, received {value!r}")
+    input_shape = _check_input_shape(model, input_shape)
+    images = tf.constant(
+        np.random.default_rng(seed).uniform(0, 255, (batch,) + input_shape).astype("float32")
+    )
+    fn = tf.function(lambda x: model(x, training=False))
+    for _ in range(warmup):
+        _ = np.asarray(fn(images))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn(images)
+        _ = np.asarray(out if not isinstance(out, (list, tuple, dict)) else tf.nest.flatten(out)[0])
+        times.append(time.perf_counter() - start)
+    return float(batch / np.median(times))
+
+
+def zoo_rows(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwargs=None):
+    """Profiles registered models; returns one dict per model (name plus ``profile`` fields).
+
+    Args:
+        models: model names (default: every name in ``kseg.models.names()``).
+        input_shape: ``(H, W, C)`` each model is built and profiled at.
+        num_classes: number of classes each model is built with.
+        model_kwargs: optional ``{name: {kwarg: value}}`` passed to ``kseg.models.create``.
+
+    Example:
+        >>> rows = kseg.bench.zoo_rows(["segnet"], input_shape=(64, 64, 3))
+        >>> rows[0]["name"], rows[0]["params"] > 0
+        ('segnet', True)
+    """
+    import keras
+
+    from kseg import models as model_zoo
+
+    names = model_zoo.names() if models is None else list(models)
+    model_kwargs = dict(model_kwargs or {})
+    rows = []
+    for name in names:
+        kwargs = {"num_classes": num_classes, "input_shape": tuple(input_shape)}
+        kwargs.update(model_kwargs.get(name, {}))
+        model = model_zoo.create(name, **kwargs)
+        info = profile(model, input_shape)
+        rows.append({"name": name, **info})
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+def format_rows(rows):
+    """Formats ``zoo_rows`` output as a Markdown table (params in millions, MAdds in billions).
+
+    Example:
+        >>> print(kseg.bench.format_rows([{"name": "m", "params": 1_500_000, "madds": 2e9,
+        ...                                 "memory_bytes": 3 * 2**20, "input_shape": (8, 8, 3)}]))
+        | model | input | params (M) | MAdds (B) | memory (MiB) |
+        |---|---|---:|---:|---:|
+        | m | 8x8x3 | 1.50 | 2.00 | 3.0 |
+    """
+    lines = [
+        "| model | input | params (M) | MAdds (B) | memory (MiB) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        shape = "x".join(str(d) for d in row["input_shape"])
+        lines.append(
+            f"| {row['name']} | {shape} | {row['params'] / 1e6:.2f} | {row['madds'] / 1e9:.2f} "
+            f"| {row['memory_bytes'] / 2**20:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def zoo_table(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwargs=None):
+    """Returns the Markdown table of params, MAdds and memory for the model zoo
+    (what ``kseg bench`` prints).
+
+    Example:
+        >>> print(kseg.bench.zoo_table(["segnet"], input_shape=(64, 64, 3)))  # doctest: +SKIP
+        | model | input | params (M) | MAdds (B) | memory (MiB) |
+        |---|---|---:|---:|---:|
+        | segnet | 64x64x3 | 29.46 | 2.51 | 123.4 |
+    """
+    return format_rows(zoo_rows(models, input_shape, num_classes, model_kwargs))
