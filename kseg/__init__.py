@@ -17,6 +17,8 @@ _SUBMODULES = (
     "backbones",
     "bench",
     "data",
+    "demo",
+    "engine",
     "export",
     "layers",
     "losses",

@@ -1,0 +1,179 @@
+"""Training, evaluation and prediction loops shared by the Python API and the ``kseg`` command.
+
+Example:
+    >>> import kseg
+    >>> train = kseg.data.synthetic(64, image_size=(64, 64), seed=0).batch(8)
+    >>> model = kseg.models.create("unet", num_classes=6, input_shape=(64, 64, 3))
+    >>> kseg.engine.compile_model(model, num_classes=6, learning_rate=1e-3, total_steps=80)
+    >>> model.fit(train, epochs=10)  # doctest: +SKIP
+    >>> kseg.engine.evaluate(model, val_ds, num_classes=6)["mean_iou"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kseg import losses, metrics, viz
+
+__all__ = ["poly_schedule", "compile_model", "ImageSummary", "evaluate", "predict_labels"]
+
+
+def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, warmup_steps=0):
+    """The "poly" learning-rate policy of DeepLab/PSPNet: ``lr · (1 - step/total)^power``.
+
+    With ``warmup_steps`` the rate first rises linearly from 0.
+
+    Example:
+        >>> schedule = poly_schedule(0.01, total_steps=100)
+        >>> round(float(schedule(50)), 6)
+        0.005359
+    """
+    if not (isinstance(total_steps, (int, np.integer)) and total_steps > 0):
+        raise ValueError(f"total_steps must be a positive integer, received {total_steps!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, received {learning_rate!r}")
+    poly = keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=int(total_steps), end_learning_rate=end_learning_rate, power=power
+    )
+    if not warmup_steps:
+        return poly
+    return _WarmupSchedule(poly, int(warmup_steps), float(learning_rate))
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self, schedule, warmup_steps, learning_rate):
+        self.schedule = schedule if not isinstance(schedule, dict) else keras.optimizers.schedules.deserialize(schedule)
+        self.warmup_steps = warmup_steps
+        self.learning_rate = learning_rate
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.learning_rate * (step + 1) / self.warmup_steps
+        return keras.ops.where(step < self.warmup_steps, warm, self.schedule(step))
+
+    def get_config(self):
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "warmup_steps": self.warmup_steps,
+            "learning_rate": self.learning_rate,
+        }
+
+
+def compile_model(model, num_classes, learning_rate=1e-3, total_steps=1000, ignore_index=255,
+                  loss=None, optimizer="adamw", weight_decay=1e-4):
+    """Compiles ``model`` with kseg's defaults: cross-entropy, poly-decayed AdamW/SGD, mIoU + accuracy.
+
+    Example:
+        >>> compile_model(model, num_classes=21, learning_rate=0.01, total_steps=30000,
+        ...               optimizer="sgd")  # doctest: +SKIP
+    """
+    schedule = poly_schedule(learning_rate, total_steps)
+    if optimizer == "adamw":
+        opt = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(schedule)
+    elif optimizer == "sgd":
+        opt = keras.optimizers.SGD(schedule, momentum=0.9)
+    else:
+        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', received {optimizer!r}")
+    model.compile(
+        optimizer=opt,
+        loss=loss or losses.CrossEntropy(ignore_index=ignore_index),
+        metrics=[
+            metrics.MeanIoU(num_classes, ignore_index=ignore_index),
+            metrics.PixelAccuracy(num_classes, ignore_index=ignore_index),
+        ],
+    )
+    return model
+
+
+def _main_output(outputs):
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0]
+    return outputs
+
+
+def predict_labels(model, images, batch_size=8):
+    """Runs ``model`` (inference mode) on images ``[N, H, W, 3]`` and returns int32 label maps ``[N, H, W]``.
+
+    Example:
+        >>> predict_labels(model, np.zeros((2, 64, 64, 3), np.float32)).shape  # doctest: +SKIP
+        (2, 64, 64)
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape [N, H, W, 3], received {images.shape}")
+    if not np.all(np.isfinite(images)):
+        raise ValueError("images contain NaN or Inf values")
+    labels = []
+    for start in range(0, len(images), batch_size):
+        scores = _main_output(model(images[start : start + batch_size], training=False))
+        labels.append(np.argmax(keras.ops.convert_to_numpy(scores), axis=-1).astype(np.int32))
+    return np.concatenate(labels, axis=0)
+
+
+def evaluate(model, dataset, num_classes, ignore_index=255, progress=True):
+    """Evaluates ``model`` on a dataset of (image, label) batches; returns ``kseg.metrics.scores`` + the matrix.
+
+    Images may differ in size between batches. The returned dict also holds
+    ``confusion_matrix`` (int64 ``[C, C]``) and ``num_pixels``.
+
+    Example:
+        >>> result = evaluate(model, val_ds.batch(1), num_classes=21)  # doctest: +SKIP
+        >>> result["mean_iou"]  # doctest: +SKIP
+    """
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    bar = keras.utils.Progbar(None, unit_name="batch") if progress else None
+    for step, (images, labels) in enumerate(dataset):
+        predicted = predict_labels(model, images.numpy(), batch_size=len(images))
+        cm += metrics.confusion_matrix(labels.numpy(), predicted, num_classes, ignore_index)
+        if bar is not None:
+            bar.update(step + 1)
+    if bar is not None:
+        bar.update(step + 1 if "step" in locals() else 0, finalize=True)
+    result = metrics.scores(cm)
+    result["confusion_matrix"] = cm
+    result["num_pixels"] = int(cm.sum())
+    return result
+
+
+class ImageSummary(keras.callbacks.Callback):
+    """Writes image | truth | prediction panels of a few fixed samples to TensorBoard each epoch.
+
+    Example:
+        >>> cb = ImageSummary(log_dir="runs/logs", images=val_images[:4], labels=val_labels[:4])
+        >>> model.fit(train_ds, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir, images, labels, palette=None, every=1):
+        super().__init__()
+        self.log_dir = os.path.join(log_dir, "images")
+        self.images = np.asarray(images, dtype=np.float32)
+        self.labels = np.asarray(labels)
+        self.palette = palette
+        self.every = max(1, int(every))
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        predicted = predict_labels(self.model, self.images)
+        panels = np.stack(
+            [viz.panel(img, lab, pred, self.palette) for img, lab, pred in zip(self.images, self.labels, predicted)]
+        )
+        with self._writer.as_default():
+            tf.summary.image("image_truth_prediction_overlay", panels, step=epoch, max_outputs=len(panels))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
