@@ -5,3 +5,4 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
 from kseg.layers.resize import Resize  # noqa: E402,F401
+from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa: E402,F401
