@@ -1,0 +1,411 @@
+// Permutohedral lattice (Adams, Baek & Davis 2010) for high-dimensional Gaussian filtering, with
+// the conventions of Kraehenbuehl & Koltun's dense CRF code so that results agree with it.
+// TensorFlow-free and header-only; templated on the value type T (float or double).
+//
+// Exact math (a GPU implementation must reproduce it step by step):
+//   n points with d-dimensional features f (the caller has already divided by the std devs).
+//   1. Scaling: s_i = sqrt(2/3) * (d + 1) / sqrt((i + 1) * (i + 2)), i = 0..d-1.
+//   2. Elevation onto the plane sum(x) = 0 in R^{d+1}:
+//        acc = 0; for j = d..1: c = f[j-1] * s[j-1]; x[j] = acc - j * c; acc += c;  x[0] = acc.
+//   3. Nearest remainder-0 point: r[i] = rint(x[i] / (d + 1)) * (d + 1) (round half to even),
+//      sum = sum_i rint(x[i] / (d + 1)).
+//   4. Rank: for i < j, with e = x - r: if e[i] < e[j] then rank[i] += 1 else rank[j] += 1.
+//      Then rank[i] += sum; if rank[i] < 0 { rank[i] += d+1; r[i] += d+1 };
+//      if rank[i] >= d+1 { rank[i] -= d+1; r[i] -= d+1 }.
+//   5. Barycentric weights b[0..d+1] = 0; for i: v = (x[i] - r[i]) / (d + 1);
+//      b[d - rank[i]] += v; b[d + 1 - rank[i]] -= v; then b[0] += 1 + b[d + 1].
+//   6. Vertex k = 0..d of the enclosing simplex has key[i] = r[i] + (rank[i] <= d - k ? k : k - d - 1)
+//      for i = 0..d-1 (the last coordinate follows from sum = 0); it gets weight b[k].
+//   7. Splat: V[v] = sum over (point p, vertex k) landing on v of b_p[k] * in[p].
+//   8. Blur along axes j = 0..d in that order (d..0 for the transposed filter):
+//        V'[v] = V[v] + 0.5 * (V[n1] + V[n2]), n1 = key - 1 except n1[j] = key[j] + d,
+//        n2 = key + 1 except n2[j] = key[j] - d (coordinates beyond d-1 are dropped);
+//        a neighbour that is not in the lattice contributes 0.
+//   9. Slice: out[p] = alpha * sum_k b_p[k] * V[vertex k of p], alpha = 1 / (1 + 2^-d).
+// Every blur axis matrix is symmetric, so the transposed filter is steps 7-9 with the blur order
+// reversed; the filter of a vector of ones gives the normaliser D = L 1 used by the dense CRF.
+//
+// Work is spread with a caller-supplied `ParallelFor(total, cost_per_item, fn(begin, end))`; each
+// output element is computed by exactly one call in a fixed order, so results do not depend on
+// the number of threads.
+#ifndef KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_H_
+#define KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kseg {
+namespace lattice {
+
+// Largest supported feature dimension (the dense CRF needs 5).
+constexpr int kMaxFeatureDim = 16;
+
+// total items, estimated cost of one item in cycles, fn(begin, end).
+using ParallelFor =
+    std::function<void(int64_t, double, const std::function<void(int64_t, int64_t)>&)>;
+
+inline ParallelFor SerialFor() {
+  return [](int64_t total, double, const std::function<void(int64_t, int64_t)>& fn) {
+    if (total > 0) fn(0, total);
+  };
+}
+
+// Channels padded to a multiple of this so inner loops vectorise without remainders.
+constexpr int kChannelBlock = 8;
+inline int PaddedChannels(int channels) {
+  return (channels + kChannelBlock - 1) / kChannelBlock * kChannelBlock;
+}
+
+namespace internal {
+
+// Open-addressing hash set of integer keys of length `dim`, giving each key a dense index.
+class KeyTable {
+ public:
+  KeyTable(int dim, int64_t expected) : dim_(dim) {
+    int64_t cap = 64;
+    while (cap < 2 * expected) cap <<= 1;
+    slots_.assign(cap, -1);
+    mask_ = cap - 1;
+    keys_.reserve(static_cast<size_t>(expected) * dim);
+  }
+  int64_t size() const { return static_cast<int64_t>(keys_.size()) / dim_; }
+  const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
+
+  static uint64_t Hash(const int32_t* key, int dim) {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < dim; ++i) {
+      h ^= static_cast<uint32_t>(key[i]);
+      h *= 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 29;
+    }
+    return h;
+  }
+
+  // Index of `key`, inserting it when absent.
+  int32_t FindOrInsert(const int32_t* key) {
+    if (2 * (size() + 1) > static_cast<int64_t>(slots_.size())) Grow();
+    uint64_t pos = Hash(key, dim_) & mask_;
+    while (true) {
+      int32_t s = slots_[pos];
+      if (s < 0) {
+        s = static_cast<int32_t>(size());
+        keys_.insert(keys_.end(), key, key + dim_);
+        slots_[pos] = s;
+        return s;
+      }
+      if (std::memcmp(keys_.data() + static_cast<int64_t>(s) * dim_, key,
+                      sizeof(int32_t) * dim_) == 0)
+        return s;
+      pos = (pos + 1) & mask_;
+    }
+  }
+
+  // Index of `key`, or -1.
+  int32_t Find(const int32_t* key) const {
+    uint64_t pos = Hash(key, dim_) & mask_;
+    while (true) {
+      int32_t s = slots_[pos];
+      if (s < 0) return -1;
+      if (std::memcmp(keys_.data() + static_cast<int64_t>(s) * dim_, key,
+                      sizeof(int32_t) * dim_) == 0)
+        return s;
+      pos = (pos + 1) & mask_;
+    }
+  }
+
+ private:
+  void Grow() {
+    std::vector<int32_t> old;
+    old.swap(slots_);
+    slots_.assign(old.size() * 2, -1);
+    mask_ = slots_.size() - 1;
+    for (int32_t s : old) {
+      if (s < 0) continue;
+      uint64_t pos = Hash(key(s), dim_) & mask_;
+      while (slots_[pos] >= 0) pos = (pos + 1) & mask_;
+      slots_[pos] = s;
+    }
+  }
+
+  int dim_;
+  uint64_t mask_ = 0;
+  std::vector<int32_t> slots_;
+  std::vector<int32_t> keys_;
+};
+
+}  // namespace internal
+
+// Scratch memory for Filter(); reuse one per thread of work to avoid reallocations.
+template <typename T>
+struct FilterWorkspace {
+  std::vector<T> a, b;
+};
+
+template <typename T>
+class Permutohedral {
+ public:
+  int feature_dim() const { return d_; }
+  int64_t num_points() const { return n_; }
+  // Number of lattice vertices (not counting the zero vertex used for missing neighbours).
+  int64_t num_vertices() const { return m_; }
+
+  // Bytes held by the built lattice (for memory accounting).
+  int64_t MemoryBytes() const {
+    return static_cast<int64_t>(offset_.size() * 4 + barycentric_.size() * sizeof(T) +
+                                neighbours_.size() * 4 + vertex_start_.size() * 8 +
+                                splat_point_.size() * 4 + splat_weight_.size() * sizeof(T));
+  }
+
+  // Builds the lattice for n points with features [n, d] (row stride `feature_stride`).
+  // Returns an empty string on success, otherwise a description of the problem.
+  std::string Build(const T* features, int64_t n, int d, int64_t feature_stride,
+                    const ParallelFor& parallel_for) {
+    if (d < 1 || d > kMaxFeatureDim)
+      return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) + "], got " +
+             std::to_string(d);
+    if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
+      return "number of points out of range: " + std::to_string(n);
+    d_ = d;
+    n_ = n;
+    const int d1 = d + 1;
+    offset_.assign(n * d1, 0);
+    barycentric_.assign(n * d1, T(0));
+    // Per point: remainder-0 point (d ints) and rank (d+1 bytes), the simplex's identity.
+    std::vector<int32_t> rem0(n * d);
+    std::vector<uint8_t> rank(n * d1);
+    std::vector<uint8_t> bad(1, 0);
+
+    T scale[kMaxFeatureDim];
+    const T inv_std = std::sqrt(T(2) / T(3)) * T(d1);
+    for (int i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(T((i + 1) * (i + 2)));
+    // Coordinates beyond this cannot be held as int32 keys (also catches NaN/Inf).
+    const T limit = T(1 << 28);
+    std::vector<uint8_t> overflow(n, 0);
+
+    parallel_for(n, 60.0 * d1 * d1, [&](int64_t begin, int64_t end) {
+      T x[kMaxFeatureDim + 1], e[kMaxFeatureDim + 1], b[kMaxFeatureDim + 2];
+      int32_t r[kMaxFeatureDim + 1], rk[kMaxFeatureDim + 1];
+      const T inv_d1 = T(1) / T(d1);
+      for (int64_t p = begin; p < end; ++p) {
+        const T* f = features + p * feature_stride;
+        T acc = 0;
+        bool ok = true;
+        for (int j = d; j > 0; --j) {
+          const T c = f[j - 1] * scale[j - 1];
+          if (!(std::fabs(c) < limit)) ok = false;
+          x[j] = acc - T(j) * c;
+          acc += c;
+        }
+        x[0] = acc;
+        if (!ok) {
+          overflow[p] = 1;
+          continue;
+        }
+        int32_t sum = 0;
+        for (int i = 0; i <= d; ++i) {
+          const T v = std::nearbyint(x[i] * inv_d1);
+          r[i] = static_cast<int32_t>(v) * d1;
+          sum += static_cast<int32_t>(v);
+          rk[i] = 0;
+        }
+        for (int i = 0; i <= d; ++i) e[i] = x[i] - T(r[i]);
+        for (int i = 0; i < d; ++i) {
+          for (int j = i + 1; j <= d; ++j) {
+            if (e[i] < e[j])
+              ++rk[i];
+            else
+              ++rk[j];
+          }
+        }
+        for (int i = 0; i <= d; ++i) {
+          rk[i] += sum;
+          if (rk[i] < 0) {
+            rk[i] += d1;
+            r[i] += d1;
+          } else if (rk[i] >= d1) {
+            rk[i] -= d1;
+            r[i] -= d1;
+          }
+        }
+        for (int i = 0; i <= d + 1; ++i) b[i] = 0;
+        for (int i = 0; i <= d; ++i) {
+          const T v = (x[i] - T(r[i])) * inv_d1;
+          b[d - rk[i]] += v;
+          b[d + 1 - rk[i]] -= v;
+        }
+        b[0] += T(1) + b[d + 1];
+        for (int k = 0; k <= d; ++k) barycentric_[p * d1 + k] = b[k];
+        for (int i = 0; i < d; ++i) rem0[p * d + i] = r[i];
+        for (int i = 0; i <= d; ++i) rank[p * d1 + i] = static_cast<uint8_t>(rk[i]);
+      }
+    });
+    for (int64_t p = 0; p < n; ++p) {
+      if (overflow[p])
+        return "feature of point " + std::to_string(p) +
+               " is not finite or too large for the lattice (|feature| must stay below about " +
+               std::to_string(static_cast<double>(limit) / d1) + ")";
+    }
+
+    // Hash the simplex vertices. Neighbouring points often share a simplex: reuse its vertices.
+    internal::KeyTable table(d, std::max<int64_t>(64, n / 4 + 64));
+    {
+      int32_t key[kMaxFeatureDim];
+      int64_t prev = -1;
+      for (int64_t p = 0; p < n; ++p) {
+        if (prev >= 0 &&
+            std::memcmp(&rem0[p * d], &rem0[prev * d], sizeof(int32_t) * d) == 0 &&
+            std::memcmp(&rank[p * d1], &rank[prev * d1], d1) == 0) {
+          std::memcpy(&offset_[p * d1], &offset_[prev * d1], sizeof(int32_t) * d1);
+          prev = p;
+          continue;
+        }
+        for (int k = 0; k <= d; ++k) {
+          for (int i = 0; i < d; ++i) {
+            const int rk = rank[p * d1 + i];
+            key[i] = rem0[p * d + i] + (rk <= d - k ? k : k - d1);
+          }
+          // Vertex indices are stored one-based: index 0 is the always-zero vertex.
+          offset_[p * d1 + k] = table.FindOrInsert(key) + 1;
+        }
+        prev = p;
+      }
+    }
+    m_ = table.size();
+    std::vector<int32_t>().swap(rem0);
+    std::vector<uint8_t>().swap(rank);
+
+    // Blur neighbours: for axis j and vertex v, neighbours_[(j * m + v) * 2 + {0, 1}].
+    neighbours_.assign(static_cast<size_t>(d1) * m_ * 2, 0);
+    parallel_for(m_, 40.0 * d1 * d, [&](int64_t begin, int64_t end) {
+      int32_t n1[kMaxFeatureDim + 1], n2[kMaxFeatureDim + 1];
+      for (int64_t v = begin; v < end; ++v) {
+        const int32_t* key = table.key(v);
+        for (int j = 0; j <= d; ++j) {
+          for (int k = 0; k < d; ++k) {
+            n1[k] = key[k] - 1;
+            n2[k] = key[k] + 1;
+          }
+          if (j < d) {
+            n1[j] = key[j] + d;
+            n2[j] = key[j] - d;
+          }
+          const int64_t slot = (j * m_ + v) * 2;
+          neighbours_[slot] = table.Find(n1) + 1;
+          neighbours_[slot + 1] = table.Find(n2) + 1;
+        }
+      }
+    });
+
+    // Splat as a gather: for each vertex, the (point, weight) pairs landing on it, in point
+    // order, so that splatting is race-free and deterministic when run in parallel.
+    vertex_start_.assign(m_ + 2, 0);
+    for (int64_t i = 0; i < n * d1; ++i) ++vertex_start_[offset_[i] + 1];
+    for (int64_t v = 1; v <= m_ + 1; ++v) vertex_start_[v] += vertex_start_[v - 1];
+    splat_point_.resize(n * d1);
+    splat_weight_.resize(n * d1);
+    {
+      std::vector<int64_t> fill(vertex_start_.begin(), vertex_start_.end() - 1);
+      for (int64_t p = 0; p < n; ++p) {
+        for (int k = 0; k < d1; ++k) {
+          const int64_t slot = fill[offset_[p * d1 + k]]++;
+          splat_point_[slot] = static_cast<int32_t>(p);
+          splat_weight_[slot] = barycentric_[p * d1 + k];
+        }
+      }
+    }
+    return std::string();
+  }
+
+  // out[p, c] (+)= post_scale[p] * post_factor * L(pre_scale .* in)[p, c] for c < channels,
+  // with L the lattice filter (transposed when `transpose`). in/out rows have strides in_stride
+  // and out_stride; pre_scale/post_scale may be null (all ones). Rows of `out` beyond `channels`
+  // are left untouched.
+  void Filter(const T* in, int64_t in_stride, int channels, const T* pre_scale,
+              const T* post_scale, T post_factor, bool transpose, bool accumulate, T* out,
+              int64_t out_stride, FilterWorkspace<T>* ws, const ParallelFor& parallel_for) const {
+    const int cp = PaddedChannels(channels);
+    const int d1 = d_ + 1;
+    ws->a.resize(static_cast<size_t>(m_ + 1) * cp);
+    ws->b.resize(static_cast<size_t>(m_ + 1) * cp);
+    T* values = ws->a.data();
+    T* next = ws->b.data();
+    std::fill(values, values + cp, T(0));
+    std::fill(next, next + cp, T(0));
+
+    // Splat (gather form).
+    parallel_for(m_, 4.0 * cp * static_cast<double>(n_ * d1) / std::max<int64_t>(m_, 1),
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t v = begin; v < end; ++v) {
+                     T* dst = values + (v + 1) * cp;
+                     std::fill(dst, dst + cp, T(0));
+                     for (int64_t s = vertex_start_[v + 1]; s < vertex_start_[v + 2]; ++s) {
+                       const int64_t p = splat_point_[s];
+                       const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
+                       const T* src = in + p * in_stride;
+                       if (channels == cp) {  // full blocks: vectorises without a tail
+                         for (int c = 0; c < cp; ++c) dst[c] += w * src[c];
+                       } else {
+                         for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+                       }
+                     }
+                   }
+                 });
+
+    // Blur, one axis at a time.
+    for (int step = 0; step <= d_; ++step) {
+      const int j = transpose ? d_ - step : step;
+      const int32_t* nb = neighbours_.data() + static_cast<int64_t>(j) * m_ * 2;
+      parallel_for(m_, 3.0 * cp, [&](int64_t begin, int64_t end) {
+        for (int64_t v = begin; v < end; ++v) {
+          const T* self = values + (v + 1) * cp;
+          const T* a = values + static_cast<int64_t>(nb[2 * v]) * cp;
+          const T* b = values + static_cast<int64_t>(nb[2 * v + 1]) * cp;
+          T* dst = next + (v + 1) * cp;
+          for (int c = 0; c < cp; ++c) dst[c] = self[c] + T(0.5) * (a[c] + b[c]);
+        }
+      });
+      std::swap(values, next);
+    }
+
+    // Slice.
+    const T alpha = T(1) / (T(1) + std::pow(T(2), T(-d_)));
+    parallel_for(n_, 3.0 * d1 * cp, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T scale = post_factor * alpha * (post_scale ? post_scale[p] : T(1));
+        T* dst = out + p * out_stride;
+        if (!accumulate)
+          for (int c = 0; c < channels; ++c) dst[c] = T(0);
+        for (int k = 0; k < d1; ++k) {
+          const T w = scale * barycentric_[p * d1 + k];
+          const T* src = values + static_cast<int64_t>(offset_[p * d1 + k]) * cp;
+          for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+        }
+      }
+    });
+  }
+
+  // Vertex (one-based, 0 = none) and barycentric weight of point p's k-th simplex vertex.
+  int32_t vertex(int64_t p, int k) const { return offset_[p * (d_ + 1) + k]; }
+  T weight(int64_t p, int k) const { return barycentric_[p * (d_ + 1) + k]; }
+
+ private:
+  int d_ = 0;
+  int64_t n_ = 0;
+  int64_t m_ = 0;
+  std::vector<int32_t> offset_;       // [n, d+1] one-based vertex per simplex corner
+  std::vector<T> barycentric_;        // [n, d+1]
+  std::vector<int32_t> neighbours_;   // [d+1, m, 2] one-based, 0 = absent
+  std::vector<int64_t> vertex_start_; // [m+2] CSR over one-based vertices
+  std::vector<int32_t> splat_point_;  // [n*(d+1)]
+  std::vector<T> splat_weight_;       // [n*(d+1)]
+};
+
+}  // namespace lattice
+}  // namespace kseg
+
+#endif  // KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_H_

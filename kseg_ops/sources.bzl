@@ -1,0 +1,23 @@
+# The one list of kseg_ops sources (paths relative to the repository root).
+# Read by setup.py with exec() and load()ed by the Bazel BUILD files: keep it plain assignments.
+
+# C++ compiled into _kseg_ops.so by g++ (kernels, op registrations).
+OPS_CPU_SRCS = [
+    "kseg_ops/cc/kernels/lattice_filter_op.cc",
+    "kseg_ops/cc/kernels/dense_crf_op.cc",
+    "kseg_ops/cc/ops/lattice_filter_ops.cc",
+    "kseg_ops/cc/ops/dense_crf_ops.cc",
+]
+
+# CUDA kernels compiled by nvcc with -DGOOGLE_CUDA=1 when building for GPU.
+OPS_GPU_SRCS = [
+    "kseg_ops/cc/kernels/lattice_filter_op_gpu.cu.cc",
+    "kseg_ops/cc/kernels/dense_crf_op_gpu.cu.cc",
+]
+
+# Headers the sources above include.
+OPS_HDRS = [
+    "kseg_ops/cc/lattice/permutohedral.h",
+    "kseg_ops/cc/kernels/lattice_filter_op.h",
+    "kseg_ops/cc/kernels/dense_crf_op.h",
+]
