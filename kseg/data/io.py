@@ -1,0 +1,166 @@
+"""Reading images and label maps from disk, with errors that name the file and the value."""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from kseg.data.palette import IGNORE_INDEX
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _open(path, what):
+    path = os.fspath(path.decode() if isinstance(path, bytes) else path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return path, opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{what} {path!r} is corrupt or not an image: {error}") from None
+
+
+def read_image(path) -> np.ndarray:
+    """Decodes an image file (JPEG, PNG, ...) to RGB ``float32 [H, W, 3]`` in 0..255.
+
+    Greyscale is repeated over the three channels; an alpha channel is dropped.
+
+    Example:
+        >>> image = read_image("JPEGImages/000000.jpg")  # doctest: +SKIP
+        >>> image.dtype, image.shape[-1]
+        (dtype('float32'), 3)
+    """
+    path, image = _open(path, "image file")
+    if image.mode in ("I", "I;16", "I;16B", "F"):
+        # 16-bit / float greyscale: keep the scale if it fits 8 bits, otherwise refuse to guess.
+        values = np.asarray(image, dtype=np.float64)
+        if values.max(initial=0) > 255 or values.min(initial=0) < 0:
+            raise ValueError(
+                f"image file {path!r} is {image.mode} greyscale with values up to {values.max():g}; "
+                "convert it to 8-bit first"
+            )
+        return np.repeat(values.astype(np.float32)[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def color_lookup(palette):
+    """Normalises a colour palette to ``(sorted packed colours, their classes)``.
+
+    ``palette`` is a mapping ``{(r, g, b): class_index}`` or a sequence of ``(r, g, b)``
+    colours whose position is the class index (as :func:`kseg.data.palette.voc_colormap`).
+
+    Example:
+        >>> keys, classes = color_lookup({(0, 0, 0): 0, (255, 0, 0): 1, (224, 224, 192): 255})
+        >>> classes.tolist()
+        [0, 255, 1]
+    """
+    if isinstance(palette, dict):
+        items = list(palette.items())
+    else:
+        try:
+            colours = np.asarray(palette)
+        except Exception:  # noqa: BLE001 - any non-array-like input gets the same message
+            colours = None
+        if colours is None or colours.ndim != 2 or colours.shape[1] != 3:
+            raise ValueError(
+                "palette must be a dict {(r, g, b): class} or a sequence of (r, g, b) colours, "
+                f"received {palette!r}"
+            )
+        items = [(tuple(colour), index) for index, colour in enumerate(colours.tolist())]
+    if not items:
+        raise ValueError("palette is empty")
+    keys, classes = [], []
+    for colour, index in items:
+        if (
+            not isinstance(colour, (tuple, list))
+            or len(colour) != 3
+            or not all(isinstance(c, numbers.Integral) and 0 <= c <= 255 for c in colour)
+        ):
+            raise ValueError(f"palette colour {colour!r} is not an (r, g, b) triple of integers in [0, 255]")
+        if not isinstance(index, numbers.Integral) or not 0 <= index <= 255:
+            raise ValueError(f"palette class for colour {tuple(colour)} must be an integer in [0, 255], received {index!r}")
+        keys.append((int(colour[0]) << 16) | (int(colour[1]) << 8) | int(colour[2]))
+        classes.append(int(index))
+    keys = np.asarray(keys, dtype=np.int64)
+    classes = np.asarray(classes, dtype=np.int32)
+    order = np.argsort(keys, kind="stable")
+    keys, classes = keys[order], classes[order]
+    duplicate = np.flatnonzero(np.diff(keys) == 0)
+    if duplicate.size:
+        key = int(keys[duplicate[0]])
+        raise ValueError(f"palette lists colour {(key >> 16, (key >> 8) & 255, key & 255)} twice")
+    return keys, classes
+
+
+def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) -> np.ndarray:
+    """Decodes a label map to ``int32 [H, W]``.
+
+    Without ``palette`` the file holds class indices: a palette-mode ("P") PNG such as
+    VOC's ``SegmentationClass``, or a greyscale PNG. With ``palette`` the file is a colour
+    image and each colour is mapped to its class (see :func:`color_lookup`).
+    With ``num_classes``, any value ``>= num_classes`` other than ``ignore_index`` is an error.
+
+    Example:
+        >>> label = read_label("SegmentationClass/000000.png", num_classes=21)  # doctest: +SKIP
+        >>> label.dtype
+        dtype('int32')
+    """
+    path, mask = _open(path, "label map")
+    if palette is None:
+        if mask.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+            raise ValueError(
+                f"label map {path!r} is a colour ({mask.mode}) image, but no palette was given; "
+                "pass palette= to map its colours to classes, or store class indices "
+                "(palette-mode or greyscale PNG)"
+            )
+        if mask.mode == "LA":
+            mask = mask.getchannel(0)
+        label = np.asarray(mask).astype(np.int64)
+        if label.ndim != 2:
+            raise ValueError(f"label map {path!r} has shape {label.shape}, expected [height, width]")
+    else:
+        keys, classes = color_lookup(palette)
+        rgb = np.asarray(mask.convert("RGB"), dtype=np.int64)
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        position = np.minimum(np.searchsorted(keys, packed), len(keys) - 1)
+        unknown = keys[position] != packed
+        if unknown.any():
+            row, col = (int(v) for v in np.argwhere(unknown)[0])
+            raise ValueError(
+                f"label map {path!r} has colour {tuple(int(c) for c in rgb[row, col])} at "
+                f"(row {row}, column {col}), which is not in the palette "
+                f"({int(unknown.sum())} pixel(s) with unknown colours)"
+            )
+        label = classes[position].astype(np.int64)
+    if num_classes is not None:
+        bad = (label >= num_classes) & (label != ignore_index) | (label < 0)
+        if bad.any():
+            values = np.unique(label[bad])
+            raise ValueError(
+                f"label map {path!r} holds value {int(values[0])}"
+                + (f" (and {values[1:].tolist()})" if values.size > 1 else "")
+                + f", but num_classes is {num_classes} ({ignore_index} is ignored)"
+            )
+    return label.astype(np.int32)
+
+
+def read_example(image_path, label_path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX):
+    """Reads an image and its label map and checks that their sizes agree.
+
+    Example:
+        >>> image, label = read_example("a.jpg", "a.png", num_classes=21)  # doctest: +SKIP
+    """
+    image = read_image(image_path)
+    label = read_label(label_path, palette=palette, num_classes=num_classes, ignore_index=ignore_index)
+    if image.shape[:2] != label.shape:
+        name = lambda p: os.fspath(p.decode() if isinstance(p, bytes) else p)  # noqa: E731
+        raise ValueError(
+            f"label map {name(label_path)!r} is {label.shape[0]}x{label.shape[1]} (height x width), "
+            f"but its image {name(image_path)!r} is {image.shape[0]}x{image.shape[1]}"
+        )
+    return image, label

@@ -1,0 +1,93 @@
+"""The part every loader shares: shuffle, read, augment or size for evaluation, batch, prefetch."""
+
+from __future__ import annotations
+
+import numbers
+
+import tensorflow as tf
+
+from kseg.data.augment import Augment, _check_size, center_crop_or_pad
+from kseg.data.palette import IGNORE_INDEX
+
+
+def resolve_augment(augment, crop_size, seed):
+    """Turns the loaders' ``augment`` / ``crop_size`` arguments into an :class:`Augment` or None."""
+    crop_size = _check_size("crop_size", crop_size, allow_none=True)
+    if augment is True:
+        return Augment(crop_size=crop_size, seed=seed), crop_size
+    if augment is False or augment is None:
+        return None, crop_size
+    if not isinstance(augment, Augment):
+        raise ValueError(f"augment must be True, False or a kseg.data.Augment, received {augment!r}")
+    if crop_size is not None and augment.crop_size not in (None, crop_size):
+        raise ValueError(
+            f"crop_size {crop_size} differs from the Augment's crop_size {augment.crop_size}; give one"
+        )
+    if crop_size is not None and augment.crop_size is None:
+        augment = Augment(
+            augment.scale_range, crop_size, augment.flip, augment.brightness, augment.contrast,
+            augment.saturation, augment.hue, augment.seed, augment.image_pad_value, augment.ignore_index,
+        )
+    return augment, crop_size
+
+
+def build_pipeline(
+    sources,
+    num_sources,
+    read,
+    *,
+    crop_size=None,
+    augment=False,
+    batch_size=None,
+    shuffle=None,
+    seed=None,
+    deterministic=False,
+    drop_remainder=False,
+):
+    """Turns a dataset of cheap sources (file names, indices) into ``(image, label)`` examples.
+
+    ``read`` maps one source to ``(image float32 [H, W, 3], label int32 [H, W])`` in TF ops.
+    Sources are shuffled (before reading, so the buffer holds names, not images) when
+    ``shuffle`` is True, or when it is None and the pipeline augments. Training (``augment``)
+    crops randomly; evaluation with ``crop_size`` pads/centre-crops deterministically; without
+    ``crop_size``, batches of different sizes are padded (image 0, label 255).
+    ``deterministic=True`` (seed 0 unless given) gives identical batches on every run.
+    """
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be an integer or None, received {seed!r}")
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be True or False, received {deterministic!r}")
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}")
+    if deterministic and seed is None:
+        seed = 0
+    augment, crop_size = resolve_augment(augment, crop_size, seed)
+    if shuffle is None:
+        shuffle = augment is not None
+    if shuffle:
+        sources = sources.shuffle(max(num_sources, 1), seed=seed, reshuffle_each_iteration=True)
+    examples = sources.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if augment is not None:
+        augment_seed = seed if augment.seed is None else augment.seed
+        examples = augment.map(examples, seed=augment_seed, deterministic=deterministic)
+    elif crop_size is not None:
+        examples = examples.map(
+            lambda image, label: center_crop_or_pad(image, label, crop_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+    if batch_size is not None:
+        fixed_size = examples.element_spec[1].shape.is_fully_defined()
+        if fixed_size:
+            examples = examples.batch(batch_size, drop_remainder=drop_remainder)
+        else:
+            examples = examples.padded_batch(
+                batch_size,
+                padding_values=(tf.constant(0.0), tf.constant(IGNORE_INDEX, tf.int32)),
+                drop_remainder=drop_remainder,
+            )
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return examples.with_options(options).prefetch(tf.data.AUTOTUNE)
