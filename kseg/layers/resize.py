@@ -112,3 +112,58 @@ class Resize(keras.layers.Layer):
             interpolation=self.interpolation,
         )
         return config
+
+
+def bilinear_kernel_1d(factor):
+    """The 1-D bilinear interpolation kernel of FCN for upsampling by an integer ``factor``.
+
+    Its length is ``2 * factor - factor % 2``; used as a transposed convolution kernel with
+    stride ``factor`` and "same" padding it reproduces half-pixel-centre bilinear upsampling.
+
+    Example:
+        >>> bilinear_kernel_1d(2)
+        array([0.25, 0.75, 0.75, 0.25])
+    """
+    import numpy as np
+
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"bilinear kernel: factor must be a positive int, received {factor!r}")
+    size = 2 * factor - factor % 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    return 1.0 - np.abs(np.arange(size) - center) / factor
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class BilinearKernel(keras.initializers.Initializer):
+    """Initialises a ``Conv2DTranspose`` kernel to per-channel bilinear upsampling (FCN).
+
+    The kernel ``[k, k, out, in]`` gets the 2-D bilinear filter on the diagonal (output
+    channel ``c`` from input channel ``c``) and zeros elsewhere. With ``strides=factor``,
+    ``kernel_size=2 * factor - factor % 2`` and ``padding="same"`` the layer starts as an
+    exact bilinear upsampler, which it may then learn to improve.
+
+    Example:
+        >>> import keras
+        >>> up = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False,
+        ...                                   kernel_initializer=BilinearKernel())
+    """
+
+    def __call__(self, shape, dtype=None):
+        import numpy as np
+
+        kh, kw, out_channels, in_channels = shape
+        if kh != kw:
+            raise ValueError(f"BilinearKernel: kernel must be square, received shape {tuple(shape)}")
+        factor = (kh + 1) // 2
+        if 2 * factor - factor % 2 != kh:
+            raise ValueError(
+                f"BilinearKernel: kernel size {kh} is not 2*factor - factor%2 for any factor"
+            )
+        k1 = bilinear_kernel_1d(factor)
+        kernel = np.zeros(shape, "float32")
+        for c in range(min(out_channels, in_channels)):
+            kernel[:, :, c, c] = np.outer(k1, k1)
+        return tf.constant(kernel, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {}
