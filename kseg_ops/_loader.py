@@ -74,7 +74,7 @@ def load_ops_library():
     Example:
         >>> import kseg_ops
         >>> ops = kseg_ops.load_ops_library()
-        >>> hasattr(ops, "kseg_dense_crf") or hasattr(ops, "KsegDenseCrf")
+        >>> hasattr(ops, "kseg_dense_crf")
         True
     """
     global _library

@@ -20,4 +20,5 @@ OPS_HDRS = [
     "kseg_ops/cc/lattice/permutohedral.h",
     "kseg_ops/cc/kernels/lattice_filter_op.h",
     "kseg_ops/cc/kernels/dense_crf_op.h",
+    "kseg_ops/cc/kernels/cpu_parallel.h",
 ]

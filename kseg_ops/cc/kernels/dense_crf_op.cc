@@ -1,0 +1,288 @@
+// CPU kernel of Kseg>DenseCrf (and the GPU kernel's registration when built with CUDA).
+#define EIGEN_USE_THREADS
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
+#include "kseg_ops/cc/kernels/dense_crf_op.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kseg_ops/cc/kernels/cpu_parallel.h"
+#include "kseg_ops/cc/lattice/permutohedral.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+
+namespace kseg {
+
+using CPUDevice = Eigen::ThreadPoolDevice;
+using GPUDevice = Eigen::GpuDevice;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+
+namespace {
+
+// exp(x) for x <= 0 (the softmax subtracts the maximum first), branch-free so that loops over
+// channels vectorise: Cephes' expf polynomial, about 1 ulp for x in [-87, 0], 0 below.
+inline float ExpNonPositive(float x) {
+  const bool underflow = x < -87.0f;
+  x = underflow ? -87.0f : x;
+  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - k * 0.693359375f - k * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return underflow ? 0.0f : y * scale;
+}
+inline double ExpNonPositive(double x) { return std::exp(x); }
+
+// q[c] = softmax(-unary + pairwise) over c < channels, written into a padded row.
+template <typename T>
+inline void SoftmaxRow(const T* unary, const T* pairwise, int channels, T* q) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int c = 0; c < channels; ++c) {
+    q[c] = pairwise[c] - unary[c];
+    m = std::max(m, q[c]);
+  }
+  T sum = 0;
+  for (int c = 0; c < channels; ++c) {
+    q[c] = ExpNonPositive(q[c] - m);
+    sum += q[c];
+  }
+  const T inv = T(1) / sum;
+  for (int c = 0; c < channels; ++c) q[c] *= inv;
+}
+
+}  // namespace
+
+namespace functor {
+
+template <typename T>
+absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
+                                                const DenseCrfParams& params, const T* unary,
+                                                const T* image, int64_t batch, int64_t h,
+                                                int64_t w, int channels, T* q) {
+  const lattice::ParallelFor parallel_for = MakeParallelFor(d);
+  const int64_t n = h * w;
+  const int cp = lattice::PaddedChannels(channels);
+  std::vector<T> gaussian_features(n * 2), bilateral_features(n * 5);
+  // Q and the pairwise term, channels padded with zeros so the lattice loops vectorise.
+  std::vector<T> q_work(n * cp, T(0)), pairwise(n * cp, T(0));
+  std::vector<T> ones(n, T(1)), norm_g(n), norm_b(n);
+  lattice::Permutohedral<T> gaussian, bilateral;
+  lattice::FilterWorkspace<T> workspace;
+  const bool symmetric = params.normalization == CrfNormalization::kSymmetric;
+
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* img = image + b * n * 3;
+    const T* un = unary + b * n * channels;
+    const T inv_gs = T(1) / T(params.gaussian_sxy), inv_bs = T(1) / T(params.bilateral_sxy),
+            inv_br = T(1) / T(params.bilateral_srgb);
+    parallel_for(n, 20, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T x = T(p % w), y = T(p / w);
+        gaussian_features[p * 2] = x * inv_gs;
+        gaussian_features[p * 2 + 1] = y * inv_gs;
+        T* f = &bilateral_features[p * 5];
+        f[0] = x * inv_bs;
+        f[1] = y * inv_bs;
+        f[2] = img[p * 3] * inv_br;
+        f[3] = img[p * 3 + 1] * inv_br;
+        f[4] = img[p * 3 + 2] * inv_br;
+      }
+    });
+    std::string error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for);
+    if (!error.empty())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gaussian_sxy = ", params.gaussian_sxy, " makes pixel positions unusable: ", error));
+    error = bilateral.Build(bilateral_features.data(), n, 5, 5, parallel_for);
+    if (!error.empty())
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image (batch element ", b, ") with bilateral_sxy = ", params.bilateral_sxy,
+          ", bilateral_srgb = ", params.bilateral_srgb, ": ", error));
+
+    // Normalisers from the filter of ones: D^-1/2 (symmetric) or D^-1 (after).
+    gaussian.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_g.data(), 1,
+                    &workspace, parallel_for);
+    bilateral.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_b.data(), 1,
+                     &workspace, parallel_for);
+    parallel_for(n, 30, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        norm_g[p] = symmetric ? T(1) / std::sqrt(norm_g[p] + T(1e-20)) : T(1) / (norm_g[p] + T(1e-20));
+        norm_b[p] = symmetric ? T(1) / std::sqrt(norm_b[p] + T(1e-20)) : T(1) / (norm_b[p] + T(1e-20));
+      }
+    });
+    const T* pre_g = symmetric ? norm_g.data() : nullptr;
+    const T* pre_b = symmetric ? norm_b.data() : nullptr;
+
+    T* q_out = q + b * n * channels;
+    // Q0 = softmax(-unary).
+    parallel_for(n, 20.0 * channels, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        SoftmaxRow(un + p * channels, pairwise.data() + p * cp, channels, q_work.data() + p * cp);
+    });
+    for (int it = 0; it < params.iterations; ++it) {
+      gaussian.Filter(q_work.data(), cp, cp, pre_g, norm_g.data(), T(params.gaussian_compat),
+                      false, false, pairwise.data(), cp, &workspace, parallel_for);
+      bilateral.Filter(q_work.data(), cp, cp, pre_b, norm_b.data(), T(params.bilateral_compat),
+                       false, true, pairwise.data(), cp, &workspace, parallel_for);
+      parallel_for(n, 20.0 * channels, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p)
+          SoftmaxRow(un + p * channels, pairwise.data() + p * cp, channels,
+                     q_work.data() + p * cp);
+      });
+    }
+    parallel_for(n, 2.0 * channels, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        std::copy(q_work.data() + p * cp, q_work.data() + p * cp + channels,
+                  q_out + p * channels);
+    });
+  }
+  return absl::OkStatus();
+}
+
+template struct DenseCrf<CPUDevice, float>;
+template struct DenseCrf<CPUDevice, double>;
+
+}  // namespace functor
+
+namespace {
+
+// Index of the first non-finite element, or -1.
+template <typename T>
+int64_t FirstNonFinite(const T* data, int64_t size, const CPUDevice& d) {
+  std::atomic<int64_t> first(std::numeric_limits<int64_t>::max());
+  MakeParallelFor(d)(size, 2, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!std::isfinite(data[i])) {
+        int64_t cur = first.load();
+        while (i < cur && !first.compare_exchange_weak(cur, i)) {
+        }
+        return;
+      }
+    }
+  });
+  const int64_t f = first.load();
+  return f == std::numeric_limits<int64_t>::max() ? -1 : f;
+}
+
+}  // namespace
+
+template <typename Device, typename T>
+class DenseCrfOp : public OpKernel {
+ public:
+  explicit DenseCrfOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("iterations", &params_.iterations));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("gaussian_sxy", &params_.gaussian_sxy));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("gaussian_compat", &params_.gaussian_compat));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bilateral_sxy", &params_.bilateral_sxy));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bilateral_srgb", &params_.bilateral_srgb));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bilateral_compat", &params_.bilateral_compat));
+    std::string normalization;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("normalization", &normalization));
+    params_.normalization =
+        normalization == "after" ? CrfNormalization::kAfter : CrfNormalization::kSymmetric;
+    for (const auto& [name, value] :
+         {std::pair<const char*, float>{"gaussian_sxy", params_.gaussian_sxy},
+          {"bilateral_sxy", params_.bilateral_sxy},
+          {"bilateral_srgb", params_.bilateral_srgb}}) {
+      OP_REQUIRES(ctx, std::isfinite(value) && value > 0,
+                  absl::InvalidArgumentError(
+                      absl::StrCat(name, " must be a positive finite number, got ", value)));
+    }
+    for (const auto& [name, value] :
+         {std::pair<const char*, float>{"gaussian_compat", params_.gaussian_compat},
+          {"bilateral_compat", params_.bilateral_compat}}) {
+      OP_REQUIRES(ctx, std::isfinite(value),
+                  absl::InvalidArgumentError(
+                      absl::StrCat(name, " must be a finite number, got ", value)));
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& unary = ctx->input(0);
+    const Tensor& image = ctx->input(1);
+    OP_REQUIRES(ctx, unary.dims() == 4,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "unary must have rank 4 [batch, height, width, classes], got shape ",
+                    unary.shape().DebugString())));
+    OP_REQUIRES(ctx, image.dims() == 4 && image.dim_size(3) == 3,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "image must have shape [batch, height, width, 3], got ",
+                    image.shape().DebugString())));
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES(ctx, unary.dim_size(i) == image.dim_size(i),
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "unary ", unary.shape().DebugString(), " and image ",
+                      image.shape().DebugString(), " must agree in batch, height and width")));
+    }
+    const int64_t classes = unary.dim_size(3);
+    OP_REQUIRES(ctx, classes >= 1 && classes <= 4096,
+                absl::InvalidArgumentError(
+                    absl::StrCat("the number of classes must be in [1, 4096], got ", classes)));
+    const int64_t h = unary.dim_size(1), w = unary.dim_size(2);
+    OP_REQUIRES(ctx, h >= 1 && w >= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "image must not be empty, got height ", h, " and width ", w)));
+    OP_REQUIRES(ctx, h * w < (int64_t{1} << 31) / 6,
+                absl::InvalidArgumentError(
+                    absl::StrCat("image too large for the lattice: ", h, " x ", w, " pixels")));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, unary.shape(), &output));
+    if (unary.NumElements() == 0) return;
+    if constexpr (std::is_same<Device, CPUDevice>::value) {
+      const CPUDevice& d = ctx->eigen_device<CPUDevice>();
+      const int64_t bad_unary = FirstNonFinite(unary.flat<T>().data(), unary.NumElements(), d);
+      OP_REQUIRES(ctx, bad_unary < 0,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "unary holds a non-finite value (NaN or Inf in the probabilities or "
+                      "logits) at flat index ",
+                      bad_unary)));
+      const int64_t bad_pixel = FirstNonFinite(image.flat<T>().data(), image.NumElements(), d);
+      OP_REQUIRES(ctx, bad_pixel < 0,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "image holds a non-finite value at flat index ", bad_pixel)));
+    }
+    OP_REQUIRES_OK(ctx, functor::DenseCrf<Device, T>()(
+                            ctx, ctx->eigen_device<Device>(), params_, unary.flat<T>().data(),
+                            image.flat<T>().data(), unary.dim_size(0), h, w,
+                            static_cast<int>(classes), output->flat<T>().data()));
+  }
+
+ private:
+  DenseCrfParams params_;
+};
+
+#define KSEG_REGISTER_CPU(T)                                                        \
+  REGISTER_KERNEL_BUILDER(                                                          \
+      Name("Kseg>DenseCrf").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+      DenseCrfOp<CPUDevice, T>);
+KSEG_REGISTER_CPU(float);
+KSEG_REGISTER_CPU(double);
+#undef KSEG_REGISTER_CPU
+
+#if GOOGLE_CUDA
+#define KSEG_REGISTER_GPU(T)                                                        \
+  REGISTER_KERNEL_BUILDER(                                                          \
+      Name("Kseg>DenseCrf").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
+      DenseCrfOp<GPUDevice, T>);
+KSEG_REGISTER_GPU(float);
+KSEG_REGISTER_GPU(double);
+#undef KSEG_REGISTER_GPU
+#endif  // GOOGLE_CUDA
+
+}  // namespace kseg
