@@ -21,4 +21,6 @@ OPS_HDRS = [
     "kseg_ops/cc/kernels/lattice_filter_op.h",
     "kseg_ops/cc/kernels/dense_crf_op.h",
     "kseg_ops/cc/kernels/cpu_parallel.h",
+    "kseg_ops/cc/lattice/permutohedral_gpu.cuh",
+    "kseg_ops/cc/kernels/lattice_gpu_glue.cu.h",
 ]
