@@ -68,6 +68,8 @@ def build_pipeline(
         shuffle = augment is not None
     if shuffle:
         sources = sources.shuffle(max(num_sources, 1), seed=seed, reshuffle_each_iteration=True)
+    # Without shuffling the order is kept, so evaluation sees the files in their listed order.
+    deterministic = deterministic or not shuffle
     examples = sources.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if augment is not None:
         augment_seed = seed if augment.seed is None else augment.seed
