@@ -31,7 +31,8 @@ def _read_sources():
     namespace = {}
     with open(os.path.join(HERE, "kseg_ops", "sources.bzl"), encoding="utf-8") as f:
         exec(f.read(), namespace)
-    return namespace["OPS_CPU_SRCS"], namespace["OPS_GPU_SRCS"], namespace["OPS_HDRS"]
+    return (namespace["OPS_CPU_SRCS"], namespace["OPS_GPU_SRCS"],
+            namespace["OPS_HDRS"] + namespace.get("OPS_GPU_HDRS", []))
 
 
 def _tensorflow_build_info():

@@ -5,22 +5,32 @@
 OPS_CPU_SRCS = [
     "kseg_ops/cc/kernels/lattice_filter_op.cc",
     "kseg_ops/cc/kernels/dense_crf_op.cc",
+    "kseg_ops/cc/kernels/fft_conv_op.cc",
     "kseg_ops/cc/ops/lattice_filter_ops.cc",
     "kseg_ops/cc/ops/dense_crf_ops.cc",
+    "kseg_ops/cc/ops/fft_conv_ops.cc",
+]
+
+# Headers the CPU sources include.
+OPS_HDRS = [
+    "kseg_ops/cc/lattice/permutohedral.h",
+    "kseg_ops/cc/kernels/lattice_filter_op.h",
+    "kseg_ops/cc/kernels/dense_crf_op.h",
+    "kseg_ops/cc/kernels/cpu_parallel.h",
+    "kseg_ops/cc/kernels/fft_conv_op.h",
+    "kseg_ops/cc/fft/fft_conv_core.h",
+    "kseg_ops/cc/fft/fft_conv_impl.inc",
 ]
 
 # CUDA kernels compiled by nvcc with -DGOOGLE_CUDA=1 when building for GPU.
 OPS_GPU_SRCS = [
     "kseg_ops/cc/kernels/lattice_filter_op_gpu.cu.cc",
     "kseg_ops/cc/kernels/dense_crf_op_gpu.cu.cc",
+    "kseg_ops/cc/kernels/fft_conv_op_gpu.cu.cc",
 ]
 
-# Headers the sources above include.
-OPS_HDRS = [
-    "kseg_ops/cc/lattice/permutohedral.h",
-    "kseg_ops/cc/kernels/lattice_filter_op.h",
-    "kseg_ops/cc/kernels/dense_crf_op.h",
-    "kseg_ops/cc/kernels/cpu_parallel.h",
+# Headers only the CUDA sources include.
+OPS_GPU_HDRS = [
     "kseg_ops/cc/lattice/permutohedral_gpu.cuh",
     "kseg_ops/cc/kernels/lattice_gpu_glue.cu.h",
 ]
