@@ -27,7 +27,6 @@ OPS_GPU_SRCS = [
     "kseg_ops/cc/kernels/lattice_filter_op_gpu.cu.cc",
     "kseg_ops/cc/kernels/dense_crf_op_gpu.cu.cc",
     "kseg_ops/cc/kernels/fft_conv_op_gpu.cu.cc",
-    "kseg_ops/cc/kernels/fft_conv_op_gpu.cu.cc",
 ]
 
 # Headers only the CUDA sources include.
