@@ -45,3 +45,4 @@ def register(*names):
 
 # Backbone modules register themselves on import.
 from kseg.backbones import resnet  # noqa: E402,F401
+from kseg.backbones import vgg  # noqa: E402,F401

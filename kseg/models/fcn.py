@@ -1,0 +1,136 @@
+"""FCN: Fully Convolutional Networks for Semantic Segmentation (Long, Shelhamer, Darrell, CVPR 2015).
+
+VGG16 with its fully connected layers turned into convolutions (fc6: 7×7×4096, fc7: 1×1×4096),
+a 1×1 class scorer, and upsampling by transposed convolutions initialised to bilinear
+interpolation. FCN-16s and FCN-8s fuse scores predicted from pool4 and pool3 (skip layers,
+zero-initialised as in the paper) before the final upsampling.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kseg import backbones
+from kseg.layers.crop import CropLike
+from kseg.layers.image_normalization import ImageNormalization
+from kseg.layers.resize import BilinearKernel
+from kseg.models import register
+from kseg.models._base import check_choice, check_input_shape, check_num_classes
+
+VARIANTS = ("32s", "16s", "8s")
+
+
+def _upsample(x, num_classes, factor, name, trainable=True):
+    return layers.Conv2DTranspose(
+        num_classes,
+        2 * factor - factor % 2,
+        strides=factor,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearKernel(),
+        trainable=trainable,
+        name=name,
+    )(x)
+
+
+@register("fcn")
+@keras.saving.register_keras_serializable(package="kseg")
+class FCN(keras.Model):
+    """FCN-32s / 16s / 8s on VGG16.
+
+    Differences from the Caffe model, and why: convolutions and pools use "same" padding
+    instead of padding the input by 100 pixels and cropping, so every input size works and
+    the outputs line up with the input by construction (a "same" transposed convolution with a
+    bilinear kernel is half-pixel-centred bilinear upsampling). Parameter counts with 21
+    classes: 8s 134,489,759 and 16s 134,815,994 (the paper's ≈134 M); 32s 136,152,917, the
+    extra 1.8 M being its 64×64×21×21 final transposed convolution, counted although fixed. The final upsampling is fixed bilinear by default,
+    as in the paper's released models (``learn_final_upsampling=True`` makes it learnable);
+    the intermediate ×2 upsamplings are learned from a bilinear start.
+
+    Args:
+        num_classes: number of classes (logits channels).
+        input_shape: ``(H, W, 3)``, H/W may be None. Any size ≥ 1 works.
+        variant: "32s", "16s" or "8s".
+        weights: None, "imagenet" (VGG16 encoder through keras.applications) or a path to a
+            keras.applications VGG16 weights file.
+        learn_final_upsampling: make the last transposed convolution trainable.
+        dropout: dropout rate after fc6 and fc7.
+        fc_channels: width of fc6 and fc7 (the paper: 4096; smaller is much cheaper and
+            still loads the VGG16 convolution weights).
+
+    Example:
+        >>> model = FCN(num_classes=5, input_shape=(100, 70, 3), variant="8s")
+        >>> tuple(model.output_shape)
+        (None, 100, 70, 5)
+    """
+
+    def __init__(
+        self,
+        num_classes=21,
+        input_shape=(None, None, 3),
+        variant="8s",
+        weights=None,
+        learn_final_upsampling=False,
+        dropout=0.5,
+        fc_channels=4096,
+        name=None,
+        **kwargs,
+    ):
+        check_num_classes("FCN", num_classes)
+        input_shape = check_input_shape("FCN", input_shape, channels=(3,))
+        check_choice("FCN", "variant", variant, VARIANTS)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"FCN: dropout must be in [0, 1), received {dropout!r}")
+        if not isinstance(fc_channels, int) or isinstance(fc_channels, bool) or fc_channels < 1:
+            raise ValueError(f"FCN: fc_channels must be a positive int, received {fc_channels!r}")
+
+        images = keras.Input(input_shape, name="images")
+        x = ImageNormalization("caffe", name="normalize")(images)
+        features = backbones.build("vgg16", x, output_stride=32, weights=weights)
+        x = layers.Conv2D(fc_channels, 7, padding="same", activation="relu", name="fc6")(features["P5"])
+        x = layers.Dropout(dropout, name="drop6")(x)
+        x = layers.Conv2D(fc_channels, 1, activation="relu", name="fc7")(x)
+        x = layers.Dropout(dropout, name="drop7")(x)
+        scores = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name="score_fr")(x)
+        final_factor = 32
+        for level, factor in (("P4", 16), ("P3", 8)):
+            if variant == "32s" or (variant == "16s" and level == "P3"):
+                break
+            pool = level.replace("P", "pool")
+            skip = layers.Conv2D(
+                num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}"
+            )(features[level])
+            up = _upsample(scores, num_classes, 2, name=f"upscore_to_{pool}")
+            up = CropLike("top_left", name=f"crop_to_{pool}")([up, skip])
+            scores = layers.Add(name=f"fuse_{pool}")([up, skip])
+            final_factor = factor
+        logits = _upsample(
+            scores, num_classes, final_factor, name=f"upscore{final_factor}", trainable=learn_final_upsampling
+        )
+        logits = CropLike("top_left", name="crop_to_input")([logits, images])
+        super().__init__(images, logits, name=name or f"fcn{variant}", **kwargs)
+
+        self.num_classes = num_classes
+        self.input_shape_ = input_shape
+        self.variant = variant
+        self.weights_source = weights
+        self.learn_final_upsampling = learn_final_upsampling
+        self.dropout = dropout
+        self.fc_channels = fc_channels
+
+    def get_config(self):
+        return {
+            "num_classes": self.num_classes,
+            "input_shape": self.input_shape_,
+            "variant": self.variant,
+            "weights": None,  # weights travel in the .keras file itself
+            "learn_final_upsampling": self.learn_final_upsampling,
+            "dropout": self.dropout,
+            "fc_channels": self.fc_channels,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
