@@ -22,6 +22,8 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -144,7 +146,7 @@ inline double TileCost(const Geometry& g, int64_t nh, int64_t nw, int64_t* tiles
 // kernel_budget_bytes, and the tile group size so that one group's spectra fit group_budget_bytes.
 inline TilePlan ChooseTilePlan(const Geometry& g, int64_t bytes_per_value, int64_t num_threads,
                                int64_t kernel_budget_bytes = int64_t{512} << 20,
-                               int64_t group_budget_bytes = int64_t{96} << 20) {
+                               int64_t group_budget_bytes = int64_t{32} << 20) {
   const int64_t max_h = NextFastSize(g.out_h + g.kh - 1, false);
   const int64_t max_w = NextFastSize(g.out_w + g.kw - 1, true);
   TilePlan best;
@@ -178,7 +180,7 @@ inline TilePlan ChooseTilePlan(const Geometry& g, int64_t bytes_per_value, int64
   const int64_t items = std::max<int64_t>(1, g.batch * best.tiles());
   const int64_t per_item = 2 * bytes_per_value * best.frequencies() * (g.cin + g.cout);
   int64_t group = std::max<int64_t>(1, group_budget_bytes / std::max<int64_t>(per_item, 1));
-  group = std::max<int64_t>(group, std::max<int64_t>(num_threads, 1));
+  group = std::max<int64_t>(group, 2 * std::max<int64_t>(num_threads, 1));
   best.group = std::min(group, items);
   return best;
 }
@@ -244,8 +246,10 @@ struct RealPlan {
 }  // namespace fft
 }  // namespace kseg
 
+// The baseline build: SSE-width vectors (16 bytes), fine on every x86-64 and elsewhere.
 #ifndef KSEG_FFT_ISA
 #define KSEG_FFT_ISA generic
+#define KSEG_FFT_VECTOR_BYTES 16
 #endif
 #include "fft_conv_impl.inc"
 

@@ -26,12 +26,16 @@
 #pragma GCC target("avx2,fma")
 #undef KSEG_FFT_ISA
 #define KSEG_FFT_ISA avx2
+#undef KSEG_FFT_VECTOR_BYTES
+#define KSEG_FFT_VECTOR_BYTES 32
 #include "kseg_ops/cc/fft/fft_conv_impl.inc"
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")
 #undef KSEG_FFT_ISA
 #define KSEG_FFT_ISA avx512
+#undef KSEG_FFT_VECTOR_BYTES
+#define KSEG_FFT_VECTOR_BYTES 64
 #include "kseg_ops/cc/fft/fft_conv_impl.inc"
 #pragma GCC pop_options
 #endif
