@@ -36,6 +36,8 @@ def names():
 
 
 # Model modules register themselves on import; keep one import per file below.
+from kseg.models.fcn import FCN  # noqa: E402,F401
+from kseg.models.unet import UNet  # noqa: E402,F401
 from kseg.models import segnet  # noqa: E402,F401
 from kseg.models import deconvnet  # noqa: E402,F401
 from kseg.models.unet_weight_map import unet_weight_map  # noqa: E402,F401
