@@ -19,18 +19,17 @@ IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 def _check_size(name, size, allow_none=False):
     if size is None and allow_none:
         return None
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (size, size)
+    pair = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
     if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair)
     ):
         raise ValueError(
             f"{name} must be a positive integer or a pair (height, width) of positive integers, "
             f"received {size!r}"
         )
-    return int(size[0]), int(size[1])
+    return int(pair[0]), int(pair[1])
 
 
 def _check_amount(name, value, upper=None):

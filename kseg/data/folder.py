@@ -122,11 +122,11 @@ def folder(
         >>> ds = folder("data/images", "data/masks", palette={(0, 0, 0): 0, (255, 0, 0): 1},
         ...             crop_size=256, augment=True, batch_size=8)  # doctest: +SKIP
     """
-    image_paths, mask_paths = folder_pairs(images_dir, masks_dir)
     if palette is not None:
         _, classes = color_lookup(palette)  # validates the palette now, not per example
         if num_classes is None:
             num_classes = int(classes[classes != ignore_index].max(initial=-1)) + 1
+    image_paths, mask_paths = folder_pairs(images_dir, masks_dir)
     sources = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
     return build_pipeline(
         sources,

@@ -1,8 +1,9 @@
 """Procedural scenes with exact ground truth: the embedded default dataset.
 
 Each scene is a textured, noisy background under a smooth illumination gradient with a few
-objects drawn over it, later objects occluding earlier ones. The object classes are told
-apart by shape only (every class draws its colour from the same range): filled ellipses,
+objects drawn over it, later objects occluding earlier ones. Each object class draws its
+hue from a band that overlaps its neighbours' bands, so colour narrows a pixel down to two
+classes and shape decides (at difficulty 1 colour says nothing): filled ellipses,
 rotated rectangles, triangles, rings (the hole shows what is behind) and groups of thin
 bars 2-3 pixels wide. A pixel's label is the class of the last object whose geometry
 contains the pixel centre; the image uses that very same mask (no antialiasing), so the
@@ -39,6 +40,9 @@ class SceneOptions:
         illumination: illumination varies over the image by a factor in ``[1-a, 1+a]``.
         min_contrast: minimum RGB distance between an object's colour and the background's.
         shading: objects' brightness varies linearly across them by up to this fraction.
+        hue_spread: half-width in degrees of each class's hue range. Class hue centres are
+            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 72 (the
+            default) makes every hue shared by exactly two classes, 180 makes colour useless.
 
     Example:
         >>> SceneOptions.from_difficulty(0.0).noise_std < SceneOptions.from_difficulty(1.0).noise_std
@@ -54,6 +58,7 @@ class SceneOptions:
     illumination: float
     min_contrast: float
     shading: float
+    hue_spread: float
 
     @classmethod
     def from_difficulty(cls, difficulty: float = 0.5) -> "SceneOptions":
@@ -71,8 +76,8 @@ class SceneOptions:
             raise ValueError(f"difficulty must be a number in [0, 1], received {difficulty!r}")
         d = float(difficulty)
         return cls(
-            min_objects=2 + round(2 * d),
-            max_objects=4 + round(6 * d),
+            min_objects=2 + int(2 * d + 0.5),
+            max_objects=3 + int(6 * d + 0.5),
             object_size=(0.12 - 0.04 * d, 0.26),
             line_width=(2.0, 3.5),
             noise_std=2.0 + 14.0 * d,
@@ -80,6 +85,7 @@ class SceneOptions:
             illumination=0.1 + 0.5 * d,
             min_contrast=90.0 - 60.0 * d,
             shading=0.3 * d,
+            hue_spread=36.0 + 144.0 * d * d,
         )
 
     def validate(self):
@@ -108,7 +114,7 @@ class SceneOptions:
             )
         pair("object_size", 0.0)
         pair("line_width", 0.0)
-        for name in ("noise_std", "texture", "illumination", "min_contrast", "shading"):
+        for name in ("noise_std", "texture", "illumination", "min_contrast", "shading", "hue_spread"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, received {value!r}")
@@ -116,6 +122,8 @@ class SceneOptions:
             raise ValueError(f"illumination must be below 1, received {self.illumination!r}")
         if self.shading >= 1:
             raise ValueError(f"shading must be below 1, received {self.shading!r}")
+        if self.hue_spread > 180:
+            raise ValueError(f"hue_spread must be at most 180 degrees, received {self.hue_spread!r}")
         if self.min_contrast > 200:
             raise ValueError(
                 f"min_contrast must be at most 200 (0..255 RGB distance), received {self.min_contrast!r}"
@@ -179,6 +187,15 @@ def _value_noise(rng, height, width, cells, channels):
     """Smooth noise in [-1, 1]: a random coarse grid, bilinearly interpolated."""
     grid = rng.uniform(-1.0, 1.0, size=(cells + 1, cells + 1, channels)).astype(np.float32)
     return _interpolate_axis(_interpolate_axis(grid, height, 0), width, 1)
+
+
+def _hsv_to_rgb(hue_degrees, saturation, value):
+    """[N] hue (degrees), saturation, value in [0, 1] -> [N, 3] RGB in 0..255."""
+    sector = np.mod(hue_degrees, 360.0) / 60.0
+    channel_offsets = np.array([5.0, 3.0, 1.0])  # R, G, B
+    k = np.mod(channel_offsets + sector[:, None], 6.0)
+    weight = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return 255.0 * value[:, None] * (1.0 - saturation[:, None] * weight)
 
 
 def _ellipse(rng, u, v, radius, line_width):
@@ -267,8 +284,10 @@ def render_scene(
         cx = rng.uniform(0.05, 0.95) * width
         theta = rng.uniform(0.0, math.pi)
         cos_t, sin_t = math.cos(theta), math.sin(theta)
-        # Colours from one shared range, away from the background colour.
-        candidates = rng.uniform(0.0, 255.0, size=(32, 3))
+        # Colours from the class's hue band (bands of neighbouring classes overlap), away
+        # from the background colour.
+        hue = kind * 72.0 + rng.uniform(-options.hue_spread, options.hue_spread, size=32)
+        candidates = _hsv_to_rgb(hue, rng.uniform(0.4, 1.0, size=32), rng.uniform(0.3, 1.0, size=32))
         far = np.linalg.norm(candidates - background_colour, axis=1) >= options.min_contrast
         colour = candidates[int(np.argmax(far))]
         shade_angle = rng.uniform(0.0, 2.0 * math.pi)
