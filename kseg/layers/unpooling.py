@@ -3,14 +3,18 @@
 SegNet and DeconvNet upsample by writing every pooled value back to the exact position its
 maximum came from, and zeros elsewhere. ``tf.nn.max_pool_with_argmax`` is not a TFLite built-in
 op, so both layers use an equivalent formulation built from reshapes, comparisons and
-``one_hot`` that converts to built-in ops and is exact:
+selections that converts to built-in ops and is exact:
 
-* the input is cut into non-overlapping ``pool_size`` windows (reshape + transpose);
+* the input is cut into non-overlapping ``pool_size`` windows (4-D reshape + transpose), one
+  channel block per window position;
 * the window position of the maximum is the *first* position (row-major inside the window)
   whose value equals the window maximum, i.e. ties go to the top-left-most element, as in
   Caffe's SegNet and ``tf.nn.max_pool_with_argmax``;
-* unpooling multiplies the one-hot of that position with the pooled value and puts the windows
-  back together.
+* unpooling selects the pooled value into the block of that position (zeros elsewhere) and
+  puts the windows back together.
+
+Only same-shape element-wise ops, 4-D reshapes/transposes and slices are used, so the layers
+also survive full int8 quantization (TFLite's int8 converter mishandles a broadcast equality).
 
 **Index representation.** Indices are int32 of the pooled shape ``[B, Hp, Wp, C]`` and hold the
 position inside the window, ``dy * pool_width + dx`` (``0 <= index < pool_height * pool_width``).
@@ -18,8 +22,8 @@ position inside the window, ``dy * pool_width + dx`` (``0 <= index < pool_height
 ``tf.nn.max_pool_with_argmax(include_batch_in_index=True)``.
 
 **Odd sizes.** Pooling works in "ceil" mode (as Caffe's SegNet): a height of 7 with a pool of 2
-gives 4 rows, the last window holding one real row (the missing row is padded with the lowest
-float, so it never wins). Unpooling then needs the size to return to: pass the pre-pool tensor as
+gives 4 rows, the last window holding one real row (the missing row is padded with the tensor's
+minimum, which never wins: a window's first element is always real and ties go to the first). Unpooling then needs the size to return to: pass the pre-pool tensor as
 a third input (``unpool([values, indices, pre_pool])``), and its height and width (static or
 dynamic) are used; without it the output is ``Hp * pool_height`` by ``Wp * pool_width``.
 """
@@ -50,27 +54,33 @@ def _ceil_div(a, b):
     return None if a is None else -(-a // b)
 
 
+def _static_channels(x, what):
+    channels = x.shape[-1]
+    if channels is None:
+        raise ValueError(f"{what} needs a known number of channels, received shape {x.shape}")
+    return int(channels)
+
+
 def _to_windows(x, pool_size):
-    """[B, H, W, C] (H, W multiples of the pool) -> [B, Hp, Wp, kh*kw, C]."""
+    """[B, H, W, C] (H, W multiples of the pool) -> [B, Hp, Wp, kh*kw*C], channels ordered
+    (dy, dx, c). Only 4-D reshapes/transposes, which every TFLite kernel supports."""
     kh, kw = pool_size
+    c = _static_channels(x, "max pooling")
     shape = tf.shape(x)
-    b, h, w = shape[0], shape[1], shape[2]
-    c = x.shape[-1] if x.shape[-1] is not None else shape[3]
-    hp, wp = h // kh, w // kw
+    b, hp, wp = shape[0], shape[1] // kh, shape[2] // kw
     x = tf.reshape(x, tf.stack([b * hp, kh, wp, kw * c]))
     x = tf.transpose(x, [0, 2, 1, 3])  # [B*Hp, Wp, kh, kw*C]
-    return tf.reshape(x, tf.stack([b, hp, wp, kh * kw, c]))
+    return tf.reshape(x, tf.stack([b, hp, wp, kh * kw * c]))
 
 
-def _from_windows(x, pool_size):
-    """[B, Hp, Wp, kh*kw, C] -> [B, Hp*kh, Wp*kw, C] (inverse of ``_to_windows``)."""
+def _from_windows(x, pool_size, channels):
+    """[B, Hp, Wp, kh*kw*C] -> [B, Hp*kh, Wp*kw, C] (inverse of ``_to_windows``)."""
     kh, kw = pool_size
     shape = tf.shape(x)
     b, hp, wp = shape[0], shape[1], shape[2]
-    c = x.shape[-1] if x.shape[-1] is not None else shape[4]
-    x = tf.reshape(x, tf.stack([b * hp, wp, kh, kw * c]))
+    x = tf.reshape(x, tf.stack([b * hp, wp, kh, kw * channels]))
     x = tf.transpose(x, [0, 2, 1, 3])  # [B*Hp, kh, Wp, kw*C]
-    return tf.reshape(x, tf.stack([b, hp * kh, wp * kw, c]))
+    return tf.reshape(x, tf.stack([b, hp * kh, wp * kw, channels]))
 
 
 def max_pool_with_window_argmax(x, pool_size=(2, 2)):
@@ -89,20 +99,30 @@ def max_pool_with_window_argmax(x, pool_size=(2, 2)):
     pool_size = _normalize_pool_size(pool_size)
     kh, kw = pool_size
     x = tf.convert_to_tensor(x)
-    shape = tf.shape(x)
-    pad_h = (kh - shape[1] % kh) % kh
-    pad_w = (kw - shape[2] % kw) % kw
-    x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=x.dtype.min)
-    windows = _to_windows(x, pool_size)  # [B, Hp, Wp, K, C]
-    window_max = tf.reduce_max(windows, axis=3, keepdims=True)
-    is_max = tf.equal(windows, window_max)
-    k = kh * kw
-    positions = tf.reshape(tf.range(k, dtype=tf.int32), [1, 1, 1, k, 1])
-    # first maximum: smallest position whose value equals the window maximum
-    indices = tf.reduce_min(tf.where(is_max, positions, k), axis=3)
-    chosen = tf.equal(positions, tf.expand_dims(indices, 3))
-    # select (not reduce_max) so the gradient goes to the chosen element only, as in max pooling
-    pooled = tf.reduce_sum(tf.where(chosen, windows, tf.zeros_like(windows)), axis=3)
+    c = _static_channels(x, "max pooling")
+    height, width = x.shape[1], x.shape[2]
+    if height is None or width is None or height % kh or width % kw:
+        shape = tf.shape(x)
+        pad_h = (kh - shape[1] % kh) % kh
+        pad_w = (kw - shape[2] % kw) % kw
+        # Padding sits after the real elements of a window and each window's first element is
+        # real, so padding with the tensor minimum never wins (ties go to the first element).
+        # A finite value also keeps int8 quantization ranges intact.
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=tf.reduce_min(x))
+    windows = _to_windows(x, pool_size)
+    positions = [windows[..., p * c:(p + 1) * c] for p in range(kh * kw)]
+    window_max = positions[0]
+    for candidate in positions[1:]:
+        window_max = tf.maximum(window_max, candidate)
+    # Walk the positions backwards so the first (row-major) maximum is the one kept. Each step
+    # compares two same-shaped tensors: no broadcasting, which TFLite's int8 path mishandles.
+    indices = tf.fill(tf.shape(window_max), tf.constant(kh * kw - 1, tf.int32))
+    pooled = positions[-1]
+    for p in range(kh * kw - 2, -1, -1):
+        is_max = tf.equal(positions[p], window_max)
+        indices = tf.where(is_max, tf.constant(p, tf.int32), indices)
+        # select (not the max itself) so the gradient goes to the chosen element only
+        pooled = tf.where(is_max, positions[p], pooled)
     return pooled, indices
 
 
@@ -121,10 +141,13 @@ def max_unpool_from_window_argmax(values, indices, pool_size=(2, 2), output_size
     """
     pool_size = _normalize_pool_size(pool_size)
     values = tf.convert_to_tensor(values)
+    c = _static_channels(values, "max unpooling")
     indices = tf.cast(indices, tf.int32)
-    k = pool_size[0] * pool_size[1]
-    one_hot = tf.one_hot(indices, k, axis=3, dtype=values.dtype)  # [B, Hp, Wp, K, C]
-    out = _from_windows(one_hot * tf.expand_dims(values, 3), pool_size)
+    zeros = tf.zeros_like(values)
+    slots = [
+        tf.where(tf.equal(indices, p), values, zeros) for p in range(pool_size[0] * pool_size[1])
+    ]
+    out = _from_windows(tf.concat(slots, axis=-1), pool_size, c)
     if output_size is not None:
         out = out[:, : output_size[0], : output_size[1], :]
     return out

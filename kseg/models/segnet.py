@@ -122,11 +122,11 @@ class SegNet(keras.Model):
             x = MaxUnpooling2D(2, name=f"decoder{stage}_unpool")([x, indices, pre_pool])
             convs = VGG16_CONVS[stage - 1]
             for index in range(convs, 0, -1):
-                name = f"decoder{stage}_conv{index}"
+                conv_name = f"decoder{stage}_conv{index}"
                 if index > 1:
-                    x = conv_bn_relu(x, stage_filters[stage - 1], name)
+                    x = conv_bn_relu(x, stage_filters[stage - 1], conv_name)
                 elif stage > 1:
-                    x = conv_bn_relu(x, stage_filters[stage - 2], name)
+                    x = conv_bn_relu(x, stage_filters[stage - 2], conv_name)
                 else:
                     x = layers.Conv2D(num_classes, 3, padding="same", name="logits")(x)
         super().__init__(images, x, name=name or "segnet", **kwargs)
