@@ -1,3 +1,4 @@
+import colorsys
 import itertools
 
 import numpy as np
@@ -133,19 +134,41 @@ def test_thin_structures_at_default_difficulty():
     assert (depth[bars] <= 2.0).mean() > 0.98
 
 
-def test_colour_does_not_tell_the_class():
-    options = scene_options(0.5, **CLEAN)
-    colours = {k: [] for k in range(1, 6)}
-    for index in range(150):
+def _object_hues(options, count=150):
+    hues = {k: [] for k in range(1, 6)}
+    for index in range(count):
         image, label = render_scene(index, (48, 48), seed=0, options=options)
         for k in range(1, 6):
-            if (label == k).any():
-                colours[k].append(image[label == k].mean(0))
-    means = np.array([np.mean(colours[k], axis=0) for k in range(1, 6)])
-    spreads = np.array([np.std(colours[k], axis=0) for k in range(1, 6)])
-    # Every class spans most of the colour range, and their average colours nearly agree.
-    assert spreads.min() > 45
-    assert np.ptp(means, axis=0).max() < 40
+            for component in range(1, ndimage.label(label == k)[1] + 1):
+                pixels = image[ndimage.label(label == k)[0] == component]
+                r, g, b = pixels.mean(0) / 255.0
+                hues[k].append(360.0 * colorsys.rgb_to_hsv(r, g, b)[0])
+    return hues
+
+
+def _hue_distance(a, b):
+    return np.abs((np.asarray(a) - b + 180.0) % 360.0 - 180.0)
+
+
+def test_colour_narrows_the_class_but_does_not_tell_it():
+    # Default: class k's hues lie within 72 degrees of (k - 1) * 72, so each hue is shared by two
+    # classes; guessing the class from the nearest hue centre is right only part of the time.
+    hues = _object_hues(scene_options(0.5, **CLEAN))
+    correct, total = 0, 0
+    for k, values in hues.items():
+        assert len(values) > 20
+        assert _hue_distance(values, (k - 1) * 72.0).max() <= 72.5
+        nearest = np.argmin([_hue_distance(values, (c - 1) * 72.0) for c in range(1, 6)], axis=0) + 1
+        correct += int((nearest == k).sum())
+        total += len(values)
+    assert 0.35 < correct / total < 0.8
+
+
+def test_colour_says_nothing_at_full_hue_spread():
+    hues = _object_hues(scene_options(0.5, hue_spread=180.0, **CLEAN), count=100)
+    for k, values in hues.items():
+        # Spread over the whole circle: a sizeable share is on the far side of the class centre.
+        assert (_hue_distance(values, (k - 1) * 72.0) > 90).mean() > 0.25
 
 
 def test_background_is_textured_and_lit_unevenly():
