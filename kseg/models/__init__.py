@@ -41,3 +41,5 @@ from kseg.models.unet import UNet  # noqa: E402,F401
 from kseg.models import segnet  # noqa: E402,F401
 from kseg.models import deconvnet  # noqa: E402,F401
 from kseg.models.unet_weight_map import unet_weight_map  # noqa: E402,F401
+from kseg.models.gcn import GCN  # noqa: E402,F401
+from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
