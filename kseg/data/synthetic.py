@@ -2,8 +2,8 @@
 
 Each scene is a textured, noisy background under a smooth illumination gradient with a few
 objects drawn over it, later objects occluding earlier ones. Each object class draws its
-hue from a band that overlaps its neighbours' bands, so colour narrows a pixel down to two
-classes and shape decides (at difficulty 1 colour says nothing): filled ellipses,
+hue from a band that overlaps its neighbours' bands, so colour narrows an object down to one
+or two classes and shape decides (at difficulty 1 colour says nothing): filled ellipses,
 rotated rectangles, triangles, rings (the hole shows what is behind) and groups of thin
 bars 2-3 pixels wide. A pixel's label is the class of the last object whose geometry
 contains the pixel centre; the image uses that very same mask (no antialiasing), so the
@@ -41,8 +41,9 @@ class SceneOptions:
         min_contrast: minimum RGB distance between an object's colour and the background's.
         shading: objects' brightness varies linearly across them by up to this fraction.
         hue_spread: half-width in degrees of each class's hue range. Class hue centres are
-            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 72 (the
-            default) makes every hue shared by exactly two classes, 180 makes colour useless.
+            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 54 (the
+            default) shares a third of each range with the neighbouring classes, 72 makes
+            every hue shared by two classes and 180 makes colour useless.
 
     Example:
         >>> SceneOptions.from_difficulty(0.0).noise_std < SceneOptions.from_difficulty(1.0).noise_std
@@ -66,7 +67,7 @@ class SceneOptions:
 
         Example:
             >>> SceneOptions.from_difficulty(0.5).max_objects
-            7
+            5
         """
         if (
             isinstance(difficulty, bool)
@@ -75,17 +76,18 @@ class SceneOptions:
         ):
             raise ValueError(f"difficulty must be a number in [0, 1], received {difficulty!r}")
         d = float(difficulty)
+        t = d * d  # clutter grows slowly at first: the default 0.5 is a quarter of the way
         return cls(
-            min_objects=2 + int(2 * d + 0.5),
-            max_objects=3 + int(6 * d + 0.5),
-            object_size=(0.12 - 0.04 * d, 0.26),
+            min_objects=2 + int(2 * t),
+            max_objects=4 + int(6 * t),
+            object_size=(0.14 - 0.06 * t, 0.26),
             line_width=(2.0, 3.5),
-            noise_std=2.0 + 14.0 * d,
-            texture=10.0 + 50.0 * d,
-            illumination=0.1 + 0.5 * d,
-            min_contrast=90.0 - 60.0 * d,
-            shading=0.3 * d,
-            hue_spread=36.0 + 144.0 * d * d,
+            noise_std=3.0 + 17.0 * t,
+            texture=15.0 + 45.0 * t,
+            illumination=0.15 + 0.45 * t,
+            min_contrast=90.0 - 60.0 * t,
+            shading=0.1 + 0.3 * t,
+            hue_spread=36.0 + 144.0 * d * t,
         )
 
     def validate(self):
