@@ -168,3 +168,14 @@ def test_bad_inputs():
         MaxUnpooling2D(2)([pooled, idx, np.zeros((1, 8, 8, 2), "float32")])
     with pytest.raises(ValueError, match="4-D"):
         MaxPoolingWithArgmax2D(2)(np.zeros((4, 4, 2), "float32"))
+
+
+def test_layer_contract_with_the_shared_harness(tmp_path):
+    from kseg.testing import check_layer
+
+    x = np.random.default_rng(5).integers(-2, 3, (2, 5, 7, 3)).astype("float32")
+    pooled, idx, unpooled = numpy_pool(x, 2, 2)
+    check_layer(MaxPoolingWithArgmax2D, {"pool_size": 2}, x, expected_output=[pooled, idx],
+                check_training=False, tmp_dir=tmp_path)
+    check_layer(MaxUnpooling2D, {"pool_size": (2, 2)}, [pooled, idx, x],
+                expected_output=unpooled, check_training=False, tmp_dir=tmp_path)
