@@ -32,7 +32,7 @@ def read_image(path) -> np.ndarray:
 
     Example:
         >>> image = read_image("JPEGImages/000000.jpg")  # doctest: +SKIP
-        >>> image.dtype, image.shape[-1]
+        >>> image.dtype, image.shape[-1]  # doctest: +SKIP
         (dtype('float32'), 3)
     """
     path, image = _open(path, "image file")
@@ -107,7 +107,7 @@ def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) 
 
     Example:
         >>> label = read_label("SegmentationClass/000000.png", num_classes=21)  # doctest: +SKIP
-        >>> label.dtype
+        >>> label.dtype  # doctest: +SKIP
         dtype('int32')
     """
     path, mask = _open(path, "label map")

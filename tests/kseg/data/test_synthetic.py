@@ -229,3 +229,23 @@ def test_load_synthetic_splits_are_disjoint_ranges():
     np.testing.assert_array_equal(train_images, synthetic_numpy(3, (24, 24))[0])
     with pytest.raises(ValueError, match="synthetic split must be one of train, val, test, received 'dev'"):
         kseg.data.load("synthetic", split="dev")
+
+
+def test_load_synthetic_training_pipeline_is_reproducible():
+    def batches():
+        ds = kseg.data.load("synthetic", split="train", num_images=6, image_size=(40, 48),
+                            crop_size=32, augment=True, batch_size=4, seed=3, deterministic=True)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    first, second = batches(), batches()
+    assert [b[0].shape for b in first] == [(4, 32, 32, 3), (2, 32, 32, 3)]
+    for (xa, ya), (xb, yb) in zip(first, second):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    labels = np.concatenate([y for _, y in first])
+    assert set(np.unique(labels)) <= set(range(6)) | {255}
+
+
+def test_synthetic_palette_is_the_voc_colours():
+    np.testing.assert_array_equal(kseg.data.SYNTHETIC_PALETTE, kseg.data.voc_colormap()[:6])
+    assert kseg.data.SYNTHETIC_CLASSES == ("background", "ellipse", "rectangle", "triangle", "ring", "bars")
