@@ -1,16 +1,8 @@
-// GPU functors of Kseg>FftConv2D and its two gradient ops: tiled overlap-save FFT
-// cross-correlation with cuFFT (batched 2-D real-to-complex / complex-to-real plans) and a
-// batched complex channel contraction per frequency. The tiling (FFT size, tile size) is the one
-// the CPU kernel picks (fft::ChooseTilePlan), so both devices do the same arithmetic up to the
-// FFT implementation.
-//
-// Per call:   kernel slices --pack--> real [cin*cout, P, Q] --R2C--> spectra K
-// per group:  input windows --pack--> real [items*cin, P, Q] --R2C--> X
-//             Y[item, o] = sum_c X[item, c] * conj(K[c, o])  (per frequency)
-//             Y --C2R--> real --unpack (drop the wrapped border, scale 1/PQ)--> output tiles
-// The input gradient is the same correlation with the kernel flipped in space and transposed in
-// channels (fft::InputGradientGeometry); the kernel gradient sums conj(G[item, o]) * X[item, c]
-// over all tiles of all images.
+// GPU functors of Kseg>FftConv2D and its two gradient ops. The tiling, packing kernels and the
+// channel contraction live in kseg_ops/cc/fft/fft_conv_gpu.cuh (TF-free, tested on the host in
+// emulation); this file adds cuFFT, TensorFlow memory and the input checks. The tiling is the
+// one the CPU kernel picks (fft::ChooseTilePlan), so both devices do the same arithmetic up to
+// the FFT implementation.
 //
 // cuFFT is loaded at run time (dlopen) rather than linked: the op library must load on
 // tensorflow-cpu, where no cuFFT exists, and on the GPU wheel it finds the libcufft that
@@ -31,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kseg_ops/cc/fft/fft_conv_core.h"
+#include "kseg_ops/cc/fft/fft_conv_gpu.cuh"
 #include "kseg_ops/cc/kernels/fft_conv_op.h"
 #include "kseg_ops/cc/kernels/lattice_gpu_glue.cu.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -190,141 +183,9 @@ class FftPlan {
   bool created_ = false;
 };
 
-// ---------------------------------------------------------------------------------------------
-// Kernels.
-
 #define KSEG_FFT_GRID_LOOP(i, total)                                              \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
        i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-// Where tiles sit: item = (b * tiles_y + ty) * tiles_x + tx covers rows [ty * tile_h, ..).
-struct TileGrid {
-  int64_t batch, height, width, channels;  // the NHWC tensor read or written
-  int64_t tiles_y, tiles_x, tile_h, tile_w;
-  int64_t items() const { return batch * tiles_y * tiles_x; }
-};
-
-// dst [group * channels, p, q]: window of item (item_begin + g), rows ty * tile_h + offset_y + u
-// for u < window_h (zero elsewhere and outside the image). Items past the end are zero.
-template <typename T>
-__global__ void PackWindowsKernel(const T* __restrict__ src, TileGrid grid, int64_t offset_y,
-                                  int64_t offset_x, int64_t window_h, int64_t window_w,
-                                  int64_t item_begin, int64_t group, int64_t p, int64_t q,
-                                  T* __restrict__ dst) {
-  const int64_t tiles = grid.tiles_y * grid.tiles_x;
-  const int64_t items = grid.batch * tiles;
-  KSEG_FFT_GRID_LOOP(idx, group * grid.channels * p * q) {
-    const int64_t v = idx % q;
-    const int64_t u = (idx / q) % p;
-    const int64_t c = (idx / (p * q)) % grid.channels;
-    const int64_t item = item_begin + idx / (p * q * grid.channels);
-    T value = T(0);
-    if (item < items && u < window_h && v < window_w) {
-      const int64_t b = item / tiles;
-      const int64_t t = item % tiles;
-      const int64_t y = (t / grid.tiles_x) * grid.tile_h + offset_y + u;
-      const int64_t x = (t % grid.tiles_x) * grid.tile_w + offset_x + v;
-      if (y >= 0 && y < grid.height && x >= 0 && x < grid.width)
-        value = src[((b * grid.height + y) * grid.width + x) * grid.channels + c];
-    }
-    dst[idx] = value;
-  }
-}
-
-// dst [n_in * n_out, p, q]: slice (a, o) of the kernel at [i, j] (zero elsewhere). The kernel is
-// stored [kh, kw, n_in, n_out]; with `flip` it is stored [kh, kw, n_out, n_in] and read flipped in
-// space (the input gradient's kernel).
-template <typename T>
-__global__ void PackKernelKernel(const T* __restrict__ kernel, int64_t kh, int64_t kw,
-                                 int64_t n_in, int64_t n_out, bool flip, int64_t p, int64_t q,
-                                 T* __restrict__ dst) {
-  KSEG_FFT_GRID_LOOP(idx, n_in * n_out * p * q) {
-    const int64_t j = idx % q;
-    const int64_t i = (idx / q) % p;
-    const int64_t slice = idx / (p * q);
-    const int64_t a = slice / n_out;
-    const int64_t o = slice % n_out;
-    T value = T(0);
-    if (i < kh && j < kw) {
-      value = flip ? kernel[(((kh - 1 - i) * kw + (kw - 1 - j)) * n_out + o) * n_in + a]
-                   : kernel[((i * kw + j) * n_in + a) * n_out + o];
-    }
-    dst[idx] = value;
-  }
-}
-
-template <typename C>
-__device__ inline C MulMaybeConj(C a, C b, bool conj_b) {
-  const auto bi = conj_b ? -b.y : b.y;
-  C r;
-  r.x = a.x * b.x - a.y * bi;
-  r.y = a.x * bi + a.y * b.x;
-  return r;
-}
-
-// out[(m * n_count + n) * f_count + f] (+)= sum_k A[(m a_m + k a_k) F + f] * B'[(k b_k + n b_n) F + f]
-// with B' = conj(B) when conj_b. Each thread owns one (m, f) and kTileN consecutive n, so each
-// A element is read once per kTileN outputs.
-template <typename C, int kTileN>
-__global__ void ContractKernel(int64_t m_count, int64_t n_count, int64_t k_count, int64_t f_count,
-                               const C* __restrict__ a, int64_t a_m, int64_t a_k,
-                               const C* __restrict__ b, int64_t b_k, int64_t b_n, bool conj_b,
-                               bool accumulate, C* __restrict__ out) {
-  const int64_t n_tiles = (n_count + kTileN - 1) / kTileN;
-  KSEG_FFT_GRID_LOOP(idx, m_count * n_tiles * f_count) {
-    const int64_t f = idx % f_count;
-    const int64_t nt = (idx / f_count) % n_tiles;
-    const int64_t m = idx / (f_count * n_tiles);
-    C acc[kTileN];
-    for (int t = 0; t < kTileN; ++t) acc[t].x = acc[t].y = 0;
-    for (int64_t k = 0; k < k_count; ++k) {
-      const C av = a[(m * a_m + k * a_k) * f_count + f];
-      for (int t = 0; t < kTileN; ++t) {
-        const int64_t n = nt * kTileN + t;
-        if (n >= n_count) break;
-        const C bv = b[(k * b_k + n * b_n) * f_count + f];
-        const C prod = MulMaybeConj(av, bv, conj_b);
-        acc[t].x += prod.x;
-        acc[t].y += prod.y;
-      }
-    }
-    for (int t = 0; t < kTileN; ++t) {
-      const int64_t n = nt * kTileN + t;
-      if (n >= n_count) break;
-      C* dst = out + (m * n_count + n) * f_count + f;
-      if (accumulate) {
-        acc[t].x += dst->x;
-        acc[t].y += dst->y;
-      }
-      *dst = acc[t];
-    }
-  }
-}
-
-// dst NHWC (grid): element (y, x, c) of item (item_begin + g) is
-// scale * src[((g * channels + c) * p + u + shift_y) * q + v + shift_x], u = y - tile origin.
-template <typename T>
-__global__ void UnpackTilesKernel(const T* __restrict__ src, TileGrid grid, int64_t shift_y,
-                                  int64_t shift_x, int64_t item_begin, int64_t group, int64_t p,
-                                  int64_t q, T scale, T* __restrict__ dst) {
-  const int64_t tiles = grid.tiles_y * grid.tiles_x;
-  const int64_t items = grid.batch * tiles;
-  KSEG_FFT_GRID_LOOP(idx, group * grid.tile_h * grid.tile_w * grid.channels) {
-    const int64_t c = idx % grid.channels;
-    const int64_t v = (idx / grid.channels) % grid.tile_w;
-    const int64_t u = (idx / (grid.channels * grid.tile_w)) % grid.tile_h;
-    const int64_t g = idx / (grid.channels * grid.tile_w * grid.tile_h);
-    const int64_t item = item_begin + g;
-    if (item >= items) continue;
-    const int64_t b = item / tiles;
-    const int64_t t = item % tiles;
-    const int64_t y = (t / grid.tiles_x) * grid.tile_h + u;
-    const int64_t x = (t % grid.tiles_x) * grid.tile_w + v;
-    if (y >= grid.height || x >= grid.width) continue;
-    dst[((b * grid.height + y) * grid.width + x) * grid.channels + c] =
-        scale * src[((g * grid.channels + c) * p + u + shift_y) * q + v + shift_x];
-  }
-}
 
 __device__ inline bool IsFinite(float x) { return isfinite(x); }
 __device__ inline bool IsFinite(double x) { return isfinite(x); }
@@ -384,80 +245,82 @@ absl::Status CheckFiniteOnDevice(tensorflow::OpKernelContext* ctx, cudaStream_t 
   return absl::OkStatus();
 }
 
-// Bytes of spectra and real buffers per tile group item; groups are sized to stay near this.
-constexpr int64_t kGroupBudgetBytes = int64_t{256} << 20;
-
-// Output tiles of a forward-type correlation (geometry g, plan tp) of `src` (NHWC, g.cin
-// channels) with a kernel packed by PackKernelKernel(flip), written to dst (NHWC, g.cout).
+// The transforms of fft_conv_gpu.cuh with cuFFT plans on the op's stream and one shared work
+// area. kernel_gradient selects which of them run forward or inverse.
 template <typename T>
-absl::Status CorrelateGpu(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
-                          const fft::Geometry& g, const fft::TilePlan& tp, const T* src,
-                          const T* kernel, bool flip, T* dst) {
+class CufftTransforms {
+ public:
   using C = typename Complex<T>::Type;
+
+  absl::Status Init(tensorflow::OpKernelContext* ctx, cudaStream_t stream, const CufftApi& api,
+                    const fft::Geometry& g, const fft::gpu::GpuPlan& plan, bool kernel_gradient) {
+    api_ = &api;
+    const int fwd = Complex<T>::kForward, inv = Complex<T>::kInverse;
+    size_t work[3] = {0, 0, 0};
+    KSEG_GPU_RETURN_IF_ERROR(kernel_.Make(api, plan.p, plan.q, kernel_gradient ? inv : fwd,
+                                          g.cin * g.cout, &work[0]));
+    KSEG_GPU_RETURN_IF_ERROR(input_.Make(api, plan.p, plan.q, fwd, plan.group * g.cin, &work[1]));
+    KSEG_GPU_RETURN_IF_ERROR(output_.Make(api, plan.p, plan.q, kernel_gradient ? fwd : inv,
+                                          plan.group * g.cout, &work[2]));
+    void* area = nullptr;
+    KSEG_GPU_RETURN_IF_ERROR(gpu_glue::AllocateBytes(
+        ctx, static_cast<int64_t>(std::max({work[0], work[1], work[2]})), &work_, &area));
+    KSEG_GPU_RETURN_IF_ERROR(kernel_.Bind(stream, area));
+    KSEG_GPU_RETURN_IF_ERROR(input_.Bind(stream, area));
+    return output_.Bind(stream, area);
+  }
+
+  std::string KernelForward(T* real, C* spec) {
+    return Check(ExecForward(*api_, kernel_.handle(), real, spec), "kernel transform");
+  }
+  std::string KernelInverse(C* spec, T* real) {
+    return Check(ExecInverse(*api_, kernel_.handle(), spec, real), "kernel inverse transform");
+  }
+  std::string InputForward(T* real, C* spec) {
+    return Check(ExecForward(*api_, input_.handle(), real, spec), "input transform");
+  }
+  std::string OutputForward(T* real, C* spec) {
+    return Check(ExecForward(*api_, output_.handle(), real, spec), "output transform");
+  }
+  std::string OutputInverse(C* spec, T* real) {
+    return Check(ExecInverse(*api_, output_.handle(), spec, real), "output inverse transform");
+  }
+
+ private:
+  static std::string Check(int result, const char* what) {
+    return result == kCufftSuccess ? std::string()
+                                   : absl::StrCat("cuFFT error ", result, " in the ", what);
+  }
+  const CufftApi* api_ = nullptr;
+  FftPlan kernel_, input_, output_;
+  tensorflow::Tensor work_;
+};
+
+// Runs a forward-type correlation or the kernel gradient with cuFFT and temporary memory.
+template <typename T>
+absl::Status RunOnGpu(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
+                      const fft::Geometry& g, bool kernel_gradient, const T* a, const T* b,
+                      bool flip, T* out) {
   const CufftApi& api = Cufft();
   if (!api.error.empty()) return absl::FailedPreconditionError(api.error);
-  const int64_t p = tp.nh, q = tp.nw, f = p * (q / 2 + 1);
-  const TileGrid in_grid{g.batch, g.in_h, g.in_w, g.cin, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                         tp.tile_w};
-  const TileGrid out_grid{g.batch, g.out_h, g.out_w, g.cout, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                          tp.tile_w};
-  const int64_t items = in_grid.items();
-  const int64_t per_item =
-      (g.cin + g.cout) * (f * static_cast<int64_t>(sizeof(C)) + p * q * static_cast<int64_t>(sizeof(T)));
-  const int64_t group = std::max<int64_t>(1, std::min(items, kGroupBudgetBytes / per_item));
-
-  tensorflow::Tensor k_real_h, k_spec_h, x_real_h, x_spec_h, y_spec_h, y_real_h, work_h;
-  T *k_real, *x_real, *y_real;
-  C *k_spec, *x_spec, *y_spec;
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, g.cin * g.cout * p * q, &k_real_h, &k_real));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, g.cin * g.cout * f, &k_spec_h, &k_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cin * p * q, &x_real_h, &x_real));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cin * f, &x_spec_h, &x_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cout * f, &y_spec_h, &y_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cout * p * q, &y_real_h, &y_real));
-
-  FftPlan kernel_plan, forward_plan, inverse_plan;
-  size_t work[3] = {0, 0, 0};
-  KSEG_GPU_RETURN_IF_ERROR(
-      kernel_plan.Make(api, p, q, Complex<T>::kForward, g.cin * g.cout, &work[0]));
-  KSEG_GPU_RETURN_IF_ERROR(
-      forward_plan.Make(api, p, q, Complex<T>::kForward, group * g.cin, &work[1]));
-  KSEG_GPU_RETURN_IF_ERROR(
-      inverse_plan.Make(api, p, q, Complex<T>::kInverse, group * g.cout, &work[2]));
-  const size_t work_bytes = std::max({work[0], work[1], work[2]});
-  void* work_area = nullptr;
-  KSEG_GPU_RETURN_IF_ERROR(
-      gpu_glue::AllocateBytes(ctx, static_cast<int64_t>(work_bytes), &work_h, &work_area));
-  KSEG_GPU_RETURN_IF_ERROR(kernel_plan.Bind(stream, work_area));
-  KSEG_GPU_RETURN_IF_ERROR(forward_plan.Bind(stream, work_area));
-  KSEG_GPU_RETURN_IF_ERROR(inverse_plan.Bind(stream, work_area));
-
-  PackKernelKernel<T><<<BlocksFor(g.cin * g.cout * p * q), kThreadsPerBlock, 0, stream>>>(
-      kernel, g.kh, g.kw, g.cin, g.cout, flip, p, q, k_real);
-  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution kernel packing"));
-  KSEG_GPU_RETURN_IF_ERROR(
-      CufftStatus(ExecForward(api, kernel_plan.handle(), k_real, k_spec), "kernel transform"));
-  const T scale = T(1) / static_cast<T>(p * q);
-  constexpr int kTileN = 4;
-  const int64_t n_tiles = (g.cout + kTileN - 1) / kTileN;
-  for (int64_t begin = 0; begin < items; begin += group) {
-    PackWindowsKernel<T><<<BlocksFor(group * g.cin * p * q), kThreadsPerBlock, 0, stream>>>(
-        src, in_grid, -g.pad_top, -g.pad_left, p, q, begin, group, p, q, x_real);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution input packing"));
-    KSEG_GPU_RETURN_IF_ERROR(
-        CufftStatus(ExecForward(api, forward_plan.handle(), x_real, x_spec), "input transform"));
-    ContractKernel<C, kTileN><<<BlocksFor(group * n_tiles * f), kThreadsPerBlock, 0, stream>>>(
-        group, g.cout, g.cin, f, x_spec, g.cin, 1, k_spec, g.cout, 1, /*conj_b=*/true,
-        /*accumulate=*/false, y_spec);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution channel mixing"));
-    KSEG_GPU_RETURN_IF_ERROR(CufftStatus(ExecInverse(api, inverse_plan.handle(), y_spec, y_real),
-                                         "inverse transform"));
-    UnpackTilesKernel<T><<<BlocksFor(group * tp.tile_h * tp.tile_w * g.cout), kThreadsPerBlock, 0,
-                           stream>>>(y_real, out_grid, 0, 0, begin, group, p, q, scale, dst);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution output"));
-  }
-  // The plans are destroyed on return; make sure no transform still uses them.
-  return CudaStatus(cudaStreamSynchronize(stream), "FFT convolution");
+  const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), 1);
+  const fft::gpu::GpuPlan plan = fft::gpu::MakeGpuPlan<T>(g, tp);
+  fft::gpu::Buffers<T> buffers;
+  tensorflow::Tensor holder;
+  void* base = nullptr;
+  KSEG_GPU_RETURN_IF_ERROR(gpu_glue::AllocateBytes(
+      ctx, fft::gpu::CarveBuffers<T>(nullptr, g, plan, &buffers), &holder, &base));
+  fft::gpu::CarveBuffers<T>(base, g, plan, &buffers);
+  CufftTransforms<T> transforms;
+  KSEG_GPU_RETURN_IF_ERROR(transforms.Init(ctx, stream, api, g, plan, kernel_gradient));
+  const std::string error =
+      kernel_gradient
+          ? fft::gpu::RunKernelGradient<T>(stream, g, plan, a, b, out, buffers, transforms)
+          : fft::gpu::RunCorrelation<T>(stream, g, plan, a, b, flip, out, buffers, transforms);
+  // The plans are destroyed on return: no transform may still be queued then.
+  const absl::Status synced = CudaStatus(cudaStreamSynchronize(stream), "FFT convolution");
+  if (!error.empty()) return absl::InternalError("FFT convolution on the GPU: " + error);
+  return synced;
 }
 
 }  // namespace
@@ -476,8 +339,8 @@ absl::Status FftConv2D<Eigen::GpuDevice, T>::operator()(
   KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input,
                                                batch * h * w * cin, "filter", kernel,
                                                kh * kw * cin * cout));
-  const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), 1);
-  return CorrelateGpu<T>(ctx, d.stream(), g, tp, input, kernel, /*flip=*/false, output);
+  return RunOnGpu<T>(ctx, d.stream(), g, /*kernel_gradient=*/false, input, kernel,
+                     /*flip=*/false, output);
 }
 
 template <typename T>
@@ -493,9 +356,8 @@ absl::Status FftConv2DBackpropInput<Eigen::GpuDevice, T>::operator()(
                                                kh * kw * cin * cout, "grad_output", grad_output,
                                                batch * g.out_h * g.out_w * cout));
   // grad_input = correlation of grad_output with the flipped, channel-transposed kernel.
-  const fft::Geometry t = fft::InputGradientGeometry(g);
-  const fft::TilePlan tp = fft::ChooseTilePlan(t, sizeof(T), 1);
-  return CorrelateGpu<T>(ctx, d.stream(), t, tp, grad_output, kernel, /*flip=*/true, grad_input);
+  return RunOnGpu<T>(ctx, d.stream(), fft::InputGradientGeometry(g), /*kernel_gradient=*/false,
+                     grad_output, kernel, /*flip=*/true, grad_input);
 }
 
 template <typename T>
@@ -503,83 +365,18 @@ absl::Status FftConv2DBackpropFilter<Eigen::GpuDevice, T>::operator()(
     tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const T* input,
     const T* grad_output, int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw,
     int64_t cout, bool padding_same, T* grad_kernel) {
-  using C = typename Complex<T>::Type;
-  cudaStream_t stream = d.stream();
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const std::string error = fft::ValidateGeometry(g);
   if (!error.empty()) return absl::InvalidArgumentError(error);
   if (batch == 0)
-    return CudaStatus(cudaMemsetAsync(grad_kernel, 0, sizeof(T) * kh * kw * cin * cout, stream),
-                      "FFT convolution kernel gradient");
-  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, stream, "input", input, batch * h * w * cin,
-                                               "grad_output", grad_output,
+    return CudaStatus(
+        cudaMemsetAsync(grad_kernel, 0, sizeof(T) * kh * kw * cin * cout, d.stream()),
+        "FFT convolution kernel gradient");
+  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input,
+                                               batch * h * w * cin, "grad_output", grad_output,
                                                batch * g.out_h * g.out_w * cout));
-  const CufftApi& api = Cufft();
-  if (!api.error.empty()) return absl::FailedPreconditionError(api.error);
-  const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), 1);
-  const int64_t p = tp.nh, q = tp.nw, f = p * (q / 2 + 1);
-  // Input windows as in the forward pass; grad_output tiles occupy rows/columns < tile size.
-  const TileGrid in_grid{g.batch, g.in_h, g.in_w, g.cin, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                         tp.tile_w};
-  const TileGrid grad_grid{g.batch, g.out_h, g.out_w, g.cout, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                           tp.tile_w};
-  const int64_t items = in_grid.items();
-  const int64_t per_item =
-      (g.cin + g.cout) * (f * static_cast<int64_t>(sizeof(C)) + p * q * static_cast<int64_t>(sizeof(T)));
-  const int64_t group = std::max<int64_t>(1, std::min(items, kGroupBudgetBytes / per_item));
-
-  tensorflow::Tensor x_real_h, x_spec_h, g_real_h, g_spec_h, k_spec_h, k_real_h, work_h;
-  T *x_real, *g_real, *k_real;
-  C *x_spec, *g_spec, *k_spec;
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cin * p * q, &x_real_h, &x_real));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cin * f, &x_spec_h, &x_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cout * p * q, &g_real_h, &g_real));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, group * g.cout * f, &g_spec_h, &g_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, g.cin * g.cout * f, &k_spec_h, &k_spec));
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, g.cin * g.cout * p * q, &k_real_h, &k_real));
-
-  FftPlan input_plan, grad_plan, inverse_plan;
-  size_t work[3] = {0, 0, 0};
-  KSEG_GPU_RETURN_IF_ERROR(
-      input_plan.Make(api, p, q, Complex<T>::kForward, group * g.cin, &work[0]));
-  KSEG_GPU_RETURN_IF_ERROR(
-      grad_plan.Make(api, p, q, Complex<T>::kForward, group * g.cout, &work[1]));
-  KSEG_GPU_RETURN_IF_ERROR(
-      inverse_plan.Make(api, p, q, Complex<T>::kInverse, g.cin * g.cout, &work[2]));
-  const size_t work_bytes = std::max({work[0], work[1], work[2]});
-  void* work_area = nullptr;
-  KSEG_GPU_RETURN_IF_ERROR(
-      gpu_glue::AllocateBytes(ctx, static_cast<int64_t>(work_bytes), &work_h, &work_area));
-  KSEG_GPU_RETURN_IF_ERROR(input_plan.Bind(stream, work_area));
-  KSEG_GPU_RETURN_IF_ERROR(grad_plan.Bind(stream, work_area));
-  KSEG_GPU_RETURN_IF_ERROR(inverse_plan.Bind(stream, work_area));
-
-  constexpr int kTileN = 4;
-  const int64_t n_tiles = (g.cout + kTileN - 1) / kTileN;
-  for (int64_t begin = 0; begin < items; begin += group) {
-    PackWindowsKernel<T><<<BlocksFor(group * g.cin * p * q), kThreadsPerBlock, 0, stream>>>(
-        input, in_grid, -g.pad_top, -g.pad_left, p, q, begin, group, p, q, x_real);
-    PackWindowsKernel<T><<<BlocksFor(group * g.cout * p * q), kThreadsPerBlock, 0, stream>>>(
-        grad_output, grad_grid, 0, 0, tp.tile_h, tp.tile_w, begin, group, p, q, g_real);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution packing"));
-    KSEG_GPU_RETURN_IF_ERROR(
-        CufftStatus(ExecForward(api, input_plan.handle(), x_real, x_spec), "input transform"));
-    KSEG_GPU_RETURN_IF_ERROR(CufftStatus(ExecForward(api, grad_plan.handle(), g_real, g_spec),
-                                         "gradient transform"));
-    // K[c, o] (+)= sum over the group's items of X[item, c] * conj(G[item, o]).
-    ContractKernel<C, kTileN><<<BlocksFor(g.cin * n_tiles * f), kThreadsPerBlock, 0, stream>>>(
-        g.cin, g.cout, group, f, x_spec, 1, g.cin, g_spec, g.cout, 1, /*conj_b=*/true,
-        /*accumulate=*/begin > 0, k_spec);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution channel mixing"));
-  }
-  KSEG_GPU_RETURN_IF_ERROR(CufftStatus(ExecInverse(api, inverse_plan.handle(), k_spec, k_real),
-                                       "inverse transform"));
-  // k_real [(c * cout + o), p, q] -> grad_kernel [kh, kw, cin, cout]: one "image" of kh x kw.
-  const TileGrid kernel_grid{1, kh, kw, cin * cout, 1, 1, kh, kw};
-  UnpackTilesKernel<T><<<BlocksFor(kh * kw * cin * cout), kThreadsPerBlock, 0, stream>>>(
-      k_real, kernel_grid, 0, 0, 0, 1, p, q, T(1) / static_cast<T>(p * q), grad_kernel);
-  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution kernel gradient"));
-  return CudaStatus(cudaStreamSynchronize(stream), "FFT convolution kernel gradient");
+  return RunOnGpu<T>(ctx, d.stream(), g, /*kernel_gradient=*/true, input, grad_output,
+                     /*flip=*/false, grad_kernel);
 }
 
 template struct FftConv2D<Eigen::GpuDevice, float>;

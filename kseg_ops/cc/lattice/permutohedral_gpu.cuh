@@ -22,7 +22,15 @@
 #ifndef KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_GPU_CUH_
 #define KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_GPU_CUH_
 
+#if defined(__CUDACC__)
 #include <cuda_runtime.h>
+#define KSEG_LAUNCH(kernel, blocks, threads, stream, ...) \
+  kernel<<<(blocks), (threads), 0, (stream)>>>(__VA_ARGS__)
+#else
+// Without nvcc the kernels run on the host, one thread after another (tests of the algorithm on
+// machines without a GPU); see kseg_ops/cc/testing/cuda_host_emulation.h.
+#include "kseg_ops/cc/testing/cuda_host_emulation.h"
+#endif
 
 #include <climits>
 #include <cmath>
@@ -35,7 +43,11 @@ namespace lattice {
 namespace gpu {
 
 constexpr int kThreadsPerBlock = 256;
+#if defined(__CUDACC__)
 constexpr int kScanThreads = 1024;
+#else
+constexpr int kScanThreads = 1;  // emulated threads run one after another: no barriers
+#endif
 
 // Blocks for a grid-stride loop over `total` items (kernels loop, so the cap is only a limit).
 inline unsigned int BlocksFor(int64_t total) {
@@ -110,7 +122,7 @@ struct BuildCounters {
   int32_t table_full;       // 1 if an insert found no free slot (cannot happen at load <= 1/2)
 };
 
-__global__ void InitCountersKernel(BuildCounters* counters, int64_t n) {
+static __global__ void InitCountersKernel(BuildCounters* counters, int64_t n) {
   counters->vertex_count = 0;
   counters->first_bad_point = static_cast<int32_t>(n);
   counters->table_full = 0;
@@ -118,7 +130,7 @@ __global__ void InitCountersKernel(BuildCounters* counters, int64_t n) {
 
 // Steps 1-6 for each point; keys [n * (d + 1), d], weights [n * (d + 1)].
 template <typename T>
-__global__ void ElevateKernel(const T* __restrict__ features, int64_t n, int d,
+static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, int d,
                               int64_t feature_stride, ElevationConstants<T> k,
                               int32_t* __restrict__ entry_keys, T* __restrict__ entry_weight,
                               BuildCounters* counters) {
@@ -189,7 +201,7 @@ __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, int d,
 
 // Step 2. table [capacity] holds owning entry ids (-1 = empty); capacity is a power of two
 // >= 2 * entries. owner_vertex[e] (one-based vertex) is written for owning entries only.
-__global__ void InsertKernel(const int32_t* __restrict__ entry_keys, int64_t entries, int d,
+static __global__ void InsertKernel(const int32_t* __restrict__ entry_keys, int64_t entries, int d,
                              int32_t* table, uint64_t mask, int32_t* __restrict__ entry_owner,
                              int32_t* __restrict__ owner_vertex, BuildCounters* counters) {
   KSEG_GRID_LOOP(e, entries) {
@@ -220,7 +232,7 @@ __global__ void InsertKernel(const int32_t* __restrict__ entry_keys, int64_t ent
 }
 
 // Step 3. entry_vertex [entries] one-based; vertex_entry [m] zero-based vertex -> owning entry.
-__global__ void ResolveKernel(int64_t entries, const int32_t* __restrict__ entry_owner,
+static __global__ void ResolveKernel(int64_t entries, const int32_t* __restrict__ entry_owner,
                               const int32_t* __restrict__ owner_vertex,
                               int32_t* __restrict__ entry_vertex,
                               int32_t* __restrict__ vertex_entry) {
@@ -251,7 +263,7 @@ __device__ inline int32_t FindVertex(const int32_t* key, int d, const int32_t* t
 }
 
 // Step 4. neighbours [(d + 1) * m * 2], layout (axis * m + vertex) * 2 + {0, 1}, one-based.
-__global__ void NeighbourKernel(int64_t m, int d, const int32_t* __restrict__ vertex_entry,
+static __global__ void NeighbourKernel(int64_t m, int d, const int32_t* __restrict__ vertex_entry,
                                 const int32_t* __restrict__ entry_keys,
                                 const int32_t* __restrict__ table, uint64_t mask,
                                 const int32_t* __restrict__ owner_vertex,
@@ -277,7 +289,7 @@ __global__ void NeighbourKernel(int64_t m, int d, const int32_t* __restrict__ ve
 }
 
 // Step 5a: entries per vertex (counts [m], zeroed by the caller).
-__global__ void CountEntriesKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
+static __global__ void CountEntriesKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
                                    int64_t m, int32_t* __restrict__ counts) {
   KSEG_GRID_LOOP(e, entries) {
     const int32_t v = entry_vertex[e];
@@ -287,7 +299,7 @@ __global__ void CountEntriesKernel(int64_t entries, const int32_t* __restrict__ 
 
 // Step 5b: starts [m + 1] = exclusive prefix sum of counts. One block of kScanThreads threads;
 // each thread scans a contiguous chunk (the lattice is built once per image, so this is cheap).
-__global__ void ExclusiveScanKernel(const int32_t* __restrict__ counts, int64_t m,
+static __global__ void ExclusiveScanKernel(const int32_t* __restrict__ counts, int64_t m,
                                     int32_t* __restrict__ starts) {
   __shared__ int32_t partial[kScanThreads];
   const int tid = threadIdx.x;
@@ -313,7 +325,7 @@ __global__ void ExclusiveScanKernel(const int32_t* __restrict__ counts, int64_t 
 }
 
 // Step 5c: splat_entries [entries] grouped by vertex; cursor [m] starts as a copy of starts.
-__global__ void FillSplatListKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
+static __global__ void FillSplatListKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
                                     int64_t m, int32_t* __restrict__ cursor,
                                     int32_t* __restrict__ splat_entries) {
   KSEG_GRID_LOOP(e, entries) {
@@ -325,7 +337,7 @@ __global__ void FillSplatListKernel(int64_t entries, const int32_t* __restrict__
 // Filter step 7: values [(m + 1), channels], row 0 (the absent vertex) is left to the caller
 // (kept at zero). pre_scale [n] may be null.
 template <typename T>
-__global__ void SplatKernel(int64_t m, int d, int channels, const int32_t* __restrict__ starts,
+static __global__ void SplatKernel(int64_t m, int d, int channels, const int32_t* __restrict__ starts,
                             const int32_t* __restrict__ splat_entries,
                             const T* __restrict__ entry_weight, const T* __restrict__ in,
                             int64_t in_stride, const T* __restrict__ pre_scale,
@@ -347,7 +359,7 @@ __global__ void SplatKernel(int64_t m, int d, int channels, const int32_t* __res
 
 // Filter step 8 along one axis: next[v] = values[v] + 0.5 (values[n1] + values[n2]).
 template <typename T>
-__global__ void BlurKernel(int64_t m, int channels, const int32_t* __restrict__ axis_neighbours,
+static __global__ void BlurKernel(int64_t m, int channels, const int32_t* __restrict__ axis_neighbours,
                            const T* __restrict__ values, T* __restrict__ next) {
   KSEG_GRID_LOOP(item, m * channels) {
     const int64_t v = item / channels;
@@ -361,7 +373,7 @@ __global__ void BlurKernel(int64_t m, int channels, const int32_t* __restrict__ 
 
 // Filter step 9: out[p, c] (+)= post_factor * alpha * post_scale[p] * sum_k b_k values[vertex_k].
 template <typename T>
-__global__ void SliceKernel(int64_t n, int d, int channels, const int32_t* __restrict__ entry_vertex,
+static __global__ void SliceKernel(int64_t n, int d, int channels, const int32_t* __restrict__ entry_vertex,
                             const T* __restrict__ entry_weight, const T* __restrict__ values,
                             T alpha, const T* __restrict__ post_scale, T post_factor,
                             bool accumulate, T* __restrict__ out, int64_t out_stride) {
@@ -472,15 +484,15 @@ cudaError_t LaunchBuildPhaseOne(cudaStream_t stream, const T* features, int64_t 
   const int64_t capacity = TableCapacity(entries);
   cudaError_t err = cudaMemsetAsync(buf.table, 0xFF, sizeof(int32_t) * capacity, stream);
   if (err != cudaSuccess) return err;
-  InitCountersKernel<<<1, 1, 0, stream>>>(buf.counters, n);
+  KSEG_LAUNCH(InitCountersKernel, 1, 1, stream, buf.counters, n);
   if (n == 0) return cudaGetLastError();
-  ElevateKernel<T><<<BlocksFor(n), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(ElevateKernel<T>, BlocksFor(n), kThreadsPerBlock, stream,
       features, n, d, feature_stride, MakeElevationConstants<T>(d), buf.entry_keys,
       buf.entry_weight, buf.counters);
-  InsertKernel<<<BlocksFor(entries), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(InsertKernel, BlocksFor(entries), kThreadsPerBlock, stream,
       buf.entry_keys, entries, d, buf.table, static_cast<uint64_t>(capacity - 1), buf.entry_owner,
       buf.owner_vertex, buf.counters);
-  ResolveKernel<<<BlocksFor(entries), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(ResolveKernel, BlocksFor(entries), kThreadsPerBlock, stream,
       entries, buf.entry_owner, buf.owner_vertex, buf.entry_vertex, buf.vertex_entry);
   return cudaGetLastError();
 }
@@ -501,18 +513,18 @@ cudaError_t LaunchBuildPhaseTwo(cudaStream_t stream, int64_t n, int d, int64_t m
   view->splat_entries = buf.splat_entries;
   cudaError_t err = cudaMemsetAsync(buf.starts, 0, sizeof(int32_t) * (m + 1), stream);
   if (err != cudaSuccess || m == 0) return err;
-  NeighbourKernel<<<BlocksFor(m * (d + 1)), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(NeighbourKernel, BlocksFor(m * (d + 1)), kThreadsPerBlock, stream,
       m, d, buf.vertex_entry, buf.entry_keys, buf.table, static_cast<uint64_t>(capacity - 1),
       buf.owner_vertex, buf.neighbours);
   err = cudaMemsetAsync(buf.cursor, 0, sizeof(int32_t) * m, stream);
   if (err != cudaSuccess) return err;
-  CountEntriesKernel<<<BlocksFor(entries), kThreadsPerBlock, 0, stream>>>(entries, buf.entry_vertex,
+  KSEG_LAUNCH(CountEntriesKernel, BlocksFor(entries), kThreadsPerBlock, stream, entries, buf.entry_vertex,
                                                                          m, buf.cursor);
-  ExclusiveScanKernel<<<1, kScanThreads, 0, stream>>>(buf.cursor, m, buf.starts);
+  KSEG_LAUNCH(ExclusiveScanKernel, 1, kScanThreads, stream, buf.cursor, m, buf.starts);
   err = cudaMemcpyAsync(buf.cursor, buf.starts, sizeof(int32_t) * m, cudaMemcpyDeviceToDevice,
                         stream);
   if (err != cudaSuccess) return err;
-  FillSplatListKernel<<<BlocksFor(entries), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(FillSplatListKernel, BlocksFor(entries), kThreadsPerBlock, stream,
       entries, buf.entry_vertex, m, buf.cursor, buf.splat_entries);
   return cudaGetLastError();
 }
@@ -531,12 +543,12 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
   err = cudaMemsetAsync(scratch, 0, sizeof(T) * channels, stream);
   if (err != cudaSuccess) return err;
   if (m > 0) {
-    SplatKernel<T><<<BlocksFor(m * channels), kThreadsPerBlock, 0, stream>>>(
+    KSEG_LAUNCH(SplatKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream,
         m, lat.d, channels, lat.starts, lat.splat_entries, lat.entry_weight, in, in_stride,
         pre_scale, values);
     for (int step = 0; step <= lat.d; ++step) {
       const int j = transpose ? lat.d - step : step;
-      BlurKernel<T><<<BlocksFor(m * channels), kThreadsPerBlock, 0, stream>>>(
+      KSEG_LAUNCH(BlurKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream,
           m, channels, lat.neighbours + static_cast<int64_t>(j) * m * 2, values, scratch);
       T* swap = values;
       values = scratch;
@@ -544,7 +556,7 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
     }
   }
   const T alpha = T(1) / (T(1) + std::pow(T(2), T(-lat.d)));
-  SliceKernel<T><<<BlocksFor(lat.n * channels), kThreadsPerBlock, 0, stream>>>(
+  KSEG_LAUNCH(SliceKernel<T>, BlocksFor(lat.n * channels), kThreadsPerBlock, stream,
       lat.n, lat.d, channels, lat.entry_vertex, lat.entry_weight, values, alpha, post_scale,
       post_factor, accumulate, out, out_stride);
   return cudaGetLastError();
