@@ -87,7 +87,16 @@ _HOST_ONLY_FLAGS = ("-fPIC", "-O3", "-DNDEBUG", "-Wno-interference-size",
 
 
 def _cuda_home(nvcc):
-    return os.environ.get("CUDA_HOME") or os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    # nvcc may be a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc).
+    for home in (os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"):
+        if os.path.isfile(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    raise RuntimeError(
+        f"cannot find the CUDA toolkit of {nvcc} (no include/cuda_runtime.h beside it); "
+        "set CUDA_HOME=/path/to/cuda"
+    )
 
 
 class BuildOps(build_ext):
