@@ -47,7 +47,9 @@ def stage_strides_and_rates(output_stride, stage_strides):
     return result
 
 
-def load_application_weights(backbone, layers, application, weights, input_channels):
+def load_application_weights(
+    backbone, layers, application, weights, input_channels, unused=(), **application_kwargs
+):
     """Copies weights from a ``keras.applications`` model into same-named ``layers``.
 
     Args:
@@ -57,6 +59,9 @@ def load_application_weights(backbone, layers, application, weights, input_chann
             called with ``include_top=False`` and ``weights="imagenet"`` or a file path.
         weights: None, "imagenet" or a path to a keras.applications weights file.
         input_channels: channels of the backbone input (ImageNet weights need 3).
+        unused: names of the application's weighted layers the backbone leaves out on purpose
+            (e.g. MobileNetV2's final 1280-wide convolution); any other unused layer is an error.
+        **application_kwargs: extra arguments of the application (e.g. ``alpha``).
     """
     if weights is None:
         return
@@ -72,7 +77,8 @@ def load_application_weights(backbone, layers, application, weights, input_chann
             f"{backbone}: pretrained weights need 3 input channels, the input has {input_channels}"
         )
     try:
-        source = application(include_top=False, weights=weights, input_shape=(None, None, 3))
+        application_kwargs.setdefault("input_shape", (None, None, 3))
+        source = application(include_top=False, weights=weights, **application_kwargs)
     except Exception as error:  # noqa: BLE001 - re-raised with the file and backbone named
         raise ValueError(
             f"{backbone}: could not load weights {weights!r} into keras.applications."
@@ -98,7 +104,7 @@ def load_application_weights(backbone, layers, application, weights, input_chann
             )
         layer.set_weights(values)
         copied.add(layer.name)
-    missing = sorted(set(source_layers) - copied)
+    missing = sorted(set(source_layers) - copied - set(unused))
     if missing:
         raise ValueError(
             f"{backbone}: {len(missing)} weighted layers of {weights!r} were not used, e.g. {missing[:3]}"
