@@ -38,7 +38,8 @@ class SceneOptions:
         noise_std: standard deviation of the additive Gaussian pixel noise (0..255 units).
         texture: amplitude of the background texture (0..255 units).
         illumination: illumination varies over the image by a factor in ``[1-a, 1+a]``.
-        min_contrast: minimum RGB distance between an object's colour and the background's.
+        min_contrast: RGB distance kept between an object's colour and the background's
+            (the first of 32 colour draws that keeps it; in the rare case none does, the first).
         shading: objects' brightness varies linearly across them by up to this fraction.
         hue_spread: half-width in degrees of each class's hue range. Class hue centres are
             72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 54 (the
@@ -154,6 +155,19 @@ def _check_nonnegative_int(name, value):
     return int(value)
 
 
+def _check_num_classes(num_classes):
+    if (
+        not isinstance(num_classes, numbers.Integral)
+        or isinstance(num_classes, bool)
+        or not 2 <= num_classes <= len(SYNTHETIC_CLASSES)
+    ):
+        raise ValueError(
+            f"num_classes must be an integer in [2, {len(SYNTHETIC_CLASSES)}] "
+            f"(background + up to {len(SYNTHETIC_CLASSES) - 1} shapes), received {num_classes!r}"
+        )
+    return int(num_classes)
+
+
 def scene_options(difficulty=0.5, **knobs) -> SceneOptions:
     """Options for ``difficulty`` with any knob of :class:`SceneOptions` overridden.
 
@@ -257,8 +271,14 @@ def render_scene(
         ((64, 96, 3), (64, 96), dtype('float32'), dtype('int32'))
     """
     height, width = _check_image_size(image_size)
-    options = options or SceneOptions.from_difficulty()
-    rng = np.random.default_rng([_check_nonnegative_int("seed", seed), _check_nonnegative_int("index", index), _STREAM_SALT])
+    num_classes = _check_num_classes(num_classes)
+    if options is None:
+        options = SceneOptions.from_difficulty()
+    elif not isinstance(options, SceneOptions):
+        raise ValueError(f"options must be a SceneOptions or None, received {options!r}")
+    seed = _check_nonnegative_int("seed", seed)
+    index = _check_nonnegative_int("index", index)
+    rng = np.random.default_rng([seed, index, _STREAM_SALT])
     scale = min(height, width)
 
     # Background: a base colour, low- and high-frequency texture.
@@ -295,7 +315,9 @@ def render_scene(
         shade_angle = rng.uniform(0.0, 2.0 * math.pi)
         shade = rng.uniform(0.0, options.shading)
 
-        reach = 1.6 * radius + line_width[1]  # bounding radius of every shape
+        # Bounding radius of every shape: rectangles reach sqrt(2) r, bars 1.5 r along and
+        # up to 4.5 widths across (the outer bars of a group).
+        reach = 1.6 * radius + 5.0 * line_width[1]
         y0, y1 = max(0, int(cy - reach)), min(height, int(math.ceil(cy + reach)) + 1)
         x0, x1 = max(0, int(cx - reach)), min(width, int(math.ceil(cx + reach)) + 1)
         if y0 >= y1 or x0 >= x1:
@@ -328,17 +350,9 @@ def _resolve(num_images, image_size, seed, num_classes, difficulty, first_index,
     seed = _check_nonnegative_int("seed", seed)
     first_index = _check_nonnegative_int("first_index", first_index)
     image_size = _check_image_size(image_size)
-    if (
-        not isinstance(num_classes, numbers.Integral)
-        or isinstance(num_classes, bool)
-        or not 2 <= num_classes <= len(SYNTHETIC_CLASSES)
-    ):
-        raise ValueError(
-            f"num_classes must be an integer in [2, {len(SYNTHETIC_CLASSES)}] "
-            f"(background + up to {len(SYNTHETIC_CLASSES) - 1} shapes), received {num_classes!r}"
-        )
+    num_classes = _check_num_classes(num_classes)
     options = scene_options(difficulty, **knobs)
-    return num_images, image_size, seed, int(num_classes), options, first_index
+    return num_images, image_size, seed, num_classes, options, first_index
 
 
 def synthetic_numpy(
