@@ -1,0 +1,160 @@
+"""Every registered model, at small sizes: contract, TFLite float32 and SavedModel export.
+
+For each model class in ``kseg.models.names()`` (aliases share one row): it builds at two input
+sizes; 3 training steps on a fixed synthetic batch bring the loss down; the ``.keras``
+round-trip gives identical outputs (``kseg.testing.check_model``); it converts to TFLite with
+built-in ops only and agrees with the Keras argmax on >= 99.9 % of pixels; a SavedModel export
+gives the ``predict()`` output, also through the TF1 session loader TF Serving uses.
+
+Models whose layers run a compiled ``kseg_ops`` op cannot become TFLite built-in ops: they are
+listed in ``COMPILED_OP_MODELS`` and checked to *fail* conversion with the op named. Their
+op-dependent checks are skipped, with the reason, only when the op library is not built.
+
+A model missing from ``MATRIX`` is tested with its defaults at 64x96.
+"""
+
+import numpy as np
+import pytest
+
+import kseg.models
+from kseg import export
+from kseg.testing import check_model
+
+NUM_CLASSES = 3
+DEFAULT_SIZES = [(64, 96, 3), (48, 80, 3)]
+
+# Small, light configurations the matrix builds (name -> constructor kwargs and sizes).
+MATRIX = {
+    "segnet": {"kwargs": {"stage_filters": (8, 8, 16, 16, 16)}},
+    "deconvnet": {
+        "kwargs": {"stage_filters": (8, 8, 16, 16, 16), "fc_units": 32, "fc_kernel_size": 2},
+    },
+    "unet": {"kwargs": {"base_filters": 8, "depth": 3}},
+    # FCN has no width option: the full VGG16 + 4096-wide fc6/fc7 (134 M parameters).
+    "fcn": {"kwargs": {"variant": "8s"}, "slow": "134 M parameters at full width"},
+    "deeplabv1": {"kwargs": {"variant": "largefov"}, "slow": "VGG16 at full width, 20.5 M"},
+    "deeplabv2": {"kwargs": {"backbone": "resnet50"}, "slow": "ResNet-50 at full width"},
+    "deeplabv3": {
+        "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35},
+                   "filters": 16},
+    },
+    "deeplabv3plus": {
+        "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35},
+                   "filters": 16, "decoder_filters": 8},
+    },
+    "gcn": {"kwargs": {"backbone": "resnet50", "fft_algorithm": "fft", "kernel_size": 7},
+            "slow": "ResNet-50 at full width"},
+}
+
+# Models that run a compiled kseg_ops op (name -> the op), hence no TFLite built-in conversion.
+COMPILED_OP_MODELS = {
+    "gcn": "FftConv2D",        # FFTConv2D layers with fft_algorithm="fft"
+    "crfasrnn": "DenseCrf",    # the CRF-as-RNN layer
+    "crf_as_rnn": "DenseCrf",
+}
+
+
+def _rows():
+    """One row per model class: (primary name, all its names)."""
+    by_class = {}
+    for name in kseg.models.names():
+        by_class.setdefault(kseg.models.MODELS.get(name), []).append(name)
+    rows = []
+    for names in by_class.values():
+        listed = [n for n in names if n in MATRIX]
+        primary = listed[0] if listed else sorted(names, key=len)[0]
+        rows.append((primary, tuple(sorted(names))))
+    return sorted(rows)
+
+
+ROWS = _rows()
+_cache = {}
+
+
+def _params(rows):
+    params = []
+    for primary, names in rows:
+        marks = [pytest.mark.slow] if MATRIX.get(primary, {}).get("slow") else []
+        params.append(pytest.param(primary, names, id=primary, marks=marks))
+    return params
+
+
+def _compiled_op(name):
+    return COMPILED_OP_MODELS.get(name)
+
+
+def _require_op_library(name):
+    if not _compiled_op(name):
+        return
+    import kseg_ops
+
+    try:
+        kseg_ops.load_ops_library()
+    except ImportError as error:
+        pytest.skip(f"{name} runs the compiled op {_compiled_op(name)}, whose library is not "
+                    f"built: {error}")
+
+
+def _build(name, input_shape=(None, None, 3)):
+    kwargs = dict(MATRIX.get(name, {}).get("kwargs", {}))
+    return kseg.models.create(name, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs)
+
+
+def _trained(name, tmp_path):
+    """Builds ``name`` once for the module and runs the contract on it (training included)."""
+    if name not in _cache:
+        _require_op_library(name)
+        model = _build(name)
+        sizes = MATRIX.get(name, {}).get("sizes", DEFAULT_SIZES)
+        results = check_model(lambda shape: model, sizes, NUM_CLASSES, train_steps=3,
+                              tmp_dir=tmp_path)
+        _cache[name] = results[0]
+    return _cache[name]
+
+
+def test_every_registered_name_is_in_a_row():
+    covered = {n for _, names in ROWS for n in names}
+    assert covered == set(kseg.models.names())
+    for primary, names in ROWS:
+        classes = {kseg.models.MODELS.get(n) for n in names}
+        assert len(classes) == 1, (primary, names)
+
+
+@pytest.mark.parametrize("name, names", _params(ROWS))
+def test_contract(name, names, tmp_path):
+    result = _trained(name, tmp_path)
+    losses = result["losses"]
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name, names", _params(ROWS))
+def test_tflite_float32_builtin_ops(name, names, tmp_path):
+    result = _trained(name, tmp_path)
+    model, images = result["model"], result["images"]
+    size = tuple(images.shape[1:])
+    path = tmp_path / f"{name}.tflite"
+    op = _compiled_op(name)
+    if op:
+        # listed exception: a compiled op is not a TFLite built-in, conversion must say so
+        with pytest.raises(ValueError, match=rf"(?i)TFLite conversion.*{op}"):
+            export.tflite(model, path, input_shape=size)
+        return
+    export.tflite(model, path, input_shape=size)
+    ops = {d["op_name"] for d in export.tflite_interpreter(path)._get_ops_details()}
+    assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
+    report = export.verify(model, path, images)
+    assert report["argmax_agreement"] >= 0.999, report
+
+
+@pytest.mark.parametrize("name, names", _params(ROWS))
+def test_saved_model_equals_predict(name, names, tmp_path):
+    result = _trained(name, tmp_path)
+    model, images = result["model"], result["images"]
+    path = export.saved_model(model, tmp_path / "saved_model")
+    expected = model.predict(images, verbose=0)
+    tolerance = 1e-4 * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(export.run_saved_model(path, images), expected, atol=tolerance,
+                               rtol=1e-4)
+    np.testing.assert_allclose(export.run_tf1_session(path, images), expected,
+                               atol=tolerance, rtol=1e-4)
+    _cache.pop(name, None)  # the last check of this model: free its memory
