@@ -106,3 +106,18 @@ def test_fps_and_table():
     text = bench.format_rows([{"name": "m", "params": 1_500_000, "madds": 2e9,
                                "memory_bytes": 3 * 2**20, "input_shape": (8, 8, 3)}])
     assert text.splitlines()[-1] == "| m | 8x8x3 | 1.50 | 2.00 | 3.0 |"
+
+
+def test_zoo_rows_and_table_profile_registered_models():
+    light = {"segnet": {"stage_filters": (4, 4, 4, 4, 4)}}
+    rows = bench.zoo_rows(["segnet"], input_shape=(32, 32, 3), num_classes=2, model_kwargs=light)
+    assert [row["name"] for row in rows] == ["segnet"]
+    # 13 encoder + 12 decoder 3x3 convs at 4 channels, the first from 3 channels, the logits
+    # conv to 2 classes; each on a map of the stage's size (32, 16, 8, 4, 2)
+    sizes = [32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2]
+    encoder = 9 * 4 * sum(s * s * (3 if i == 0 else 4) for i, s in enumerate(sizes))
+    decoder_sizes = [2, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 32]
+    decoder = 9 * 4 * 4 * sum(s * s for s in decoder_sizes) + 9 * 4 * 2 * 32 * 32
+    assert rows[0]["madds"] == encoder + decoder
+    table = bench.format_rows(rows)
+    assert table.splitlines()[2].startswith("| segnet | 32x32x3 | 0.00 |")
