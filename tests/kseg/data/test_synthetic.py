@@ -139,8 +139,9 @@ def _object_hues(options, count=150):
     for index in range(count):
         image, label = render_scene(index, (48, 48), seed=0, options=options)
         for k in range(1, 6):
-            for component in range(1, ndimage.label(label == k)[1] + 1):
-                pixels = image[ndimage.label(label == k)[0] == component]
+            components, count = ndimage.label(label == k)
+            for component in range(1, count + 1):
+                pixels = image[components == component]
                 r, g, b = pixels.mean(0) / 255.0
                 hues[k].append(360.0 * colorsys.rgb_to_hsv(r, g, b)[0])
     return hues
