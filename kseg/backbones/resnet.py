@@ -47,7 +47,7 @@ def _bottleneck(x, filters, stride, rate, projection, name, track):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None):
+def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """Builds ResNet-50 or -101 on ``inputs`` and returns ``{"P1".."P5"}``.
 
     Args:
@@ -58,6 +58,10 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None):
         weights: None, "imagenet" or a path to a keras.applications ResNet weights file.
         multi_grid: None or a sequence of 3 positive ints multiplying the dilation rate of
             the three conv5 blocks (DeepLab v3 uses (1, 2, 4)).
+        stem: "standard" (7×7/64 convolution, keras.applications) or "deep" (three 3×3
+            convolutions 64, 64, 128: the "ResNet-v1-beta" stem of DeepLab's released
+            ResNet-101 and of PSPNet; about 7 B more multiply-adds at 513×513 and 124 k more
+            parameters; no keras.applications weights, so ``weights`` must be None).
 
     Returns:
         dict: P1 = ``conv1_relu`` (stride 2), P2..P5 = outputs of conv2..conv5 (strides
@@ -80,11 +84,26 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None):
                 f"{depth_name}: multi_grid must be 3 positive ints (one per conv5 block), "
                 f"received {multi_grid!r}"
             )
+    if stem not in ("standard", "deep"):
+        raise ValueError(f"{depth_name}: stem must be 'standard' or 'deep', received {stem!r}")
+    if stem == "deep" and weights is not None:
+        raise ValueError(
+            f"{depth_name}: keras.applications has no weights for the deep stem; use weights=None "
+            f"with stem='deep', received weights={weights!r}"
+        )
     track = LayerRecorder()
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = track(layers.Conv2D(64, 7, strides=2, name="conv1_conv"))(x)
-    x = track(layers.BatchNormalization(epsilon=_BN_EPSILON, name="conv1_bn"))(x)
-    features = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
+    if stem == "standard":
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+        x = track(layers.Conv2D(64, 7, strides=2, name="conv1_conv"))(x)
+        x = track(layers.BatchNormalization(epsilon=_BN_EPSILON, name="conv1_bn"))(x)
+        features = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
+    else:
+        x = inputs
+        for index, (filters, stride) in enumerate(((64, 2), (64, 1), (128, 1)), 1):
+            x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv1_{index}_conv")(x)
+            x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"conv1_{index}_bn")(x)
+            x = layers.Activation("relu", name=f"conv1_{index}_relu")(x)
+        features = {"P1": x}
     x = layers.ZeroPadding2D(1, name="pool1_pad")(features["P1"])
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
@@ -120,7 +139,7 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None):
 
 
 @register("resnet50")
-def resnet50(inputs, output_stride=32, weights=None, multi_grid=None):
+def resnet50(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-50 backbone; see ``resnet``.
 
     Example:
@@ -129,11 +148,11 @@ def resnet50(inputs, output_stride=32, weights=None, multi_grid=None):
         >>> tuple(feats["P5"].shape[1:3])
         (8, 12)
     """
-    return resnet(inputs, "resnet50", output_stride, weights, multi_grid)
+    return resnet(inputs, "resnet50", output_stride, weights, multi_grid, stem)
 
 
 @register("resnet101")
-def resnet101(inputs, output_stride=32, weights=None, multi_grid=None):
+def resnet101(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-101 backbone; see ``resnet``.
 
     Example:
@@ -142,7 +161,7 @@ def resnet101(inputs, output_stride=32, weights=None, multi_grid=None):
         >>> tuple(feats["P5"].shape[1:3])
         (4, 4)
     """
-    return resnet(inputs, "resnet101", output_stride, weights, multi_grid)
+    return resnet(inputs, "resnet101", output_stride, weights, multi_grid, stem)
 
 
 resnet50.preprocessing = PREPROCESSING

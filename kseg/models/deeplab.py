@@ -238,11 +238,21 @@ _V3_BACKBONES = ("resnet50", "resnet101", "mobilenetv2", "xception65")
 class DeepLabV3(_DeepLabBase):
     """DeepLab v3: backbone + ASPP with image pooling + 1×1 classifier, upsampled ×OS.
 
-    With ResNet-101, output stride 16, multi-grid (1, 2, 4) and 21 classes: 58,093,333
-    trainable parameters (paper: 58.16 M; the 52,672 biases of the keras.applications ResNet
-    convolutions are included, DeepLab's slim ResNet has none) and 81.2 B multiply-adds at
-    513×513 (paper: 81.02 B). With MobileNetV2 (width 1.0, OS 16) and ``aspp=False``:
-    2,113,557 trainable parameters (paper: 2.11 M), 4,523,541 with ASPP (paper: 4.52 M).
+    Paper configuration: ResNet-101 with DeepLab's "beta" stem (three 3×3 convolutions,
+    ``backbone_options={"stem": "deep"}``, the ResNet of DeepLab's released models), output
+    stride 16, multi-grid (1, 2, 4), 21 classes: 58,217,045 trainable parameters (paper
+    58.16 M; the keras-style ResNet keeps its 52,672 convolution biases, slim's has none) and
+    77.38 B multiply-adds at 513×513 (``kseg.bench.profile``; paper 81.02 B, -4.5 %). With the
+    default keras.applications stem (7×7, so ImageNet weights load): 58,093,333 parameters and
+    70.24 B multiply-adds; the 7×7 stem costs 7.1 B less at 257×257 than the three 3×3
+    convolutions. The remaining gap comes from the ResNet layout: slim puts each stage's stride
+    in the last unit's 3×3 convolution, keras in the first unit's 1×1, and the count convention
+    (we count convolutions only, not BatchNorm or resizes).
+    Mobile DeepLab v3 (MobileNetV2 width 1.0, OS 16, ``aspp=False``): 2,113,557 trainable
+    parameters (paper 2.11 M) and 2.74 B multiply-adds (paper 2.75 B); with ``alpha=0.5``
+    0.91 B (paper 0.88 B). With ASPP: 4,523,541 parameters (paper 4.52 M) and 5.36 B
+    multiply-adds (paper 5.8 B: our three 3×3 branches on the 320-channel, 33×33 map cost
+    2.3 B; the paper does not say how its ASPP variant was built).
 
     Args:
         num_classes: number of classes.
@@ -300,7 +310,10 @@ class DeepLabV3Plus(_DeepLabBase):
     256 convolutions (+BN+ReLU), classified by a 1×1 convolution and upsampled ×4. With
     Xception-65 the ASPP and decoder convolutions are depthwise-separable, as in the paper.
     Multiply-adds at 513×513, output stride 16, 21 classes (``kseg.bench.profile``):
-    ResNet-101 101.6 B (paper 101.28 B), Xception-65 54.6 B (paper 54.17 B).
+    ResNet-101 with the deep stem (``backbone_options={"stem": "deep"}``) 99.14 B (paper
+    101.28 B; 92.00 B with the keras.applications 7×7 stem, see ``DeepLabV3``), Xception-65
+    54.04 B (paper 54.17 B). Trainable parameters: ResNet-101 59,396,981, Xception-65
+    41,055,413.
 
     Args:
         num_classes: number of classes.

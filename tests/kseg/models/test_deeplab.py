@@ -34,17 +34,24 @@ def test_deeplab_v1_parameter_counts():
     assert count == seven and within(count, 134.3e6, 0.01)
 
 
+PAPER_RESNET = {"stem": "deep"}  # DeepLab's released ResNet-101 ("beta" stem)
+
+
 @pytest.mark.slow
 def test_deeplab_v3_resnet101_size_and_madds():
-    model = DeepLabV3(num_classes=21, backbone="resnet101", output_stride=16)
+    model = DeepLabV3(num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET)
     assert within(trainable_parameter_count(model), 58.16e6, 0.01)
     profile = kseg.bench.profile(model, (513, 513, 3))
     assert within(profile["madds"], 81.02e9, 0.05), profile["madds"]
+    keras.backend.clear_session()
+    # The keras.applications stem (ImageNet weights) is within 1 % in size, not in MAdds.
+    model = DeepLabV3(num_classes=21, backbone="resnet101", output_stride=16)
+    assert within(trainable_parameter_count(model), 58.16e6, 0.01)
 
 
 @pytest.mark.slow
 def test_deeplab_v3plus_madds():
-    model = DeepLabV3Plus(num_classes=21, backbone="resnet101", output_stride=16)
+    model = DeepLabV3Plus(num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET)
     assert within(kseg.bench.profile(model, (513, 513, 3))["madds"], 101.28e9, 0.05)
     keras.backend.clear_session()
     model = DeepLabV3Plus(num_classes=21, backbone="xception65", output_stride=16)
@@ -134,26 +141,41 @@ def test_aspp_config_and_errors():
 
 # --- every configuration trains, predicts consistently and round-trips ------------------------
 
+# (name, builder, heavy): heavy ones (ResNet-50, VGG16, Xception-65 encoders of 15-40 M
+# parameters) run their several-size, round-trip and training checks in the slow suite.
 SMALL_CONFIGS = [
-    ("v1_largefov", lambda n, s: DeepLabV1(num_classes=n, input_shape=s, variant="largefov")),
-    ("v2_resnet50", lambda n, s: DeepLabV2(num_classes=n, input_shape=s, backbone="resnet50")),
-    ("v3_mobilenet_no_aspp", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="mobilenetv2", aspp=False, backbone_options={"alpha": 0.35})),
-    ("v3_resnet50_os8", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="resnet50", output_stride=8)),
-    ("v3plus_mobilenet", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="mobilenetv2", backbone_options={"alpha": 0.35}, filters=32)),
-    ("v3plus_resnet50", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="resnet50")),
-    ("v3plus_xception65_os32", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="xception65", output_stride=32, filters=32)),
+    ("v1_largefov", lambda n, s: DeepLabV1(num_classes=n, input_shape=s, variant="largefov"), True),
+    ("v2_resnet50", lambda n, s: DeepLabV2(num_classes=n, input_shape=s, backbone="resnet50"), True),
+    ("v3_mobilenet_no_aspp", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="mobilenetv2", aspp=False, backbone_options={"alpha": 0.35}), False),
+    ("v3_resnet50_os8", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="resnet50", output_stride=8), True),
+    ("v3plus_mobilenet", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="mobilenetv2", backbone_options={"alpha": 0.35}, filters=32), False),
+    ("v3plus_resnet50", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="resnet50"), True),
+    ("v3plus_xception65_os32", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="xception65", output_stride=32, filters=32), True),
 ]
 
 
-@pytest.mark.parametrize("name,build", SMALL_CONFIGS, ids=[c[0] for c in SMALL_CONFIGS])
+def configs(slow_if_heavy=True):
+    return [
+        pytest.param(name, build, id=name, marks=[pytest.mark.slow] if (heavy and slow_if_heavy) else [])
+        for name, build, heavy in SMALL_CONFIGS
+    ]
+
+
+@pytest.mark.parametrize("name,build", configs(slow_if_heavy=False))
+def test_builds_at_an_odd_non_square_size(name, build):
+    model = build(3, (50, 83, 3))
+    assert tuple(model.output_shape) == (None, 50, 83, 3)
+
+
+@pytest.mark.parametrize("name,build", configs())
 def test_builds_at_several_sizes(name, build):
-    for hw in [(65, 65), (50, 83), (97, 40)]:
+    for hw in [(65, 65), (97, 40)]:
         model = build(3, (*hw, 3))
         assert tuple(model.output_shape) == (None, *hw, 3)
         keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name,build", SMALL_CONFIGS, ids=[c[0] for c in SMALL_CONFIGS])
+@pytest.mark.parametrize("name,build", configs())
 def test_inference_paths_and_round_trip(name, build, tmp_path):
     model = build(4, (None, None, 3))
     images, _ = synthetic_batch(72, 57, num_images=2)
@@ -163,7 +185,7 @@ def test_inference_paths_and_round_trip(name, build, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,build", SMALL_CONFIGS, ids=[c[0] for c in SMALL_CONFIGS])
+@pytest.mark.parametrize("name,build", configs())
 def test_training_reduces_loss(name, build):
     model = build(6, (None, None, 3))
     images, labels = synthetic_batch(64, 48, num_images=2)
