@@ -140,6 +140,26 @@ KSEG_TEST(DoubleLatticesMatchCpu) {
 
 KSEG_TEST(ManyChannelsAndLargerImage) { CompareWithCpu<float>(3000, 5, 21, 77, 2e-5); }
 
+// All points equal: d + 1 vertices with n entries each, so every vertex spans many splat runs.
+KSEG_TEST(IdenticalPointsShareOneSimplex) {
+  const int64_t n = 700;
+  const int d = 5;
+  std::vector<double> f(n * d);
+  for (int64_t i = 0; i < n * d; ++i) f[i] = 0.37 * (i % d) - 0.5;
+  Permutohedral<double> cpu;
+  KSEG_EXPECT(cpu.Build(f.data(), n, d, d, SerialFor()).empty());
+  EmulatedLattice<double> emu;
+  emu.Build(f, n, d);
+  KSEG_EXPECT(emu.counters.vertex_count == d + 1);
+  const std::vector<double> in = Random<double>(n * 2, -1, 1, 3);
+  std::vector<double> want(n * 2), got(n * 2);
+  FilterWorkspace<double> ws;
+  cpu.Filter(in.data(), 2, 2, nullptr, nullptr, 1.0, false, false, want.data(), 2, &ws,
+             SerialFor());
+  emu.Filter(in, 2, nullptr, nullptr, 1.0, false, false, &got);
+  for (int64_t i = 0; i < n * 2; ++i) KSEG_EXPECT_NEAR(got[i], want[i], 1e-9);
+}
+
 KSEG_TEST(EmptyInputBuildsNothing) {
   EmulatedLattice<float> emu;
   emu.Build({}, 0, 3);

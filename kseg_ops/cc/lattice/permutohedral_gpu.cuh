@@ -14,11 +14,11 @@
 //   3. ResolveKernel: entry -> vertex index, vertex -> owning entry (whose key is the vertex key).
 //   -- the caller reads the vertex count m back (one synchronisation) and sizes what follows --
 //   4. NeighbourKernel: the two blur neighbours of every vertex along every axis (0 = absent).
-//   5. Splat lists: entries grouped by vertex (count, one-block exclusive scan, fill), so that the
-//      splat is a gather without floating-point atomics.
-// Filtering (per call): splat gather, d + 1 blur passes, slice; same formulas and operand order as
-// the CPU code. Only the order in which a vertex sums its entries may differ (it follows atomic
-// fill order), so GPU and CPU agree to rounding, not bit for bit.
+//   5. Splat list: entries grouped by vertex (count, one-block exclusive scan, fill), so that the
+//      splat sums runs of the same vertex in registers (few atomics, balanced work).
+// Filtering (per call): splat, d + 1 blur passes, slice; same formulas and operand order as the
+// CPU code. Only the order in which a vertex sums its entries differs (fill order and atomics),
+// so GPU and CPU agree to rounding, not bit for bit, and GPU runs may differ in the last bits.
 #ifndef KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_GPU_CUH_
 #define KSEG_OPS_CC_LATTICE_PERMUTOHEDRAL_GPU_CUH_
 
@@ -334,26 +334,42 @@ static __global__ void FillSplatListKernel(int64_t entries, const int32_t* __res
   }
 }
 
-// Filter step 7: values [(m + 1), channels], row 0 (the absent vertex) is left to the caller
-// (kept at zero). pre_scale [n] may be null.
+// Filter step 7: values [(m + 1), channels] (+)= the splat of `in`; values must start at zero.
+// splat_entries lists the entries grouped by vertex; each thread takes a fixed-size run of that
+// list for one channel, sums consecutive entries of the same vertex in a register and adds each
+// sum to the vertex with one atomic. Fixed-size runs keep the work balanced even when one vertex
+// collects thousands of pixels (flat image regions); only the order of the few atomic additions
+// per vertex varies between runs. pre_scale [n] may be null.
+constexpr int64_t kSplatRun = 32;
+
 template <typename T>
-static __global__ void SplatKernel(int64_t m, int d, int channels, const int32_t* __restrict__ starts,
-                            const int32_t* __restrict__ splat_entries,
-                            const T* __restrict__ entry_weight, const T* __restrict__ in,
-                            int64_t in_stride, const T* __restrict__ pre_scale,
-                            T* __restrict__ values) {
+static __global__ void SplatKernel(int64_t entries, int d, int channels,
+                                   const int32_t* __restrict__ splat_entries,
+                                   const int32_t* __restrict__ entry_vertex,
+                                   const T* __restrict__ entry_weight, const T* __restrict__ in,
+                                   int64_t in_stride, const T* __restrict__ pre_scale,
+                                   T* __restrict__ values) {
   const int d1 = d + 1;
-  KSEG_GRID_LOOP(item, m * channels) {
-    const int64_t v = item / channels;
+  const int64_t runs = (entries + kSplatRun - 1) / kSplatRun;
+  KSEG_GRID_LOOP(item, runs * channels) {
     const int c = static_cast<int>(item % channels);
+    const int64_t begin = (item / channels) * kSplatRun;
+    const int64_t end = begin + kSplatRun < entries ? begin + kSplatRun : entries;
+    int64_t current = -1;
     T sum = 0;
-    for (int32_t s = starts[v]; s < starts[v + 1]; ++s) {
+    for (int64_t s = begin; s < end; ++s) {
       const int64_t e = splat_entries[s];
+      const int64_t v = entry_vertex[e];
+      if (v != current) {
+        if (current > 0) atomicAdd(&values[current * channels + c], sum);
+        current = v;
+        sum = 0;
+      }
       const int64_t p = e / d1;
       const T w = pre_scale ? entry_weight[e] * pre_scale[p] : entry_weight[e];
       sum += w * in[p * in_stride + c];
     }
-    values[(v + 1) * channels + c] = sum;
+    if (current > 0) atomicAdd(&values[current * channels + c], sum);
   }
 }
 
@@ -538,14 +554,17 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
                          int64_t out_stride, T* values, T* scratch) {
   if (lat.n == 0 || channels == 0) return cudaSuccess;
   const int64_t m = lat.m;
-  cudaError_t err = cudaMemsetAsync(values, 0, sizeof(T) * channels, stream);
+  const int64_t entries = lat.n * (lat.d + 1);
+  // Row 0 (the absent vertex) stays zero in both buffers; the splat accumulates into zeros.
+  cudaError_t err = cudaMemsetAsync(values, 0, sizeof(T) * (m + 1) * channels, stream);
   if (err != cudaSuccess) return err;
   err = cudaMemsetAsync(scratch, 0, sizeof(T) * channels, stream);
   if (err != cudaSuccess) return err;
   if (m > 0) {
-    KSEG_LAUNCH(SplatKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream,
-        m, lat.d, channels, lat.starts, lat.splat_entries, lat.entry_weight, in, in_stride,
-        pre_scale, values);
+    KSEG_LAUNCH(SplatKernel<T>,
+                BlocksFor((entries + kSplatRun - 1) / kSplatRun * channels), kThreadsPerBlock,
+                stream, entries, lat.d, channels, lat.splat_entries, lat.entry_vertex,
+                lat.entry_weight, in, in_stride, pre_scale, values);
     for (int step = 0; step <= lat.d; ++step) {
       const int j = transpose ? lat.d - step : step;
       KSEG_LAUNCH(BlurKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream,
