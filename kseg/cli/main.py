@@ -1,0 +1,352 @@
+"""The ``kseg`` command: train, evaluate, predict, export, bench and demo.
+
+Examples (shell):
+    kseg demo                                   # train + evaluate + predict on synthetic scenes
+    kseg train --model deeplabv3plus --backbone mobilenetv2 --dataset voc --data-root VOC2012 \\
+               --crop-size 512 512 --epochs 50 --batch-size 8 --output runs/voc
+    kseg evaluate --model runs/voc/model.keras --dataset voc --data-root VOC2012 --split val
+    kseg predict --model runs/voc/model.keras photo1.jpg photos/ --output predictions
+    kseg export --model runs/voc/model.keras --format tflite --quantize int8 --output model.tflite
+    kseg bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _add_dataset_arguments(parser, split_default):
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--dataset", default="synthetic", help="synthetic, voc or folder (default: synthetic)")
+    group.add_argument("--data-root", help="dataset root (voc: the folder holding JPEGImages/)")
+    group.add_argument("--images-dir", help="folder dataset: images directory")
+    group.add_argument("--masks-dir", help="folder dataset: masks directory (class-index PNGs)")
+    group.add_argument("--split", default=split_default, help=f"split name (default: {split_default})")
+    group.add_argument("--num-classes", type=int, help="number of classes (default: 6 synthetic, 21 voc)")
+    group.add_argument("--image-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"),
+                       help="synthetic scene size (default: 128 128)")
+    group.add_argument("--num-images", type=int, default=None, help="synthetic: number of scenes")
+    group.add_argument("--seed", type=int, default=0, help="synthetic scenes seed / shuffling seed")
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(prog="kseg", description="Semantic segmentation with Keras: " + ", ".join(COMMANDS))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model")
+    train.add_argument("--model", default="unet", help="model name (see `kseg bench --list`)")
+    train.add_argument("--backbone", help="backbone name, for models that take one")
+    train.add_argument("--weights", help="backbone weights: imagenet or a weights file")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-3, help="initial learning rate of the poly schedule")
+    train.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
+    train.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (folder datasets)")
+    train.add_argument("--val-split", default="val")
+    train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
+    _add_dataset_arguments(train, "train")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model; writes metrics.json and confusion_matrix.png")
+    evaluate.add_argument("--model", required=True, help="a .keras file")
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--output", default="kseg_runs/evaluate")
+    _add_dataset_arguments(evaluate, "val")
+
+    predict = sub.add_parser("predict", help="write colour-coded masks and overlays for images")
+    predict.add_argument("--model", required=True, help="a .keras file")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--output", default="kseg_runs/predict")
+
+    export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
+    export.add_argument("--model", required=True, help="a .keras file")
+    export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"))
+    export.add_argument("--quantize", default=None, choices=("float16", "dynamic", "int8"))
+    export.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size (TFLite)")
+    export.add_argument("--calibration-images", help="folder of images for int8 calibration")
+    export.add_argument("--output", required=True)
+
+    bench = sub.add_parser("bench", help="parameters and multiply-adds of the model zoo")
+    bench.add_argument("--models", nargs="*", help="model names (default: all)")
+    bench.add_argument("--input-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    bench.add_argument("--list", action="store_true", help="only list the model names")
+
+    demo = sub.add_parser("demo", help="train, evaluate and predict on built-in synthetic scenes")
+    demo.add_argument("--output", default="kseg_runs/demo")
+    demo.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    demo.add_argument("--num-train", type=int, default=None, help="override the recipe's training scenes")
+    demo.add_argument("--num-val", type=int, default=None, help="override the recipe's held-out scenes")
+    demo.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _fail(message):
+    print(f"kseg: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _dataset(args, split, training=False, crop_size=None):
+    """Returns (unbatched dataset, num_classes, class names or None)."""
+    import kseg
+
+    name = args.dataset.lower()
+    if name == "synthetic":
+        default_count = 512 if split == "train" else 64
+        count = args.num_images or default_count
+        # Splits are disjoint: each split draws scenes from its own seed.
+        seed = args.seed * 1000 + {"train": 0, "val": 1, "test": 2}.get(split, 3)
+        ds = kseg.data.synthetic(count, image_size=tuple(args.image_size), seed=seed)
+        return ds, len(kseg.data.SYNTHETIC_CLASSES), list(kseg.data.SYNTHETIC_CLASSES)
+    if name == "voc":
+        if not args.data_root:
+            raise ValueError("--data-root is required for the voc dataset")
+        options = {"augment": training, "crop_size": crop_size} if training else {}
+        return kseg.data.load("voc", args.data_root, split, **options), args.num_classes or 21, None
+    if name == "folder":
+        if not (args.images_dir and args.masks_dir):
+            raise ValueError("--images-dir and --masks-dir are required for the folder dataset")
+        if not args.num_classes:
+            raise ValueError("--num-classes is required for the folder dataset")
+        options = {"augment": training, "crop_size": crop_size} if training else {}
+        return kseg.data.folder(args.images_dir, args.masks_dir, **options), args.num_classes, None
+    raise ValueError(f"unknown dataset {args.dataset!r}; valid: synthetic, voc, folder")
+
+
+def _input_shape(args, training):
+    if args.dataset == "synthetic":
+        return (*args.image_size, 3)
+    if training and getattr(args, "crop_size", None):
+        return (*args.crop_size, 3)
+    return (None, None, 3)
+
+
+def _run_train(args):
+    import keras
+
+    import kseg
+    from kseg import engine
+
+    train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=args.crop_size)
+    val_args = argparse.Namespace(**vars(args))
+    val_ds, _, _ = _dataset(val_args, args.val_split)
+    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args, True)}
+    if args.backbone:
+        kwargs["backbone"] = args.backbone
+    if args.weights:
+        kwargs["weights"] = args.weights
+    model = kseg.models.create(args.model, **kwargs)
+    train_batches = train_ds.shuffle(256, seed=args.seed).batch(args.batch_size, drop_remainder=True)
+    train_batches = train_batches.prefetch(-1)
+    steps = int(train_batches.cardinality())
+    steps = steps if steps > 0 else 1000
+    engine.compile_model(model, num_classes, learning_rate=args.lr, total_steps=steps * args.epochs,
+                         optimizer=args.optimizer)
+    os.makedirs(args.output, exist_ok=True)
+    samples = list(val_ds.take(4).as_numpy_iterator())
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(os.path.join(args.output, "best.keras"), monitor="val_mean_iou",
+                                        mode="max", save_best_only=True),
+        keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
+    ]
+    if samples and all(s[0].shape == samples[0][0].shape for s in samples):
+        callbacks.append(engine.ImageSummary(os.path.join(args.output, "logs"),
+                                             [s[0] for s in samples], [s[1] for s in samples]))
+    val_batches = val_ds.batch(1 if args.dataset != "synthetic" else args.batch_size)
+    history = model.fit(train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks)
+    final_path = os.path.join(args.output, "model.keras")
+    model.save(final_path)
+    with open(os.path.join(args.output, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
+    print(f"saved {final_path} (best by val mIoU: {os.path.join(args.output, 'best.keras')}); "
+          f"TensorBoard logs in {os.path.join(args.output, 'logs')}")
+    return 0
+
+
+def _load_model(path):
+    import keras
+
+    import kseg.layers  # noqa: F401  (registers kseg's serializable classes)
+    import kseg.models  # noqa: F401
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for corrupt archives
+        raise ValueError(f"could not load model file {path!r}: {error}") from error
+
+
+def format_scores(result, class_names=None):
+    """Formats an ``evaluate`` result as a plain-text table (one line per class + the means)."""
+    lines = [
+        f"pixel accuracy  {result['pixel_accuracy']:.4f}",
+        f"mean accuracy   {result['mean_accuracy']:.4f}",
+        f"mean IoU        {result['mean_iou']:.4f}",
+        f"fw IoU          {result['fw_iou']:.4f}",
+        "",
+        f"{'class':<14}{'IoU':>8}{'prec.':>8}{'recall':>8}{'F1':>8}",
+    ]
+    for c, iou in enumerate(result["iou"]):
+        name = class_names[c] if class_names else str(c)
+        lines.append(f"{name:<14}{iou:8.4f}{result['precision'][c]:8.4f}{result['recall'][c]:8.4f}{result['f1'][c]:8.4f}")
+    return "\n".join(lines)
+
+
+def _jsonable(result):
+    out = {}
+    for key, value in result.items():
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        out[key] = value
+    return json.loads(json.dumps(out, default=float).replace("NaN", "null"))
+
+
+def write_evaluation(result, output_dir, class_names=None):
+    """Writes metrics.json and confusion_matrix.png into ``output_dir``; returns their paths."""
+    from kseg import viz
+
+    os.makedirs(output_dir, exist_ok=True)
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    record = _jsonable(result)
+    if class_names:
+        record["class_names"] = list(class_names)
+    with open(metrics_path, "w") as f:
+        json.dump(record, f, indent=2)
+    names = class_names or [str(i) for i in range(len(result["iou"]))]
+    cm_path = viz.plot_confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), names)
+    return metrics_path, cm_path
+
+
+def _run_evaluate(args):
+    from kseg import engine
+
+    model = _load_model(args.model)
+    ds, num_classes, names = _dataset(args, args.split)
+    result = engine.evaluate(model, ds.batch(args.batch_size), num_classes)
+    print(format_scores(result, names))
+    metrics_path, cm_path = write_evaluation(result, args.output, names)
+    print(f"wrote {metrics_path} and {cm_path}")
+    return 0
+
+
+def _image_files(inputs):
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            files += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES))
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input {item!r} is neither an image file nor a folder")
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {inputs}")
+    return files
+
+
+def read_image(path):
+    """Reads an image file as float32 RGB ``[H, W, 3]``; a clear error names a corrupt file."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image file {path!r}: {error}") from error
+
+
+def _run_predict(args):
+    import keras
+
+    from kseg import engine, viz
+
+    model = _load_model(args.model)
+    os.makedirs(args.output, exist_ok=True)
+    files = _image_files(args.inputs)
+    bar = keras.utils.Progbar(len(files), unit_name="image")
+    fixed = model.input_shape[1:3]
+    for i, path in enumerate(files):
+        image = read_image(path)
+        if None not in fixed and image.shape[:2] != tuple(fixed):
+            import tensorflow as tf
+
+            image = tf.image.resize(image, fixed).numpy()
+        labels = engine.predict_labels(model, image[None])[0]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        viz.save_png(viz.colorize(labels), os.path.join(args.output, f"{stem}_mask.png"))
+        viz.save_png(viz.overlay(image, labels), os.path.join(args.output, f"{stem}_overlay.png"))
+        bar.update(i + 1)
+    print(f"wrote masks and overlays of {len(files)} images to {args.output}")
+    return 0
+
+
+def _run_export(args):
+    import numpy as np
+
+    from kseg import export
+
+    model = _load_model(args.model)
+    if args.format == "saved_model":
+        export.saved_model(model, args.output)
+    else:
+        representative = None
+        if args.quantize == "int8":
+            if not args.calibration_images:
+                raise ValueError("--calibration-images is required for --quantize int8")
+            images = [read_image(p) for p in _image_files([args.calibration_images])[:100]]
+            representative = [np.asarray(img)[None] for img in images]
+        input_shape = (*args.input_size, 3) if args.input_size else None
+        export.tflite(model, args.output, quantize=args.quantize, representative_data=representative,
+                      input_shape=input_shape)
+    print(f"exported {args.model} to {args.output}")
+    return 0
+
+
+def _run_bench(args):
+    import kseg
+
+    if args.list:
+        print("\n".join(kseg.models.names()))
+        return 0
+    print(kseg.bench.zoo_table(models=args.models, input_shape=(*args.input_size, 3)))
+    return 0
+
+
+def _run_demo(args):
+    from kseg import demo
+
+    result = demo.run(output_dir=args.output, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
+                      image_size=tuple(args.image_size) if args.image_size else None, seed=args.seed)
+    return 0 if result["mean_iou"] == result["mean_iou"] else 1
+
+
+def main(argv=None):
+    """Entry point of the ``kseg`` console command."""
+    args = _build_parser().parse_args(argv)
+    runner = {
+        "train": _run_train,
+        "evaluate": _run_evaluate,
+        "predict": _run_predict,
+        "export": _run_export,
+        "bench": _run_bench,
+        "demo": _run_demo,
+    }[args.command]
+    started = time.time()
+    try:
+        code = runner(args)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        return _fail(str(error))
+    if args.command in ("train", "demo"):
+        print(f"done in {time.time() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
