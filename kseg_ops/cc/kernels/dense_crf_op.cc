@@ -11,6 +11,9 @@
 #include <limits>
 #include <string>
 #include <vector>
+#if defined(__SSE4_1__)
+#include <smmintrin.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "kseg_ops/cc/kernels/cpu_parallel.h"
@@ -30,10 +33,10 @@ using ::tensorflow::Tensor;
 namespace {
 
 // exp(x) for x <= 0 (the softmax subtracts the maximum first), branch-free so that loops over
-// channels vectorise: Cephes' expf polynomial, about 1 ulp for x in [-87, 0], 0 below.
+// channels vectorise: Cephes' expf polynomial, about 1 ulp on [-87, 0]. Inputs below -87
+// (including the -inf of padding lanes) give exp(-87) ~ 1.6e-38, which is 0 for the softmax.
 inline float ExpNonPositive(float x) {
-  const bool underflow = x < -87.0f;
-  x = underflow ? -87.0f : x;
+  x = std::max(x, -87.0f);
   const float k = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = x - k * 0.693359375f - k * -2.12194440e-4f;
   float y = 1.9875691500e-4f;
@@ -46,25 +49,113 @@ inline float ExpNonPositive(float x) {
   const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? 0.0f : y * scale;
+  return y * scale;
 }
 inline double ExpNonPositive(double x) { return std::exp(x); }
 
-// q[c] = softmax(-unary + pairwise) over c < channels, written into a padded row.
-template <typename T>
-inline void SoftmaxRow(const T* unary, const T* pairwise, int channels, T* q) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int c = 0; c < channels; ++c) {
-    q[c] = pairwise[c] - unary[c];
-    m = std::max(m, q[c]);
-  }
+#if defined(__SSE4_1__)
+// The same polynomial four lanes at a time (compilers leave the scalar loop unvectorised).
+inline __m128 ExpNonPositive4(__m128 x) {
+  x = _mm_max_ps(x, _mm_set1_ps(-87.0f));
+  const __m128 k = _mm_floor_ps(
+      _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)), _mm_set1_ps(0.5f)));
+  __m128 r = _mm_sub_ps(x, _mm_mul_ps(k, _mm_set1_ps(0.693359375f)));
+  r = _mm_sub_ps(r, _mm_mul_ps(k, _mm_set1_ps(-2.12194440e-4f)));
+  __m128 y = _mm_set1_ps(1.9875691500e-4f);
+  y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(1.3981999507e-3f));
+  y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(8.3334519073e-3f));
+  y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(4.1665795894e-2f));
+  y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(1.6666665459e-1f));
+  y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(5.0000001201e-1f));
+  y = _mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_mul_ps(y, r), r), r), _mm_set1_ps(1.0f));
+  const __m128i bits =
+      _mm_slli_epi32(_mm_add_epi32(_mm_cvttps_epi32(k), _mm_set1_epi32(127)), 23);
+  return _mm_mul_ps(y, _mm_castsi128_ps(bits));
+}
+
+inline void ExpRow(float* e, float m, int cp) {
+  const __m128 mv = _mm_set1_ps(m);
+  for (int c = 0; c < cp; c += 4)
+    _mm_storeu_ps(e + c, ExpNonPositive4(_mm_sub_ps(_mm_loadu_ps(e + c), mv)));
+}
+#else
+inline void ExpRow(float* e, float m, int cp) {
+  ExpRow(e, m, cp);  // cp is a multiple of kLanes
+}
+#endif
+inline void ExpRow(double* e, double m, int cp) {
+  for (int c = 0; c < cp; ++c) e[c] = std::exp(e[c] - m);
+}
+
+// q = softmax(pairwise - unary) over a row of cp = kC (or cp) padded channels; the padding
+// lanes of `unary` hold +inf so they come out as (numerically) 0. Reductions use 8 partial lanes because
+// compilers do not vectorise ordered float reductions.
+template <int kC, typename T>
+inline void SoftmaxRow(const T* __restrict unary, const T* __restrict pairwise, int cp,
+                       T* __restrict q) {
+  constexpr int kLanes = lattice::kChannelBlock;
+  if (kC > 0) cp = kC;
+  // A local row for fixed widths: lets the compiler vectorise the exp loop.
+  T local[kC > 0 ? kC : 1];
+  T* e = kC > 0 ? local : q;
+  T lane[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane[l] = -std::numeric_limits<T>::infinity();
+  for (int c = 0; c < cp; ++c) e[c] = pairwise[c] - unary[c];
+  for (int b = 0; b < cp; b += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = lane[l] > e[b + l] ? lane[l] : e[b + l];
+  T m = lane[0];
+  for (int l = 1; l < kLanes; ++l) m = m > lane[l] ? m : lane[l];
+  ExpRow(e, m, cp);  // cp is a multiple of kLanes
+  for (int l = 0; l < kLanes; ++l) lane[l] = 0;
+  for (int b = 0; b < cp; b += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] += e[b + l];
   T sum = 0;
-  for (int c = 0; c < channels; ++c) {
-    q[c] = ExpNonPositive(q[c] - m);
-    sum += q[c];
-  }
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
   const T inv = T(1) / sum;
-  for (int c = 0; c < channels; ++c) q[c] *= inv;
+  for (int c = 0; c < cp; ++c) q[c] = e[c] * inv;
+}
+
+// Q0 = softmax(-unary), then `iterations` mean-field updates, in q_work [n, kC] (padded rows).
+// Each update splats and blurs Q in both lattices, then one pass over the pixels slices both
+// kernels and applies the softmax, so the pairwise term never goes through memory.
+template <int kC, typename T>
+void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int channels,
+               const lattice::Permutohedral<T>& gaussian,
+               const lattice::Permutohedral<T>& bilateral, const T* pre_g, const T* pre_b,
+               const T* norm_g, const T* norm_b, T* q_work, lattice::FilterWorkspace<T>* ws_g,
+               lattice::FilterWorkspace<T>* ws_b, const lattice::ParallelFor& parallel_for) {
+  const int cp = kC > 0 ? kC : lattice::PaddedChannels(channels);
+  const T compat_g = T(params.gaussian_compat), compat_b = T(params.bilateral_compat);
+  // Unary in padded rows; +inf in the padding makes those lanes' probabilities exactly 0.
+  std::vector<T> unary_padded(n * cp);
+  parallel_for(n, 2.0 * cp, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* row = unary_padded.data() + p * cp;
+      for (int c = 0; c < channels; ++c) row[c] = unary[p * channels + c];
+      for (int c = channels; c < cp; ++c) row[c] = std::numeric_limits<T>::infinity();
+    }
+  });
+  for (int it = 0; it <= params.iterations; ++it) {
+    const T* blurred_g = nullptr;
+    const T* blurred_b = nullptr;
+    if (it > 0) {
+      blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for);
+      blurred_b = bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for);
+    }
+    parallel_for(n, 40.0 * cp, [&](int64_t begin, int64_t end) {
+      std::vector<T> heap_acc(kC > 0 ? 0 : cp);
+      T stack_acc[kC > 0 ? kC : 1];
+      T* acc = kC > 0 ? stack_acc : heap_acc.data();
+      for (int64_t p = begin; p < end; ++p) {
+        for (int c = 0; c < cp; ++c) acc[c] = T(0);
+        if (blurred_g != nullptr) {
+          gaussian.template SliceAdd<kC>(p, blurred_g, cp, compat_g * norm_g[p], acc);
+          bilateral.template SliceAdd<kC>(p, blurred_b, cp, compat_b * norm_b[p], acc);
+        }
+        SoftmaxRow<kC>(unary_padded.data() + p * cp, acc, cp, q_work + p * cp);
+      }
+    });
+  }
 }
 
 }  // namespace
@@ -81,10 +172,10 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
   const int cp = lattice::PaddedChannels(channels);
   std::vector<T> gaussian_features(n * 2), bilateral_features(n * 5);
   // Q and the pairwise term, channels padded with zeros so the lattice loops vectorise.
-  std::vector<T> q_work(n * cp, T(0)), pairwise(n * cp, T(0));
+  std::vector<T> q_work(n * cp, T(0));
   std::vector<T> ones(n, T(1)), norm_g(n), norm_b(n);
   lattice::Permutohedral<T> gaussian, bilateral;
-  lattice::FilterWorkspace<T> workspace;
+  lattice::FilterWorkspace<T> workspace, ws_g, ws_b;
   const bool symmetric = params.normalization == CrfNormalization::kSymmetric;
 
   for (int64_t b = 0; b < batch; ++b) {
@@ -130,21 +221,12 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
     const T* pre_b = symmetric ? norm_b.data() : nullptr;
 
     T* q_out = q + b * n * channels;
-    // Q0 = softmax(-unary).
-    parallel_for(n, 20.0 * channels, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p)
-        SoftmaxRow(un + p * channels, pairwise.data() + p * cp, channels, q_work.data() + p * cp);
-    });
-    for (int it = 0; it < params.iterations; ++it) {
-      gaussian.Filter(q_work.data(), cp, cp, pre_g, norm_g.data(), T(params.gaussian_compat),
-                      false, false, pairwise.data(), cp, &workspace, parallel_for);
-      bilateral.Filter(q_work.data(), cp, cp, pre_b, norm_b.data(), T(params.bilateral_compat),
-                       false, true, pairwise.data(), cp, &workspace, parallel_for);
-      parallel_for(n, 20.0 * channels, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p)
-          SoftmaxRow(un + p * channels, pairwise.data() + p * cp, channels,
-                     q_work.data() + p * cp);
-      });
+    switch (cp) {
+      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
+      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
+      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
+      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
+      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
     }
     parallel_for(n, 2.0 * channels, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p)

@@ -64,9 +64,11 @@ inline int PaddedChannels(int channels) {
 namespace internal {
 
 // Open-addressing hash set of integer keys of length `dim`, giving each key a dense index.
+// kDim > 0 fixes the key length at compile time (inlined comparisons).
+template <int kDim>
 class KeyTable {
  public:
-  KeyTable(int dim, int64_t expected) : dim_(dim) {
+  KeyTable(int dim, int64_t expected) : dim_(kDim > 0 ? kDim : dim) {
     int64_t cap = 64;
     while (cap < 2 * expected) cap <<= 1;
     slots_.assign(cap, -1);
@@ -76,7 +78,8 @@ class KeyTable {
   int64_t size() const { return static_cast<int64_t>(keys_.size()) / dim_; }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
 
-  static uint64_t Hash(const int32_t* key, int dim) {
+  static uint64_t Hash(const int32_t* key, int runtime_dim) {
+    const int dim = kDim > 0 ? kDim : runtime_dim;
     uint64_t h = 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < dim; ++i) {
       h ^= static_cast<uint32_t>(key[i]);
@@ -98,9 +101,7 @@ class KeyTable {
         slots_[pos] = s;
         return s;
       }
-      if (std::memcmp(keys_.data() + static_cast<int64_t>(s) * dim_, key,
-                      sizeof(int32_t) * dim_) == 0)
-        return s;
+      if (Equal(keys_.data() + static_cast<int64_t>(s) * dim_, key)) return s;
       pos = (pos + 1) & mask_;
     }
   }
@@ -111,14 +112,19 @@ class KeyTable {
     while (true) {
       int32_t s = slots_[pos];
       if (s < 0) return -1;
-      if (std::memcmp(keys_.data() + static_cast<int64_t>(s) * dim_, key,
-                      sizeof(int32_t) * dim_) == 0)
-        return s;
+      if (Equal(keys_.data() + static_cast<int64_t>(s) * dim_, key)) return s;
       pos = (pos + 1) & mask_;
     }
   }
 
  private:
+  bool Equal(const int32_t* a, const int32_t* b) const {
+    const int dim = kDim > 0 ? kDim : dim_;
+    for (int i = 0; i < dim; ++i)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
+
   void Grow() {
     std::vector<int32_t> old;
     old.swap(slots_);
@@ -170,7 +176,26 @@ class Permutohedral {
              std::to_string(d);
     if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
       return "number of points out of range: " + std::to_string(n);
+    // Compile-time dimensions for the common cases let the compiler unroll the per-point math.
+    switch (d) {
+      case 1: return BuildImpl<1>(features, n, d, feature_stride, parallel_for);
+      case 2: return BuildImpl<2>(features, n, d, feature_stride, parallel_for);
+      case 3: return BuildImpl<3>(features, n, d, feature_stride, parallel_for);
+      case 4: return BuildImpl<4>(features, n, d, feature_stride, parallel_for);
+      case 5: return BuildImpl<5>(features, n, d, feature_stride, parallel_for);
+      case 6: return BuildImpl<6>(features, n, d, feature_stride, parallel_for);
+      default: return BuildImpl<0>(features, n, d, feature_stride, parallel_for);
+    }
+  }
+
+ private:
+  // kD > 0: the feature dimension known at compile time; 0: `runtime_d`.
+  template <int kD>
+  std::string BuildImpl(const T* features, int64_t n, int runtime_d, int64_t feature_stride,
+                        const ParallelFor& parallel_for) {
+    const int d = kD > 0 ? kD : runtime_d;
     d_ = d;
+    alpha_ = T(1) / (T(1) + std::pow(T(2), T(-d)));
     n_ = n;
     const int d1 = d + 1;
     offset_.assign(n * d1, 0);
@@ -214,23 +239,19 @@ class Permutohedral {
           rk[i] = 0;
         }
         for (int i = 0; i <= d; ++i) e[i] = x[i] - T(r[i]);
+        // Branch-free: the comparisons are data dependent and mispredict badly.
         for (int i = 0; i < d; ++i) {
           for (int j = i + 1; j <= d; ++j) {
-            if (e[i] < e[j])
-              ++rk[i];
-            else
-              ++rk[j];
+            const int32_t less = e[i] < e[j];
+            rk[i] += less;
+            rk[j] += 1 - less;
           }
         }
         for (int i = 0; i <= d; ++i) {
           rk[i] += sum;
-          if (rk[i] < 0) {
-            rk[i] += d1;
-            r[i] += d1;
-          } else if (rk[i] >= d1) {
-            rk[i] -= d1;
-            r[i] -= d1;
-          }
+          const int32_t shift = (rk[i] < 0 ? d1 : 0) - (rk[i] >= d1 ? d1 : 0);
+          rk[i] += shift;
+          r[i] += shift;
         }
         for (int i = 0; i <= d + 1; ++i) b[i] = 0;
         for (int i = 0; i <= d; ++i) {
@@ -252,7 +273,7 @@ class Permutohedral {
     }
 
     // Hash the simplex vertices. Neighbouring points often share a simplex: reuse its vertices.
-    internal::KeyTable table(d, std::max<int64_t>(64, n / 4 + 64));
+    internal::KeyTable<kD> table(d, std::max<int64_t>(64, n / 4 + 64));
     {
       int32_t key[kMaxFeatureDim];
       int64_t prev = -1;
@@ -321,6 +342,7 @@ class Permutohedral {
     return std::string();
   }
 
+ public:
   // out[p, c] (+)= post_scale[p] * post_factor * L(pre_scale .* in)[p, c] for c < channels,
   // with L the lattice filter (transposed when `transpose`). in/out rows have strides in_stride
   // and out_stride; pre_scale/post_scale may be null (all ones). Rows of `out` beyond `channels`
@@ -328,7 +350,66 @@ class Permutohedral {
   void Filter(const T* in, int64_t in_stride, int channels, const T* pre_scale,
               const T* post_scale, T post_factor, bool transpose, bool accumulate, T* out,
               int64_t out_stride, FilterWorkspace<T>* ws, const ParallelFor& parallel_for) const {
-    const int cp = PaddedChannels(channels);
+    // Whole channel blocks known at compile time keep the accumulators in registers.
+    switch (channels) {
+#define KSEG_FILTER_CASE(C)                                                                  \
+  case C:                                                                                    \
+    return FilterImpl<C>(in, in_stride, channels, pre_scale, post_scale, post_factor,        \
+                         transpose, accumulate, out, out_stride, ws, parallel_for);
+      KSEG_FILTER_CASE(8)
+      KSEG_FILTER_CASE(16)
+      KSEG_FILTER_CASE(24)
+      KSEG_FILTER_CASE(32)
+#undef KSEG_FILTER_CASE
+      default:
+        return FilterImpl<0>(in, in_stride, channels, pre_scale, post_scale, post_factor,
+                             transpose, accumulate, out, out_stride, ws, parallel_for);
+    }
+  }
+
+  // Steps 7-8 only: splats pre_scale .* in (`channels` a multiple of kChannelBlock) and blurs;
+  // returns the blurred vertex values [(m + 1) x channels] (row 0 is the zero vertex), valid
+  // until `ws` is reused. Finish with SliceAdd per point.
+  const T* SplatBlur(const T* in, int64_t in_stride, int channels, const T* pre_scale,
+                     bool transpose, FilterWorkspace<T>* ws,
+                     const ParallelFor& parallel_for) const {
+    switch (channels) {
+      case 8: return SplatBlurImpl<8>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+      case 16: return SplatBlurImpl<16>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+      case 24: return SplatBlurImpl<24>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+      case 32: return SplatBlurImpl<32>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+      default: return SplatBlurImpl<0>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+    }
+  }
+
+  // Step 9 for point p: acc[c] += scale * alpha * sum_k b_k * blurred[vertex k][c], c < cp.
+  // kC > 0 must equal cp (compile-time width); kC = 0 reads cp at run time.
+  template <int kC>
+  inline void SliceAdd(int64_t p, const T* blurred, int cp, T scale, T* acc) const {
+    if (kC > 0) cp = kC;
+    const int d1 = d_ + 1;
+    const T s = scale * alpha_;
+    const int32_t* off = offset_.data() + p * d1;
+    const T* bary = barycentric_.data() + p * d1;
+    for (int k = 0; k < d1; ++k) {
+      const T w = s * bary[k];
+      const T* src = blurred + static_cast<int64_t>(off[k]) * cp;
+      for (int c = 0; c < cp; ++c) acc[c] += w * src[c];
+    }
+  }
+
+  // Vertex (one-based, 0 = none) and barycentric weight of point p's k-th simplex vertex.
+  int32_t vertex(int64_t p, int k) const { return offset_[p * (d_ + 1) + k]; }
+  T weight(int64_t p, int k) const { return barycentric_[p * (d_ + 1) + k]; }
+
+ private:
+  // kC > 0: exactly kC channels (a multiple of kChannelBlock); 0: any number.
+  template <int kC>
+  const T* SplatBlurImpl(const T* in, int64_t in_stride, int channels, const T* pre_scale,
+                         bool transpose, FilterWorkspace<T>* ws,
+                         const ParallelFor& parallel_for) const {
+    if (kC > 0) channels = kC;
+    const int cp = kC > 0 ? kC : PaddedChannels(channels);
     const int d1 = d_ + 1;
     ws->a.resize(static_cast<size_t>(m_ + 1) * cp);
     ws->b.resize(static_cast<size_t>(m_ + 1) * cp);
@@ -342,14 +423,22 @@ class Permutohedral {
                  [&](int64_t begin, int64_t end) {
                    for (int64_t v = begin; v < end; ++v) {
                      T* dst = values + (v + 1) * cp;
-                     std::fill(dst, dst + cp, T(0));
-                     for (int64_t s = vertex_start_[v + 1]; s < vertex_start_[v + 2]; ++s) {
-                       const int64_t p = splat_point_[s];
-                       const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
-                       const T* src = in + p * in_stride;
-                       if (channels == cp) {  // full blocks: vectorises without a tail
-                         for (int c = 0; c < cp; ++c) dst[c] += w * src[c];
-                       } else {
+                     const int64_t first = vertex_start_[v + 1], last = vertex_start_[v + 2];
+                     if (kC > 0) {
+                       T acc[kC > 0 ? kC : 1] = {};
+                       for (int64_t s = first; s < last; ++s) {
+                         const int64_t p = splat_point_[s];
+                         const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
+                         const T* src = in + p * in_stride;
+                         for (int c = 0; c < kC; ++c) acc[c] += w * src[c];
+                       }
+                       for (int c = 0; c < kC; ++c) dst[c] = acc[c];
+                     } else {
+                       std::fill(dst, dst + cp, T(0));
+                       for (int64_t s = first; s < last; ++s) {
+                         const int64_t p = splat_point_[s];
+                         const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
+                         const T* src = in + p * in_stride;
                          for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
                        }
                      }
@@ -371,30 +460,36 @@ class Permutohedral {
       });
       std::swap(values, next);
     }
+    return values;
+  }
 
-    // Slice.
-    const T alpha = T(1) / (T(1) + std::pow(T(2), T(-d_)));
-    parallel_for(n_, 3.0 * d1 * cp, [&](int64_t begin, int64_t end) {
+  template <int kC>
+  void FilterImpl(const T* in, int64_t in_stride, int channels, const T* pre_scale,
+                  const T* post_scale, T post_factor, bool transpose, bool accumulate, T* out,
+                  int64_t out_stride, FilterWorkspace<T>* ws,
+                  const ParallelFor& parallel_for) const {
+    if (kC > 0) channels = kC;
+    const int cp = kC > 0 ? kC : PaddedChannels(channels);
+    const T* blurred =
+        SplatBlurImpl<kC>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+    parallel_for(n_, 3.0 * (d_ + 1) * cp, [&](int64_t begin, int64_t end) {
+      std::vector<T> heap_acc(kC > 0 ? 0 : cp);
+      T stack_acc[kC > 0 ? kC : 1];
+      T* acc = kC > 0 ? stack_acc : heap_acc.data();
       for (int64_t p = begin; p < end; ++p) {
-        const T scale = post_factor * alpha * (post_scale ? post_scale[p] : T(1));
+        for (int c = 0; c < cp; ++c) acc[c] = T(0);
+        SliceAdd<kC>(p, blurred, cp, post_factor * (post_scale ? post_scale[p] : T(1)), acc);
         T* dst = out + p * out_stride;
-        if (!accumulate)
-          for (int c = 0; c < channels; ++c) dst[c] = T(0);
-        for (int k = 0; k < d1; ++k) {
-          const T w = scale * barycentric_[p * d1 + k];
-          const T* src = values + static_cast<int64_t>(offset_[p * d1 + k]) * cp;
-          for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
-        }
+        if (accumulate)
+          for (int c = 0; c < channels; ++c) dst[c] += acc[c];
+        else
+          for (int c = 0; c < channels; ++c) dst[c] = acc[c];
       }
     });
   }
 
-  // Vertex (one-based, 0 = none) and barycentric weight of point p's k-th simplex vertex.
-  int32_t vertex(int64_t p, int k) const { return offset_[p * (d_ + 1) + k]; }
-  T weight(int64_t p, int k) const { return barycentric_[p * (d_ + 1) + k]; }
-
- private:
   int d_ = 0;
+  T alpha_ = T(1);  // slice scale 1 / (1 + 2^-d)
   int64_t n_ = 0;
   int64_t m_ = 0;
   std::vector<int32_t> offset_;       // [n, d+1] one-based vertex per simplex corner
