@@ -10,3 +10,4 @@ from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D  # noqa: E402,F401
+from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401

@@ -44,3 +44,4 @@ from kseg.models.unet_weight_map import unet_weight_map  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
+from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
