@@ -33,6 +33,7 @@ OPS_GPU_SRCS = [
 OPS_GPU_HDRS = [
     "kseg_ops/cc/lattice/permutohedral_gpu.cuh",
     "kseg_ops/cc/kernels/lattice_gpu_glue.cu.h",
+    "kseg_ops/cc/lattice/dense_crf_gpu.cuh",
     "kseg_ops/cc/fft/fft_conv_gpu.cuh",
     "kseg_ops/cc/testing/cuda_host_emulation.h",
 ]

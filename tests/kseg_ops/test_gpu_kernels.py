@@ -2,10 +2,9 @@
 
 The op tests run only where TensorFlow sees a GPU and the op library was built with CUDA
 (``KSEG_OPS_CUDA=1 pip install --no-build-isolation -e .``); elsewhere they skip. Two checks run
-everywhere: the device code of the lattice and of the FFT correlation executed on the host
-through a small CUDA emulation (``test_permutohedral_gpu_emulated.cc``,
-``test_fft_conv_gpu_emulated.cc``) and, when nvcc is installed, an object compile of every GPU
-source (slow).
+everywhere: the device code of the lattice, of the mean-field loop and of the FFT correlation
+executed on the host through a small CUDA emulation (``test_*_gpu_emulated.cc``) and, when nvcc
+is installed, an object compile of every GPU source (slow).
 """
 
 import os
@@ -73,10 +72,15 @@ def _tol(dtype):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 @pytest.mark.parametrize(
-    "source", ["test_permutohedral_gpu_emulated.cc", "test_fft_conv_gpu_emulated.cc"]
+    "source",
+    [
+        "test_permutohedral_gpu_emulated.cc",
+        "test_dense_crf_gpu_emulated.cc",
+        "test_fft_conv_gpu_emulated.cc",
+    ],
 )
 def test_cuda_algorithm_in_host_emulation(source, tmp_path):
-    """The device code of the lattice / FFT correlation, run on the host, vs CPU references."""
+    """The device code (lattice, mean field, FFT correlation) run on the host vs references."""
     exe = tmp_path / "emulated"
     subprocess.run(
         ["g++", "-std=c++17", "-O0", "-ffp-contract=off", "-I", REPO, "-o", str(exe),

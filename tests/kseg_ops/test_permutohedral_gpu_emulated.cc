@@ -12,45 +12,15 @@
 #include "kseg_ops/cc/lattice/permutohedral_gpu.cuh"
 #include "kseg_ops/cc/lattice/permutohedral.h"
 #include "kseg_ops/cc/testing/mini_test.h"
+#include "tests/kseg_ops/emulated_lattice.h"
 
 namespace {
 
 namespace gpu = kseg::lattice::gpu;
+using kseg::testing::EmulatedLattice;
 using kseg::lattice::FilterWorkspace;
 using kseg::lattice::Permutohedral;
 using kseg::lattice::SerialFor;
-
-// A built emulated lattice and the host memory behind it.
-template <typename T>
-struct EmulatedLattice {
-  std::vector<std::max_align_t> phase_one, phase_two;
-  gpu::LatticeBuffers<T> buffers;
-  gpu::LatticeView<T> view;
-  gpu::BuildCounters counters;
-
-  void Build(const std::vector<T>& features, int64_t n, int d) {
-    const int64_t one = gpu::CarvePhaseOne<T>(nullptr, n, d, &buffers);
-    phase_one.assign(one / sizeof(std::max_align_t) + 1, std::max_align_t());
-    gpu::CarvePhaseOne<T>(phase_one.data(), n, d, &buffers);
-    KSEG_EXPECT(gpu::LaunchBuildPhaseOne<T>(nullptr, features.data(), n, d, d, buffers) ==
-                cudaSuccess);
-    counters = *buffers.counters;
-    if (counters.first_bad_point < n) return;
-    const int64_t m = counters.vertex_count;
-    const int64_t two = gpu::CarvePhaseTwo<T>(nullptr, n, d, m, &buffers);
-    phase_two.assign(two / sizeof(std::max_align_t) + 1, std::max_align_t());
-    gpu::CarvePhaseTwo<T>(phase_two.data(), n, d, m, &buffers);
-    KSEG_EXPECT(gpu::LaunchBuildPhaseTwo<T>(nullptr, n, d, m, buffers, &view) == cudaSuccess);
-  }
-
-  void Filter(const std::vector<T>& in, int channels, const T* pre, const T* post, T factor,
-              bool transpose, bool accumulate, std::vector<T>* out) {
-    std::vector<T> values((view.m + 1) * channels, T(-7)), scratch((view.m + 1) * channels, T(-7));
-    KSEG_EXPECT(gpu::LaunchFilter<T>(nullptr, view, in.data(), channels, channels, pre, post,
-                                     factor, transpose, accumulate, out->data(), channels,
-                                     values.data(), scratch.data()) == cudaSuccess);
-  }
-};
 
 template <typename T>
 std::vector<T> Random(int64_t size, double lo, double hi, uint32_t seed) {
@@ -162,7 +132,7 @@ KSEG_TEST(IdenticalPointsShareOneSimplex) {
 
 KSEG_TEST(EmptyInputBuildsNothing) {
   EmulatedLattice<float> emu;
-  emu.Build({}, 0, 3);
+  emu.Build(std::vector<float>(), 0, 3);
   KSEG_EXPECT(emu.counters.vertex_count == 0);
   KSEG_EXPECT(emu.counters.first_bad_point == 0);
 }
