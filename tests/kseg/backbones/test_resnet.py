@@ -98,3 +98,17 @@ def test_bad_arguments(tmp_path):
         backbone_model("resnet50", weights=str(corrupt))
     with pytest.raises(ValueError, match="Unknown backbone 'resnet18'"):
         backbone_model("resnet18")
+
+
+def test_deep_stem():
+    model = backbone_model("resnet50", shape=(64, 64, 3), stem="deep")
+    assert [model.get_layer(f"conv1_{i}_conv").filters for i in (1, 2, 3)] == [64, 64, 128]
+    assert tuple(model.output["P1"].shape[1:]) == (32, 32, 128)
+    # Three 3x3 convolutions (no bias) + BN replace the 7x7 conv; block 1 takes 128 channels.
+    extra = (27 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 4 * (64 + 64 + 128)) - (49 * 3 * 64 + 64 + 4 * 64)
+    extra += 64 * 64 + 64 * 256  # conv2_block1 1x1 and shortcut see 128 instead of 64 channels
+    assert model.count_params() == 23_587_712 + extra
+    with pytest.raises(ValueError, match="no weights for the deep stem"):
+        backbone_model("resnet50", weights="imagenet", stem="deep")
+    with pytest.raises(ValueError, match="stem.*'wide'"):
+        backbone_model("resnet50", stem="wide")
