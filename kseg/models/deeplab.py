@@ -94,7 +94,19 @@ class _DeepLabBase(keras.Model):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="kseg")
+class _ProbabilitiesToLogits(keras.layers.Layer):
+    """log(p), clipped away from 0: logits whose softmax gives back the probabilities."""
+
+    def call(self, probabilities):
+        return keras.ops.log(keras.ops.maximum(probabilities, 1e-12))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
 def _maybe_crf(images, logits, crf, model):
+    # DenseCRF returns probabilities; the model keeps returning logits (log-probabilities).
     if crf is None:
         return logits
     try:
@@ -103,7 +115,8 @@ def _maybe_crf(images, logits, crf, model):
         raise ValueError(f"{model}: crf= needs kseg.layers.DenseCRF, which is not available: {error}") from error
     if not isinstance(crf, dict):
         raise ValueError(f"{model}: crf must be None or a dict of DenseCRF arguments, received {crf!r}")
-    return DenseCRF(name="crf", **crf)([images, logits])
+    probabilities = DenseCRF(name="crf", **crf)([images, logits])
+    return _ProbabilitiesToLogits(name="crf_logits")(probabilities)
 
 
 @register("deeplabv1", "deeplab_v1")
@@ -123,7 +136,9 @@ class DeepLabV1(_DeepLabBase):
         variant: "largefov" or "7x7".
         weights: None, "imagenet" or a keras.applications VGG16 weights file (encoder).
         dropout: rate after fc6 and fc7.
-        crf: None or a dict of ``DenseCRF`` arguments appended as post-processing.
+        crf: None or a dict of ``DenseCRF`` arguments appended as post-processing; the
+            output is then the log of the refined probabilities (still logits). Building
+            and loading need no compiled op; running does (``kseg_ops``).
 
     Example:
         >>> model = DeepLabV1(num_classes=5, input_shape=(67, 90, 3))

@@ -215,3 +215,17 @@ def test_create_and_bad_arguments():
         DeepLabV2(rates=(6, -1))
     with pytest.raises(ValueError, match="no weights for DeepLab's aligned Xception-65"):
         DeepLabV3Plus(backbone="xception65", weights="imagenet")
+
+
+def test_dense_crf_option_refines_the_logits(tmp_path):
+    model = DeepLabV1(num_classes=3, input_shape=(None, None, 3), crf={"iterations": 3})
+    images, _ = synthetic_batch(40, 52, num_images=1)
+    refined = model.predict(images, verbose=0)
+    raw = keras.Model(model.input, model.get_layer("upsample").output).predict(images, verbose=0)
+    expected = kseg.layers.DenseCRF(iterations=3)([images, raw]).numpy()
+    # The model returns log-probabilities, so its softmax is the CRF's output.
+    np.testing.assert_allclose(np.exp(refined), expected, rtol=1e-4, atol=1e-6)
+    loaded = assert_keras_round_trip(model, images, str(tmp_path / "v1_crf.keras"))
+    assert loaded.get_config()["crf"] == {"iterations": 3}
+    with pytest.raises(ValueError, match="crf must be None or a dict"):
+        DeepLabV2(backbone="resnet50", crf=5)
