@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -35,16 +36,22 @@ def _time(fn, repeats):
 
 
 def _interleaved(fns, repeats):
-    """Times each of ``fns`` ``repeats`` times, alternating between them; returns medians."""
+    """Times each of ``fns`` ``repeats`` times, alternating between them.
+
+    Returns the median wall-clock seconds and the median process CPU seconds (all threads) of
+    each; the CPU time is the work done, which other processes' load does not inflate.
+    """
     for fn in fns:
         fn()
-    samples = [[] for _ in fns]
+    wall = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            samples[i].append(time.perf_counter() - start)
-    return [statistics.median(s) for s in samples]
+            wall[i].append(time.perf_counter() - start)
+            cpu[i].append(time.process_time() - start_cpu)
+    return [statistics.median(s) for s in wall], [statistics.median(s) for s in cpu]
 
 
 def _forward_backward(conv, x, kernel, dy):
@@ -90,12 +97,15 @@ def measure(batch, size, channels, k, repeats, backward):
         fns.append(auto_run)
     else:
         fns = [lambda f=f: f(x, kernel).numpy() for f in (fft, direct, auto)]
-    t_fft, t_direct, t_auto = _interleaved(fns, repeats)
+    (t_fft, t_direct, t_auto), (c_fft, c_direct, c_auto) = _interleaved(fns, repeats)
     return {
         "batch": batch, "size": size, "channels": channels, "k": k,
         "pass": "fwd+bwd" if backward else "fwd",
         "fft_ms": 1e3 * t_fft, "direct_ms": 1e3 * t_direct, "auto_ms": 1e3 * t_auto,
         "speedup": t_direct / t_fft,
+        "fft_cpu_ms": 1e3 * c_fft, "direct_cpu_ms": 1e3 * c_direct, "auto_cpu_ms": 1e3 * c_auto,
+        "cpu_speedup": c_direct / c_fft,
+        "load": os.getloadavg()[0],
         "auto_choice": choose_algorithm(batch, size, size, channels, k, k, channels),
         "auto_vs_best": t_auto / min(t_fft, t_direct),
         "fft_size": fft_plan(batch, size, size, channels, k, k, channels)["fft_size"],
@@ -122,14 +132,15 @@ def calibrate(rows):
 
 def table(rows):
     lines = [
-        "| pass | size | C | k | FFT size | fft ms | conv2d ms | speed-up | auto picks | auto / best |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pass | size | C | k | FFT size | fft ms | conv2d ms | speed-up | CPU-time speed-up | auto picks "
+        "| auto / best | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['pass']} | {r['size']}² | {r['channels']} | {r['k']} | {r['fft_size'][0]}×{r['fft_size'][1]} "
-            f"| {r['fft_ms']:.1f} | {r['direct_ms']:.1f} | {r['speedup']:.2f}× | {r['auto_choice']} "
-            f"| {r['auto_vs_best']:.2f} |"
+            f"| {r['fft_ms']:.1f} | {r['direct_ms']:.1f} | {r['speedup']:.2f}× | {r['cpu_speedup']:.2f}× "
+            f"| {r['auto_choice']} | {r['auto_vs_best']:.2f} | {r['load']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -165,7 +176,7 @@ def main(argv=None):
                     rows.append(row)
                     print(
                         f"{row['pass']:8s} {size}x{size}x{channels} k={k:2d}: fft {row['fft_ms']:8.1f} ms  "
-                        f"conv2d {row['direct_ms']:8.1f} ms  x{row['speedup']:.2f}  auto={row['auto_choice']} "
+                        f"conv2d {row['direct_ms']:8.1f} ms  x{row['speedup']:.2f} (cpu x{row['cpu_speedup']:.2f})  auto={row['auto_choice']} "
                         f"({row['auto_vs_best']:.2f} of best)",
                         flush=True,
                     )

@@ -46,6 +46,7 @@ def test_odd_input_sizes_give_logits_at_input_resolution():
         assert model(_images(1, h, w)).shape == (1, h, w, 3)
 
 
+@pytest.mark.slow
 def test_fft_and_direct_algorithms_agree():
     a = GCN(num_classes=4, input_shape=(64, 64, 3), fft_algorithm="fft")
     b = GCN(num_classes=4, input_shape=(64, 64, 3), fft_algorithm="direct")
@@ -58,17 +59,15 @@ def test_fft_and_direct_algorithms_agree():
 @pytest.mark.slow
 def test_trains_saves_and_exports(tmp_path):
     keras.utils.set_random_seed(0)
-    model = GCN(num_classes=3, input_shape=(64, 64, 3), fft_algorithm="fft")
-    rng = np.random.default_rng(1)
-    images = _images(4, 64, 64, seed=2)
+    model = GCN(num_classes=3, input_shape=(32, 32, 3), fft_algorithm="fft")
+    images = _images(4, 32, 32, seed=2)
     # Labels that depend on the image: class by brightness tercile of a smoothed image.
     brightness = tf.nn.avg_pool2d(images.mean(-1, keepdims=True), 9, 1, "SAME").numpy()[..., 0]
     labels = np.digitize(brightness, np.quantile(brightness, [1 / 3, 2 / 3])).astype("int32")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=keras.optimizers.Adam(1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     losses = model.fit(images, labels, batch_size=4, epochs=6, verbose=0, shuffle=False).history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
-    del rng
 
     path = str(tmp_path / "gcn.keras")
     model.save(path)
