@@ -42,8 +42,8 @@ class SceneOptions:
             (the first of 32 colour draws that keeps it; in the rare case none does, the first).
         shading: objects' brightness varies linearly across them by up to this fraction.
         hue_spread: half-width in degrees of each class's hue range. Class hue centres are
-            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 54 (the
-            default) shares a third of each range with the neighbouring classes, 72 makes
+            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 45 (the
+            default) shares a fifth of each range with the neighbouring classes, 72 makes
             every hue shared by two classes and 180 makes colour useless.
 
     Example:
@@ -80,15 +80,15 @@ class SceneOptions:
         t = d * d  # clutter grows slowly at first: the default 0.5 is a quarter of the way
         return cls(
             min_objects=2 + int(2 * t),
-            max_objects=4 + int(6 * t),
-            object_size=(0.14 - 0.06 * t, 0.26),
+            max_objects=3 + int(6 * t + 0.5),
+            object_size=(0.16 - 0.08 * t, 0.3 - 0.04 * t),
             line_width=(2.0, 3.5),
             noise_std=3.0 + 17.0 * t,
             texture=15.0 + 45.0 * t,
             illumination=0.15 + 0.45 * t,
             min_contrast=90.0 - 60.0 * t,
             shading=0.1 + 0.3 * t,
-            hue_spread=36.0 + 144.0 * d * t,
+            hue_spread=36.0 + 144.0 * t * t,
         )
 
     def validate(self):
