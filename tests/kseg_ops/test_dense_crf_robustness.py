@@ -209,6 +209,8 @@ def test_peak_memory_at_2048x1024x19_is_bounded():
                          timeout=900)
     assert out.returncode == 0, out.stderr
     peak_mb = float(out.stdout.split("PEAK-MB")[1])
-    # Bound from the buffers allocated per image (N = 2^21 pixels, 24 padded channels):
-    # ~650 bytes/pixel incl. TF's temporaries for the unary = ~1.4 GB; allow 2 GB.
-    assert peak_mb < 2048, peak_mb
+    # Buffers per image, N = 2^21 pixels, 24 padded channels: ~560 bytes/pixel for the unary
+    # and Q rows, features, both lattices' splat tables and TF's temporaries, plus ~260 bytes
+    # per bilateral lattice vertex. A noise image is the worst case (almost every pixel opens
+    # its own simplices): measured 1.82 GB. Bound: 2.5 GB.
+    assert peak_mb < 2560, peak_mb
