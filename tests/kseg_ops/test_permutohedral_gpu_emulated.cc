@@ -17,6 +17,8 @@
 namespace {
 
 namespace gpu = kseg::lattice::gpu;
+static_assert(gpu::kMaxFeatureDim == kseg::lattice::kMaxFeatureDim,
+              "GPU and CPU lattices must accept the same feature dimensions");
 using kseg::testing::EmulatedLattice;
 using kseg::lattice::FilterWorkspace;
 using kseg::lattice::Permutohedral;

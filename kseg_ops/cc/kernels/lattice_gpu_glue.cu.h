@@ -75,9 +75,9 @@ class GpuLattice {
   // reused when the same object builds again with the same n and d.
   absl::Status Start(tensorflow::OpKernelContext* ctx, cudaStream_t stream, const T* features,
                      int64_t n, int d, int64_t feature_stride) {
-    if (d < 1 || d > lattice::kMaxFeatureDim)
+    if (d < 1 || d > lattice::gpu::kMaxFeatureDim)
       return absl::InvalidArgumentError("feature dimension must be in [1, " +
-                                        std::to_string(lattice::kMaxFeatureDim) + "], got " +
+                                        std::to_string(lattice::gpu::kMaxFeatureDim) + "], got " +
                                         std::to_string(d));
     if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
       return absl::InvalidArgumentError("number of points out of range: " + std::to_string(n));

@@ -36,11 +36,13 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kseg_ops/cc/lattice/permutohedral.h"
-
 namespace kseg {
 namespace lattice {
 namespace gpu {
+
+// Largest feature dimension (lattice::kMaxFeatureDim of permutohedral.h; a test checks they
+// agree). Kept here so that device code does not depend on the CPU header.
+constexpr int kMaxFeatureDim = 16;
 
 constexpr int kThreadsPerBlock = 256;
 #if defined(__CUDACC__)
