@@ -55,7 +55,7 @@ inline double ExpNonPositive(double x) { return std::exp(x); }
 
 #if defined(__SSE4_1__)
 // The same polynomial four lanes at a time (compilers leave the scalar loop unvectorised).
-inline __m128 ExpNonPositive4(__m128 x) {
+__attribute__((always_inline)) inline __m128 ExpNonPositive4(__m128 x) {
   x = _mm_max_ps(x, _mm_set1_ps(-87.0f));
   const __m128 k = _mm_floor_ps(
       _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)), _mm_set1_ps(0.5f)));
@@ -73,7 +73,7 @@ inline __m128 ExpNonPositive4(__m128 x) {
   return _mm_mul_ps(y, _mm_castsi128_ps(bits));
 }
 
-inline void ExpRow(float* e, float m, int cp) {
+__attribute__((always_inline)) inline void ExpRow(float* e, float m, int cp) {
   const __m128 mv = _mm_set1_ps(m);
   for (int c = 0; c < cp; c += 4)
     _mm_storeu_ps(e + c, ExpNonPositive4(_mm_sub_ps(_mm_loadu_ps(e + c), mv)));
@@ -91,7 +91,7 @@ inline void ExpRow(double* e, double m, int cp) {
 // lanes of `unary` hold +inf so they come out as (numerically) 0. Reductions use 8 partial lanes because
 // compilers do not vectorise ordered float reductions.
 template <int kC, typename T>
-inline void SoftmaxRow(const T* __restrict unary, const T* __restrict pairwise, int cp,
+__attribute__((always_inline)) inline void SoftmaxRow(const T* __restrict unary, const T* __restrict pairwise, int cp,
                        T* __restrict q) {
   constexpr int kLanes = lattice::kChannelBlock;
   if (kC > 0) cp = kC;
@@ -115,6 +115,73 @@ inline void SoftmaxRow(const T* __restrict unary, const T* __restrict pairwise, 
   for (int c = 0; c < cp; ++c) q[c] = e[c] * inv;
 }
 
+// One mean-field update for pixels [begin, end): slice both kernels (when blurred_* are set)
+// and apply the softmax, writing Q rows in place.
+template <typename T>
+struct UpdateArgs {
+  const T* unary_padded;
+  T* q_work;
+  const lattice::Permutohedral<T>* gaussian;
+  const lattice::Permutohedral<T>* bilateral;
+  const T* blurred_g;
+  const T* blurred_b;
+  const T* norm_g;
+  const T* norm_b;
+  T compat_g, compat_b;
+  int cp;
+};
+
+template <int kC, typename T>
+__attribute__((always_inline)) inline void UpdateRange(const UpdateArgs<T>& a, int64_t begin,
+                                                       int64_t end) {
+  const int cp = kC > 0 ? kC : a.cp;
+  std::vector<T> heap_acc(kC > 0 ? 0 : cp);
+  T stack_acc[kC > 0 ? kC : 1];
+  T* acc = kC > 0 ? stack_acc : heap_acc.data();
+  for (int64_t p = begin; p < end; ++p) {
+    for (int c = 0; c < cp; ++c) acc[c] = T(0);
+    if (a.blurred_g != nullptr) {
+      a.gaussian->template SliceAdd<kC>(p, a.blurred_g, cp, a.compat_g * a.norm_g[p], acc);
+      a.bilateral->template SliceAdd<kC>(p, a.blurred_b, cp, a.compat_b * a.norm_b[p], acc);
+    }
+    SoftmaxRow<kC>(a.unary_padded + p * cp, acc, cp, a.q_work + p * cp);
+  }
+}
+
+// The same loops compiled for AVX2 + FMA, chosen at run time on CPUs that have them (the
+// library itself targets x86-64-v2 so that it runs everywhere).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KSEG_WIDE_TARGET __attribute__((target("avx2,fma")))
+template <typename T>
+bool UseWideKernels() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return std::is_same<T, float>::value && has;
+}
+#else
+#define KSEG_WIDE_TARGET
+template <typename T>
+bool UseWideKernels() {
+  return false;
+}
+#endif
+
+template <int kC, typename T>
+KSEG_WIDE_TARGET void UpdateRangeWide(const UpdateArgs<T>& a, int64_t begin, int64_t end) {
+  UpdateRange<kC>(a, begin, end);
+}
+
+template <int kC, typename T>
+KSEG_WIDE_TARGET void SplatRangeWide(const lattice::Permutohedral<T>& lattice,
+                                     const typename lattice::Permutohedral<T>::SplatArgs& a,
+                                     int64_t begin, int64_t end) {
+  lattice.template SplatRange<kC>(a, begin, end);
+}
+
+template <int kC, typename T>
+typename lattice::Permutohedral<T>::SplatRangeFn WideSplat(bool wide) {
+  return wide ? &SplatRangeWide<kC, T> : nullptr;
+}
+
 // Q0 = softmax(-unary), then `iterations` mean-field updates, in q_work [n, kC] (padded rows).
 // Each update splats and blurs Q in both lattices, then one pass over the pixels slices both
 // kernels and applies the softmax, so the pairwise term never goes through memory.
@@ -135,25 +202,21 @@ void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int chan
       for (int c = channels; c < cp; ++c) row[c] = std::numeric_limits<T>::infinity();
     }
   });
+  const bool wide = UseWideKernels<T>();
   for (int it = 0; it <= params.iterations; ++it) {
-    const T* blurred_g = nullptr;
-    const T* blurred_b = nullptr;
+    UpdateArgs<T> args{unary_padded.data(), q_work, &gaussian, &bilateral, nullptr, nullptr,
+                       norm_g, norm_b, compat_g, compat_b, cp};
     if (it > 0) {
-      blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for);
-      blurred_b = bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for);
+      args.blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for,
+                                          WideSplat<kC, T>(wide));
+      args.blurred_b = bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for,
+                                           WideSplat<kC, T>(wide));
     }
     parallel_for(n, 40.0 * cp, [&](int64_t begin, int64_t end) {
-      std::vector<T> heap_acc(kC > 0 ? 0 : cp);
-      T stack_acc[kC > 0 ? kC : 1];
-      T* acc = kC > 0 ? stack_acc : heap_acc.data();
-      for (int64_t p = begin; p < end; ++p) {
-        for (int c = 0; c < cp; ++c) acc[c] = T(0);
-        if (blurred_g != nullptr) {
-          gaussian.template SliceAdd<kC>(p, blurred_g, cp, compat_g * norm_g[p], acc);
-          bilateral.template SliceAdd<kC>(p, blurred_b, cp, compat_b * norm_b[p], acc);
-        }
-        SoftmaxRow<kC>(unary_padded.data() + p * cp, acc, cp, q_work + p * cp);
-      }
+      if (wide)
+        UpdateRangeWide<kC>(args, begin, end);
+      else
+        UpdateRange<kC>(args, begin, end);
     });
   }
 }

@@ -367,25 +367,80 @@ class Permutohedral {
     }
   }
 
+  // Arguments of one splat: gathers pre_scale .* in into `values` rows (one-based vertices).
+  struct SplatArgs {
+    const T* in;
+    int64_t in_stride;
+    int channels;
+    const T* pre_scale;
+    T* values;
+  };
+  // Splats the vertices [begin, end); callers may pass a copy compiled for wider SIMD.
+  using SplatRangeFn = void (*)(const Permutohedral&, const SplatArgs&, int64_t, int64_t);
+
+  // The splat loop for vertices [begin, end) with kC channels (0: args.channels at run time).
+  // Always inlined, so a wrapper compiled for another instruction set gets its own copy.
+  template <int kC>
+  __attribute__((always_inline)) inline void SplatRange(const SplatArgs& a, int64_t begin,
+                                                        int64_t end) const {
+    const int cp = kC > 0 ? kC : PaddedChannels(a.channels);
+    for (int64_t v = begin; v < end; ++v) {
+      T* dst = a.values + (v + 1) * cp;
+      const int64_t first = vertex_start_[v + 1], last = vertex_start_[v + 2];
+      if (kC > 0) {
+        T acc[kC > 0 ? kC : 1] = {};
+        for (int64_t s = first; s < last; ++s) {
+          const int64_t p = splat_point_[s];
+          const T w = a.pre_scale ? splat_weight_[s] * a.pre_scale[p] : splat_weight_[s];
+          const T* src = a.in + p * a.in_stride;
+          for (int c = 0; c < kC; ++c) acc[c] += w * src[c];
+        }
+        for (int c = 0; c < kC; ++c) dst[c] = acc[c];
+      } else {
+        std::fill(dst, dst + cp, T(0));
+        for (int64_t s = first; s < last; ++s) {
+          const int64_t p = splat_point_[s];
+          const T w = a.pre_scale ? splat_weight_[s] * a.pre_scale[p] : splat_weight_[s];
+          const T* src = a.in + p * a.in_stride;
+          for (int c = 0; c < a.channels; ++c) dst[c] += w * src[c];
+        }
+      }
+    }
+  }
+
+  template <int kC>
+  static void SplatRangeOf(const Permutohedral& lattice, const SplatArgs& a, int64_t begin,
+                           int64_t end) {
+    lattice.template SplatRange<kC>(a, begin, end);
+  }
+
   // Steps 7-8 only: splats pre_scale .* in (`channels` a multiple of kChannelBlock) and blurs;
   // returns the blurred vertex values [(m + 1) x channels] (row 0 is the zero vertex), valid
-  // until `ws` is reused. Finish with SliceAdd per point.
+  // until `ws` is reused. Finish with SliceAdd per point. `splat_range`, when given, must be
+  // SplatRange<channels> (or <0>) compiled however the caller likes.
   const T* SplatBlur(const T* in, int64_t in_stride, int channels, const T* pre_scale,
-                     bool transpose, FilterWorkspace<T>* ws,
-                     const ParallelFor& parallel_for) const {
+                     bool transpose, FilterWorkspace<T>* ws, const ParallelFor& parallel_for,
+                     SplatRangeFn splat_range = nullptr) const {
     switch (channels) {
-      case 8: return SplatBlurImpl<8>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
-      case 16: return SplatBlurImpl<16>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
-      case 24: return SplatBlurImpl<24>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
-      case 32: return SplatBlurImpl<32>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
-      default: return SplatBlurImpl<0>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for);
+#define KSEG_SPLAT_CASE(C)                                                           \
+  case C:                                                                            \
+    return SplatBlurImpl<C>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for, \
+                            splat_range);
+      KSEG_SPLAT_CASE(8)
+      KSEG_SPLAT_CASE(16)
+      KSEG_SPLAT_CASE(24)
+      KSEG_SPLAT_CASE(32)
+#undef KSEG_SPLAT_CASE
+      default:
+        return SplatBlurImpl<0>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for,
+                                splat_range);
     }
   }
 
   // Step 9 for point p: acc[c] += scale * alpha * sum_k b_k * blurred[vertex k][c], c < cp.
   // kC > 0 must equal cp (compile-time width); kC = 0 reads cp at run time.
   template <int kC>
-  inline void SliceAdd(int64_t p, const T* blurred, int cp, T scale, T* acc) const {
+  __attribute__((always_inline)) inline void SliceAdd(int64_t p, const T* blurred, int cp, T scale, T* acc) const {
     if (kC > 0) cp = kC;
     const int d1 = d_ + 1;
     const T s = scale * alpha_;
@@ -406,8 +461,8 @@ class Permutohedral {
   // kC > 0: exactly kC channels (a multiple of kChannelBlock); 0: any number.
   template <int kC>
   const T* SplatBlurImpl(const T* in, int64_t in_stride, int channels, const T* pre_scale,
-                         bool transpose, FilterWorkspace<T>* ws,
-                         const ParallelFor& parallel_for) const {
+                         bool transpose, FilterWorkspace<T>* ws, const ParallelFor& parallel_for,
+                         SplatRangeFn splat_range = nullptr) const {
     if (kC > 0) channels = kC;
     const int cp = kC > 0 ? kC : PaddedChannels(channels);
     const int d1 = d_ + 1;
@@ -419,31 +474,10 @@ class Permutohedral {
     std::fill(next, next + cp, T(0));
 
     // Splat (gather form).
+    const SplatArgs args{in, in_stride, channels, pre_scale, values};
+    const SplatRangeFn splat = splat_range != nullptr ? splat_range : &SplatRangeOf<kC>;
     parallel_for(m_, 4.0 * cp * static_cast<double>(n_ * d1) / std::max<int64_t>(m_, 1),
-                 [&](int64_t begin, int64_t end) {
-                   for (int64_t v = begin; v < end; ++v) {
-                     T* dst = values + (v + 1) * cp;
-                     const int64_t first = vertex_start_[v + 1], last = vertex_start_[v + 2];
-                     if (kC > 0) {
-                       T acc[kC > 0 ? kC : 1] = {};
-                       for (int64_t s = first; s < last; ++s) {
-                         const int64_t p = splat_point_[s];
-                         const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
-                         const T* src = in + p * in_stride;
-                         for (int c = 0; c < kC; ++c) acc[c] += w * src[c];
-                       }
-                       for (int c = 0; c < kC; ++c) dst[c] = acc[c];
-                     } else {
-                       std::fill(dst, dst + cp, T(0));
-                       for (int64_t s = first; s < last; ++s) {
-                         const int64_t p = splat_point_[s];
-                         const T w = pre_scale ? splat_weight_[s] * pre_scale[p] : splat_weight_[s];
-                         const T* src = in + p * in_stride;
-                         for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
-                       }
-                     }
-                   }
-                 });
+                 [&](int64_t begin, int64_t end) { splat(*this, args, begin, end); });
 
     // Blur, one axis at a time.
     for (int step = 0; step <= d_; ++step) {
