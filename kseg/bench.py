@@ -324,6 +324,7 @@ def zoo_rows(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwarg
         model_kwargs: optional ``{name: {kwarg: value}}`` passed to ``kseg.models.create``.
 
     Example:
+        >>> import kseg
         >>> rows = kseg.bench.zoo_rows(["segnet"], input_shape=(64, 64, 3))
         >>> rows[0]["name"], rows[0]["params"] > 0
         ('segnet', True)
@@ -350,6 +351,7 @@ def format_rows(rows):
     """Formats ``zoo_rows`` output as a Markdown table (params in millions, MAdds in billions).
 
     Example:
+        >>> import kseg
         >>> print(kseg.bench.format_rows([{"name": "m", "params": 1_500_000, "madds": 2e9,
         ...                                 "memory_bytes": 3 * 2**20, "input_shape": (8, 8, 3)}]))
         | model | input | params (M) | MAdds (B) | memory (MiB) |
