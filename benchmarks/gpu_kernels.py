@@ -94,7 +94,7 @@ def bench_fft_conv(device, sizes, channels, kernels, repeats):
 
             def fft():
                 with tf.device(device):
-                    return lib.kseg_fft_conv2d(x, f, padding="SAME").numpy()
+                    return lib.kseg_fft_conv2d(input=x, filter=f, padding="SAME").numpy()
 
             def direct():
                 with tf.device(device):

@@ -242,10 +242,14 @@ def test_fft_conv2d_gpu_matches_conv2d_and_cpu(case, dtype):
     x = rng.normal(size=(b, h, w, cin)).astype(dtype)
     k = rng.normal(size=(kh, kw, cin, cout)).astype(dtype)
     fft_conv = _op("Kseg>FftConv2D")
-    cpu, gpu = _both(fft_conv, x, k, padding=padding)
-    want = tf.nn.conv2d(x, k, strides=1, padding=padding).numpy()
-    np.testing.assert_allclose(gpu, want, **_tol(dtype))
-    np.testing.assert_allclose(gpu, cpu, **_tol(dtype))
+    cpu, gpu = _both(fft_conv, input=x, filter=k, padding=padding)
+    # Reference in float64 on the CPU (GPU convolutions may use TF32 for float32).
+    want = _on("/CPU:0", tf.nn.conv2d, x.astype(np.float64), k.astype(np.float64), strides=1,
+               padding=padding)
+    scale = np.abs(want).max()
+    tol = dict(rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-11) * scale)
+    np.testing.assert_allclose(gpu, want, **tol)
+    np.testing.assert_allclose(gpu, cpu, **tol)
 
 
 @needs_gpu
@@ -255,16 +259,17 @@ def test_fft_conv2d_gradients_gpu_match_conv2d(case):
     rng = np.random.default_rng(kh * 7 + kw)
     x = tf.constant(rng.normal(size=(b, h, w, cin)))
     k = tf.constant(rng.normal(size=(kh, kw, cin, cout)))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, k])
-        y = tf.nn.conv2d(x, k, strides=1, padding=padding)
-    g = tf.constant(rng.normal(size=y.shape))
-    want_x, want_k = tape.gradient(y, [x, k], output_gradients=g)
+    with tf.device("/CPU:0"):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, k])
+            y = tf.nn.conv2d(x, k, strides=1, padding=padding)
+        g = tf.constant(rng.normal(size=y.shape))
+        want_x, want_k = tape.gradient(y, [x, k], output_gradients=g)
     backprop_input = _op("Kseg>FftConv2DBackpropInput")
     backprop_filter = _op("Kseg>FftConv2DBackpropFilter")
     for device in ("/GPU:0", "/CPU:0"):
-        got_x = _on(device, backprop_input, x, k, g, padding=padding)
-        got_k = _on(device, backprop_filter, x, k, g, padding=padding)
+        got_x = _on(device, backprop_input, input=x, filter=k, grad_output=g, padding=padding)
+        got_k = _on(device, backprop_filter, input=x, filter=k, grad_output=g, padding=padding)
         np.testing.assert_allclose(got_x, want_x.numpy(), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(got_k, want_k.numpy(), rtol=1e-9, atol=1e-9)
 
@@ -275,4 +280,4 @@ def test_fft_conv2d_gpu_rejects_non_finite_input_like_cpu():
     x[0, 1, 2, 1] = np.nan
     k = np.ones((3, 3, 2, 1), np.float32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="input holds a non-finite.*index 15"):
-        _on("/GPU:0", _op("Kseg>FftConv2D"), x, k, padding="SAME")
+        _on("/GPU:0", _op("Kseg>FftConv2D"), input=x, filter=k, padding="SAME")
