@@ -42,8 +42,8 @@ class SceneOptions:
             (the first of 32 colour draws that keeps it; in the rare case none does, the first).
         shading: objects' brightness varies linearly across them by up to this fraction.
         hue_spread: half-width in degrees of each class's hue range. Class hue centres are
-            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 45 (the
-            default) shares a fifth of each range with the neighbouring classes, 72 makes
+            72 degrees apart, so 36 gives disjoint ranges (colour tells the class), 40.5 (the
+            default) shares the outer ninth of each range with a neighbouring class, 72 makes
             every hue shared by two classes and 180 makes colour useless.
 
     Example:
@@ -88,7 +88,7 @@ class SceneOptions:
             illumination=0.15 + 0.45 * t,
             min_contrast=90.0 - 60.0 * t,
             shading=0.1 + 0.3 * t,
-            hue_spread=36.0 + 144.0 * t * t,
+            hue_spread=36.0 + 144.0 * t**2.5,
         )
 
     def validate(self):
@@ -309,7 +309,7 @@ def render_scene(
         # Colours from the class's hue band (bands of neighbouring classes overlap), away
         # from the background colour.
         hue = kind * 72.0 + rng.uniform(-options.hue_spread, options.hue_spread, size=32)
-        candidates = _hsv_to_rgb(hue, rng.uniform(0.4, 1.0, size=32), rng.uniform(0.3, 1.0, size=32))
+        candidates = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0, size=32), rng.uniform(0.45, 1.0, size=32))
         far = np.linalg.norm(candidates - background_colour, axis=1) >= options.min_contrast
         colour = candidates[int(np.argmax(far))]
         shade_angle = rng.uniform(0.0, 2.0 * math.pi)
