@@ -42,7 +42,7 @@ def fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out
 
     Example:
         >>> fft_plan(2, 256, 256, 32, 15, 15, 32)["fft_size"]
-        (80, 100)
+        (40, 100)
     """
     if padding.upper() == "SAME":
         out_h, out_w = height, width
