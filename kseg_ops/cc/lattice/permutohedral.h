@@ -476,8 +476,20 @@ class Permutohedral {
     // Splat (gather form).
     const SplatArgs args{in, in_stride, channels, pre_scale, values};
     const SplatRangeFn splat = splat_range != nullptr ? splat_range : &SplatRangeOf<kC>;
-    parallel_for(m_, 4.0 * cp * static_cast<double>(n_ * d1) / std::max<int64_t>(m_, 1),
-                 [&](int64_t begin, int64_t end) { splat(*this, args, begin, end); });
+    // Vertices gather very different numbers of points (a flat region lands on few vertices),
+    // so the work is cut into chunks of equal entry counts, not equal vertex counts.
+    const int64_t entries = n_ * d1;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(m_, 64));
+    const int64_t* starts = vertex_start_.data() + 1;  // starts[v]: first entry of vertex v
+    auto first_vertex = [&](int64_t chunk) {
+      if (chunk >= chunks) return m_;
+      return static_cast<int64_t>(
+          std::lower_bound(starts, starts + m_, entries * chunk / chunks) - starts);
+    };
+    parallel_for(chunks, 4.0 * cp * static_cast<double>(entries) / chunks,
+                 [&](int64_t begin, int64_t end) {
+                   splat(*this, args, first_vertex(begin), first_vertex(end));
+                 });
 
     // Blur, one axis at a time.
     for (int step = 0; step <= d_; ++step) {
