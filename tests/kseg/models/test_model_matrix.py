@@ -61,8 +61,8 @@ MATRIX = {
 # Models that run a compiled kseg_ops op (name -> the op), hence no TFLite built-in conversion.
 COMPILED_OP_MODELS = {
     "gcn": "FftConv2D",        # FFTConv2D layers with fft_algorithm="fft"
-    "crfasrnn": "DenseCrf",    # the CRF-as-RNN layer
-    "crf_as_rnn": "DenseCrf",
+    "crfasrnn": "LatticeFilter",    # the CRFRNN layer's message passing
+    "crf_as_rnn": "LatticeFilter",
 }
 
 
