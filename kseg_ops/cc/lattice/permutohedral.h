@@ -453,6 +453,17 @@ class Permutohedral {
     }
   }
 
+  // Raw views of the built lattice for callers with their own (e.g. SIMD) loops:
+  // offsets()/barycentrics() are [n, d+1] (one-based vertices, 0 = the zero vertex);
+  // vertex_starts()[v + 1] .. vertex_starts()[v + 2] are vertex v's entries in
+  // splat_points()/splat_weights(); alpha() is the slice scale of step 9.
+  const int32_t* offsets() const { return offset_.data(); }
+  const T* barycentrics() const { return barycentric_.data(); }
+  const int64_t* vertex_starts() const { return vertex_start_.data(); }
+  const int32_t* splat_points() const { return splat_point_.data(); }
+  const T* splat_weights() const { return splat_weight_.data(); }
+  T alpha() const { return alpha_; }
+
   // Vertex (one-based, 0 = none) and barycentric weight of point p's k-th simplex vertex.
   int32_t vertex(int64_t p, int k) const { return offset_[p * (d_ + 1) + k]; }
   T weight(int64_t p, int k) const { return barycentric_[p * (d_ + 1) + k]; }
