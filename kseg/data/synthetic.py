@@ -404,8 +404,8 @@ def synthetic(
             :data:`SYNTHETIC_CLASSES` (ellipse, rectangle, triangle, ring, bars); 2..6.
         difficulty: 0 (few, clean, high-contrast objects) .. 1 (crowded, noisy, low contrast).
             A 1.9 M-parameter U-Net trained 10 epochs on 1,500 scenes of 96x96 at the
-            default 0.5 reaches about 0.74 held-out mIoU: in that budget it learns colour
-            and outlines, shape (which needs longer training) is what is left.
+            default 0.5 reaches about 0.74 held-out mIoU (0.87 at difficulty 0): in that
+            budget it learns colour and outlines; shape needs longer training.
         first_index: index of the first scene, to cut disjoint sets from one seed.
         **knobs: any field of :class:`SceneOptions` overriding the difficulty's value.
 
