@@ -55,6 +55,10 @@ inline ParallelFor SerialFor() {
   };
 }
 
+// Point ranges hashed in parallel while building a lattice (a constant, so that the vertex
+// numbering does not depend on the number of threads).
+constexpr int64_t kBuildChunks = 8;
+
 // Channels padded to a multiple of this so inner loops vectorise without remainders.
 constexpr int kChannelBlock = 8;
 inline int PaddedChannels(int channels) {
@@ -76,6 +80,12 @@ class KeyTable {
     keys_.reserve(static_cast<size_t>(expected) * dim);
   }
   int64_t size() const { return static_cast<int64_t>(keys_.size()) / dim_; }
+  void swap(KeyTable& other) {
+    std::swap(dim_, other.dim_);
+    std::swap(mask_, other.mask_);
+    slots_.swap(other.slots_);
+    keys_.swap(other.keys_);
+  }
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
 
   static uint64_t Hash(const int32_t* key, int runtime_dim) {
@@ -273,29 +283,58 @@ class Permutohedral {
     }
 
     // Hash the simplex vertices. Neighbouring points often share a simplex: reuse its vertices.
-    internal::KeyTable<kD> table(d, std::max<int64_t>(64, n / 4 + 64));
-    {
-      int32_t key[kMaxFeatureDim];
-      int64_t prev = -1;
-      for (int64_t p = 0; p < n; ++p) {
-        if (prev >= 0 &&
-            std::memcmp(&rem0[p * d], &rem0[prev * d], sizeof(int32_t) * d) == 0 &&
-            std::memcmp(&rank[p * d1], &rank[prev * d1], d1) == 0) {
-          std::memcpy(&offset_[p * d1], &offset_[prev * d1], sizeof(int32_t) * d1);
-          prev = p;
-          continue;
-        }
-        for (int k = 0; k <= d; ++k) {
-          for (int i = 0; i < d; ++i) {
-            const int rk = rank[p * d1 + i];
-            key[i] = rem0[p * d + i] + (rk <= d - k ? k : k - d1);
+    // Each of kBuildChunks point ranges is hashed into its own table in parallel, then the
+    // chunks' keys are merged into one table in chunk order and the point offsets remapped.
+    // (The numbering of vertices never changes the filter's result: splat, blur and slice
+    // visit the vertices' terms in an order set by the points and axes alone.)
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kBuildChunks, n / 1024));
+    auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
+    std::vector<internal::KeyTable<kD>> local;
+    local.reserve(chunks);
+    for (int64_t c = 0; c < chunks; ++c)
+      local.emplace_back(d, std::max<int64_t>(64, (chunk_begin(c + 1) - chunk_begin(c)) / 4 + 64));
+    parallel_for(chunks, 200.0 * d1 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
+      for (int64_t c = cbegin; c < cend; ++c) {
+        internal::KeyTable<kD>& table = local[c];
+        int32_t key[kMaxFeatureDim];
+        int64_t prev = -1;
+        for (int64_t p = chunk_begin(c); p < chunk_begin(c + 1); ++p) {
+          if (prev >= 0 &&
+              std::memcmp(&rem0[p * d], &rem0[prev * d], sizeof(int32_t) * d) == 0 &&
+              std::memcmp(&rank[p * d1], &rank[prev * d1], d1) == 0) {
+            std::memcpy(&offset_[p * d1], &offset_[prev * d1], sizeof(int32_t) * d1);
+            prev = p;
+            continue;
           }
-          // Vertex indices are stored one-based: index 0 is the always-zero vertex.
-          offset_[p * d1 + k] = table.FindOrInsert(key) + 1;
+          for (int k = 0; k <= d; ++k) {
+            for (int i = 0; i < d; ++i) {
+              const int rk = rank[p * d1 + i];
+              key[i] = rem0[p * d + i] + (rk <= d - k ? k : k - d1);
+            }
+            offset_[p * d1 + k] = table.FindOrInsert(key);  // local index for now
+          }
+          prev = p;
         }
-        prev = p;
       }
+    });
+    int64_t local_total = 0;
+    for (const auto& t : local) local_total += t.size();
+    internal::KeyTable<kD> table(d, std::max<int64_t>(64, local_total / 2 + 64));
+    std::vector<std::vector<int32_t>> to_global(chunks);
+    for (int64_t c = 0; c < chunks; ++c) {
+      to_global[c].resize(local[c].size());
+      // Vertex indices are stored one-based: index 0 is the always-zero vertex.
+      for (int64_t i = 0; i < local[c].size(); ++i)
+        to_global[c][i] = table.FindOrInsert(local[c].key(i)) + 1;
+      internal::KeyTable<kD>(d, 0).swap(local[c]);
     }
+    parallel_for(chunks, 4.0 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
+      for (int64_t c = cbegin; c < cend; ++c) {
+        const int32_t* map = to_global[c].data();
+        for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i)
+          offset_[i] = map[offset_[i]];
+      }
+    });
     m_ = table.size();
     std::vector<int32_t>().swap(rem0);
     std::vector<uint8_t>().swap(rank);
@@ -324,20 +363,43 @@ class Permutohedral {
 
     // Splat as a gather: for each vertex, the (point, weight) pairs landing on it, in point
     // order, so that splatting is race-free and deterministic when run in parallel.
+    // A counting sort by vertex, chunk by chunk in parallel: chunk c's entries of a vertex go
+    // after those of chunks < c, which gives exactly the serial (point) order.
     vertex_start_.assign(m_ + 2, 0);
-    for (int64_t i = 0; i < n * d1; ++i) ++vertex_start_[offset_[i] + 1];
-    for (int64_t v = 1; v <= m_ + 1; ++v) vertex_start_[v] += vertex_start_[v - 1];
     splat_point_.resize(n * d1);
     splat_weight_.resize(n * d1);
     {
-      std::vector<int64_t> fill(vertex_start_.begin(), vertex_start_.end() - 1);
-      for (int64_t p = 0; p < n; ++p) {
-        for (int k = 0; k < d1; ++k) {
-          const int64_t slot = fill[offset_[p * d1 + k]]++;
-          splat_point_[slot] = static_cast<int32_t>(p);
-          splat_weight_[slot] = barycentric_[p * d1 + k];
+      std::vector<std::vector<int32_t>> pos(chunks);
+      parallel_for(chunks, 3.0 * d1 * n / chunks + m_, [&](int64_t cbegin, int64_t cend) {
+        for (int64_t c = cbegin; c < cend; ++c) {
+          pos[c].assign(m_ + 1, 0);
+          int32_t* count = pos[c].data();
+          for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i)
+            ++count[offset_[i]];
+        }
+      });
+      int64_t running = 0;
+      for (int64_t o = 0; o <= m_; ++o) {
+        vertex_start_[o] = running;
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int32_t count = pos[c][o];
+          pos[c][o] = static_cast<int32_t>(running);
+          running += count;
         }
       }
+      vertex_start_[m_ + 1] = running;
+      parallel_for(chunks, 6.0 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
+        for (int64_t c = cbegin; c < cend; ++c) {
+          int32_t* fill = pos[c].data();
+          for (int64_t p = chunk_begin(c); p < chunk_begin(c + 1); ++p) {
+            for (int k = 0; k < d1; ++k) {
+              const int32_t slot = fill[offset_[p * d1 + k]]++;
+              splat_point_[slot] = static_cast<int32_t>(p);
+              splat_weight_[slot] = barycentric_[p * d1 + k];
+            }
+          }
+        }
+      });
     }
     return std::string();
   }
@@ -356,6 +418,7 @@ class Permutohedral {
   case C:                                                                                    \
     return FilterImpl<C>(in, in_stride, channels, pre_scale, post_scale, post_factor,        \
                          transpose, accumulate, out, out_stride, ws, parallel_for);
+      KSEG_FILTER_CASE(1)
       KSEG_FILTER_CASE(8)
       KSEG_FILTER_CASE(16)
       KSEG_FILTER_CASE(24)
@@ -469,7 +532,7 @@ class Permutohedral {
   T weight(int64_t p, int k) const { return barycentric_[p * (d_ + 1) + k]; }
 
  private:
-  // kC > 0: exactly kC channels (a multiple of kChannelBlock); 0: any number.
+  // kC > 0: exactly kC channels (1 or a multiple of kChannelBlock); 0: any number.
   template <int kC>
   const T* SplatBlurImpl(const T* in, int64_t in_stride, int channels, const T* pre_scale,
                          bool transpose, FilterWorkspace<T>* ws, const ParallelFor& parallel_for,
