@@ -22,10 +22,10 @@ RECIPE = {
     "image_size": (96, 96),
     "num_train": 2000,
     "num_val": 200,
-    "epochs": 12,
+    "epochs": 20,
     "batch_size": 16,
-    "learning_rate": 3e-3,
-    "unet_filters": 16,
+    "learning_rate": 5e-3,
+    "unet_filters": 8,
 }
 """The demo's training recipe; ``run`` arguments override single entries."""
 
