@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 #if defined(__SSE4_1__)
@@ -320,11 +322,13 @@ void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int chan
                const lattice::Permutohedral<T>& gaussian,
                const lattice::Permutohedral<T>& bilateral, const T* pre_g, const T* pre_b,
                const T* norm_g, const T* norm_b, T* q_work, lattice::FilterWorkspace<T>* ws_g,
-               lattice::FilterWorkspace<T>* ws_b, const lattice::ParallelFor& parallel_for) {
+               lattice::FilterWorkspace<T>* ws_b, std::vector<T>* unary_buffer,
+               const lattice::ParallelFor& parallel_for) {
   const int cp = kC > 0 ? kC : lattice::PaddedChannels(channels);
   const T compat_g = T(params.gaussian_compat), compat_b = T(params.bilateral_compat);
   // Unary in padded rows; +inf in the padding makes those lanes' probabilities exactly 0.
-  std::vector<T> unary_padded(n * cp);
+  std::vector<T>& unary_padded = *unary_buffer;
+  unary_padded.resize(n * cp);
   parallel_for(n, 2.0 * cp, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       T* row = unary_padded.data() + p * cp;
@@ -353,6 +357,47 @@ void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int chan
 
 }  // namespace
 
+namespace {
+
+// Buffers and lattices of one DenseCrf call. The last one used is kept for the next call
+// (up to kCachedScratchBytes): fresh multi-megabyte allocations cost a page fault per 4 KiB.
+template <typename T>
+struct CrfScratch {
+  std::vector<T> gaussian_features, bilateral_features, q_work, ones, norm_g, norm_b, unary;
+  lattice::Permutohedral<T> gaussian, bilateral;
+  lattice::FilterWorkspace<T> workspace, ws_g, ws_b;
+};
+constexpr int64_t kCachedScratchBytes = int64_t{512} << 20;
+
+template <typename T>
+class ScratchCache {
+ public:
+  std::unique_ptr<CrfScratch<T>> Take() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_) return std::move(cached_);
+    }
+    return std::make_unique<CrfScratch<T>>();
+  }
+  void Give(std::unique_ptr<CrfScratch<T>> scratch, int64_t bytes) {
+    if (bytes > kCachedScratchBytes) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!cached_) cached_ = std::move(scratch);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unique_ptr<CrfScratch<T>> cached_;
+};
+
+template <typename T>
+ScratchCache<T>& GetScratchCache() {
+  static ScratchCache<T>* cache = new ScratchCache<T>();
+  return *cache;
+}
+
+}  // namespace
+
 namespace functor {
 
 template <typename T>
@@ -363,12 +408,35 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
   const lattice::ParallelFor parallel_for = MakeParallelFor(d);
   const int64_t n = h * w;
   const int cp = lattice::PaddedChannels(channels);
-  std::vector<T> gaussian_features(n * 2), bilateral_features(n * 5);
-  // Q and the pairwise term, channels padded with zeros so the lattice loops vectorise.
-  std::vector<T> q_work(n * cp, T(0));
-  std::vector<T> ones(n, T(1)), norm_g(n), norm_b(n);
-  lattice::Permutohedral<T> gaussian, bilateral;
-  lattice::FilterWorkspace<T> workspace, ws_g, ws_b;
+  std::unique_ptr<CrfScratch<T>> scratch = GetScratchCache<T>().Take();
+  std::vector<T>& gaussian_features = scratch->gaussian_features;
+  std::vector<T>& bilateral_features = scratch->bilateral_features;
+  gaussian_features.resize(n * 2);
+  bilateral_features.resize(n * 5);
+  // Q and the pairwise term, channels padded so the lattice loops vectorise (every element
+  // is written by the first mean-field pass).
+  std::vector<T>& q_work = scratch->q_work;
+  q_work.resize(n * cp);
+  std::vector<T>& ones = scratch->ones;
+  std::vector<T>& norm_g = scratch->norm_g;
+  std::vector<T>& norm_b = scratch->norm_b;
+  ones.assign(n, T(1));
+  norm_g.resize(n);
+  norm_b.resize(n);
+  lattice::Permutohedral<T>& gaussian = scratch->gaussian;
+  lattice::Permutohedral<T>& bilateral = scratch->bilateral;
+  lattice::FilterWorkspace<T>& workspace = scratch->workspace;
+  lattice::FilterWorkspace<T>& ws_g = scratch->ws_g;
+  lattice::FilterWorkspace<T>& ws_b = scratch->ws_b;
+  struct GiveBack {
+    std::unique_ptr<CrfScratch<T>>& scratch;
+    int64_t bytes;
+    ~GiveBack() {
+      const int64_t total =
+          bytes + scratch->gaussian.MemoryBytes() + scratch->bilateral.MemoryBytes();
+      GetScratchCache<T>().Give(std::move(scratch), total);
+    }
+  } give_back{scratch, static_cast<int64_t>(sizeof(T)) * n * (2 + 5 + 2 * cp + 3)};
   const bool symmetric = params.normalization == CrfNormalization::kSymmetric;
 
   for (int64_t b = 0; b < batch; ++b) {
@@ -415,11 +483,11 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
 
     T* q_out = q + b * n * channels;
     switch (cp) {
-      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
-      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
-      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
-      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
-      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, parallel_for); break;
+      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
+      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
+      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
+      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
+      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
     }
     parallel_for(n, 2.0 * channels, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p)

@@ -208,19 +208,22 @@ class Permutohedral {
     alpha_ = T(1) / (T(1) + std::pow(T(2), T(-d)));
     n_ = n;
     const int d1 = d + 1;
-    offset_.assign(n * d1, 0);
-    barycentric_.assign(n * d1, T(0));
+    // Every element of these is written below: resize() keeps a rebuilt lattice's memory.
+    offset_.resize(n * d1);
+    barycentric_.resize(n * d1);
     // Per point: remainder-0 point (d ints) and rank (d+1 bytes), the simplex's identity.
-    std::vector<int32_t> rem0(n * d);
-    std::vector<uint8_t> rank(n * d1);
-    std::vector<uint8_t> bad(1, 0);
+    std::vector<int32_t>& rem0 = scratch_rem0_;
+    std::vector<uint8_t>& rank = scratch_rank_;
+    rem0.resize(n * d);
+    rank.resize(n * d1);
 
     T scale[kMaxFeatureDim];
     const T inv_std = std::sqrt(T(2) / T(3)) * T(d1);
     for (int i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(T((i + 1) * (i + 2)));
     // Coordinates beyond this cannot be held as int32 keys (also catches NaN/Inf).
     const T limit = T(1 << 28);
-    std::vector<uint8_t> overflow(n, 0);
+    std::vector<uint8_t>& overflow = scratch_overflow_;
+    overflow.assign(n, 0);
 
     parallel_for(n, 60.0 * d1 * d1, [&](int64_t begin, int64_t end) {
       T x[kMaxFeatureDim + 1], e[kMaxFeatureDim + 1], b[kMaxFeatureDim + 2];
@@ -336,11 +339,9 @@ class Permutohedral {
       }
     });
     m_ = table.size();
-    std::vector<int32_t>().swap(rem0);
-    std::vector<uint8_t>().swap(rank);
 
     // Blur neighbours: for axis j and vertex v, neighbours_[(j * m + v) * 2 + {0, 1}].
-    neighbours_.assign(static_cast<size_t>(d1) * m_ * 2, 0);
+    neighbours_.resize(static_cast<size_t>(d1) * m_ * 2);  // every element is written below
     parallel_for(m_, 40.0 * d1 * d, [&](int64_t begin, int64_t end) {
       int32_t n1[kMaxFeatureDim + 1], n2[kMaxFeatureDim + 1];
       for (int64_t v = begin; v < end; ++v) {
@@ -618,6 +619,9 @@ class Permutohedral {
   std::vector<int64_t> vertex_start_; // [m+2] CSR over one-based vertices
   std::vector<int32_t> splat_point_;  // [n*(d+1)]
   std::vector<T> splat_weight_;       // [n*(d+1)]
+  // Build-time scratch, kept so that rebuilding a lattice reuses its memory.
+  std::vector<int32_t> scratch_rem0_;
+  std::vector<uint8_t> scratch_rank_, scratch_overflow_;
 };
 
 }  // namespace lattice
