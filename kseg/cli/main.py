@@ -107,23 +107,24 @@ def _dataset(args, split, training=False, crop_size=None):
     if name == "voc":
         if not args.data_root:
             raise ValueError("--data-root is required for the voc dataset")
+        num_classes = args.num_classes or 21
         options = {"augment": training, "crop_size": crop_size} if training else {}
-        return kseg.data.load("voc", args.data_root, split, **options), args.num_classes or 21, None
+        return kseg.data.voc(args.data_root, split, num_classes=num_classes, **options), num_classes, None
     if name == "folder":
         if not (args.images_dir and args.masks_dir):
             raise ValueError("--images-dir and --masks-dir are required for the folder dataset")
         if not args.num_classes:
             raise ValueError("--num-classes is required for the folder dataset")
         options = {"augment": training, "crop_size": crop_size} if training else {}
-        return kseg.data.folder(args.images_dir, args.masks_dir, **options), args.num_classes, None
+        dataset = kseg.data.folder(args.images_dir, args.masks_dir, num_classes=args.num_classes, **options)
+        return dataset, args.num_classes, None
     raise ValueError(f"unknown dataset {args.dataset!r}; valid: synthetic, voc, folder")
 
 
-def _input_shape(args, training):
+def _input_shape(args):
+    # Real datasets train on crops and validate on whole images of any size.
     if args.dataset == "synthetic":
         return (*args.image_size, 3)
-    if training and getattr(args, "crop_size", None):
-        return (*args.crop_size, 3)
     return (None, None, 3)
 
 
@@ -136,7 +137,7 @@ def _run_train(args):
     train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=args.crop_size)
     val_args = argparse.Namespace(**vars(args))
     val_ds, _, _ = _dataset(val_args, args.val_split)
-    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args, True)}
+    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args)}
     if args.backbone:
         kwargs["backbone"] = args.backbone
     if args.weights:

@@ -69,3 +69,22 @@ def test_demo_writes_what_it_claims(tmp_path):
     panel = np.asarray(Image.open(out / "prediction_0.png"))
     assert panel.shape == (48, 4 * 48, 3)
     assert (out / "model.keras").is_file() and (out / "confusion_matrix.png").is_file()
+
+
+def test_train_and_evaluate_on_a_voc_folder(tmp_path, capsys):
+    import kseg
+
+    root = tmp_path / "voc"
+    kseg.data.write_voc(kseg.data.synthetic(12, image_size=(40, 56), seed=5), str(root), splits={"train": 8, "val": 4})
+    run = tmp_path / "run"
+    voc = ["--dataset", "voc", "--data-root", str(root), "--num-classes", "6"]
+    assert main(["train", "--model", "unet", "--epochs", "1", "--batch-size", "4", "--crop-size", "32", "32",
+                 "--output", str(run), *voc]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(run / "model.keras"), "--output", str(out), *voc]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    # evaluation runs on the full 40x56 val images (the model is fully convolutional)
+    assert record["num_pixels"] == 4 * 40 * 56
+    assert main(["evaluate", "--model", str(run / "model.keras"), "--dataset", "voc",
+                 "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
