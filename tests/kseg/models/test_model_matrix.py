@@ -32,8 +32,8 @@ MATRIX = {
         "kwargs": {"stage_filters": (8, 8, 16, 16, 16), "fc_units": 32, "fc_kernel_size": 2},
     },
     "unet": {"kwargs": {"base_filters": 8, "depth": 3}},
-    # FCN has no width option: the full VGG16 + 4096-wide fc6/fc7 (134 M parameters).
-    "fcn": {"kwargs": {"variant": "8s"}, "slow": "134 M parameters at full width"},
+    # Full VGG16 convolutions with narrow fc6/fc7 (the paper's 4096-wide ones make 134 M).
+    "fcn": {"kwargs": {"variant": "8s", "fc_channels": 32}, "slow": "VGG16 at full width"},
     # Full-width VGG/ResNet without pretraining diverge at Adam's 1e-3 on a batch of 2.
     "deeplabv1": {"kwargs": {"variant": "largefov"}, "learning_rate": 1e-4,
                   "slow": "VGG16 at full width, 20.5 M"},
