@@ -283,7 +283,78 @@ KSEG_WIDE_TARGET void SplatRange8(const lattice::Permutohedral<float>& lattice,
     for (int v = 0; v < kV; ++v) _mm256_storeu_ps(dst + 8 * v, acc[v]);
   }
 }
+// Scatter form of the splat for points [begin, end) into buf [(m + 1) x kC]: reads the rows
+// of `in` in order, for lattices small enough that buf stays in cache (the gather form reads
+// the rows in vertex order, scattered over the whole image for the bilateral kernel).
+template <int kC>
+KSEG_WIDE_TARGET void ScatterRange8(const lattice::Permutohedral<float>& lattice,
+                                    const float* in, const float* pre_scale, int64_t begin,
+                                    int64_t end, float* buf) {
+  constexpr int kV = kC / 8;
+  const int d1 = lattice.feature_dim() + 1;
+  const int32_t* offsets = lattice.offsets();
+  const float* bary = lattice.barycentrics();
+  for (int64_t p = begin; p < end; ++p) {
+    __m256 x[kV];
+    for (int v = 0; v < kV; ++v) x[v] = _mm256_loadu_ps(in + p * kC + 8 * v);
+    const float scale = pre_scale ? pre_scale[p] : 1.0f;
+    for (int k = 0; k < d1; ++k) {
+      const __m256 w = _mm256_set1_ps(bary[p * d1 + k] * scale);
+      float* row = buf + static_cast<int64_t>(offsets[p * d1 + k]) * kC;
+      for (int v = 0; v < kV; ++v)
+        _mm256_storeu_ps(row + 8 * v, _mm256_fmadd_ps(w, x[v], _mm256_loadu_ps(row + 8 * v)));
+    }
+  }
+}
 #endif
+
+// Splat by scatter in this many fixed point ranges, each into its own buffer, summed in
+// order (a fixed count, so the result does not depend on the number of threads), when the
+// lattice's values fit in kScatterMaxBytes.
+constexpr int64_t kScatterParts = 4;
+constexpr int64_t kScatterMaxBytes = int64_t{1} << 20;
+
+template <int kC, typename T>
+bool UseScatterSplat(const lattice::Permutohedral<T>& lattice, bool wide) {
+  return std::is_same<T, float>::value && kC > 0 && wide &&
+         (lattice.num_vertices() + 1) * kC * static_cast<int64_t>(sizeof(T)) <= kScatterMaxBytes;
+}
+
+// Splat (scatter form) + blur; same contract as Permutohedral::SplatBlur.
+template <int kC, typename T>
+const T* ScatterSplatBlur(const lattice::Permutohedral<T>& lattice, const T* in,
+                          const T* pre_scale, lattice::FilterWorkspace<T>* ws,
+                          std::vector<T>* parts, const lattice::ParallelFor& parallel_for) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (std::is_same<T, float>::value && kC > 0) {
+    const int64_t n = lattice.num_points(), rows = lattice.num_vertices() + 1;
+    T* values = lattice.SplatTarget(kC, ws);
+    parts->resize(kScatterParts * rows * kC);
+    parallel_for(kScatterParts, 8.0 * kC * (lattice.feature_dim() + 1) * n / kScatterParts,
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t part = begin; part < end; ++part) {
+                     T* buf = parts->data() + part * rows * kC;
+                     std::fill(buf, buf + rows * kC, T(0));
+                     ScatterRange8<kC>(lattice, in, pre_scale, n * part / kScatterParts,
+                                       n * (part + 1) / kScatterParts, buf);
+                   }
+                 });
+    parallel_for(rows - 1, 2.0 * kC * kScatterParts, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin + 1; o < end + 1; ++o) {
+        T* dst = values + o * kC;
+        const T* src = parts->data() + o * kC;
+        for (int c = 0; c < kC; ++c) dst[c] = src[c];
+        for (int64_t part = 1; part < kScatterParts; ++part) {
+          src += rows * kC;
+          for (int c = 0; c < kC; ++c) dst[c] += src[c];
+        }
+      }
+    });
+    return lattice.BlurValues(kC, false, ws, parallel_for);
+  }
+#endif
+  return nullptr;
+}
 
 template <int kC, typename T>
 KSEG_WIDE_TARGET void UpdateRangeWide(const UpdateArgs<T>& a, int64_t begin, int64_t end) {
@@ -337,14 +408,18 @@ void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int chan
     }
   });
   const bool wide = UseWideKernels<T>();
+  const bool scatter_b = UseScatterSplat<kC>(bilateral, wide);
+  std::vector<T> parts;
   for (int it = 0; it <= params.iterations; ++it) {
     UpdateArgs<T> args{unary_padded.data(), q_work, &gaussian, &bilateral, nullptr, nullptr,
                        norm_g, norm_b, compat_g, compat_b, cp};
     if (it > 0) {
       args.blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for,
                                           WideSplat<kC, T>(wide));
-      args.blurred_b = bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for,
-                                           WideSplat<kC, T>(wide));
+      args.blurred_b =
+          scatter_b ? ScatterSplatBlur<kC>(bilateral, q_work, pre_b, ws_b, &parts, parallel_for)
+                    : bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for,
+                                          WideSplat<kC, T>(wide));
     }
     parallel_for(n, 40.0 * cp, [&](int64_t begin, int64_t end) {
       if (wide)

@@ -566,6 +566,23 @@ class Permutohedral {
                    splat(*this, args, first_vertex(begin), first_vertex(end));
                  });
 
+    return BlurValues(cp, transpose, ws, parallel_for);
+  }
+
+ public:
+  // For callers with their own splat: the [(m + 1) x cp] buffer to splat into (row 0, the
+  // zero vertex, is zeroed), then BlurValues() (step 8) returns the blurred values.
+  T* SplatTarget(int cp, FilterWorkspace<T>* ws) const {
+    ws->a.resize(static_cast<size_t>(m_ + 1) * cp);
+    ws->b.resize(static_cast<size_t>(m_ + 1) * cp);
+    std::fill(ws->a.data(), ws->a.data() + cp, T(0));
+    std::fill(ws->b.data(), ws->b.data() + cp, T(0));
+    return ws->a.data();
+  }
+  const T* BlurValues(int cp, bool transpose, FilterWorkspace<T>* ws,
+                      const ParallelFor& parallel_for) const {
+    T* values = ws->a.data();
+    T* next = ws->b.data();
     // Blur, one axis at a time.
     for (int step = 0; step <= d_; ++step) {
       const int j = transpose ? d_ - step : step;
@@ -584,6 +601,7 @@ class Permutohedral {
     return values;
   }
 
+ private:
   template <int kC>
   void FilterImpl(const T* in, int64_t in_stride, int channels, const T* pre_scale,
                   const T* post_scale, T post_factor, bool transpose, bool accumulate, T* out,
