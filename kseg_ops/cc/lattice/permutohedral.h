@@ -89,14 +89,20 @@ class KeyTable {
   const int32_t* key(int64_t index) const { return keys_.data() + index * dim_; }
 
   static uint64_t Hash(const int32_t* key, int runtime_dim) {
+    // Independent products (no serial multiply chain), then one mixing round.
+    static constexpr uint64_t kMul[kMaxFeatureDim] = {
+        0x9E3779B97F4A7C15ull, 0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull,
+        0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull,
+        0x8EBC6AF09C88C6E3ull, 0x589965CC75374CC3ull, 0x1D8E4E27C47D124Full,
+        0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xFF51AFD7ED558CCDull,
+        0xC4CEB9FE1A85EC53ull, 0x87C37B91114253D5ull, 0x4CF5AD432745937Full,
+        0x52DCE729DA3ED2B9ull};
     const int dim = kDim > 0 ? kDim : runtime_dim;
-    uint64_t h = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; i < dim; ++i) {
-      h ^= static_cast<uint32_t>(key[i]);
-      h *= 0xBF58476D1CE4E5B9ull;
-      h ^= h >> 29;
-    }
-    return h;
+    uint64_t h = 0;
+    for (int i = 0; i < dim; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kMul[i];
+    h ^= h >> 32;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
   }
 
   // Index of `key`, inserting it when absent.
