@@ -88,3 +88,18 @@ def test_train_and_evaluate_on_a_voc_folder(tmp_path, capsys):
     assert main(["evaluate", "--model", str(run / "model.keras"), "--dataset", "voc",
                  "--data-root", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_bench_prints_counted_params_and_madds(capsys):
+    import kseg
+
+    assert main(["bench", "--models", "unet", "--input-size", "64", "64"]) == 0
+    printed = capsys.readouterr().out
+    profile = kseg.bench.profile(kseg.models.create("unet", num_classes=21, input_shape=(64, 64, 3)), (64, 64, 3))
+    row = next(line for line in printed.splitlines() if line.startswith("| unet"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "64x64x3"
+    assert abs(float(cells[2]) - profile["params"] / 1e6) < 0.01
+    assert abs(float(cells[3]) - profile["madds"] / 1e9) < 0.01
+    assert main(["bench", "--list"]) == 0
+    assert "deeplabv3plus" in capsys.readouterr().out.split()
