@@ -251,22 +251,11 @@ def _image_files(inputs):
     return files
 
 
-def read_image(path):
-    """Reads an image file as float32 RGB ``[H, W, 3]``; a clear error names a corrupt file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image file {path!r}: {error}") from error
-
-
 def _run_predict(args):
     import keras
 
     from kseg import engine, viz
+    from kseg.data import read_image
 
     model = _load_model(args.model)
     os.makedirs(args.output, exist_ok=True)
@@ -292,6 +281,7 @@ def _run_export(args):
     import numpy as np
 
     from kseg import export
+    from kseg.data import read_image
 
     model = _load_model(args.model)
     if args.format == "saved_model":

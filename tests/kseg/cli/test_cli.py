@@ -54,6 +54,18 @@ def test_errors_are_reported_not_crashed(tmp_path, capsys):
     assert main(["train", "--model", "no_such_model", "--num-images", "4", "--image-size", "32", "32"]) == 2
     assert "Valid names" in capsys.readouterr().err
 
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    model_path = tmp_path / "tiny.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)).save(model_path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    assert main(["predict", "--model", str(model_path), str(broken), "--output", str(tmp_path / "p")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model_path), str(tmp_path / "absent.jpg")]) == 2
+    assert "absent.jpg" in capsys.readouterr().err
+
 
 def test_demo_writes_what_it_claims(tmp_path):
     out = tmp_path / "demo"
