@@ -131,13 +131,15 @@ def evaluate(model, dataset, num_classes, ignore_index=255, progress=True):
     """
     cm = np.zeros((num_classes, num_classes), np.int64)
     bar = keras.utils.Progbar(None, unit_name="batch") if progress else None
-    for step, (images, labels) in enumerate(dataset):
+    batches = 0
+    for images, labels in dataset:
         predicted = predict_labels(model, images.numpy(), batch_size=len(images))
         cm += metrics.confusion_matrix(labels.numpy(), predicted, num_classes, ignore_index)
+        batches += 1
         if bar is not None:
-            bar.update(step + 1)
+            bar.update(batches)
     if bar is not None:
-        bar.update(step + 1 if "step" in locals() else 0, finalize=True)
+        bar.update(batches, finalize=True)
     result = metrics.scores(cm)
     result["confusion_matrix"] = cm
     result["num_pixels"] = int(cm.sum())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -315,7 +316,7 @@ def _run_demo(args):
 
     result = demo.run(output_dir=args.output, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
                       image_size=tuple(args.image_size) if args.image_size else None, seed=args.seed)
-    return 0 if result["mean_iou"] == result["mean_iou"] else 1
+    return 1 if math.isnan(result["mean_iou"]) else 0
 
 
 def main(argv=None):
