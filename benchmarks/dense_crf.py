@@ -93,6 +93,20 @@ def _time(fn, repeats):
     return statistics.median(times)
 
 
+def _time_interleaved(ours, reference, repeats):
+    """Medians of `repeats` timings of each, taken in alternation so that both see the same
+    machine (a shared machine's speed drifts over seconds)."""
+    ours()
+    reference()
+    times_ours, times_ref = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, times_ours), (reference, times_ref)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_ours), statistics.median(times_ref)
+
+
 def run_case(name, photo, height, width, classes, repeats, rows):
     image, probs = make_inputs(photo, height, width, classes)
     images_t = tf.constant(image[None])
@@ -101,11 +115,11 @@ def run_case(name, photo, height, width, classes, repeats, rows):
     for iterations in (5, 10):
         ours = kseg_ops.dense_crf(probs_t, images_t, iterations=iterations, **PARAMS).numpy()[0]
         ref = reference_crf(image, probs, iterations)
-        t_ours = _time(
+        t_ours, t_ref = _time_interleaved(
             lambda: kseg_ops.dense_crf(probs_t, images_t, iterations=iterations, **PARAMS).numpy(),
+            lambda: reference_crf(image, probs, iterations),
             repeats,
         )
-        t_ref = _time(lambda: reference_crf(image, probs, iterations), max(2, repeats // 2))
         rows.append(dict(
             case=name, device="CPU", iterations=iterations, batch=1,
             ours_ms=1e3 * t_ours, ref_ms=1e3 * t_ref, speedup=t_ref / t_ours,
@@ -152,7 +166,8 @@ def main():
 
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (intra-op threads: {threads}); "
-          "reference: pydensecrf2, one thread; times per image, median, lattice build included")
+          "reference: pydensecrf2, one thread; times per image, median of runs alternating "
+          "with the reference, lattice build included")
     header = ("| case | device | iters | batch | kseg ms | pydensecrf ms | speed-up | "
               "labels = ref | max abs dQ | relabelled by CRF (ref / kseg) |")
     print(header)

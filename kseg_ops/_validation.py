@@ -1,6 +1,7 @@
 """Argument checks shared by the kseg_ops wrappers: errors name the argument and the value."""
 
 import math
+import re
 import numbers
 
 import numpy as np
@@ -45,6 +46,18 @@ def check_rank(name, tensor, rank, layout):
         raise ValueError(
             f"{name} must have rank {rank} {layout}, got shape {tuple(tensor.shape)}"
         )
+
+
+def value_errors_from_kernel(call):
+    """Runs ``call()``; eagerly, turns the kernel's InvalidArgumentError into a ValueError."""
+    if not tf.executing_eagerly():
+        return call()
+    try:
+        return call()
+    except tf.errors.InvalidArgumentError as e:
+        # Drop TF's "{{function_node ...}}" prefix and " [Op:...]" suffix: keep the kernel's words.
+        message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", e.message)
+        raise ValueError(re.sub(r"\s*\[Op:[^\]]*\].*$", "", message, flags=re.S)) from None
 
 
 def check_finite_values(name, tensor):

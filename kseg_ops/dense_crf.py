@@ -6,8 +6,6 @@ from kseg_ops import _validation as v
 from kseg_ops._loader import load_ops_library
 
 NORMALIZATIONS = ("symmetric", "after")
-# The reference clips probabilities before taking -log.
-PROBABILITY_CLIP = 1e-5
 
 
 def dense_crf(
@@ -26,7 +24,7 @@ def dense_crf(
     """Refines per-pixel class probabilities with a fully connected CRF (mean field).
 
     Follows the reference implementation (Kraehenbuehl's, ``pydensecrf``) exactly: unary
-    ``U = -log(clip(p, 1e-5, 1))``, ``Q0 = softmax(-U)``, then ``iterations`` times
+    ``U = -log(clip(p, 1e-5, 1))`` (``-logits`` with ``from_logits``), ``Q0 = softmax(-U)``, then ``iterations`` times
     ``Q = softmax(-U + sum_k compat_k * Kn_k Q)`` with a Potts model over a gaussian kernel on
     ``(x / gaussian_sxy, y / gaussian_sxy)`` and a bilateral kernel on
     ``(x / bilateral_sxy, y / bilateral_sxy, rgb / bilateral_srgb)``; ``Kn`` is the
@@ -101,17 +99,9 @@ def dense_crf(
                     f"images must not be empty, got {what} 0 (probs {tuple(ps)}, "
                     f"images {tuple(ims)})"
                 )
-        v.check_finite_values("probs", probs)
-        v.check_finite_values("images", images)
-
         compute_dtype = tf.float64 if probs.dtype == tf.float64 else tf.float32
-        p = tf.cast(probs, compute_dtype)
-        if from_logits:
-            unary = -p
-        else:
-            unary = -tf.math.log(tf.clip_by_value(p, PROBABILITY_CLIP, 1.0))
-        q = load_ops_library().kseg_dense_crf(
-            unary,
+        call = lambda: load_ops_library().kseg_dense_crf(  # noqa: E731
+            tf.cast(probs, compute_dtype),
             tf.cast(images, compute_dtype),
             iterations=iterations,
             gaussian_sxy=gaussian_sxy,
@@ -120,5 +110,9 @@ def dense_crf(
             bilateral_srgb=bilateral_srgb,
             bilateral_compat=bilateral_compat,
             normalization=normalization,
+            scores_kind="logits" if from_logits else "probabilities",
         )
+        # The kernel checks the values (NaN/Inf, unusable features) in one parallel pass;
+        # eagerly, what it finds is a ValueError like the other argument errors.
+        q = v.value_errors_from_kernel(call)
         return tf.cast(q, probs.dtype)

@@ -176,3 +176,32 @@ def test_any_number_of_classes():
         q = kseg_ops.dense_crf(p, image, iterations=3).numpy()
         assert q.shape == p.shape
         np.testing.assert_allclose(q.sum(-1), 1, rtol=1e-5)
+
+
+def test_raw_op_scores_kinds_agree():
+    """The op takes unary energies, probabilities or logits (scores_kind) for the same CRF."""
+    from kseg_ops._loader import load_ops_library
+
+    op = load_ops_library().kseg_dense_crf
+    image, probs = small_scene(8, h=40, w=50, c=5)
+    probs[0, :3] = [0.0, 1.0, 0.0, 0.0, 0.0]  # exercises the 1e-5 clip
+    unary = -np.log(np.clip(probs.astype(np.float64), 1e-5, 1)).astype(np.float32)
+    image_f = image[None].astype(np.float32)
+    from_unary = op(unary[None], image_f, iterations=4, scores_kind="unary").numpy()
+    from_probs = op(probs[None], image_f, iterations=4, scores_kind="probabilities").numpy()
+    from_logits = op(-unary[None], image_f, iterations=4, scores_kind="logits").numpy()
+    np.testing.assert_allclose(from_probs, from_unary, atol=2e-6)
+    np.testing.assert_array_equal(from_logits, from_unary)
+    default = op(unary[None], image_f, iterations=4).numpy()
+    np.testing.assert_array_equal(default, from_unary)
+
+
+def test_float32_fast_path_matches_float64_on_a_multi_range_image():
+    """float32 runs the fused mean field (several pixel ranges at this size), float64 the
+    gather-splat path: the two must agree to float32 rounding."""
+    image, probs = small_scene(9, h=96, w=130, c=21)
+    q32 = kseg_ops.dense_crf(probs[None], image[None], iterations=8, **PARAMS).numpy()[0]
+    q64 = kseg_ops.dense_crf(probs[None].astype(np.float64), image[None], iterations=8,
+                             **PARAMS).numpy()[0]
+    assert (q64.argmax(-1) != probs.argmax(-1)).mean() > 0.01
+    np.testing.assert_allclose(q32, q64, atol=2e-5)

@@ -43,12 +43,12 @@ def test_non_finite_and_dtypes():
     probs, images = ok_inputs()
     bad = probs.copy()
     bad[0, 1, 2, 0] = np.nan
-    with pytest.raises(ValueError, match=r"probs holds a non-finite value nan at index \(0, 1, 2, 0\)"):
+    with pytest.raises(ValueError, match=r"probabilities holds a non-finite value nan at index \(0, 1, 2, 0\)"):
         kseg_ops.dense_crf(bad, images)
     bad[0, 1, 2, 0] = np.inf
-    with pytest.raises(ValueError, match="probs holds a non-finite value inf"):
+    with pytest.raises(ValueError, match="logits holds a non-finite value inf"):
         kseg_ops.dense_crf(bad, images, from_logits=True)
-    with pytest.raises(ValueError, match="images holds a non-finite value"):
+    with pytest.raises(ValueError, match="image holds a non-finite value nan"):
         kseg_ops.dense_crf(probs, np.full(images.shape, np.nan, np.float32))
     with pytest.raises(TypeError, match="probs must be a float tensor"):
         kseg_ops.dense_crf(probs.astype(np.int32), images)
@@ -82,7 +82,7 @@ def test_kernel_checks_what_graphs_hide():
                      input_signature=[tf.TensorSpec(None, tf.float32),
                                       tf.TensorSpec(None, tf.uint8)])
     probs, images = ok_inputs()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="unary"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="probabilities holds a non-finite value nan at index"):
         fn(np.full(probs.shape, np.nan, np.float32), images)
     with pytest.raises(tf.errors.InvalidArgumentError, match="must agree in batch, height and width"):
         fn(probs, np.zeros((1, 4, 6, 3), np.uint8))

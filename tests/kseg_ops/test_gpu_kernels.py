@@ -202,6 +202,16 @@ def test_dense_crf_gpu_matches_cpu(dtype, normalization):
 
 
 @needs_gpu
+@pytest.mark.parametrize("scores_kind", ["probabilities", "logits"])
+def test_dense_crf_gpu_converts_scores_like_cpu(scores_kind):
+    rng = np.random.default_rng(12)
+    unary, image = _crf_inputs(rng, 2, 19, 26, 6, np.float32)
+    scores = np.exp(-unary) if scores_kind == "probabilities" else -unary
+    cpu, gpu = _both(_LIB.kseg_dense_crf, scores, image, iterations=3, scores_kind=scores_kind)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-5)
+
+
+@needs_gpu
 def test_dense_crf_gpu_zero_iterations_is_softmax_of_minus_unary():
     rng = np.random.default_rng(5)
     unary, image = _crf_inputs(rng, 1, 9, 8, 4, np.float64)

@@ -194,6 +194,60 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 ExpNonPositive8(__
   return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
+// log(x) on 8 lanes for positive normal x (Cephes' logf: x = m 2^e, m in [sqrt(1/2), sqrt(2)),
+// a degree-9 polynomial in m - 1; about 1 ulp).
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 LogPositive8(__m256 x) {
+  const __m256i bits = _mm256_castps_si256(x);
+  __m256 e = _mm256_cvtepi32_ps(
+      _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
+      _mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F000000)));
+  // m in [0.5, 1): below sqrt(1/2) use 2m and e - 1.
+  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_ps(e, _mm256_and_ps(small, _mm256_set1_ps(1.0f)));
+  const __m256 t = _mm256_add_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.0f)), _mm256_and_ps(small, m));
+  const __m256 z = _mm256_mul_ps(t, t);
+  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(-1.1514610310e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(1.1676998740e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(-1.2420140846e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(1.4249322787e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(-1.6668057665e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(2.0000714765e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(-2.4999993993e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(3.3333331174e-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, t), z);
+  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(t, y));
+}
+
+// Unary rows for points [begin, end): row[c] = -log(clip(p, clip, 1)) (probabilities), -x
+// (logits) or x (unary) for c < channels, +inf in the padding lanes up to kC.
+template <int kC>
+KSEG_WIDE_TARGET void UnaryRange8(const float* scores, int channels, CrfScores kind,
+                                  int64_t begin, int64_t end, float* unary_padded) {
+  constexpr int kV = kC / 8;
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(kProbabilityClip));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t p = begin; p < end; ++p) {
+    const float* in = scores + p * channels;
+    float* row = unary_padded + p * kC;
+    for (int v = 0; v < kV; ++v) {
+      const int valid = std::min(8, std::max(0, channels - 8 * v));
+      const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid),
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      __m256 x = _mm256_maskload_ps(in + 8 * v, lanes);
+      if (kind == CrfScores::kProbabilities)
+        x = LogPositive8(_mm256_min_ps(_mm256_max_ps(x, lo), one));
+      if (kind != CrfScores::kUnary) x = _mm256_xor_ps(x, sign);
+      _mm256_storeu_ps(row + 8 * v, _mm256_blendv_ps(inf, x, _mm256_castsi256_ps(lanes)));
+    }
+  }
+}
+
 // acc += scale * alpha * sum_k b_k * blurred[vertex k] for point p, kD1 = d + 1 corners.
 template <int kD1, int kV>
 KSEG_WIDE_TARGET __attribute__((always_inline)) inline void SliceAdd8(
@@ -283,77 +337,242 @@ KSEG_WIDE_TARGET void SplatRange8(const lattice::Permutohedral<float>& lattice,
     for (int v = 0; v < kV; ++v) _mm256_storeu_ps(dst + 8 * v, acc[v]);
   }
 }
-// Scatter form of the splat for points [begin, end) into buf [(m + 1) x kC]: reads the rows
-// of `in` in order, for lattices small enough that buf stays in cache (the gather form reads
-// the rows in vertex order, scattered over the whole image for the bilateral kernel).
-template <int kC>
-KSEG_WIDE_TARGET void ScatterRange8(const lattice::Permutohedral<float>& lattice,
-                                    const float* in, const float* pre_scale, int64_t begin,
-                                    int64_t end, float* buf) {
-  constexpr int kV = kC / 8;
+#endif
+
+// Fused mean field (float rows of kC channels, AVX2): one pass over the pixels per iteration
+// slices both kernels, applies the softmax and scatters the new Q straight into the next
+// splat, so Q itself never goes through memory (only the final one is written out).
+// The pixels are cut into a fixed number of ranges (set by the pixel count alone, so results
+// do not depend on the number of threads); each range scatters into its own buffer covering
+// just the vertices its pixels touch, and the buffers are summed in range order.
+constexpr int64_t kFusedParts = 8;
+constexpr int64_t kFusedMaxBufferBytes = int64_t{96} << 20;
+
+inline int64_t FusedParts(int64_t n) {
+  return std::max<int64_t>(1, std::min<int64_t>(kFusedParts, n / 4096));
+}
+
+// Per-range splat buffers of one lattice: range i covers one-based vertices
+// [lo[i], lo[i] + rows[i]) at buffer row start[i].
+struct PartBuffers {
+  std::vector<int64_t> lo, rows, start;
+  int64_t total_rows = 0;
+};
+
+template <typename T>
+PartBuffers MakePartBuffers(const lattice::Permutohedral<T>& lattice, int64_t parts,
+                            const lattice::ParallelFor& parallel_for) {
+  const int64_t n = lattice.num_points();
   const int d1 = lattice.feature_dim() + 1;
-  const int32_t* offsets = lattice.offsets();
-  const float* bary = lattice.barycentrics();
+  const int32_t* off = lattice.offsets();
+  PartBuffers b;
+  b.lo.assign(parts, 0);
+  b.rows.assign(parts, 0);
+  b.start.assign(parts, 0);
+  parallel_for(parts, 2.0 * d1 * n / parts, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int32_t lo = std::numeric_limits<int32_t>::max(), hi = 0;
+      for (int64_t e = n * i / parts * d1; e < n * (i + 1) / parts * d1; ++e) {
+        lo = std::min(lo, off[e]);
+        hi = std::max(hi, off[e]);
+      }
+      b.lo[i] = lo <= hi ? lo : 0;
+      b.rows[i] = lo <= hi ? hi - lo + 1 : 0;
+    }
+  });
+  for (int64_t i = 0; i < parts; ++i) {
+    b.start[i] = b.total_rows;
+    b.total_rows += b.rows[i];
+  }
+  return b;
+}
+
+// Sums the range buffers of one lattice ([rows x channels] each), in range order, into its
+// splat target and blurs.
+template <typename T>
+const T* ReduceAndBlur(const lattice::Permutohedral<T>& lattice, const PartBuffers& pb,
+                       const T* bufs, int channels, lattice::FilterWorkspace<T>* ws,
+                       const lattice::ParallelFor& parallel_for) {
+  T* values = lattice.SplatTarget(channels, ws);
+  const int64_t m = lattice.num_vertices();
+  const int64_t parts = static_cast<int64_t>(pb.lo.size());
+  parallel_for(m, 2.0 * channels * 2, [&](int64_t begin, int64_t end) {
+    const int64_t first = begin + 1, last = end + 1;  // one-based rows [first, last)
+    std::fill(values + first * channels, values + last * channels, T(0));
+    for (int64_t i = 0; i < parts; ++i) {
+      const int64_t lo = std::max(first, pb.lo[i]), hi = std::min(last, pb.lo[i] + pb.rows[i]);
+      if (lo >= hi) continue;
+      const T* src = bufs + (pb.start[i] + lo - pb.lo[i]) * channels;
+      T* dst = values + lo * channels;
+      for (int64_t e = 0; e < (hi - lo) * channels; ++e) dst[e] += src[e];
+    }
+  });
+  return lattice.BlurValues(channels, false, ws, parallel_for);
+}
+
+// norm[p] = (L 1)[p], the filter of a vector of ones, splatting by scatter into the range
+// buffers (for lattices built without splat lists).
+template <typename T>
+void FilterOnesByScatter(const lattice::Permutohedral<T>& lattice, const PartBuffers& pb,
+                         std::vector<T>* part_buffer, lattice::FilterWorkspace<T>* ws,
+                         const lattice::ParallelFor& parallel_for, T* norm) {
+  const int64_t n = lattice.num_points();
+  const int d1 = lattice.feature_dim() + 1;
+  const int64_t parts = static_cast<int64_t>(pb.lo.size());
+  part_buffer->assign(pb.total_rows, T(0));
+  const int32_t* off = lattice.offsets();
+  const T* bary = lattice.barycentrics();
+  parallel_for(parts, 4.0 * d1 * n / parts, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T* buf = part_buffer->data() + pb.start[i] - pb.lo[i];
+      for (int64_t e = n * i / parts * d1; e < n * (i + 1) / parts * d1; ++e)
+        buf[off[e]] += bary[e];
+    }
+  });
+  const T* blurred = ReduceAndBlur(lattice, pb, part_buffer->data(), 1, ws, parallel_for);
+  const T alpha = lattice.alpha();
+  parallel_for(n, 4.0 * d1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T sum = 0;
+      for (int k = 0; k < d1; ++k) sum += bary[p * d1 + k] * blurred[off[p * d1 + k]];
+      norm[p] = alpha * sum;
+    }
+  });
+}
+
+// Whether the fused mean field runs for these lattices and rows of cp channels (float, AVX2,
+// range buffers within kFusedMaxBufferBytes).
+template <typename T>
+bool CanFuse(int cp, const PartBuffers& pg, const PartBuffers& pb) {
+  return std::is_same<T, float>::value && UseWideKernels<T>() &&
+         (cp == 8 || cp == 16 || cp == 24 || cp == 32) &&
+         (pg.total_rows + pb.total_rows) * cp * static_cast<int64_t>(sizeof(T)) <=
+             kFusedMaxBufferBytes;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// buf[vertex k - lo] += bary_k * scale * x for point p's d + 1 simplex corners.
+template <int kD1, int kV>
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void ScatterPoint8(
+    const lattice::Permutohedral<float>& lattice, int64_t p, const __m256* x, float scale,
+    float* buf, int64_t lo) {
+  const int d1 = kD1 > 0 ? kD1 : lattice.feature_dim() + 1;
+  const int32_t* off = lattice.offsets() + p * d1;
+  const float* bary = lattice.barycentrics() + p * d1;
+  for (int k = 0; k < d1; ++k) {
+    const __m256 w = _mm256_set1_ps(bary[k] * scale);
+    float* row = buf + (static_cast<int64_t>(off[k]) - lo) * (kV * 8);
+    for (int v = 0; v < kV; ++v)
+      _mm256_storeu_ps(row + 8 * v, _mm256_fmadd_ps(w, x[v], _mm256_loadu_ps(row + 8 * v)));
+  }
+}
+
+struct FusedPass {
+  const float* blurred_g = nullptr;  // null on the first pass: Q0 = softmax(-unary)
+  const float* blurred_b = nullptr;
+  float* buf_g = nullptr;            // null on the last pass: write Q to `out` instead
+  float* buf_b = nullptr;
+  float* out = nullptr;
+  int channels = 0;
+};
+
+// One pass over the pixels [begin, end) of range `part`.
+template <int kC>
+KSEG_WIDE_TARGET void FusedRange8(const UpdateArgs<float>& a, const FusedPass& pass,
+                                  const PartBuffers& pg, const PartBuffers& pb, const float* pre_g,
+                                  const float* pre_b, int64_t part, int64_t begin, int64_t end) {
+  constexpr int kV = kC / 8;
+  const bool dense_crf_dims = a.gaussian->feature_dim() == 2 && a.bilateral->feature_dim() == 5;
+  float* buf_g = pass.buf_g ? pass.buf_g + pg.start[part] * kC : nullptr;
+  float* buf_b = pass.buf_b ? pass.buf_b + pb.start[part] * kC : nullptr;
   for (int64_t p = begin; p < end; ++p) {
-    __m256 x[kV];
-    for (int v = 0; v < kV; ++v) x[v] = _mm256_loadu_ps(in + p * kC + 8 * v);
-    const float scale = pre_scale ? pre_scale[p] : 1.0f;
-    for (int k = 0; k < d1; ++k) {
-      const __m256 w = _mm256_set1_ps(bary[p * d1 + k] * scale);
-      float* row = buf + static_cast<int64_t>(offsets[p * d1 + k]) * kC;
-      for (int v = 0; v < kV; ++v)
-        _mm256_storeu_ps(row + 8 * v, _mm256_fmadd_ps(w, x[v], _mm256_loadu_ps(row + 8 * v)));
+    __m256 acc[kV];
+    for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
+    if (pass.blurred_g != nullptr) {
+      const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
+      if (dense_crf_dims) {
+        SliceAdd8<3, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
+        SliceAdd8<6, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
+      } else {
+        SliceAdd8<0, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
+        SliceAdd8<0, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
+      }
+    }
+    const float* un = a.unary_padded + p * kC;
+    __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int v = 0; v < kV; ++v) {
+      acc[v] = _mm256_sub_ps(acc[v], _mm256_loadu_ps(un + 8 * v));
+      mx = _mm256_max_ps(mx, acc[v]);
+    }
+    const __m256 m = _mm256_set1_ps(HorizontalMax(mx));
+    __m256 sum = _mm256_setzero_ps();
+    for (int v = 0; v < kV; ++v) {
+      acc[v] = ExpNonPositive8(_mm256_sub_ps(acc[v], m));
+      sum = _mm256_add_ps(sum, acc[v]);
+    }
+    const float inv = 1.0f / HorizontalSum(sum);
+    if (buf_g == nullptr) {
+      const __m256 iv = _mm256_set1_ps(inv);
+      float row[kC];
+      for (int v = 0; v < kV; ++v) _mm256_storeu_ps(row + 8 * v, _mm256_mul_ps(acc[v], iv));
+      std::memcpy(pass.out + p * pass.channels, row, sizeof(float) * pass.channels);
+      continue;
+    }
+    // Scatter Q = acc * inv, pre-scaled by the normaliser, into both splat buffers.
+    const float sg = inv * (pre_g ? pre_g[p] : 1.0f), sb = inv * (pre_b ? pre_b[p] : 1.0f);
+    if (dense_crf_dims) {
+      ScatterPoint8<3, kV>(*a.gaussian, p, acc, sg, buf_g, pg.lo[part]);
+      ScatterPoint8<6, kV>(*a.bilateral, p, acc, sb, buf_b, pb.lo[part]);
+    } else {
+      ScatterPoint8<0, kV>(*a.gaussian, p, acc, sg, buf_g, pg.lo[part]);
+      ScatterPoint8<0, kV>(*a.bilateral, p, acc, sb, buf_b, pb.lo[part]);
     }
   }
 }
 #endif
 
-// Splat by scatter in this many fixed point ranges, each into its own buffer, summed in
-// order (a fixed count, so the result does not depend on the number of threads), when the
-// lattice's values fit in kScatterMaxBytes.
-constexpr int64_t kScatterParts = 4;
-constexpr int64_t kScatterMaxBytes = int64_t{1} << 20;
-
+// Runs the whole mean field fused (CanFuse must hold); writes Q to q_out [n, channels].
 template <int kC, typename T>
-bool UseScatterSplat(const lattice::Permutohedral<T>& lattice, bool wide) {
-  return std::is_same<T, float>::value && kC > 0 && wide &&
-         (lattice.num_vertices() + 1) * kC * static_cast<int64_t>(sizeof(T)) <= kScatterMaxBytes;
-}
-
-// Splat (scatter form) + blur; same contract as Permutohedral::SplatBlur.
-template <int kC, typename T>
-const T* ScatterSplatBlur(const lattice::Permutohedral<T>& lattice, const T* in,
-                          const T* pre_scale, lattice::FilterWorkspace<T>* ws,
-                          std::vector<T>* parts, const lattice::ParallelFor& parallel_for) {
+void FusedMeanField(const DenseCrfParams& params, const T* unary_padded, int64_t n, int channels,
+                    const lattice::Permutohedral<T>& gaussian,
+                    const lattice::Permutohedral<T>& bilateral, const PartBuffers& pg,
+                    const PartBuffers& pb, const T* pre_g, const T* pre_b, const T* norm_g,
+                    const T* norm_b, lattice::FilterWorkspace<T>* ws_g,
+                    lattice::FilterWorkspace<T>* ws_b, std::vector<T>* part_buffer, T* q_out,
+                    const lattice::ParallelFor& parallel_for) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if constexpr (std::is_same<T, float>::value && kC > 0) {
-    const int64_t n = lattice.num_points(), rows = lattice.num_vertices() + 1;
-    T* values = lattice.SplatTarget(kC, ws);
-    parts->resize(kScatterParts * rows * kC);
-    parallel_for(kScatterParts, 8.0 * kC * (lattice.feature_dim() + 1) * n / kScatterParts,
-                 [&](int64_t begin, int64_t end) {
-                   for (int64_t part = begin; part < end; ++part) {
-                     T* buf = parts->data() + part * rows * kC;
-                     std::fill(buf, buf + rows * kC, T(0));
-                     ScatterRange8<kC>(lattice, in, pre_scale, n * part / kScatterParts,
-                                       n * (part + 1) / kScatterParts, buf);
-                   }
-                 });
-    parallel_for(rows - 1, 2.0 * kC * kScatterParts, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin + 1; o < end + 1; ++o) {
-        T* dst = values + o * kC;
-        const T* src = parts->data() + o * kC;
-        for (int c = 0; c < kC; ++c) dst[c] = src[c];
-        for (int64_t part = 1; part < kScatterParts; ++part) {
-          src += rows * kC;
-          for (int c = 0; c < kC; ++c) dst[c] += src[c];
+    const int64_t parts = static_cast<int64_t>(pg.lo.size());
+    part_buffer->resize((pg.total_rows + pb.total_rows) * kC);
+    float* bufs_g = part_buffer->data();
+    float* bufs_b = bufs_g + pg.total_rows * kC;
+    const UpdateArgs<float> args{unary_padded, nullptr, &gaussian, &bilateral, nullptr, nullptr,
+                                 norm_g, norm_b, float(params.gaussian_compat),
+                                 float(params.bilateral_compat), kC};
+    FusedPass pass;
+    pass.out = q_out;
+    pass.channels = channels;
+    for (int it = 0; it <= params.iterations; ++it) {
+      const bool last = it == params.iterations;
+      pass.buf_g = last ? nullptr : bufs_g;
+      pass.buf_b = last ? nullptr : bufs_b;
+      parallel_for(parts, 60.0 * kC * n / parts, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          if (!last) {
+            std::fill(bufs_g + pg.start[i] * kC, bufs_g + (pg.start[i] + pg.rows[i]) * kC, 0.0f);
+            std::fill(bufs_b + pb.start[i] * kC, bufs_b + (pb.start[i] + pb.rows[i]) * kC, 0.0f);
+          }
+          FusedRange8<kC>(args, pass, pg, pb, pre_g, pre_b, i, n * i / parts,
+                          n * (i + 1) / parts);
         }
+      });
+      if (!last) {
+        pass.blurred_g = ReduceAndBlur(gaussian, pg, bufs_g, kC, ws_g, parallel_for);
+        pass.blurred_b = ReduceAndBlur(bilateral, pb, bufs_b, kC, ws_b, parallel_for);
       }
-    });
-    return lattice.BlurValues(kC, false, ws, parallel_for);
+    }
   }
 #endif
-  return nullptr;
 }
 
 template <int kC, typename T>
@@ -385,41 +604,71 @@ typename lattice::Permutohedral<T>::SplatRangeFn WideSplat(bool wide) {
   return wide ? &SplatRangeWide<kC, T> : nullptr;
 }
 
-// Q0 = softmax(-unary), then `iterations` mean-field updates, in q_work [n, kC] (padded rows).
-// Each update splats and blurs Q in both lattices, then one pass over the pixels slices both
-// kernels and applies the softmax, so the pairwise term never goes through memory.
+// Mean-field buffers, kept between calls: the unary in padded rows, Q in padded rows (unfused
+// path), the per-range splat buffers (fused path).
+template <typename T>
+struct CrfScratchBuffers {
+  std::vector<T> unary, q_work, parts;
+};
+
+// Q0 = softmax(-unary), then `iterations` mean-field updates; the result goes to q_out
+// [n, channels]. The unary comes from `scores` as params.scores says. Fused (see
+// FusedMeanField) where possible; otherwise each update splats and blurs Q (in q_work, padded
+// rows) in both lattices, then one pass over the pixels slices both kernels and applies the
+// softmax, so the pairwise term never goes through memory.
 template <int kC, typename T>
-void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int channels,
+void MeanField(const DenseCrfParams& params, const T* scores, int64_t n, int channels,
                const lattice::Permutohedral<T>& gaussian,
                const lattice::Permutohedral<T>& bilateral, const T* pre_g, const T* pre_b,
-               const T* norm_g, const T* norm_b, T* q_work, lattice::FilterWorkspace<T>* ws_g,
-               lattice::FilterWorkspace<T>* ws_b, std::vector<T>* unary_buffer,
+               const T* norm_g, const T* norm_b, const PartBuffers* pg, const PartBuffers* pb,
+               CrfScratchBuffers<T>* buffers, lattice::FilterWorkspace<T>* ws_g,
+               lattice::FilterWorkspace<T>* ws_b, T* q_out,
                const lattice::ParallelFor& parallel_for) {
   const int cp = kC > 0 ? kC : lattice::PaddedChannels(channels);
   const T compat_g = T(params.gaussian_compat), compat_b = T(params.bilateral_compat);
   // Unary in padded rows; +inf in the padding makes those lanes' probabilities exactly 0.
-  std::vector<T>& unary_padded = *unary_buffer;
+  std::vector<T>& unary_padded = buffers->unary;
   unary_padded.resize(n * cp);
-  parallel_for(n, 2.0 * cp, [&](int64_t begin, int64_t end) {
+  const CrfScores kind = params.scores;
+  parallel_for(n, 20.0 * cp, [&](int64_t begin, int64_t end) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (std::is_same<T, float>::value && kC > 0) {
+      if (UseWideKernels<T>()) return UnaryRange8<kC>(scores, channels, kind, begin, end,
+                                                      unary_padded.data());
+    }
+#endif
+    using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
     for (int64_t p = begin; p < end; ++p) {
       T* row = unary_padded.data() + p * cp;
-      for (int c = 0; c < channels; ++c) row[c] = unary[p * channels + c];
+      Eigen::Map<const Row> in(scores + p * channels, channels);
+      Eigen::Map<Row> out(row, channels);
+      if (kind == CrfScores::kProbabilities)  // the reference's -log(clip(p, 1e-5, 1))
+        out = -(in.max(T(kProbabilityClip)).min(T(1))).log();
+      else if (kind == CrfScores::kLogits)
+        out = -in;
+      else
+        out = in;
       for (int c = channels; c < cp; ++c) row[c] = std::numeric_limits<T>::infinity();
     }
   });
+  if (pg != nullptr) {
+    FusedMeanField<kC>(params, unary_padded.data(), n, channels, gaussian, bilateral, *pg, *pb,
+                       pre_g, pre_b, norm_g, norm_b, ws_g, ws_b, &buffers->parts, q_out,
+                       parallel_for);
+    return;
+  }
+  std::vector<T>& q_work_buffer = buffers->q_work;
+  q_work_buffer.resize(n * cp);
+  T* q_work = q_work_buffer.data();
   const bool wide = UseWideKernels<T>();
-  const bool scatter_b = UseScatterSplat<kC>(bilateral, wide);
-  std::vector<T> parts;
   for (int it = 0; it <= params.iterations; ++it) {
     UpdateArgs<T> args{unary_padded.data(), q_work, &gaussian, &bilateral, nullptr, nullptr,
                        norm_g, norm_b, compat_g, compat_b, cp};
     if (it > 0) {
       args.blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for,
                                           WideSplat<kC, T>(wide));
-      args.blurred_b =
-          scatter_b ? ScatterSplatBlur<kC>(bilateral, q_work, pre_b, ws_b, &parts, parallel_for)
-                    : bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for,
-                                          WideSplat<kC, T>(wide));
+      args.blurred_b = bilateral.SplatBlur(q_work, cp, cp, pre_b, false, ws_b, parallel_for,
+                                           WideSplat<kC, T>(wide));
     }
     parallel_for(n, 40.0 * cp, [&](int64_t begin, int64_t end) {
       if (wide)
@@ -428,6 +677,10 @@ void MeanField(const DenseCrfParams& params, const T* unary, int64_t n, int chan
         UpdateRange<kC>(args, begin, end);
     });
   }
+  parallel_for(n, 2.0 * channels, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p)
+      std::copy(q_work + p * cp, q_work + p * cp + channels, q_out + p * channels);
+  });
 }
 
 }  // namespace
@@ -438,7 +691,8 @@ namespace {
 // (up to kCachedScratchBytes): fresh multi-megabyte allocations cost a page fault per 4 KiB.
 template <typename T>
 struct CrfScratch {
-  std::vector<T> gaussian_features, bilateral_features, q_work, ones, norm_g, norm_b, unary;
+  std::vector<T> gaussian_features, bilateral_features, ones, norm_g, norm_b;
+  CrfScratchBuffers<T> buffers;
   lattice::Permutohedral<T> gaussian, bilateral;
   lattice::FilterWorkspace<T> workspace, ws_g, ws_b;
 };
@@ -477,7 +731,7 @@ namespace functor {
 
 template <typename T>
 absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
-                                                const DenseCrfParams& params, const T* unary,
+                                                const DenseCrfParams& params, const T* scores,
                                                 const T* image, int64_t batch, int64_t h,
                                                 int64_t w, int channels, T* q) {
   const lattice::ParallelFor parallel_for = MakeParallelFor(d);
@@ -488,14 +742,9 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
   std::vector<T>& bilateral_features = scratch->bilateral_features;
   gaussian_features.resize(n * 2);
   bilateral_features.resize(n * 5);
-  // Q and the pairwise term, channels padded so the lattice loops vectorise (every element
-  // is written by the first mean-field pass).
-  std::vector<T>& q_work = scratch->q_work;
-  q_work.resize(n * cp);
   std::vector<T>& ones = scratch->ones;
   std::vector<T>& norm_g = scratch->norm_g;
   std::vector<T>& norm_b = scratch->norm_b;
-  ones.assign(n, T(1));
   norm_g.resize(n);
   norm_b.resize(n);
   lattice::Permutohedral<T>& gaussian = scratch->gaussian;
@@ -516,7 +765,7 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
 
   for (int64_t b = 0; b < batch; ++b) {
     const T* img = image + b * n * 3;
-    const T* un = unary + b * n * channels;
+    const T* un = scores + b * n * channels;
     const T inv_gs = T(1) / T(params.gaussian_sxy), inv_bs = T(1) / T(params.bilateral_sxy),
             inv_br = T(1) / T(params.bilateral_srgb);
     parallel_for(n, 20, [&](int64_t begin, int64_t end) {
@@ -532,21 +781,41 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
         f[4] = img[p * 3 + 2] * inv_br;
       }
     });
-    std::string error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for);
+    std::string error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for,
+                                       /*with_splat_lists=*/false);
     if (!error.empty())
       return absl::InvalidArgumentError(absl::StrCat(
           "gaussian_sxy = ", params.gaussian_sxy, " makes pixel positions unusable: ", error));
-    error = bilateral.Build(bilateral_features.data(), n, 5, 5, parallel_for);
+    error = bilateral.Build(bilateral_features.data(), n, 5, 5, parallel_for,
+                            /*with_splat_lists=*/false);
     if (!error.empty())
       return absl::InvalidArgumentError(absl::StrCat(
           "image (batch element ", b, ") with bilateral_sxy = ", params.bilateral_sxy,
           ", bilateral_srgb = ", params.bilateral_srgb, ": ", error));
 
+    // The fused mean field splats by scatter into per-range buffers; otherwise the lattices
+    // need their gather lists.
+    const int64_t parts = FusedParts(n);
+    const PartBuffers pg = MakePartBuffers(gaussian, parts, parallel_for);
+    const PartBuffers pb = MakePartBuffers(bilateral, parts, parallel_for);
+    const bool fused = CanFuse<T>(cp, pg, pb);
+    const PartBuffers* fused_g = fused ? &pg : nullptr;
+    const PartBuffers* fused_b = fused ? &pb : nullptr;
     // Normalisers from the filter of ones: D^-1/2 (symmetric) or D^-1 (after).
-    gaussian.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_g.data(), 1,
-                    &workspace, parallel_for);
-    bilateral.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_b.data(), 1,
-                     &workspace, parallel_for);
+    if (fused) {
+      FilterOnesByScatter(gaussian, pg, &scratch->buffers.parts, &workspace, parallel_for,
+                          norm_g.data());
+      FilterOnesByScatter(bilateral, pb, &scratch->buffers.parts, &workspace, parallel_for,
+                          norm_b.data());
+    } else {
+      ones.assign(n, T(1));
+      gaussian.BuildSplatLists(parallel_for);
+      bilateral.BuildSplatLists(parallel_for);
+      gaussian.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_g.data(), 1,
+                      &workspace, parallel_for);
+      bilateral.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_b.data(),
+                       1, &workspace, parallel_for);
+    }
     parallel_for(n, 30, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         norm_g[p] = symmetric ? T(1) / std::sqrt(norm_g[p] + T(1e-20)) : T(1) / (norm_g[p] + T(1e-20));
@@ -558,17 +827,12 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
 
     T* q_out = q + b * n * channels;
     switch (cp) {
-      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
-      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
-      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
-      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
-      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), q_work.data(), &ws_g, &ws_b, &scratch->unary, parallel_for); break;
+      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
+      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
+      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
+      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
+      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
     }
-    parallel_for(n, 2.0 * channels, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p)
-        std::copy(q_work.data() + p * cp, q_work.data() + p * cp + channels,
-                  q_out + p * channels);
-    });
   }
   return absl::OkStatus();
 }
@@ -580,22 +844,58 @@ template struct DenseCrf<CPUDevice, double>;
 
 namespace {
 
-// Index of the first non-finite element, or -1.
+// Index of the first non-finite element, or -1. Blocks are screened with a branch-free test
+// of the exponent bits (vectorises); only a block holding a NaN/Inf is searched.
 template <typename T>
 int64_t FirstNonFinite(const T* data, int64_t size, const CPUDevice& d) {
+  using Bits = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  constexpr Bits kExponent = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
+  constexpr int64_t kBlock = 4096;
   std::atomic<int64_t> first(std::numeric_limits<int64_t>::max());
-  MakeParallelFor(d)(size, 2, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (!std::isfinite(data[i])) {
-        int64_t cur = first.load();
-        while (i < cur && !first.compare_exchange_weak(cur, i)) {
+  MakeParallelFor(d)((size + kBlock - 1) / kBlock, kBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t lo = block * kBlock, hi = std::min(size, lo + kBlock);
+      Bits bad = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        Bits b;
+        std::memcpy(&b, data + i, sizeof(b));
+        bad |= static_cast<Bits>((b & kExponent) == kExponent);
+      }
+      if (!bad) continue;
+      for (int64_t i = lo; i < hi; ++i) {
+        if (!std::isfinite(data[i])) {
+          int64_t cur = first.load();
+          while (i < cur && !first.compare_exchange_weak(cur, i)) {
+          }
+          return;
         }
-        return;
       }
     }
   });
   const int64_t f = first.load();
   return f == std::numeric_limits<int64_t>::max() ? -1 : f;
+}
+
+// "(i0, i1, ...) (flat index f)" for flat index f of a tensor of `shape`.
+std::string IndexString(const ::tensorflow::TensorShape& shape, int64_t flat) {
+  std::vector<int64_t> index(shape.dims());
+  int64_t rest = flat;
+  for (int i = shape.dims() - 1; i >= 0; --i) {
+    index[i] = rest % shape.dim_size(i);
+    rest /= shape.dim_size(i);
+  }
+  std::string out = "(";
+  for (int i = 0; i < shape.dims(); ++i) absl::StrAppend(&out, i ? ", " : "", index[i]);
+  absl::StrAppend(&out, ") (flat index ", flat, ")");
+  return out;
+}
+
+const char* ScoresName(CrfScores kind) {
+  switch (kind) {
+    case CrfScores::kProbabilities: return "probabilities";
+    case CrfScores::kLogits: return "logits";
+    default: return "unary";
+  }
 }
 
 }  // namespace
@@ -614,6 +914,11 @@ class DenseCrfOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("normalization", &normalization));
     params_.normalization =
         normalization == "after" ? CrfNormalization::kAfter : CrfNormalization::kSymmetric;
+    std::string scores_kind;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scores_kind", &scores_kind));
+    params_.scores = scores_kind == "probabilities" ? CrfScores::kProbabilities
+                     : scores_kind == "logits"      ? CrfScores::kLogits
+                                                    : CrfScores::kUnary;
     for (const auto& [name, value] :
          {std::pair<const char*, float>{"gaussian_sxy", params_.gaussian_sxy},
           {"bilateral_sxy", params_.bilateral_sxy},
@@ -632,27 +937,28 @@ class DenseCrfOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& unary = ctx->input(0);
+    const Tensor& scores = ctx->input(0);
     const Tensor& image = ctx->input(1);
-    OP_REQUIRES(ctx, unary.dims() == 4,
+    const char* name = ScoresName(params_.scores);
+    OP_REQUIRES(ctx, scores.dims() == 4,
                 absl::InvalidArgumentError(absl::StrCat(
-                    "unary must have rank 4 [batch, height, width, classes], got shape ",
-                    unary.shape().DebugString())));
+                    name, " must have rank 4 [batch, height, width, classes], got shape ",
+                    scores.shape().DebugString())));
     OP_REQUIRES(ctx, image.dims() == 4 && image.dim_size(3) == 3,
                 absl::InvalidArgumentError(absl::StrCat(
                     "image must have shape [batch, height, width, 3], got ",
                     image.shape().DebugString())));
     for (int i = 0; i < 3; ++i) {
-      OP_REQUIRES(ctx, unary.dim_size(i) == image.dim_size(i),
+      OP_REQUIRES(ctx, scores.dim_size(i) == image.dim_size(i),
                   absl::InvalidArgumentError(absl::StrCat(
-                      "unary ", unary.shape().DebugString(), " and image ",
+                      name, " ", scores.shape().DebugString(), " and image ",
                       image.shape().DebugString(), " must agree in batch, height and width")));
     }
-    const int64_t classes = unary.dim_size(3);
+    const int64_t classes = scores.dim_size(3);
     OP_REQUIRES(ctx, classes >= 1 && classes <= 4096,
                 absl::InvalidArgumentError(
                     absl::StrCat("the number of classes must be in [1, 4096], got ", classes)));
-    const int64_t h = unary.dim_size(1), w = unary.dim_size(2);
+    const int64_t h = scores.dim_size(1), w = scores.dim_size(2);
     OP_REQUIRES(ctx, h >= 1 && w >= 1,
                 absl::InvalidArgumentError(absl::StrCat(
                     "image must not be empty, got height ", h, " and width ", w)));
@@ -660,24 +966,26 @@ class DenseCrfOp : public OpKernel {
                 absl::InvalidArgumentError(
                     absl::StrCat("image too large for the lattice: ", h, " x ", w, " pixels")));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, unary.shape(), &output));
-    if (unary.NumElements() == 0) return;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &output));
+    if (scores.NumElements() == 0) return;
     if constexpr (std::is_same<Device, CPUDevice>::value) {
       const CPUDevice& d = ctx->eigen_device<CPUDevice>();
-      const int64_t bad_unary = FirstNonFinite(unary.flat<T>().data(), unary.NumElements(), d);
-      OP_REQUIRES(ctx, bad_unary < 0,
+      const T* data = scores.flat<T>().data();
+      const int64_t bad_score = FirstNonFinite(data, scores.NumElements(), d);
+      OP_REQUIRES(ctx, bad_score < 0,
                   absl::InvalidArgumentError(absl::StrCat(
-                      "unary holds a non-finite value (NaN or Inf in the probabilities or "
-                      "logits) at flat index ",
-                      bad_unary)));
-      const int64_t bad_pixel = FirstNonFinite(image.flat<T>().data(), image.NumElements(), d);
+                      name, " holds a non-finite value ", data[bad_score < 0 ? 0 : bad_score],
+                      " at index ", IndexString(scores.shape(), bad_score))));
+      const T* pixels = image.flat<T>().data();
+      const int64_t bad_pixel = FirstNonFinite(pixels, image.NumElements(), d);
       OP_REQUIRES(ctx, bad_pixel < 0,
                   absl::InvalidArgumentError(absl::StrCat(
-                      "image holds a non-finite value at flat index ", bad_pixel)));
+                      "image holds a non-finite value ", pixels[bad_pixel < 0 ? 0 : bad_pixel],
+                      " at index ", IndexString(image.shape(), bad_pixel))));
     }
     OP_REQUIRES_OK(ctx, functor::DenseCrf<Device, T>()(
-                            ctx, ctx->eigen_device<Device>(), params_, unary.flat<T>().data(),
-                            image.flat<T>().data(), unary.dim_size(0), h, w,
+                            ctx, ctx->eigen_device<Device>(), params_, scores.flat<T>().data(),
+                            image.flat<T>().data(), scores.dim_size(0), h, w,
                             static_cast<int>(classes), output->flat<T>().data()));
   }
 

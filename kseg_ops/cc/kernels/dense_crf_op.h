@@ -30,6 +30,11 @@ namespace kseg {
 
 enum class CrfNormalization { kSymmetric = 0, kAfter = 1 };
 
+// What the op's first input holds: unary energies, probabilities (unary = -log(clip(p,
+// kProbabilityClip, 1)), as the reference computes it) or logits (unary = -logits).
+enum class CrfScores { kUnary = 0, kProbabilities = 1, kLogits = 2 };
+constexpr double kProbabilityClip = 1e-5;
+
 struct DenseCrfParams {
   int iterations = 10;
   float gaussian_sxy = 3.f;
@@ -38,22 +43,23 @@ struct DenseCrfParams {
   float bilateral_srgb = 13.f;
   float bilateral_compat = 10.f;
   CrfNormalization normalization = CrfNormalization::kSymmetric;
+  CrfScores scores = CrfScores::kUnary;
 };
 
 namespace functor {
 
 template <typename Device, typename T>
 struct DenseCrf {
-  // unary = -log(clip(p)) [batch,h,w,c], image rgb as T in 0..255 [batch,h,w,3] -> q [batch,h,w,c]
+  // scores [batch,h,w,c] (see CrfScores), image rgb as T in 0..255 [batch,h,w,3] -> q [batch,h,w,c]
   absl::Status operator()(tensorflow::OpKernelContext* ctx, const Device& d, const DenseCrfParams& p,
-                          const T* unary, const T* image, int64_t batch, int64_t h, int64_t w,
+                          const T* scores, const T* image, int64_t batch, int64_t h, int64_t w,
                           int channels, T* q);
 };
 
 template <typename T>
 struct DenseCrf<Eigen::ThreadPoolDevice, T> {
   absl::Status operator()(tensorflow::OpKernelContext* ctx, const Eigen::ThreadPoolDevice& d,
-                          const DenseCrfParams& p, const T* unary, const T* image, int64_t batch,
+                          const DenseCrfParams& p, const T* scores, const T* image, int64_t batch,
                           int64_t h, int64_t w, int channels, T* q);
 };
 
@@ -61,7 +67,7 @@ struct DenseCrf<Eigen::ThreadPoolDevice, T> {
 template <typename T>
 struct DenseCrf<Eigen::GpuDevice, T> {
   absl::Status operator()(tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d,
-                          const DenseCrfParams& p, const T* unary, const T* image, int64_t batch,
+                          const DenseCrfParams& p, const T* scores, const T* image, int64_t batch,
                           int64_t h, int64_t w, int channels, T* q);
 };
 #endif  // GOOGLE_CUDA

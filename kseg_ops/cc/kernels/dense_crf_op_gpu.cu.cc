@@ -42,7 +42,36 @@ __global__ void FirstNonFiniteKernel(const T* __restrict__ data, int64_t size,
   }
 }
 
+// unary[i] from scores[i] as `kind` says (see CrfScores).
+template <typename T>
+__global__ void UnaryFromScoresKernel(const T* __restrict__ scores, int64_t size, int kind,
+                                      T* __restrict__ unary) {
+  KSEG_CRF_GRID_LOOP(i, size) {
+    const T x = scores[i];
+    if (kind == static_cast<int>(CrfScores::kProbabilities))
+      unary[i] = -log(fmin(fmax(x, T(kProbabilityClip)), T(1)));
+    else if (kind == static_cast<int>(CrfScores::kLogits))
+      unary[i] = -x;
+    else
+      unary[i] = x;
+  }
+}
+
 #undef KSEG_CRF_GRID_LOOP
+
+const char* ScoresName(CrfScores kind) {
+  switch (kind) {
+    case CrfScores::kProbabilities: return "probabilities";
+    case CrfScores::kLogits: return "logits";
+    default: return "unary";
+  }
+}
+
+// "(b, y, x, c) (flat index f)" for flat index f of a [batch, h, w, depth] tensor.
+std::string IndexString(int64_t flat, int64_t h, int64_t w, int64_t depth) {
+  return absl::StrCat("(", flat / (h * w * depth), ", ", flat / (w * depth) % h, ", ",
+                      flat / depth % w, ", ", flat % depth, ") (flat index ", flat, ")");
+}
 
 }  // namespace
 
@@ -52,7 +81,7 @@ template <typename T>
 absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelContext* ctx,
                                                        const Eigen::GpuDevice& d,
                                                        const DenseCrfParams& params,
-                                                       const T* unary, const T* image,
+                                                       const T* scores, const T* image,
                                                        int64_t batch, int64_t h, int64_t w,
                                                        int channels, T* q) {
   using gpu_glue::AllocateArray;
@@ -73,7 +102,7 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelConte
         cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
         "dense CRF input check"));
     FirstNonFiniteKernel<T><<<BlocksFor(batch * n * channels), kThreadsPerBlock, 0, stream>>>(
-        unary, batch * n * channels, first);
+        scores, batch * n * channels, first);
     FirstNonFiniteKernel<T><<<BlocksFor(batch * n * 3), kThreadsPerBlock, 0, stream>>>(
         image, batch * n * 3, first + 1);
     unsigned long long found[2] = {0, 0};
@@ -84,14 +113,26 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelConte
     // Also keeps `sizes` alive until its copy has run.
     KSEG_GPU_RETURN_IF_ERROR(
         CudaStatus(cudaStreamSynchronize(stream), "dense CRF input check"));
+    // Same wording as the CPU kernel (the offending value is not copied back).
     if (found[0] < sizes[0])
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unary holds a non-finite value (NaN or Inf in the probabilities or logits) at flat "
-          "index ",
-          found[0]));
-    if (found[1] < sizes[1])
       return absl::InvalidArgumentError(
-          absl::StrCat("image holds a non-finite value at flat index ", found[1]));
+          absl::StrCat(ScoresName(params.scores), " holds a non-finite value at index ",
+                       IndexString(found[0], h, w, channels)));
+    if (found[1] < sizes[1])
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image holds a non-finite value at index ", IndexString(found[1], h, w, 3)));
+  }
+
+  // The unary energies: the input itself, or converted from probabilities / logits.
+  const T* unary = scores;
+  tensorflow::Tensor unary_holder;
+  if (params.scores != CrfScores::kUnary) {
+    T* converted = nullptr;
+    KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, batch * n * channels, &unary_holder, &converted));
+    UnaryFromScoresKernel<T><<<BlocksFor(batch * n * channels), kThreadsPerBlock, 0, stream>>>(
+        scores, batch * n * channels, static_cast<int>(params.scores), converted);
+    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "dense CRF unary"));
+    unary = converted;
   }
 
   tensorflow::Tensor features_holder, ones_holder, norm_holder, pairwise_holder;

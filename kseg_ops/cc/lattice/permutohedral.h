@@ -185,8 +185,73 @@ class Permutohedral {
 
   // Builds the lattice for n points with features [n, d] (row stride `feature_stride`).
   // Returns an empty string on success, otherwise a description of the problem.
+  // `with_splat_lists = false` skips the per-vertex splat lists that Filter() and SplatBlur()
+  // need (for callers that splat by scatter over offsets()); BuildSplatLists() adds them later.
   std::string Build(const T* features, int64_t n, int d, int64_t feature_stride,
-                    const ParallelFor& parallel_for) {
+                    const ParallelFor& parallel_for, bool with_splat_lists = true) {
+    std::string error = BuildLattice(features, n, d, feature_stride, parallel_for);
+    if (error.empty() && with_splat_lists) BuildSplatLists(parallel_for);
+    return error;
+  }
+
+  // Whether the splat lists exist (Build with them, or BuildSplatLists since the last Build).
+  bool has_splat_lists() const { return has_splat_lists_; }
+
+  // Splat as a gather: for each vertex, the (point, weight) pairs landing on it, in point
+  // order, so that splatting is race-free and deterministic when run in parallel.
+  // A counting sort by vertex, chunk by chunk in parallel: chunk c's entries of a vertex go
+  // after those of chunks < c, which gives exactly the serial (point) order.
+  void BuildSplatLists(const ParallelFor& parallel_for) {
+    if (has_splat_lists_) return;
+    const int d1 = d_ + 1;
+    const int64_t n = n_;
+    const int64_t chunks = BuildChunks(n);
+    auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
+    vertex_start_.assign(m_ + 2, 0);
+    splat_point_.resize(n * d1);
+    splat_weight_.resize(n * d1);
+    std::vector<std::vector<int32_t>> pos(chunks);
+    parallel_for(chunks, 3.0 * d1 * n / chunks + m_, [&](int64_t cbegin, int64_t cend) {
+      for (int64_t c = cbegin; c < cend; ++c) {
+        pos[c].assign(m_ + 1, 0);
+        int32_t* count = pos[c].data();
+        for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i)
+          ++count[offset_[i]];
+      }
+    });
+    int64_t running = 0;
+    for (int64_t o = 0; o <= m_; ++o) {
+      vertex_start_[o] = running;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int32_t count = pos[c][o];
+        pos[c][o] = static_cast<int32_t>(running);
+        running += count;
+      }
+    }
+    vertex_start_[m_ + 1] = running;
+    parallel_for(chunks, 6.0 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
+      for (int64_t c = cbegin; c < cend; ++c) {
+        int32_t* fill = pos[c].data();
+        for (int64_t p = chunk_begin(c); p < chunk_begin(c + 1); ++p) {
+          for (int k = 0; k < d1; ++k) {
+            const int32_t slot = fill[offset_[p * d1 + k]]++;
+            splat_point_[slot] = static_cast<int32_t>(p);
+            splat_weight_[slot] = barycentric_[p * d1 + k];
+          }
+        }
+      }
+    });
+    has_splat_lists_ = true;
+  }
+
+ private:
+  static int64_t BuildChunks(int64_t n) {
+    return std::max<int64_t>(1, std::min<int64_t>(kBuildChunks, n / 1024));
+  }
+
+  std::string BuildLattice(const T* features, int64_t n, int d, int64_t feature_stride,
+                           const ParallelFor& parallel_for) {
+    has_splat_lists_ = false;
     if (d < 1 || d > kMaxFeatureDim)
       return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) + "], got " +
              std::to_string(d);
@@ -296,33 +361,41 @@ class Permutohedral {
     // chunks' keys are merged into one table in chunk order and the point offsets remapped.
     // (The numbering of vertices never changes the filter's result: splat, blur and slice
     // visit the vertices' terms in an order set by the points and axes alone.)
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kBuildChunks, n / 1024));
+    const int64_t chunks = BuildChunks(n);
     auto chunk_begin = [&](int64_t c) { return n * c / chunks; };
     std::vector<internal::KeyTable<kD>> local;
     local.reserve(chunks);
     for (int64_t c = 0; c < chunks; ++c)
       local.emplace_back(d, std::max<int64_t>(64, (chunk_begin(c + 1) - chunk_begin(c)) / 4 + 64));
+    // Points of the same simplex share its vertices: a small direct-mapped cache of simplices
+    // (remainder-0 point and ranks) seen in the chunk saves hashing their d + 1 keys again.
+    // It never changes the numbering: a cached simplex's vertices are already in the table.
+    constexpr int kSimplexCacheBits = 12;
     parallel_for(chunks, 200.0 * d1 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
+      std::vector<int32_t> cache;
       for (int64_t c = cbegin; c < cend; ++c) {
         internal::KeyTable<kD>& table = local[c];
+        cache.assign(size_t{1} << kSimplexCacheBits, -1);
         int32_t key[kMaxFeatureDim];
-        int64_t prev = -1;
         for (int64_t p = chunk_begin(c); p < chunk_begin(c + 1); ++p) {
-          if (prev >= 0 &&
-              std::memcmp(&rem0[p * d], &rem0[prev * d], sizeof(int32_t) * d) == 0 &&
-              std::memcmp(&rank[p * d1], &rank[prev * d1], d1) == 0) {
-            std::memcpy(&offset_[p * d1], &offset_[prev * d1], sizeof(int32_t) * d1);
-            prev = p;
+          const int32_t* r0 = &rem0[p * d];
+          const uint8_t* rk = &rank[p * d1];
+          uint64_t rank_code = 0;
+          for (int i = 0; i <= d; ++i) rank_code = rank_code * 31 + rk[i];
+          const uint64_t h = internal::KeyTable<kD>::Hash(r0, d) ^ (rank_code * 0x9E3779B97F4A7C15ull);
+          int32_t& slot = cache[h >> (64 - kSimplexCacheBits)];
+          const int64_t seen = slot;
+          if (seen >= 0 && std::memcmp(r0, &rem0[seen * d], sizeof(int32_t) * d) == 0 &&
+              std::memcmp(rk, &rank[seen * d1], d1) == 0) {
+            std::memcpy(&offset_[p * d1], &offset_[seen * d1], sizeof(int32_t) * d1);
             continue;
           }
+          slot = static_cast<int32_t>(p);
           for (int k = 0; k <= d; ++k) {
-            for (int i = 0; i < d; ++i) {
-              const int rk = rank[p * d1 + i];
-              key[i] = rem0[p * d + i] + (rk <= d - k ? k : k - d1);
-            }
+            for (int i = 0; i < d; ++i)
+              key[i] = r0[i] + (rk[i] <= d - k ? k : k - d1);
             offset_[p * d1 + k] = table.FindOrInsert(key);  // local index for now
           }
-          prev = p;
         }
       }
     });
@@ -368,46 +441,6 @@ class Permutohedral {
       }
     });
 
-    // Splat as a gather: for each vertex, the (point, weight) pairs landing on it, in point
-    // order, so that splatting is race-free and deterministic when run in parallel.
-    // A counting sort by vertex, chunk by chunk in parallel: chunk c's entries of a vertex go
-    // after those of chunks < c, which gives exactly the serial (point) order.
-    vertex_start_.assign(m_ + 2, 0);
-    splat_point_.resize(n * d1);
-    splat_weight_.resize(n * d1);
-    {
-      std::vector<std::vector<int32_t>> pos(chunks);
-      parallel_for(chunks, 3.0 * d1 * n / chunks + m_, [&](int64_t cbegin, int64_t cend) {
-        for (int64_t c = cbegin; c < cend; ++c) {
-          pos[c].assign(m_ + 1, 0);
-          int32_t* count = pos[c].data();
-          for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i)
-            ++count[offset_[i]];
-        }
-      });
-      int64_t running = 0;
-      for (int64_t o = 0; o <= m_; ++o) {
-        vertex_start_[o] = running;
-        for (int64_t c = 0; c < chunks; ++c) {
-          const int32_t count = pos[c][o];
-          pos[c][o] = static_cast<int32_t>(running);
-          running += count;
-        }
-      }
-      vertex_start_[m_ + 1] = running;
-      parallel_for(chunks, 6.0 * d1 * n / chunks, [&](int64_t cbegin, int64_t cend) {
-        for (int64_t c = cbegin; c < cend; ++c) {
-          int32_t* fill = pos[c].data();
-          for (int64_t p = chunk_begin(c); p < chunk_begin(c + 1); ++p) {
-            for (int k = 0; k < d1; ++k) {
-              const int32_t slot = fill[offset_[p * d1 + k]]++;
-              splat_point_[slot] = static_cast<int32_t>(p);
-              splat_weight_[slot] = barycentric_[p * d1 + k];
-            }
-          }
-        }
-      });
-    }
     return std::string();
   }
 
@@ -646,6 +679,7 @@ class Permutohedral {
   // Build-time scratch, kept so that rebuilding a lattice reuses its memory.
   std::vector<int32_t> scratch_rem0_;
   std::vector<uint8_t> scratch_rank_, scratch_overflow_;
+  bool has_splat_lists_ = false;
 };
 
 }  // namespace lattice
