@@ -212,5 +212,5 @@ def test_peak_memory_at_2048x1024x19_is_bounded():
     # Buffers per image, N = 2^21 pixels, 24 padded channels: ~560 bytes/pixel for the unary
     # and Q rows, features, both lattices' splat tables and TF's temporaries, plus ~260 bytes
     # per bilateral lattice vertex. A noise image is the worst case (almost every pixel opens
-    # its own simplices): measured 1.82 GB. Bound: 2.5 GB.
+    # its own simplices): measured 1.58 GB. Bound: 2.5 GB.
     assert peak_mb < 2560, peak_mb
