@@ -8,6 +8,11 @@ Prints a markdown table (times in ms, speed-up = conv2d / fft) and the crossover
     python benchmarks/fft_conv.py --sizes 256 --channels 32 --kernels 15 31
     python benchmarks/fft_conv.py --calibrate         # also fit the "auto" cost model
     python benchmarks/fft_conv.py --json results.json
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/fft_conv.py --passes fwd+bwd --threads 1
+
+TensorFlow 2.21's oneDNN Conv2DBackpropFilter is pathologically slow for kernels of 13x13 and
+up (80 s for 2x128x128x32 at k = 15 against 0.05 s at k = 11); with TF_ENABLE_ONEDNN_OPTS=0
+tf.nn.conv2d runs TensorFlow's own (Eigen) kernels, the fair peer for forward+backward there.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 import kseg_ops
+from kseg.layers import fft_conv as fft_model
 from kseg.layers.fft_conv import FFTConv2D, choose_algorithm, fft_plan
 
 
@@ -91,7 +97,7 @@ def measure(batch, size, channels, k, repeats, backward):
         def auto_run():
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                loss = tf.reduce_sum(layer(x) * dy)
+                loss = tf.reduce_sum(layer(x, training=True) * dy)
             return [g.numpy() for g in tape.gradient(loss, [x, layer.kernel])]
 
         fns.append(auto_run)
@@ -106,28 +112,68 @@ def measure(batch, size, channels, k, repeats, backward):
         "fft_cpu_ms": 1e3 * c_fft, "direct_cpu_ms": 1e3 * c_direct, "auto_cpu_ms": 1e3 * c_auto,
         "cpu_speedup": c_direct / c_fft,
         "load": os.getloadavg()[0],
-        "auto_choice": choose_algorithm(batch, size, size, channels, k, k, channels),
+        "auto_choice": choose_algorithm(batch, size, size, channels, k, k, channels,
+                                        training=backward),
         "auto_vs_best": t_auto / min(t_fft, t_direct),
         "fft_size": fft_plan(batch, size, size, channels, k, k, channels)["fft_size"],
     }
 
 
 def calibrate(rows):
-    """Least-squares fit of the cost model constants in kseg/layers/fft_conv.py (forward rows)."""
-    small, large, fft_rates = [], [], []
-    for r in rows:
-        if r["pass"] != "fwd":
-            continue
+    """Fits the cost-model constants of kseg/layers/fft_conv.py to the measured rows.
+
+    Forward rows: tf.nn.conv2d seconds per MAdd, median per kernel size; FFT seconds per
+    transform unit and per product unit, least squares on relative error. Forward+backward rows
+    (where the same size also has a forward row): the training factors, medians of the ratios.
+    """
+    fwd = [r for r in rows if r["pass"] == "fwd"]
+    per_k = {}
+    for r in fwd:
         madds = r["batch"] * r["size"] ** 2 * r["channels"] ** 2 * r["k"] ** 2
-        (small if r["k"] ** 2 <= 25 else large).append(r["direct_ms"] * 1e-3 / madds)
-        cost = fft_plan(r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"], r["channels"])["cost"]
-        fft_rates.append(r["fft_ms"] * 1e-3 / cost)
-    direct_rate = statistics.median(large) if large else float("nan")
-    return {
-        "DIRECT_SECONDS_PER_MADD": direct_rate,
-        "DIRECT_SMALL_KERNEL_FACTOR": statistics.median(small) / direct_rate if small and large else float("nan"),
-        "FFT_SECONDS_PER_UNIT": statistics.median(fft_rates) if fft_rates else float("nan"),
-    }
+        per_k.setdefault(r["k"], []).append(r["direct_ms"] * 1e-3 / madds)
+    constants = {"DIRECT_SECONDS_PER_MADD": {k: statistics.median(v) for k, v in sorted(per_k.items())}}
+    if fwd:
+        a, b = [], []
+        for r in fwd:
+            plan = fft_plan(r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"], r["channels"])
+            t = r["fft_ms"] * 1e-3 - fft_model.FFT_SECONDS_FIXED
+            a.append([plan["transform_units"] / t, plan["product_units"] / t])
+            b.append(1.0)
+        (per_transform, per_product), *_ = np.linalg.lstsq(np.array(a), np.array(b), rcond=None)
+        constants["FFT_SECONDS_PER_TRANSFORM_UNIT"] = float(per_transform)
+        constants["FFT_SECONDS_PER_PRODUCT_UNIT"] = float(per_product)
+    forward = {(r["size"], r["channels"], r["k"]): r for r in fwd}
+    fft_ratio, direct_ratio = [], []
+    for r in rows:
+        f = forward.get((r["size"], r["channels"], r["k"]))
+        if r["pass"] != "fwd+bwd" or f is None:
+            continue
+        fft_ratio.append(r["fft_ms"] / f["fft_ms"])
+        if r["k"] ** 2 < fft_model.ONEDNN_SLOW_BACKPROP_AREA:
+            direct_ratio.append(r["direct_ms"] / f["direct_ms"])
+    if fft_ratio:
+        constants["FFT_TRAINING_FACTOR"] = statistics.median(fft_ratio)
+    if direct_ratio:
+        constants["DIRECT_TRAINING_FACTOR"] = statistics.median(direct_ratio)
+    return constants
+
+
+def auto_with(constants, rows):
+    """For each row, what "auto" picks with these constants and its measured time over the best."""
+    saved = {name: getattr(fft_model, name) for name in constants}
+    try:
+        for name, value in constants.items():
+            setattr(fft_model, name, value)
+        out = []
+        for r in rows:
+            choice = choose_algorithm(r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"],
+                                      r["channels"], training=r["pass"] == "fwd+bwd")
+            picked = r["fft_ms"] if choice == "fft" else r["direct_ms"]
+            out.append((choice, picked / min(r["fft_ms"], r["direct_ms"])))
+        return out
+    finally:
+        for name, value in saved.items():
+            setattr(fft_model, name, value)
 
 
 def table(rows):
@@ -165,10 +211,20 @@ def main(argv=None):
     parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     parser.add_argument("--calibrate", action="store_true", help="print fitted cost-model constants")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--from-json", nargs="+", help="skip measuring: load rows from these files")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    print(f"TensorFlow {tf.__version__}, oneDNN {'on' if onednn else 'off'}, intra-op threads "
+          f"{args.threads or 'default'}, batch {args.batch}, repeats {args.repeats}", flush=True)
 
     rows = []
-    for backward in [p == "fwd+bwd" for p in args.passes]:
+    for path in args.from_json or []:
+        with open(path, encoding="utf-8") as f:
+            rows.extend(json.load(f))
+    for backward in [p == "fwd+bwd" for p in ([] if args.from_json else args.passes)]:
         for size in args.sizes:
             for channels in args.channels:
                 for k in args.kernels:
@@ -186,7 +242,12 @@ def main(argv=None):
     for (pass_, size, channels), k in crossover(rows).items():
         print(f"crossover {pass_} {size}x{size}x{channels}: FFT faster from k = {k}")
     if args.calibrate:
-        print("calibrated constants:", json.dumps(calibrate(rows), indent=1))
+        constants = calibrate(rows)
+        print("calibrated constants:", json.dumps(constants, indent=1))
+        print("| pass | size | C | k | auto picks (fitted model) | its time / best |")
+        print("|---|---|---|---|---|---|")
+        for r, (choice, ratio) in zip(rows, auto_with(constants, rows)):
+            print(f"| {r['pass']} | {r['size']}² | {r['channels']} | {r['k']} | {choice} | {ratio:.2f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)

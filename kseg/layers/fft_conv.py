@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
 
 import keras
 import tensorflow as tf
 
 ALGORITHMS = ("auto", "fft", "direct")
 
-# Cost model of "auto": seconds per unit fitted by `benchmarks/fft_conv.py --calibrate` (medians
-# of measured time / model units) on the shared 2-core x86-64 CPU with AVX-512 it ran on, under
-# heavy load from other processes, so the absolute values are inflated; only the ratio of the two
-# estimates decides, and both sides were slowed alike (they were timed interleaved).
-DIRECT_SECONDS_PER_MADD = 5.44e-11
-DIRECT_SMALL_KERNEL_FACTOR = 0.93  # oneDNN's 3x3/5x5 paths do a little more MAdds per second
-FFT_SECONDS_PER_UNIT = 1.22e-9
-FFT_SECONDS_FIXED = 2.0e-4
+# Cost model of "auto", fitted by `benchmarks/fft_conv.py --calibrate` (see benchmarks/RESULTS.md
+# for the run): forward seconds of tf.nn.conv2d per multiply-add by kernel size (oneDNN's speed
+# per MAdd varies with the kernel: Winograd-like 3x3 paths, blocking of large kernels), linear
+# in k between the calibrated sizes; FFT seconds per transform unit and per product unit of
+# `fft_plan` (transforms of the input/output tiles and kernel, and the per-frequency channel
+# contraction); fixed per-call overheads.
+DIRECT_SECONDS_PER_MADD = {3: 1.09e-11, 5: 7.77e-12, 7: 8.75e-12, 11: 1.05e-11, 15: 8.78e-12,
+                           21: 7.55e-12, 31: 7.08e-12}
 DIRECT_SECONDS_FIXED = 5.0e-5
+FFT_SECONDS_PER_TRANSFORM_UNIT = 1.89e-10
+FFT_SECONDS_PER_PRODUCT_UNIT = 1.06e-10
+FFT_SECONDS_FIXED = 2.0e-4
+# Forward + backward over forward (training: gradients for the input and the kernel). The FFT
+# backward runs two FFT convolutions of about the forward's cost. TensorFlow's oneDNN
+# Conv2DBackpropFilter is pathologically slow from 13x13 kernels up (80 s against 0.05 s at
+# 11x11 for 2x128x128x32), hence the separate factor there.
+FFT_TRAINING_FACTOR = 3.66
+DIRECT_TRAINING_FACTOR = 3.08
+DIRECT_TRAINING_FACTOR_LARGE_ONEDNN = 1000.0
+ONEDNN_SLOW_BACKPROP_AREA = 13 * 13
 # Image size "auto" assumes when height/width are unknown while tracing.
 NOMINAL_SIZE = 256
 
@@ -35,10 +48,12 @@ def _fast_size(n, even):
         m += 1
 
 
+@functools.lru_cache(maxsize=1024)
 def fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding="SAME"):
     """The tiling the FFT kernel chooses (a mirror of ``ChooseTilePlan`` in fft_conv_core.h).
 
-    Returns a dict with the FFT size ``(nh, nw)``, tile counts and the model cost in FFT units.
+    Returns a dict with the FFT size ``(nh, nw)``, tile counts and the model cost in FFT units
+    (``cost`` = ``transform_units`` + ``product_units``).
 
     Example:
         >>> fft_plan(2, 256, 256, 32, 15, 15, 32)["fft_size"]
@@ -63,20 +78,42 @@ def fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out
             logs = math.log2(nh) + math.log2(nw)
             b = max(batch, 1)
             fft = (1.7 * b * tiles * (in_channels + out_channels) + 2.2 * in_channels * out_channels) * freqs * logs
-            cost = fft + b * tiles * freqs * in_channels * out_channels
+            product = b * tiles * freqs * in_channels * out_channels
+            cost = fft + product
             kernel_bytes = 8.0 * freqs * in_channels * out_channels
             fits = kernel_bytes <= budget
             key = (not fits, cost if fits else kernel_bytes)
             if best is None or key < best[0]:
-                best = (key, {"fft_size": (nh, nw), "tiles": (tiles_y, tiles_x), "cost": cost})
+                best = (key, {"fft_size": (nh, nw), "tiles": (tiles_y, tiles_x), "cost": cost,
+                              "transform_units": fft, "product_units": product})
             nw = _fast_size(nw + 1, True)
         nh = _fast_size(nh + 1, False)
     return best[1]
 
 
+def _onednn_enabled():
+    # TensorFlow's own switch: on by default for x86-64 Linux builds.
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+
+
+def direct_seconds_per_madd(kernel_height, kernel_width):
+    """Calibrated forward seconds per MAdd of ``tf.nn.conv2d``, interpolated linearly in k."""
+    k = math.sqrt(kernel_height * kernel_width)
+    sizes = sorted(DIRECT_SECONDS_PER_MADD)
+    if k <= sizes[0]:
+        return DIRECT_SECONDS_PER_MADD[sizes[0]]
+    for lo, hi in zip(sizes, sizes[1:]):
+        if k <= hi:
+            t = (k - lo) / (hi - lo)
+            return (1 - t) * DIRECT_SECONDS_PER_MADD[lo] + t * DIRECT_SECONDS_PER_MADD[hi]
+    return DIRECT_SECONDS_PER_MADD[sizes[-1]]
+
+
 def estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
-                     padding="SAME"):
-    """Model times of one forward pass: ``{"fft": seconds, "direct": seconds}``.
+                     padding="SAME", training=False):
+    """Model times of one call: ``{"fft": seconds, "direct": seconds}``.
+
+    ``training=True`` estimates forward + backward (gradients for input and kernel).
 
     Example:
         >>> t = estimate_seconds(2, 256, 256, 32, 15, 15, 32)
@@ -88,16 +125,19 @@ def estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_wi
     else:
         out_h, out_w = height - kernel_height + 1, width - kernel_width + 1
     madds = batch * out_h * out_w * in_channels * out_channels * kernel_height * kernel_width
-    area = kernel_height * kernel_width
-    direct_rate = DIRECT_SECONDS_PER_MADD * (DIRECT_SMALL_KERNEL_FACTOR if area <= 25 else 1.0)
-    direct = DIRECT_SECONDS_FIXED + madds * direct_rate
-    cost = fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding)["cost"]
-    fft = FFT_SECONDS_FIXED + cost * FFT_SECONDS_PER_UNIT
+    direct = DIRECT_SECONDS_FIXED + madds * direct_seconds_per_madd(kernel_height, kernel_width)
+    plan = fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding)
+    fft = (FFT_SECONDS_FIXED + plan["transform_units"] * FFT_SECONDS_PER_TRANSFORM_UNIT
+           + plan["product_units"] * FFT_SECONDS_PER_PRODUCT_UNIT)
+    if training:
+        slow = _onednn_enabled() and kernel_height * kernel_width >= ONEDNN_SLOW_BACKPROP_AREA
+        direct *= DIRECT_TRAINING_FACTOR_LARGE_ONEDNN if slow else DIRECT_TRAINING_FACTOR
+        fft *= FFT_TRAINING_FACTOR
     return {"fft": fft, "direct": direct}
 
 
 def choose_algorithm(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
-                     padding="SAME"):
+                     padding="SAME", training=False):
     """What ``algorithm="auto"`` runs for these static sizes: "fft" or "direct".
 
     Example:
@@ -106,7 +146,8 @@ def choose_algorithm(batch, height, width, in_channels, kernel_height, kernel_wi
         >>> choose_algorithm(2, 256, 256, 32, 31, 31, 32)
         'fft'
     """
-    t = estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding)
+    t = estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
+                         padding, training)
     return "fft" if t["fft"] < t["direct"] else "direct"
 
 
@@ -127,8 +168,10 @@ class FFTConv2D(keras.layers.Layer):
 
     ``algorithm``:
         - "auto": per call shape, the faster of FFT and ``tf.nn.conv2d`` by a cost model
-          calibrated with ``benchmarks/fft_conv.py`` (``choose_algorithm`` shows the choice).
-          With height/width unknown when the layer is traced, it chooses for 256x256.
+          calibrated with ``benchmarks/fft_conv.py`` (``choose_algorithm`` shows the choice):
+          for the forward pass, or, when the layer is called with ``training=True`` (as
+          ``fit`` does), for forward + backward. With height/width unknown when the layer is
+          traced, it chooses for 256x256.
         - "fft": always the FFT op (float16/bfloat16 inputs are computed in float32).
         - "direct": always ``tf.nn.conv2d``.
 
@@ -243,7 +286,7 @@ class FFTConv2D(keras.layers.Layer):
     def _direct(self, x, kernel):
         return tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=1, padding=self.padding.upper())
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x = inputs
         kernel = self.kernel
         if self.algorithm == "direct":
@@ -251,14 +294,14 @@ class FFTConv2D(keras.layers.Layer):
         elif self.algorithm == "fft":
             y = self._fft(x, kernel)
         else:
-            y = self._auto(x, kernel)
+            y = self._auto(x, kernel, bool(training))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.bias, y.dtype))
         if self.activation is not None:
             y = self.activation(y)
         return y
 
-    def _auto(self, x, kernel):
+    def _auto(self, x, kernel, training):
         kh, kw = self.kernel_size
         cin, cout = int(kernel.shape[2]), self.filters
         height, width = x.shape[1], x.shape[2]
@@ -270,7 +313,8 @@ class FFTConv2D(keras.layers.Layer):
         if self.padding == "valid" and (kh > height or kw > width):
             return self._direct(x, kernel)  # let tf.nn.conv2d report the error
         # Unknown batch: the choice barely depends on it; assume 1.
-        choice = choose_algorithm(x.shape[0] or 1, height, width, cin, kh, kw, cout, self.padding)
+        choice = choose_algorithm(x.shape[0] or 1, height, width, cin, kh, kw, cout, self.padding,
+                                  training)
         return self._fft(x, kernel) if choice == "fft" else self._direct(x, kernel)
 
     def compute_output_shape(self, input_shape):

@@ -124,6 +124,50 @@ def test_mixed_precision_input_runs_in_float32():
     np.testing.assert_allclose(tf.cast(y, tf.float32), want, rtol=1e-2, atol=1e-2)
 
 
+def test_training_choice_avoids_the_slow_onednn_kernel_gradient(monkeypatch):
+    # oneDNN's Conv2DBackpropFilter is pathological from 13x13 up: training picks the FFT there
+    # even where the forward pass alone would run direct.
+    from kseg.layers import fft_conv
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(fft_conv, "DIRECT_SECONDS_PER_MADD", {3: 1e-13, 31: 1e-13})
+    assert choose_algorithm(2, 128, 128, 32, 15, 15, 32) == "direct"
+    assert choose_algorithm(2, 128, 128, 32, 15, 15, 32, training=True) == "fft"
+    assert choose_algorithm(2, 128, 128, 32, 11, 11, 32, training=True) == "direct"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert choose_algorithm(2, 128, 128, 32, 15, 15, 32, training=True) == "direct"
+
+
+def test_layer_passes_training_to_the_choice(monkeypatch):
+    from kseg.layers import fft_conv
+
+    calls = []
+    real = fft_conv.choose_algorithm
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1] if len(args) > 8 else kwargs.get("training", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fft_conv, "choose_algorithm", spy)
+    layer = FFTConv2D(4, 5, padding="same")
+    x = np.zeros((1, 16, 16, 3), "float32")
+    layer(x)
+    layer(x, training=True)
+    assert calls == [False, True]
+
+
+def test_direct_rate_interpolates_between_calibrated_kernel_sizes(monkeypatch):
+    from kseg.layers import fft_conv
+
+    monkeypatch.setattr(fft_conv, "DIRECT_SECONDS_PER_MADD", {3: 1.0, 7: 3.0, 15: 5.0})
+    assert fft_conv.direct_seconds_per_madd(3, 3) == 1.0
+    assert fft_conv.direct_seconds_per_madd(5, 5) == 2.0
+    assert fft_conv.direct_seconds_per_madd(11, 11) == 4.0
+    assert fft_conv.direct_seconds_per_madd(1, 1) == 1.0
+    assert fft_conv.direct_seconds_per_madd(31, 31) == 5.0
+    assert fft_conv.direct_seconds_per_madd(3, 27) == 3.5  # non-square: k = sqrt(kh * kw) = 9
+
+
 def test_auto_choice_follows_the_cost_model():
     # Small kernels run direct, large ones by FFT (the crossover measured by the benchmark).
     assert choose_algorithm(2, 256, 256, 32, 3, 3, 32) == "direct"
