@@ -20,14 +20,53 @@ import numpy as np
 
 RECIPE = {
     "image_size": (96, 96),
-    "num_train": 2000,
+    "num_train": 4000,
     "num_val": 200,
-    "epochs": 20,
-    "batch_size": 16,
+    "epochs": 10,
+    "batch_size": 8,
     "learning_rate": 5e-3,
+    "warmup_fraction": 0.03,
+    "dice_weight": 0.0,
     "unet_filters": 8,
+    "flip_average": True,
 }
-"""The demo's training recipe; ``run`` arguments override single entries."""
+"""The demo's training recipe; ``run`` arguments override single entries.
+
+Batches of 8 give twice the optimiser steps of batches of 16 at about the same cost per image;
+4000 scenes seen 10 times each cost as much training as 2000 seen 20 times, with more variety.
+The loss is cross-entropy, plus ``dice_weight`` · Dice when non-zero (0.5 scored lower). The
+learning rate warms up linearly over the first ``warmup_fraction`` of the steps, then follows
+the poly policy. With ``flip_average`` the held-out evaluation averages the logits of the image
+and its horizontal, vertical and double flips (the single-pass figure is reported too).
+"""
+
+
+class FlipAverage:
+    """Test-time augmentation: averages a model's logits over the four flips of each image.
+
+    Callable like a model (``engine.predict_labels`` / ``engine.evaluate`` accept it).
+
+    Example:
+        >>> averaged = FlipAverage(model)  # doctest: +SKIP
+        >>> kseg.engine.predict_labels(averaged, images)  # doctest: +SKIP
+    """
+
+    FLIPS = ((), (2,), (1,), (1, 2))
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, images, training=False):
+        import keras
+
+        images = np.asarray(images, dtype=np.float32)
+        total = None
+        for axes in self.FLIPS:
+            flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
+            logits = keras.ops.convert_to_numpy(self.model(flipped, training=training))
+            logits = np.flip(logits, axes) if axes else logits
+            total = logits if total is None else total + logits
+        return total / len(self.FLIPS)
 
 
 def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, image_size=None, seed=0,
@@ -61,9 +100,13 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
 
     keras.utils.set_random_seed(seed)
     model = kseg.models.UNet(num_classes=num_classes, input_shape=(height, width, 3), base_filters=recipe["unet_filters"])
-    steps_per_epoch = recipe["num_train"] // recipe["batch_size"]
-    engine.compile_model(model, num_classes, learning_rate=recipe["learning_rate"],
-                         total_steps=steps_per_epoch * recipe["epochs"])
+    steps_per_epoch = max(1, -(-recipe["num_train"] // recipe["batch_size"]))
+    total_steps = steps_per_epoch * recipe["epochs"]
+    loss = kseg.losses.CrossEntropy()
+    if recipe["dice_weight"]:
+        loss = loss + recipe["dice_weight"] * kseg.losses.Dice()
+    engine.compile_model(model, num_classes, learning_rate=recipe["learning_rate"], total_steps=total_steps,
+                         loss=loss, warmup_steps=int(recipe["warmup_fraction"] * total_steps))
     print(f"[2/4] training {model.name} ({model.count_params():,} parameters) for {recipe['epochs']} epochs")
     model.fit(train_images, train_labels, batch_size=recipe["batch_size"], epochs=recipe["epochs"],
               shuffle=True, verbose=verbose)
@@ -75,11 +118,19 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
 
     val_ds = tf.data.Dataset.from_tensor_slices((val_images, val_labels)).batch(32)
     result = engine.evaluate(model, val_ds, num_classes, progress=False)
+    single_pass = result["mean_iou"]
+    predictor = model
+    if recipe["flip_average"]:
+        predictor = FlipAverage(model)
+        print(f"single pass: mean IoU {single_pass:.4f}; with the logits averaged over 4 flips:")
+        result = engine.evaluate(predictor, val_ds, num_classes, progress=False)
+    result["mean_iou_single_pass"] = single_pass
+    result["flip_average"] = bool(recipe["flip_average"])
     print(format_scores(result, class_names))
     metrics_path, cm_path = write_evaluation(result, output_dir, class_names)
 
     print(f"[4/4] predicting {num_pictures} held-out scenes")
-    predicted = engine.predict_labels(model, val_images[:num_pictures])
+    predicted = engine.predict_labels(predictor, val_images[:num_pictures])
     pictures = []
     for i in range(min(num_pictures, len(predicted))):
         path = os.path.join(output_dir, f"prediction_{i}.png")
@@ -87,7 +138,8 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
         pictures.append(path)
 
     elapsed = time.time() - started
-    print(f"\nheld-out mean IoU {result['mean_iou']:.4f} (pixel accuracy {result['pixel_accuracy']:.4f}) "
+    how = f"4-flip average; single pass {single_pass:.4f}, " if recipe["flip_average"] else ""
+    print(f"\nheld-out mean IoU {result['mean_iou']:.4f} ({how}pixel accuracy {result['pixel_accuracy']:.4f}) "
           f"after {elapsed:.0f} s")
     print(f"model:             {model_path}")
     print(f"metrics:           {metrics_path}")

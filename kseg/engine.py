@@ -65,14 +65,16 @@ class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def compile_model(model, num_classes, learning_rate=1e-3, total_steps=1000, ignore_index=255,
-                  loss=None, optimizer="adamw", weight_decay=1e-4):
+                  loss=None, optimizer="adamw", weight_decay=1e-4, warmup_steps=0):
     """Compiles ``model`` with kseg's defaults: cross-entropy, poly-decayed AdamW/SGD, mIoU + accuracy.
+
+    ``warmup_steps`` raises the learning rate linearly from 0 over the first steps (see ``poly_schedule``).
 
     Example:
         >>> compile_model(model, num_classes=21, learning_rate=0.01, total_steps=30000,
         ...               optimizer="sgd")  # doctest: +SKIP
     """
-    schedule = poly_schedule(learning_rate, total_steps)
+    schedule = poly_schedule(learning_rate, total_steps, warmup_steps=warmup_steps)
     if optimizer == "adamw":
         opt = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     elif optimizer == "adam":

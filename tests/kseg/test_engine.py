@@ -47,3 +47,11 @@ def test_predict_labels_rejects_bad_images():
         engine.predict_labels(model, np.full((1, 4, 4, 3), np.nan))
     with pytest.raises(ValueError, match="shape"):
         engine.predict_labels(model, np.zeros((4, 4, 3)))
+
+
+def test_compile_model_warmup_steps():
+    model = _fixed_model()
+    engine.compile_model(model, num_classes=3, learning_rate=0.01, total_steps=100, warmup_steps=10)
+    schedule = model.optimizer._learning_rate  # the schedule (``learning_rate`` is its current value)
+    assert abs(float(schedule(4)) - 0.005) < 1e-8
+    assert abs(float(schedule(50)) - 0.01 * 0.5**0.9) < 1e-8

@@ -115,3 +115,18 @@ def test_bench_prints_counted_params_and_madds(capsys):
     assert abs(float(cells[3]) - profile["madds"] / 1e9) < 0.01
     assert main(["bench", "--list"]) == 0
     assert "deeplabv3plus" in capsys.readouterr().out.split()
+
+
+def test_demo_flip_average_averages_the_four_flips():
+    import keras
+
+    from kseg import engine
+    from kseg.demo import FlipAverage
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="he_normal")(inputs))
+    images = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+    want = sum(np.flip(model.predict(np.flip(images, axes).copy(), verbose=0), axes) for axes in FlipAverage.FLIPS) / 4
+    got = FlipAverage(model)(images)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(engine.predict_labels(FlipAverage(model), images), want.argmax(-1))
