@@ -16,7 +16,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 RECIPE = {
     "image_size": (96, 96),
@@ -39,34 +38,6 @@ learning rate warms up linearly over the first ``warmup_fraction`` of the steps,
 the poly policy. With ``flip_average`` the held-out evaluation averages the logits of the image
 and its horizontal, vertical and double flips (the single-pass figure is reported too).
 """
-
-
-class FlipAverage:
-    """Test-time augmentation: averages a model's logits over the four flips of each image.
-
-    Callable like a model (``engine.predict_labels`` / ``engine.evaluate`` accept it).
-
-    Example:
-        >>> averaged = FlipAverage(model)  # doctest: +SKIP
-        >>> kseg.engine.predict_labels(averaged, images)  # doctest: +SKIP
-    """
-
-    FLIPS = ((), (2,), (1,), (1, 2))
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, images, training=False):
-        import keras
-
-        images = np.asarray(images, dtype=np.float32)
-        total = None
-        for axes in self.FLIPS:
-            flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
-            logits = keras.ops.convert_to_numpy(self.model(flipped, training=training))
-            logits = np.flip(logits, axes) if axes else logits
-            total = logits if total is None else total + logits
-        return total / len(self.FLIPS)
 
 
 def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, image_size=None, seed=0,
@@ -121,7 +92,7 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
     single_pass = result["mean_iou"]
     predictor = model
     if recipe["flip_average"]:
-        predictor = FlipAverage(model)
+        predictor = engine.FlipAverage(model)
         print(f"single pass: mean IoU {single_pass:.4f}; with the logits averaged over 4 flips:")
         result = engine.evaluate(predictor, val_ds, num_classes, progress=False)
     result["mean_iou_single_pass"] = single_pass

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from kseg import losses, metrics, viz
 
-__all__ = ["poly_schedule", "compile_model", "ImageSummary", "evaluate", "predict_labels"]
+__all__ = ["poly_schedule", "compile_model", "ImageSummary", "evaluate", "predict_labels", "FlipAverage"]
 
 
 def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, warmup_steps=0):
@@ -100,6 +100,38 @@ def _main_output(outputs):
     if isinstance(outputs, (list, tuple)):
         return outputs[0]
     return outputs
+
+
+class FlipAverage:
+    """Test-time augmentation: a model's scores averaged over flips of each image.
+
+    Wraps a model (logits or probabilities out, ``[N, H, W, C]``; the main output of a
+    multi-output model) into a callable that ``predict_labels`` and ``evaluate`` accept. The
+    default flips are none, horizontal, vertical and both; each flipped prediction is flipped
+    back before averaging, so the result is aligned with the input.
+
+    Example:
+        >>> averaged = FlipAverage(model)  # doctest: +SKIP
+        >>> kseg.engine.evaluate(averaged, val_ds.batch(8), num_classes=21)  # doctest: +SKIP
+    """
+
+    FLIPS = ((), (2,), (1,), (1, 2))
+
+    def __init__(self, model, flips=FLIPS):
+        if not flips:
+            raise ValueError("FlipAverage needs at least one flip (() is the identity)")
+        self.model = model
+        self.flips = tuple(tuple(axes) for axes in flips)
+
+    def __call__(self, images, training=False):
+        images = np.asarray(keras.ops.convert_to_numpy(images), dtype=np.float32)
+        total = None
+        for axes in self.flips:
+            flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
+            scores = keras.ops.convert_to_numpy(_main_output(self.model(flipped, training=training)))
+            scores = np.flip(scores, axes) if axes else scores
+            total = scores if total is None else total + scores
+        return total / len(self.flips)
 
 
 def predict_labels(model, images, batch_size=8):

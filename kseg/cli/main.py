@@ -58,12 +58,16 @@ def _build_parser():
     evaluate.add_argument("--model", required=True, help="a .keras file")
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--output", default="kseg_runs/evaluate")
+    evaluate.add_argument("--flip-average", action="store_true",
+                          help="average the scores over 4 flips of each image (test-time augmentation)")
     _add_dataset_arguments(evaluate, "val")
 
     predict = sub.add_parser("predict", help="write colour-coded masks and overlays for images")
     predict.add_argument("--model", required=True, help="a .keras file")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--output", default="kseg_runs/predict")
+    predict.add_argument("--flip-average", action="store_true",
+                         help="average the scores over 4 flips of each image (test-time augmentation)")
 
     export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
     export.add_argument("--model", required=True, help="a .keras file")
@@ -231,7 +235,8 @@ def _run_evaluate(args):
 
     model = _load_model(args.model)
     ds, num_classes, names = _dataset(args, args.split)
-    result = engine.evaluate(model, ds.batch(args.batch_size), num_classes)
+    predictor = engine.FlipAverage(model) if args.flip_average else model
+    result = engine.evaluate(predictor, ds.batch(args.batch_size), num_classes)
     print(format_scores(result, names))
     metrics_path, cm_path = write_evaluation(result, args.output, names)
     print(f"wrote {metrics_path} and {cm_path}")
@@ -259,6 +264,7 @@ def _run_predict(args):
     from kseg.data import read_image
 
     model = _load_model(args.model)
+    predictor = engine.FlipAverage(model) if args.flip_average else model
     os.makedirs(args.output, exist_ok=True)
     files = _image_files(args.inputs)
     bar = keras.utils.Progbar(len(files), unit_name="image")
@@ -269,7 +275,7 @@ def _run_predict(args):
             import tensorflow as tf
 
             image = tf.image.resize(image, fixed).numpy()
-        labels = engine.predict_labels(model, image[None])[0]
+        labels = engine.predict_labels(predictor, image[None])[0]
         stem = os.path.splitext(os.path.basename(path))[0]
         viz.save_png(viz.colorize(labels), os.path.join(args.output, f"{stem}_mask.png"))
         viz.save_png(viz.overlay(image, labels), os.path.join(args.output, f"{stem}_overlay.png"))

@@ -43,6 +43,23 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
         assert mask.shape == (48, 64, 3)
         assert (pred / f"{stem}_overlay.png").is_file()
 
+    # Test-time flip averaging: the mask is the colour-coded FlipAverage prediction.
+    import keras
+
+    from kseg import engine, viz
+
+    flipped = tmp_path / "pred_flip"
+    assert main(["predict", "--model", str(run / "model.keras"), str(images / "a.png"), "--output", str(flipped),
+                 "--flip-average"]) == 0
+    model = keras.saving.load_model(run / "model.keras")
+    image = np.asarray(Image.open(images / "a.png"), np.float32)
+    want = engine.predict_labels(engine.FlipAverage(model), image[None])[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(flipped / "a_mask.png")), viz.colorize(want))
+    flip_eval = tmp_path / "eval_flip"
+    assert main(["evaluate", "--model", str(run / "model.keras"), "--num-images", "6", "--output", str(flip_eval),
+                 "--flip-average", *common]) == 0
+    assert json.loads((flip_eval / "metrics.json").read_text())["num_pixels"] == 6 * 48 * 64
+
 
 def test_errors_are_reported_not_crashed(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "missing.keras")]) == 2
@@ -117,11 +134,11 @@ def test_bench_prints_counted_params_and_madds(capsys):
     assert "deeplabv3plus" in capsys.readouterr().out.split()
 
 
-def test_demo_flip_average_averages_the_four_flips():
+def test_flip_average_averages_the_four_flips():
     import keras
 
     from kseg import engine
-    from kseg.demo import FlipAverage
+    from kseg.engine import FlipAverage
 
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="he_normal")(inputs))
