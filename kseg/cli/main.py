@@ -176,15 +176,12 @@ def _run_train(args):
 
 
 def _load_model(path):
-    import keras
-
-    import kseg.layers  # noqa: F401  (registers kseg's serializable classes)
-    import kseg.models  # noqa: F401
+    import kseg
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     try:
-        return keras.saving.load_model(path)
+        return kseg.load_model(path)
     except Exception as error:  # Keras raises many types for corrupt archives
         raise ValueError(f"could not load model file {path!r}: {error}") from error
 
