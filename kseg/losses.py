@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CrossEntropy", "Dice", "Focal", "WeightedSum"]
+__all__ = ["CrossEntropy", "Dice", "Focal", "WeightedSum", "class_weights_from_frequency"]
 
 _EPSILON = 1e-7
 
@@ -117,7 +117,7 @@ class CrossEntropy(_PixelLoss):
 
     Example:
         >>> loss = CrossEntropy(ignore_index=255, class_weights=[0.5, 1.0, 2.0])
-        >>> float(loss([[0, 255]], [[[2.0, 0.0, 0.0], [0.0, 9.0, 0.0]]]))  # doctest: +ELLIPSIS
+        >>> float(loss(np.array([[0, 255]]), np.array([[[2.0, 0.0, 0.0], [0.0, 9.0, 0.0]]])))  # doctest: +ELLIPSIS
         0.2395...
     """
 
@@ -235,3 +235,60 @@ class WeightedSum(_Combinable, keras.losses.Loss):
         config = dict(config)
         config["losses"] = [keras.saving.deserialize_keras_object(loss) for loss in config["losses"]]
         return cls(**config)
+
+
+def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=255):
+    """Class weights that grow as classes get rarer: ``w_c ∝ frequency_c ** -power``.
+
+    ``power=1`` is inverse-frequency balancing (median-frequency balancing up to scale, as
+    SegNet), ``0.5`` inverse square root, ``0`` uniform. The weights are scaled to mean 1 over
+    the classes present; a class with no pixels gets the largest weight of the others. Pass the
+    result as ``class_weights`` to ``CrossEntropy``, ``Focal`` or ``Dice``.
+
+    Args:
+        labels: label maps (an array of any shape), or a ``tf.data.Dataset`` (or other
+            iterable) of label batches or of ``(image, label)`` pairs, counted batch by batch.
+        num_classes: number of classes; labels must lie in ``[0, num_classes)`` or equal
+            ``ignore_index``.
+        power: the exponent, a finite number ``>= 0``.
+        ignore_index: label left out of the counts (None: none).
+
+    Returns:
+        A list of ``num_classes`` floats.
+
+    Example:
+        >>> weights = class_weights_from_frequency([[0, 0, 0, 1], [0, 0, 0, 255]], 2, power=1.0)
+        >>> [round(w, 3) for w in weights]  # pixel shares 6/7 and 1/7
+        [0.286, 1.714]
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+    if isinstance(power, bool) or not isinstance(power, (int, float, np.number)) or not np.isfinite(power) or power < 0:
+        raise ValueError(f"power must be a finite number >= 0, received {power!r}")
+    pairs = not isinstance(labels, (np.ndarray, list, tuple, tf.Tensor))
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for batch in labels if pairs else [labels]:
+        if pairs and isinstance(batch, (tuple, list)) and len(batch) == 2:
+            batch = batch[1]  # (image, label) pairs
+        values = np.asarray(batch).reshape(-1)
+        if ignore_index is not None:
+            values = values[values != ignore_index]
+        if not np.issubdtype(values.dtype, np.integer):
+            fractional = values[~np.isfinite(values) | (values != np.round(values))]
+            if fractional.size:
+                raise ValueError(f"labels must be integers, received the value {float(fractional[0])}")
+        values = values.astype(np.int64)
+        bad = values[(values < 0) | (values >= num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"labels hold the value {int(bad[0])}, outside [0, {num_classes}) and not the ignore index {ignore_index}"
+            )
+        counts += np.bincount(values, minlength=num_classes)
+    if not counts.any():
+        raise ValueError("labels hold no pixel to count (all are the ignore index, or there are none)")
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = (counts[present] / counts.sum()) ** -float(power)
+    weights /= weights[present].mean()
+    weights[~present] = weights[present].max()
+    return [float(w) for w in weights]

@@ -116,3 +116,40 @@ def test_bad_arguments_are_named():
         losses.CrossEntropy(class_weights=[1, 1])(np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 3), np.float32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
         losses.CrossEntropy()(np.array([[7, 0]]), np.zeros((1, 2, 3), np.float32))
+
+
+def test_class_weights_from_frequency_values_and_errors():
+    class_weights_from_frequency = losses.class_weights_from_frequency
+
+    labels = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 2, 255]] * 3)
+    counts = np.array([6.0, 2.0, 1.0])
+    for power in (0.0, 0.25, 0.5, 1.0):
+        want = (counts / counts.sum()) ** -power
+        np.testing.assert_allclose(class_weights_from_frequency(labels, 3, power=power), want / want.mean(), rtol=1e-12)
+    # A class with no pixels takes the largest weight of the others; the others keep their ratios.
+    four = class_weights_from_frequency(labels, 4, power=1.0)
+    assert four[3] == max(four[:3])
+    np.testing.assert_allclose(np.array(four[:3]) / four[0], [1.0, 3.0, 6.0], rtol=1e-12)
+    # Streaming over a dataset of (image, label) batches counts the same pixels.
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 10, 1), "float32"), labels)).batch(2)
+    np.testing.assert_allclose(class_weights_from_frequency(ds, 3), class_weights_from_frequency(labels, 3), rtol=1e-12)
+    # With the weights, the loss is the weighted mean of the per-pixel losses.
+    logits = np.random.default_rng(0).normal(size=(3, 10, 3)).astype("float32")
+    weights = class_weights_from_frequency(labels, 3)
+    loss = float(losses.CrossEntropy(class_weights=weights)(labels, logits))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    valid = labels != 255
+    nll = -np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    w = np.where(valid, np.array(weights)[np.where(valid, labels, 0)], 0.0)
+    np.testing.assert_allclose(loss, (w * nll).sum() / w.sum(), rtol=1e-5)
+
+    with pytest.raises(ValueError, match="value 3, outside"):
+        class_weights_from_frequency([[0, 3]], 3)
+    with pytest.raises(ValueError, match="value 0.5"):
+        class_weights_from_frequency(np.array([0.5, 1.0]), 3)
+    with pytest.raises(ValueError, match="no pixel"):
+        class_weights_from_frequency([[255, 255]], 3)
+    with pytest.raises(ValueError, match="power"):
+        class_weights_from_frequency([[0]], 3, power=-1)
+    with pytest.raises(ValueError, match="num_classes"):
+        class_weights_from_frequency([[0]], 0)
