@@ -26,14 +26,19 @@ RECIPE = {
     "learning_rate": 5e-3,
     "warmup_fraction": 0.03,
     "dice_weight": 0.0,
+    "class_weight_power": 0.25,
     "unet_filters": 8,
+    "steps_per_execution": 8,
     "flip_average": True,
 }
 """The demo's training recipe; ``run`` arguments override single entries.
 
-Batches of 8 give twice the optimiser steps of batches of 16 at about the same cost per image;
+Batches of 8 give twice the optimiser steps of batches of 16 at about 20 % more cost per image;
 4000 scenes seen 10 times each cost as much training as 2000 seen 20 times, with more variety.
-The loss is cross-entropy, plus ``dice_weight`` · Dice when non-zero (0.5 scored lower). The
+The loss is cross-entropy weighted per class by ``frequency ** -class_weight_power`` (measured
+on the training labels; the objects count more than the background, which lifts the objects'
+IoU), plus ``dice_weight`` · Dice when non-zero (0.5 scored lower). Training tracks only the
+loss and runs ``steps_per_execution`` steps per graph call: both save per-step overhead. The
 learning rate warms up linearly over the first ``warmup_fraction`` of the steps, then follows
 the poly policy. With ``flip_average`` the held-out evaluation averages the logits of the image
 and its horizontal, vertical and double flips (the single-pass figure is reported too).
@@ -73,11 +78,15 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
     model = kseg.models.UNet(num_classes=num_classes, input_shape=(height, width, 3), base_filters=recipe["unet_filters"])
     steps_per_epoch = max(1, -(-recipe["num_train"] // recipe["batch_size"]))
     total_steps = steps_per_epoch * recipe["epochs"]
-    loss = kseg.losses.CrossEntropy()
+    weights = None
+    if recipe["class_weight_power"]:
+        weights = kseg.losses.class_weights_from_frequency(train_labels, num_classes, recipe["class_weight_power"])
+    loss = kseg.losses.CrossEntropy(class_weights=weights)
     if recipe["dice_weight"]:
         loss = loss + recipe["dice_weight"] * kseg.losses.Dice()
     engine.compile_model(model, num_classes, learning_rate=recipe["learning_rate"], total_steps=total_steps,
-                         loss=loss, warmup_steps=int(recipe["warmup_fraction"] * total_steps))
+                         loss=loss, warmup_steps=int(recipe["warmup_fraction"] * total_steps), metrics=[],
+                         steps_per_execution=recipe["steps_per_execution"])
     print(f"[2/4] training {model.name} ({model.count_params():,} parameters) for {recipe['epochs']} epochs")
     model.fit(train_images, train_labels, batch_size=recipe["batch_size"], epochs=recipe["epochs"],
               shuffle=True, verbose=verbose)

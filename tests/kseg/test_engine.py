@@ -25,6 +25,11 @@ def _fixed_model():
     return model
 
 
+def _trainable_model():
+    inputs = keras.Input((None, None, 3))
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+
+
 def test_evaluate_and_predict_labels_match_metrics():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(5, 6, 7, 3)).astype(np.float32)
@@ -55,3 +60,19 @@ def test_compile_model_warmup_steps():
     schedule = model.optimizer._learning_rate  # the schedule (``learning_rate`` is its current value)
     assert abs(float(schedule(4)) - 0.005) < 1e-8
     assert abs(float(schedule(50)) - 0.01 * 0.5**0.9) < 1e-8
+
+
+def test_compile_model_metrics_and_steps_per_execution():
+    images = np.random.default_rng(0).uniform(0, 255, (8, 4, 4, 3)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 3, (8, 4, 4)).astype("int32")
+    default = _trainable_model()
+    engine.compile_model(default, num_classes=3, total_steps=10)
+    assert sorted(default.fit(images, labels, batch_size=4, epochs=1, verbose=0).history) == [
+        "loss", "mean_iou", "pixel_accuracy"]
+
+    lean = _trainable_model()
+    engine.compile_model(lean, num_classes=3, total_steps=10, metrics=[], steps_per_execution=2)
+    history = lean.fit(images, labels, batch_size=2, epochs=1, verbose=0).history
+    assert sorted(history) == ["loss"]
+    assert int(lean.optimizer.iterations) == 4  # 8 images in batches of 2, two steps per graph call
+    assert lean.steps_per_execution == 2
