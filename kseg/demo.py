@@ -21,7 +21,7 @@ RECIPE = {
     "image_size": (96, 96),
     "num_train": 4000,
     "num_val": 200,
-    "epochs": 10,
+    "epochs": 8,
     "batch_size": 8,
     "learning_rate": 5e-3,
     "warmup_fraction": 0.03,
@@ -34,7 +34,7 @@ RECIPE = {
 """The demo's training recipe; ``run`` arguments override single entries.
 
 Batches of 8 give twice the optimiser steps of batches of 16 at about 20 % more cost per image;
-4000 scenes seen 10 times each cost as much training as 2000 seen 20 times, with more variety.
+4000 scenes seen 8 times each cost as much training as 2000 seen 16 times, with more variety.
 The loss is cross-entropy weighted per class by ``frequency ** -class_weight_power`` (measured
 on the training labels; the objects count more than the background, which lifts the objects'
 IoU), plus ``dice_weight`` · Dice when non-zero (0.5 scored lower). Training tracks only the
