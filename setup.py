@@ -146,7 +146,10 @@ class BuildOps(build_ext):
                 extra_libs = [cudart, "-ldl", "-lrt", "-lpthread"]
             # The sources compile in parallel (each g++ takes about 1 GB with TensorFlow's headers);
             # KSEG_OPS_BUILD_JOBS caps the number of compilers at once.
-            jobs = int(os.environ.get("KSEG_OPS_BUILD_JOBS", "0")) or os.cpu_count() or 1
+            jobs_text = os.environ.get("KSEG_OPS_BUILD_JOBS", "0").strip() or "0"
+            if not jobs_text.isdigit():
+                raise RuntimeError(f"KSEG_OPS_BUILD_JOBS must be a whole number, received {jobs_text!r}")
+            jobs = int(jobs_text) or os.cpu_count() or 1
             cpu_objects = [os.path.join(build_dir, f"cpu_{i}.o") for i in range(len(cpu_srcs))]
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
                 compiles = [

@@ -126,10 +126,14 @@ class FlipAverage:
     FLIPS = ((), (2,), (1,), (1, 2))
 
     def __init__(self, model, flips=FLIPS):
+        flips = tuple(tuple(axes) for axes in flips)
         if not flips:
             raise ValueError("FlipAverage needs at least one flip (() is the identity)")
+        for axes in flips:
+            if not set(axes) <= {1, 2}:
+                raise ValueError(f"FlipAverage flips axes 1 (height) and 2 (width) only, received {axes!r}")
         self.model = model
-        self.flips = tuple(tuple(axes) for axes in flips)
+        self.flips = flips
 
     def __call__(self, images, training=False):
         images = np.asarray(keras.ops.convert_to_numpy(images), dtype=np.float32)

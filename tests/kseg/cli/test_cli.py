@@ -147,3 +147,11 @@ def test_flip_average_averages_the_four_flips():
     got = FlipAverage(model)(images)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(engine.predict_labels(FlipAverage(model), images), want.argmax(-1))
+    horizontal = FlipAverage(model, flips=((), (2,)))(images)
+    np.testing.assert_allclose(horizontal, (model.predict(images, verbose=0)
+                                            + np.flip(model.predict(np.flip(images, 2).copy(), verbose=0), 2)) / 2,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one flip"):
+        FlipAverage(model, flips=())
+    with pytest.raises(ValueError, match=r"received \(3,\)"):
+        FlipAverage(model, flips=((3,),))
