@@ -467,73 +467,184 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline void ScatterPoint8(
   }
 }
 
+// The scatter of a block of pixels into one lattice, corner by corner: consecutive pixels on
+// the same vertex are summed in registers and their vertex row is updated once per run. For
+// the spatial lattice (most neighbouring pixels share a vertex) this removes the chains of
+// read-modify-writes of one row by pixel after pixel; for the bilateral lattice, where runs
+// are shorter, the mispredicted run ends cost more than they save (ScatterPoint8 there).
+template <int kD1, int kV>
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void ScatterRuns8(
+    const lattice::Permutohedral<float>& lattice, int64_t p0, int count,
+    const float (*rows)[kV * 8], const float* scale, float* buf, int64_t lo) {
+  const int d1 = kD1 > 0 ? kD1 : lattice.feature_dim() + 1;
+  const int32_t* off = lattice.offsets() + p0 * d1;
+  const float* bary = lattice.barycentrics() + p0 * d1;
+  for (int k = 0; k < d1; ++k) {
+    int32_t vertex = off[k];
+    __m256 acc[kV];
+    const __m256 w0 = _mm256_set1_ps(bary[k] * scale[0]);
+    for (int v = 0; v < kV; ++v) acc[v] = _mm256_mul_ps(w0, _mm256_load_ps(rows[0] + 8 * v));
+    for (int i = 1; i < count; ++i) {
+      const int32_t next = off[i * d1 + k];
+      const __m256 w = _mm256_set1_ps(bary[i * d1 + k] * scale[i]);
+      if (next != vertex) {
+        float* row = buf + (static_cast<int64_t>(vertex) - lo) * (kV * 8);
+        for (int v = 0; v < kV; ++v)
+          _mm256_storeu_ps(row + 8 * v, _mm256_add_ps(acc[v], _mm256_loadu_ps(row + 8 * v)));
+        vertex = next;
+        for (int v = 0; v < kV; ++v) acc[v] = _mm256_mul_ps(w, _mm256_load_ps(rows[i] + 8 * v));
+      } else {
+        for (int v = 0; v < kV; ++v)
+          acc[v] = _mm256_fmadd_ps(w, _mm256_load_ps(rows[i] + 8 * v), acc[v]);
+      }
+    }
+    float* row = buf + (static_cast<int64_t>(vertex) - lo) * (kV * 8);
+    for (int v = 0; v < kV; ++v)
+      _mm256_storeu_ps(row + 8 * v, _mm256_add_ps(acc[v], _mm256_loadu_ps(row + 8 * v)));
+  }
+}
+
 struct FusedPass {
   const float* blurred_g = nullptr;  // null on the first pass: Q0 = softmax(-unary)
   const float* blurred_b = nullptr;
   float* buf_g = nullptr;            // null on the last pass: write Q to `out` instead
   float* buf_b = nullptr;
   float* out = nullptr;
+  const float* scores = nullptr;     // the op's input [n, channels] (see CrfScores)
+  int64_t n = 0;
   int channels = 0;
 };
 
-// One pass over the pixels [begin, end) of range `part`.
-template <int kC>
+// Pixels per block of the fused pass. Each pass over a block (slice, then softmax, then
+// scatter) has no dependencies from one pixel to the next, so the core overlaps the long
+// latency chains (gathers, exp, the horizontal max and sum) of many pixels; one pixel at a
+// time, those chains ran nearly serially. The block's rows stay in L1.
+constexpr int kFusedBlock = 16;
+
+// Row p of the scores in kV vectors of 8 lanes, as the fused pass uses them: clip(p, clip, 1)
+// for probabilities (the softmax multiplies by it rather than adding log p: one exp instead
+// of a log and an exp), x for logits, -x for unary; lanes past `channels` hold 0 for
+// probabilities and -inf otherwise. The last vector reads past the row into the next one
+// (masked off) except on the last pixel, which loads only its own lanes.
+template <CrfScores kKind, int kV>
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void LoadScores8(
+    const FusedPass& pass, int64_t p, __m256i tail_lanes, __m256* x) {
+  const float* in = pass.scores + p * pass.channels;
+  for (int v = 0; v < kV - 1; ++v) x[v] = _mm256_loadu_ps(in + 8 * v);
+  const float* tail = in + 8 * (kV - 1);
+  x[kV - 1] = p + 1 < pass.n ? _mm256_loadu_ps(tail) : _mm256_maskload_ps(tail, tail_lanes);
+  const __m256 keep = _mm256_castsi256_ps(tail_lanes);
+  if constexpr (kKind == CrfScores::kProbabilities) {
+    const __m256 lo = _mm256_set1_ps(static_cast<float>(kProbabilityClip));
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (int v = 0; v < kV; ++v) x[v] = _mm256_min_ps(_mm256_max_ps(x[v], lo), one);
+    x[kV - 1] = _mm256_and_ps(x[kV - 1], keep);
+  } else {
+    if constexpr (kKind == CrfScores::kUnary)
+      for (int v = 0; v < kV; ++v) x[v] = _mm256_xor_ps(x[v], _mm256_set1_ps(-0.0f));
+    x[kV - 1] = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
+                                 x[kV - 1], keep);
+  }
+}
+
+// One pass over the pixels [begin, end) of range `part`: Q = softmax(pairwise - unary), with
+// pairwise = 0 on the first pass, scattered into the splat buffers (or written out).
+template <int kC, CrfScores kKind>
 KSEG_WIDE_TARGET void FusedRange8(const UpdateArgs<float>& a, const FusedPass& pass,
                                   const PartBuffers& pg, const PartBuffers& pb, const float* pre_g,
                                   const float* pre_b, int64_t part, int64_t begin, int64_t end) {
   constexpr int kV = kC / 8;
+  constexpr bool kProduct = kKind == CrfScores::kProbabilities;
   const bool dense_crf_dims = a.gaussian->feature_dim() == 2 && a.bilateral->feature_dim() == 5;
   float* buf_g = pass.buf_g ? pass.buf_g + pg.start[part] * kC : nullptr;
   float* buf_b = pass.buf_b ? pass.buf_b + pb.start[part] * kC : nullptr;
-  for (int64_t p = begin; p < end; ++p) {
-    __m256 acc[kV];
-    for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
-    if (pass.blurred_g != nullptr) {
-      const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
-      if (dense_crf_dims) {
-        SliceAdd8<3, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
-        SliceAdd8<6, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
-      } else {
-        SliceAdd8<0, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
-        SliceAdd8<0, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
+  const __m256i tail_lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(pass.channels - 8 * (kV - 1)),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  alignas(32) float rows[kFusedBlock][kC];  // the exponent, then the softmax numerator
+  float inv_sum[kFusedBlock];
+  for (int64_t p0 = begin; p0 < end; p0 += kFusedBlock) {
+    const int count = static_cast<int>(std::min<int64_t>(kFusedBlock, end - p0));
+    // Exponents: pairwise + log-domain scores, or pairwise alone (probabilities; padding
+    // lanes -inf so that they do not set the maximum).
+    for (int i = 0; i < count; ++i) {
+      const int64_t p = p0 + i;
+      __m256 acc[kV];
+      for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
+      if (pass.blurred_g != nullptr) {
+        const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
+        if (dense_crf_dims) {
+          SliceAdd8<3, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
+          SliceAdd8<6, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
+        } else {
+          SliceAdd8<0, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
+          SliceAdd8<0, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
+        }
       }
+      if constexpr (kProduct) {
+        acc[kV - 1] = _mm256_blendv_ps(neg_inf, acc[kV - 1], _mm256_castsi256_ps(tail_lanes));
+      } else {
+        __m256 x[kV];
+        LoadScores8<kKind, kV>(pass, p, tail_lanes, x);
+        for (int v = 0; v < kV; ++v) acc[v] = _mm256_add_ps(acc[v], x[v]);
+      }
+      for (int v = 0; v < kV; ++v) _mm256_store_ps(rows[i] + 8 * v, acc[v]);
     }
-    const float* un = a.unary_padded + p * kC;
-    __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int v = 0; v < kV; ++v) {
-      acc[v] = _mm256_sub_ps(acc[v], _mm256_loadu_ps(un + 8 * v));
-      mx = _mm256_max_ps(mx, acc[v]);
+    // Softmax numerators exp(exponent - max) (times clip(p) for probabilities) and 1 / sum.
+    for (int i = 0; i < count; ++i) {
+      __m256 x[kV];
+      __m256 mx = neg_inf;
+      for (int v = 0; v < kV; ++v) {
+        x[v] = _mm256_load_ps(rows[i] + 8 * v);
+        mx = _mm256_max_ps(mx, x[v]);
+      }
+      __m256 prob[kV];
+      if constexpr (kProduct) LoadScores8<kKind, kV>(pass, p0 + i, tail_lanes, prob);
+      const __m256 m = _mm256_set1_ps(HorizontalMax(mx));
+      __m256 sum = _mm256_setzero_ps();
+      for (int v = 0; v < kV; ++v) {
+        x[v] = ExpNonPositive8(_mm256_sub_ps(x[v], m));
+        if constexpr (kProduct) x[v] = _mm256_mul_ps(x[v], prob[v]);
+        sum = _mm256_add_ps(sum, x[v]);
+        _mm256_store_ps(rows[i] + 8 * v, x[v]);
+      }
+      inv_sum[i] = 1.0f / HorizontalSum(sum);
     }
-    const __m256 m = _mm256_set1_ps(HorizontalMax(mx));
-    __m256 sum = _mm256_setzero_ps();
-    for (int v = 0; v < kV; ++v) {
-      acc[v] = ExpNonPositive8(_mm256_sub_ps(acc[v], m));
-      sum = _mm256_add_ps(sum, acc[v]);
-    }
-    const float inv = 1.0f / HorizontalSum(sum);
     if (buf_g == nullptr) {
-      const __m256 iv = _mm256_set1_ps(inv);
-      float row[kC];
-      for (int v = 0; v < kV; ++v) _mm256_storeu_ps(row + 8 * v, _mm256_mul_ps(acc[v], iv));
-      std::memcpy(pass.out + p * pass.channels, row, sizeof(float) * pass.channels);
+      for (int i = 0; i < count; ++i) {
+        const __m256 iv = _mm256_set1_ps(inv_sum[i]);
+        for (int v = 0; v < kV; ++v)
+          _mm256_store_ps(rows[i] + 8 * v, _mm256_mul_ps(_mm256_load_ps(rows[i] + 8 * v), iv));
+        std::memcpy(pass.out + (p0 + i) * pass.channels, rows[i], sizeof(float) * pass.channels);
+      }
       continue;
     }
-    // Scatter Q = acc * inv, pre-scaled by the normaliser, into both splat buffers.
-    const float sg = inv * (pre_g ? pre_g[p] : 1.0f), sb = inv * (pre_b ? pre_b[p] : 1.0f);
-    if (dense_crf_dims) {
-      ScatterPoint8<3, kV>(*a.gaussian, p, acc, sg, buf_g, pg.lo[part]);
-      ScatterPoint8<6, kV>(*a.bilateral, p, acc, sb, buf_b, pb.lo[part]);
-    } else {
-      ScatterPoint8<0, kV>(*a.gaussian, p, acc, sg, buf_g, pg.lo[part]);
-      ScatterPoint8<0, kV>(*a.bilateral, p, acc, sb, buf_b, pb.lo[part]);
+    // Scatter Q = numerator / sum, pre-scaled by the normaliser, into both splat buffers.
+    float scale_g[kFusedBlock], scale_b[kFusedBlock];
+    for (int i = 0; i < count; ++i) {
+      scale_g[i] = inv_sum[i] * (pre_g ? pre_g[p0 + i] : 1.0f);
+      scale_b[i] = inv_sum[i] * (pre_b ? pre_b[p0 + i] : 1.0f);
+    }
+    if (dense_crf_dims)
+      ScatterRuns8<3, kV>(*a.gaussian, p0, count, rows, scale_g, buf_g, pg.lo[part]);
+    else
+      ScatterRuns8<0, kV>(*a.gaussian, p0, count, rows, scale_g, buf_g, pg.lo[part]);
+    for (int i = 0; i < count; ++i) {
+      __m256 x[kV];
+      for (int v = 0; v < kV; ++v) x[v] = _mm256_load_ps(rows[i] + 8 * v);
+      if (dense_crf_dims)
+        ScatterPoint8<6, kV>(*a.bilateral, p0 + i, x, scale_b[i], buf_b, pb.lo[part]);
+      else
+        ScatterPoint8<0, kV>(*a.bilateral, p0 + i, x, scale_b[i], buf_b, pb.lo[part]);
     }
   }
 }
 #endif
 
-// Runs the whole mean field fused (CanFuse must hold); writes Q to q_out [n, channels].
+// Runs the whole mean field fused (CanFuse must hold) on the op's scores [n, channels];
+// writes Q to q_out [n, channels].
 template <int kC, typename T>
-void FusedMeanField(const DenseCrfParams& params, const T* unary_padded, int64_t n, int channels,
+void FusedMeanField(const DenseCrfParams& params, const T* scores, int64_t n, int channels,
                     const lattice::Permutohedral<T>& gaussian,
                     const lattice::Permutohedral<T>& bilateral, const PartBuffers& pg,
                     const PartBuffers& pb, const T* pre_g, const T* pre_b, const T* norm_g,
@@ -546,11 +657,18 @@ void FusedMeanField(const DenseCrfParams& params, const T* unary_padded, int64_t
     part_buffer->resize((pg.total_rows + pb.total_rows) * kC);
     float* bufs_g = part_buffer->data();
     float* bufs_b = bufs_g + pg.total_rows * kC;
-    const UpdateArgs<float> args{unary_padded, nullptr, &gaussian, &bilateral, nullptr, nullptr,
+    const UpdateArgs<float> args{nullptr, nullptr, &gaussian, &bilateral, nullptr, nullptr,
                                  norm_g, norm_b, float(params.gaussian_compat),
                                  float(params.bilateral_compat), kC};
+    auto range = &FusedRange8<kC, CrfScores::kUnary>;
+    if (params.scores == CrfScores::kProbabilities)
+      range = &FusedRange8<kC, CrfScores::kProbabilities>;
+    else if (params.scores == CrfScores::kLogits)
+      range = &FusedRange8<kC, CrfScores::kLogits>;
     FusedPass pass;
     pass.out = q_out;
+    pass.scores = scores;
+    pass.n = n;
     pass.channels = channels;
     for (int it = 0; it <= params.iterations; ++it) {
       const bool last = it == params.iterations;
@@ -562,8 +680,7 @@ void FusedMeanField(const DenseCrfParams& params, const T* unary_padded, int64_t
             std::fill(bufs_g + pg.start[i] * kC, bufs_g + (pg.start[i] + pg.rows[i]) * kC, 0.0f);
             std::fill(bufs_b + pb.start[i] * kC, bufs_b + (pb.start[i] + pb.rows[i]) * kC, 0.0f);
           }
-          FusedRange8<kC>(args, pass, pg, pb, pre_g, pre_b, i, n * i / parts,
-                          n * (i + 1) / parts);
+          range(args, pass, pg, pb, pre_g, pre_b, i, n * i / parts, n * (i + 1) / parts);
         }
       });
       if (!last) {
@@ -624,6 +741,11 @@ void MeanField(const DenseCrfParams& params, const T* scores, int64_t n, int cha
                CrfScratchBuffers<T>* buffers, lattice::FilterWorkspace<T>* ws_g,
                lattice::FilterWorkspace<T>* ws_b, T* q_out,
                const lattice::ParallelFor& parallel_for) {
+  if (pg != nullptr) {
+    FusedMeanField<kC>(params, scores, n, channels, gaussian, bilateral, *pg, *pb, pre_g, pre_b,
+                       norm_g, norm_b, ws_g, ws_b, &buffers->parts, q_out, parallel_for);
+    return;
+  }
   const int cp = kC > 0 ? kC : lattice::PaddedChannels(channels);
   const T compat_g = T(params.gaussian_compat), compat_b = T(params.bilateral_compat);
   // Unary in padded rows; +inf in the padding makes those lanes' probabilities exactly 0.
@@ -651,12 +773,6 @@ void MeanField(const DenseCrfParams& params, const T* scores, int64_t n, int cha
       for (int c = channels; c < cp; ++c) row[c] = std::numeric_limits<T>::infinity();
     }
   });
-  if (pg != nullptr) {
-    FusedMeanField<kC>(params, unary_padded.data(), n, channels, gaussian, bilateral, *pg, *pb,
-                       pre_g, pre_b, norm_g, norm_b, ws_g, ws_b, &buffers->parts, q_out,
-                       parallel_for);
-    return;
-  }
   std::vector<T>& q_work_buffer = buffers->q_work;
   q_work_buffer.resize(n * cp);
   T* q_work = q_work_buffer.data();
