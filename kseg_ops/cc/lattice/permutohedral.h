@@ -37,7 +37,12 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && !defined(KSEG_LATTICE_SCALAR_ONLY)
+#include <immintrin.h>
+#define KSEG_LATTICE_AVX2 1
+#endif
 
 namespace kseg {
 namespace lattice {
@@ -69,6 +74,104 @@ namespace internal {
 
 // Open-addressing hash set of integer keys of length `dim`, giving each key a dense index.
 // kDim > 0 fixes the key length at compile time (inlined comparisons).
+
+#if KSEG_LATTICE_AVX2
+// Whether the CPU runs AVX2 (the library itself targets x86-64-v2).
+inline bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+// Steps 1-4 of Build (elevation, nearest remainder-0 point, ranks, barycentric weights) for 8
+// float points at a time, one point per lane. Every lane computes exactly the operations of the
+// scalar loop in Build, in the same order (no FMA contraction: AVX2 only), so the lattice is
+// bit-for-bit the one the scalar code builds. Points whose features are out of range are
+// flagged in `overflow` (their outputs are not used).
+template <int kD>
+__attribute__((target("avx2"))) void EmbedPoints8(const float* features, int64_t stride,
+                                                  int64_t p0, const float* scale, float limit,
+                                                  float* barycentric, int32_t* rem0,
+                                                  uint8_t* rank, uint8_t* overflow) {
+  constexpr int d = kD, d1 = kD + 1;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i base = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(stride)));
+  const float* f0 = features + p0 * stride;
+  const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(limit);
+  __m256 x[d1];
+  __m256 acc = _mm256_setzero_ps();
+  __m256 bad = _mm256_setzero_ps();
+  for (int j = d; j > 0; --j) {
+    const __m256 f = _mm256_i32gather_ps(f0 + (j - 1), base, 4);
+    const __m256 c = _mm256_mul_ps(f, _mm256_set1_ps(scale[j - 1]));
+    // !(|c| < limit): also true for NaN.
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, c), lim, _CMP_NLT_UQ));
+    x[j] = _mm256_sub_ps(acc, _mm256_mul_ps(_mm256_set1_ps(float(j)), c));
+    acc = _mm256_add_ps(acc, c);
+  }
+  x[0] = acc;
+  const int bad_lanes = _mm256_movemask_ps(bad);
+  if (bad_lanes) {
+    for (int l = 0; l < 8; ++l) overflow[p0 + l] = (bad_lanes >> l) & 1;
+    for (int i = 0; i <= d; ++i) x[i] = _mm256_andnot_ps(bad, x[i]);  // keep the rest defined
+  }
+  const __m256 inv_d1 = _mm256_set1_ps(1.0f / float(d1));
+  const __m256i vd1 = _mm256_set1_epi32(d1);
+  __m256i r[d1], rk[d1];
+  __m256 e[d1];
+  __m256i sum = _mm256_setzero_si256();
+  for (int i = 0; i <= d; ++i) {
+    const __m256i v = _mm256_cvtps_epi32(_mm256_round_ps(
+        _mm256_mul_ps(x[i], inv_d1), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    r[i] = _mm256_mullo_epi32(v, vd1);
+    sum = _mm256_add_epi32(sum, v);
+    rk[i] = _mm256_setzero_si256();
+  }
+  for (int i = 0; i <= d; ++i) e[i] = _mm256_sub_ps(x[i], _mm256_cvtepi32_ps(r[i]));
+  const __m256i one = _mm256_set1_epi32(1);
+  for (int i = 0; i < d; ++i) {
+    for (int j = i + 1; j <= d; ++j) {
+      const __m256i less = _mm256_castps_si256(_mm256_cmp_ps(e[i], e[j], _CMP_LT_OQ));  // -1 or 0
+      rk[i] = _mm256_sub_epi32(rk[i], less);
+      rk[j] = _mm256_add_epi32(rk[j], _mm256_add_epi32(one, less));
+    }
+  }
+  const __m256i minus_one = _mm256_set1_epi32(-1);
+  for (int i = 0; i <= d; ++i) {
+    rk[i] = _mm256_add_epi32(rk[i], sum);
+    const __m256i up = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), rk[i]), vd1);
+    const __m256i down = _mm256_and_si256(_mm256_cmpgt_epi32(rk[i], _mm256_add_epi32(vd1, minus_one)), vd1);
+    const __m256i shift = _mm256_sub_epi32(up, down);
+    rk[i] = _mm256_add_epi32(rk[i], shift);
+    r[i] = _mm256_add_epi32(r[i], shift);
+  }
+  // b[d - rk_i] += v_i and b[d + 1 - rk_i] -= v_i, ranks being a permutation of 0..d: with
+  // at[j] the v of rank d - j, b_0 = at[0] + (1 - at[d]) and b_j = at[j] - at[j - 1].
+  __m256 at[d1];
+  for (int j = 0; j <= d; ++j) at[j] = _mm256_setzero_ps();
+  for (int i = 0; i <= d; ++i) {
+    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(x[i], _mm256_cvtepi32_ps(r[i])), inv_d1);
+    for (int j = 0; j <= d; ++j)
+      at[j] = _mm256_blendv_ps(
+          at[j], v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(rk[i], _mm256_set1_epi32(d - j))));
+  }
+  alignas(32) float b[d1][8];
+  const __m256 last = _mm256_sub_ps(_mm256_setzero_ps(), at[d]);
+  _mm256_store_ps(b[0], _mm256_add_ps(at[0], _mm256_add_ps(_mm256_set1_ps(1.0f), last)));
+  for (int j = 1; j <= d; ++j) _mm256_store_ps(b[j], _mm256_sub_ps(at[j], at[j - 1]));
+  alignas(32) int32_t rr[d1][8], kk[d1][8];
+  for (int i = 0; i <= d; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rr[i]), r[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(kk[i]), rk[i]);
+  }
+  for (int l = 0; l < 8; ++l) {
+    const int64_t p = p0 + l;
+    for (int k = 0; k <= d; ++k) barycentric[p * d1 + k] = b[k][l];
+    for (int i = 0; i < d; ++i) rem0[p * d + i] = rr[i][l];
+    for (int i = 0; i <= d; ++i) rank[p * d1 + i] = static_cast<uint8_t>(kk[i][l]);
+  }
+}
+#endif
+
 template <int kDim>
 class KeyTable {
  public:
@@ -300,6 +403,16 @@ class Permutohedral {
       T x[kMaxFeatureDim + 1], e[kMaxFeatureDim + 1], b[kMaxFeatureDim + 2];
       int32_t r[kMaxFeatureDim + 1], rk[kMaxFeatureDim + 1];
       const T inv_d1 = T(1) / T(d1);
+#if KSEG_LATTICE_AVX2
+      if constexpr (std::is_same<T, float>::value && kD > 0) {
+        if (internal::HasAvx2()) {
+          for (; begin + 8 <= end; begin += 8)
+            internal::EmbedPoints8<kD>(features, feature_stride, begin, scale, limit,
+                                       barycentric_.data(), rem0.data(), rank.data(),
+                                       overflow.data());
+        }
+      }
+#endif
       for (int64_t p = begin; p < end; ++p) {
         const T* f = features + p * feature_stride;
         T acc = 0;
