@@ -6,7 +6,7 @@ bilinearly), and the same recipe at 1024x512 with 19 classes. Reports, per image
 lattice construction included: time for 5 and 10 iterations, the speed ratio, label agreement
 and max |dQ| against the reference, and the share of pixels the CRF relabels.
 
-    python benchmarks/dense_crf.py [--repeats 5] [--markdown]
+    python benchmarks/dense_crf.py [--repeats 5] [--block 1] [--threads N] [--skip-large]
 
 GPU rows are added when TensorFlow sees a GPU (batch 1 and batch 16 at 500x375x21).
 """
@@ -93,21 +93,26 @@ def _time(fn, repeats):
     return statistics.median(times)
 
 
-def _time_interleaved(ours, reference, repeats):
-    """Medians of `repeats` timings of each, taken in alternation so that both see the same
-    machine (a shared machine's speed drifts over seconds)."""
+def _time_interleaved(ours, reference, repeats, block=1):
+    """Medians of `repeats` rounds of timings, each round `block` consecutive calls of ours then
+    `block` of the reference (a shared machine's speed drifts over seconds, so both sides see
+    the same machine). block=1 alternates call by call: each of our calls follows half a second
+    in which the single-threaded reference left the second core idle, and on this kind of
+    virtual machine an idle core is slow to come back; larger blocks measure back-to-back
+    calls, as when the CRF runs over a dataset."""
     ours()
     reference()
     times_ours, times_ref = [], []
     for _ in range(repeats):
         for fn, times in ((ours, times_ours), (reference, times_ref)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
     return statistics.median(times_ours), statistics.median(times_ref)
 
 
-def run_case(name, photo, height, width, classes, repeats, rows):
+def run_case(name, photo, height, width, classes, repeats, rows, block=1):
     image, probs = make_inputs(photo, height, width, classes)
     images_t = tf.constant(image[None])
     probs_t = tf.constant(probs[None])
@@ -119,6 +124,7 @@ def run_case(name, photo, height, width, classes, repeats, rows):
             lambda: kseg_ops.dense_crf(probs_t, images_t, iterations=iterations, **PARAMS).numpy(),
             lambda: reference_crf(image, probs, iterations),
             repeats,
+            block,
         )
         rows.append(dict(
             case=name, device="CPU", iterations=iterations, batch=1,
@@ -155,19 +161,30 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--markdown", action="store_true", help="print a RESULTS.md table")
     parser.add_argument("--skip-large", action="store_true", help="only 500x375x21")
+    parser.add_argument("--block", type=int, default=1,
+                        help="consecutive calls of each side per round (1: alternate call by call)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra-op threads for kseg (0: one per core)")
     args = parser.parse_args()
+    if args.block < 1:
+        parser.error(f"--block must be at least 1, received {args.block}")
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     rows = []
-    image, probs = run_case("500x375x21 (chelsea)", "chelsea", 375, 500, 21, args.repeats, rows)
+    image, probs = run_case("500x375x21 (chelsea)", "chelsea", 375, 500, 21, args.repeats, rows,
+                            args.block)
     if not args.skip_large:
-        run_case("1024x512x19 (coffee)", "coffee", 512, 1024, 19, args.repeats, rows)
+        run_case("1024x512x19 (coffee)", "coffee", 512, 1024, 19, args.repeats, rows, args.block)
     if tf.config.list_physical_devices("GPU"):
         run_gpu(image, probs, args.repeats, rows)
 
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    order = ("alternating call by call with the reference" if args.block == 1 else
+             f"in rounds of {args.block} consecutive calls of each")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (intra-op threads: {threads}); "
-          "reference: pydensecrf2, one thread; times per image, median of runs alternating "
-          "with the reference, lattice build included")
+          f"reference: pydensecrf2, one thread; times per image, median of {args.repeats} rounds "
+          f"{order}, lattice build included")
     header = ("| case | device | iters | batch | kseg ms | pydensecrf ms | speed-up | "
               "labels = ref | max abs dQ | relabelled by CRF (ref / kseg) |")
     print(header)
