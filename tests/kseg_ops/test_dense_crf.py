@@ -178,6 +178,29 @@ def test_any_number_of_classes():
         np.testing.assert_allclose(q.sum(-1), 1, rtol=1e-5)
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_float32_fast_path_matches_float64_for_every_row_width(from_logits):
+    """The float32 kernels pad rows of C classes to 8, 16, 24 or 32 lanes and read the scores
+    and write Q straight from/to the unpadded tensors (the last lanes of a row masked or
+    spilling into the next row): every C, on an image of two pixel ranges and a batch of two,
+    must agree with the float64 path. (Float colours: with integer ones some pixels fall exactly
+    on a lattice cell boundary, where float32 and float64 features round to different cells.)"""
+    rng = np.random.default_rng(11)
+    blocks = rng.uniform(0, 255, (2, 25, 23, 3))
+    image = np.repeat(np.repeat(blocks, 4, 1), 4, 2)[:, :100, :90]
+    image = (image + rng.uniform(0, 1, image.shape)).astype(np.float32)
+    for c in (1, 2, 3, 5, 9, 17, 21, 25, 32, 33):
+        x = (2 * rng.standard_normal((2, 100, 90, c))).astype(np.float32)
+        scores = x if from_logits else tf.nn.softmax(x).numpy()
+        q32 = kseg_ops.dense_crf(scores, image, iterations=5, from_logits=from_logits).numpy()
+        q64 = kseg_ops.dense_crf(scores.astype(np.float64), image, iterations=5,
+                                 from_logits=from_logits).numpy()
+        assert np.isfinite(q32).all(), c
+        np.testing.assert_allclose(q32, q64, atol=1e-4, err_msg=f"{c} classes")
+        if c > 1:
+            assert (q64.argmax(-1) != scores.argmax(-1)).mean() > 0.01, c
+
+
 def test_raw_op_scores_kinds_agree():
     """The op takes unary energies, probabilities or logits (scores_kind) for the same CRF."""
     from kseg_ops._loader import load_ops_library

@@ -611,11 +611,20 @@ KSEG_WIDE_TARGET void FusedRange8(const UpdateArgs<float>& a, const FusedPass& p
       inv_sum[i] = 1.0f / HorizontalSum(sum);
     }
     if (buf_g == nullptr) {
+      // Rows of Q go out with whole-vector stores, the padding lanes spilling into the next
+      // rows, which are written next; only where the spill would leave the range, a copy.
+      const int64_t range_end = end * pass.channels;
       for (int i = 0; i < count; ++i) {
         const __m256 iv = _mm256_set1_ps(inv_sum[i]);
-        for (int v = 0; v < kV; ++v)
-          _mm256_store_ps(rows[i] + 8 * v, _mm256_mul_ps(_mm256_load_ps(rows[i] + 8 * v), iv));
-        std::memcpy(pass.out + (p0 + i) * pass.channels, rows[i], sizeof(float) * pass.channels);
+        float* dst = pass.out + (p0 + i) * pass.channels;
+        if ((p0 + i) * pass.channels + kC <= range_end) {
+          for (int v = 0; v < kV; ++v)
+            _mm256_storeu_ps(dst + 8 * v, _mm256_mul_ps(_mm256_load_ps(rows[i] + 8 * v), iv));
+        } else {
+          for (int v = 0; v < kV; ++v)
+            _mm256_store_ps(rows[i] + 8 * v, _mm256_mul_ps(_mm256_load_ps(rows[i] + 8 * v), iv));
+          std::memcpy(dst, rows[i], sizeof(float) * pass.channels);
+        }
       }
       continue;
     }
