@@ -3,7 +3,8 @@
 Inputs: a real photograph from scikit-image resized to 500x375 with a coarse, noisy 21-class
 softmax like a CNN's (a plausible segmentation, one-hot, downsampled 8x, noised, upsampled
 bilinearly), and the same recipe at 1024x512 with 19 classes. Reports, per image and with
-lattice construction included: time for 5 and 10 iterations, the speed ratio, label agreement
+lattice construction included: time for 5 and 10 iterations, the speed ratio (median over
+rounds of the paired ratio), label agreement
 and max |dQ| against the reference, and the share of pixels the CRF relabels.
 
     python benchmarks/dense_crf.py [--repeats 5] [--block 1] [--threads N] [--skip-large]
@@ -94,22 +95,28 @@ def _time(fn, repeats):
 
 
 def _time_interleaved(ours, reference, repeats, block=1):
-    """Medians of `repeats` rounds of timings, each round `block` consecutive calls of ours then
-    `block` of the reference (a shared machine's speed drifts over seconds, so both sides see
-    the same machine). block=1 alternates call by call: each of our calls follows half a second
-    in which the single-threaded reference left the second core idle, and on this kind of
-    virtual machine an idle core is slow to come back; larger blocks measure back-to-back
+    """Timings in `repeats` rounds, each round `block` consecutive calls of ours then `block` of
+    the reference. Returns the median time of each and the median over rounds of the round's
+    speed ratio (paired, so that the drift of a shared machine's speed, which both sides of a
+    round see alike, cancels). block=1 alternates call by call: each of our calls follows half
+    a second in which the single-threaded reference left the second core idle, and on this kind
+    of virtual machine an idle core is slow to come back; larger blocks measure back-to-back
     calls, as when the CRF runs over a dataset."""
     ours()
     reference()
-    times_ours, times_ref = [], []
+    times_ours, times_ref, ratios = [], [], []
     for _ in range(repeats):
+        round_times = []
         for fn, times in ((ours, times_ours), (reference, times_ref)):
+            spent = []
             for _ in range(block):
                 start = time.perf_counter()
                 fn()
-                times.append(time.perf_counter() - start)
-    return statistics.median(times_ours), statistics.median(times_ref)
+                spent.append(time.perf_counter() - start)
+            times.extend(spent)
+            round_times.append(statistics.median(spent))
+        ratios.append(round_times[1] / round_times[0])
+    return statistics.median(times_ours), statistics.median(times_ref), statistics.median(ratios)
 
 
 def run_case(name, photo, height, width, classes, repeats, rows, block=1):
@@ -120,7 +127,7 @@ def run_case(name, photo, height, width, classes, repeats, rows, block=1):
     for iterations in (5, 10):
         ours = kseg_ops.dense_crf(probs_t, images_t, iterations=iterations, **PARAMS).numpy()[0]
         ref = reference_crf(image, probs, iterations)
-        t_ours, t_ref = _time_interleaved(
+        t_ours, t_ref, speedup = _time_interleaved(
             lambda: kseg_ops.dense_crf(probs_t, images_t, iterations=iterations, **PARAMS).numpy(),
             lambda: reference_crf(image, probs, iterations),
             repeats,
@@ -128,7 +135,7 @@ def run_case(name, photo, height, width, classes, repeats, rows, block=1):
         )
         rows.append(dict(
             case=name, device="CPU", iterations=iterations, batch=1,
-            ours_ms=1e3 * t_ours, ref_ms=1e3 * t_ref, speedup=t_ref / t_ours,
+            ours_ms=1e3 * t_ours, ref_ms=1e3 * t_ref, speedup=speedup,
             agreement=float((ours.argmax(-1) == ref.argmax(-1)).mean()),
             max_dq=float(np.abs(ours - ref).max()),
             changed_ref=float((ref.argmax(-1) != before).mean()),
@@ -184,7 +191,7 @@ def main():
              f"in rounds of {args.block} consecutive calls of each")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (intra-op threads: {threads}); "
           f"reference: pydensecrf2, one thread; times per image, median of {args.repeats} rounds "
-          f"{order}, lattice build included")
+          f"{order}, lattice build included; speed-up: median of the rounds' ratios")
     header = ("| case | device | iters | batch | kseg ms | pydensecrf ms | speed-up | "
               "labels = ref | max abs dQ | relabelled by CRF (ref / kseg) |")
     print(header)
