@@ -4,8 +4,8 @@ Inputs: a real photograph from scikit-image resized to 500x375 with a coarse, no
 softmax like a CNN's (a plausible segmentation, one-hot, downsampled 8x, noised, upsampled
 bilinearly), and the same recipe at 1024x512 with 19 classes. Reports, per image and with
 lattice construction included: time for 5 and 10 iterations, the speed ratio (median over
-rounds of the paired ratio), label agreement
-and max |dQ| against the reference, and the share of pixels the CRF relabels.
+rounds of the paired ratio), label agreement and max |dQ| against the reference, and the share
+of pixels the CRF relabels.
 
     python benchmarks/dense_crf.py [--repeats 5] [--block 1] [--threads N] [--skip-large]
 
