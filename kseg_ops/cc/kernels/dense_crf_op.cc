@@ -264,6 +264,24 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline void SliceAdd8(
   }
 }
 
+// acc = the pairwise term of point p: both kernels sliced from their blurred values and
+// scaled by compat * norm (zero while blurred_g is null, before the first blur).
+template <int kV>
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void PairwiseRow8(
+    const UpdateArgs<float>& a, bool dense_crf_dims, const float* blurred_g,
+    const float* blurred_b, int64_t p, __m256* acc) {
+  for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
+  if (blurred_g == nullptr) return;
+  const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
+  if (dense_crf_dims) {
+    SliceAdd8<3, kV>(*a.gaussian, p, blurred_g, sg, acc);
+    SliceAdd8<6, kV>(*a.bilateral, p, blurred_b, sb, acc);
+  } else {
+    SliceAdd8<0, kV>(*a.gaussian, p, blurred_g, sg, acc);
+    SliceAdd8<0, kV>(*a.bilateral, p, blurred_b, sb, acc);
+  }
+}
+
 KSEG_WIDE_TARGET __attribute__((always_inline)) inline float HorizontalMax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -284,17 +302,7 @@ KSEG_WIDE_TARGET void UpdateRange8(const UpdateArgs<float>& a, int64_t begin, in
       a.gaussian->feature_dim() == 2 && a.bilateral->feature_dim() == 5;
   for (int64_t p = begin; p < end; ++p) {
     __m256 acc[kV];
-    for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
-    if (a.blurred_g != nullptr) {
-      const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
-      if (dense_crf_dims) {
-        SliceAdd8<3, kV>(*a.gaussian, p, a.blurred_g, sg, acc);
-        SliceAdd8<6, kV>(*a.bilateral, p, a.blurred_b, sb, acc);
-      } else {
-        SliceAdd8<0, kV>(*a.gaussian, p, a.blurred_g, sg, acc);
-        SliceAdd8<0, kV>(*a.bilateral, p, a.blurred_b, sb, acc);
-      }
-    }
+    PairwiseRow8<kV>(a, dense_crf_dims, a.blurred_g, a.blurred_b, p, acc);
     // Softmax of acc - unary (padding lanes: unary +inf, so they come out as 0).
     const float* un = a.unary_padded + p * kC;
     __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -570,17 +578,7 @@ KSEG_WIDE_TARGET void FusedRange8(const UpdateArgs<float>& a, const FusedPass& p
     for (int i = 0; i < count; ++i) {
       const int64_t p = p0 + i;
       __m256 acc[kV];
-      for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
-      if (pass.blurred_g != nullptr) {
-        const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
-        if (dense_crf_dims) {
-          SliceAdd8<3, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
-          SliceAdd8<6, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
-        } else {
-          SliceAdd8<0, kV>(*a.gaussian, p, pass.blurred_g, sg, acc);
-          SliceAdd8<0, kV>(*a.bilateral, p, pass.blurred_b, sb, acc);
-        }
-      }
+      PairwiseRow8<kV>(a, dense_crf_dims, pass.blurred_g, pass.blurred_b, p, acc);
       if constexpr (kProduct) {
         acc[kV - 1] = _mm256_blendv_ps(neg_inf, acc[kV - 1], _mm256_castsi256_ps(tail_lanes));
       } else {
