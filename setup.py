@@ -32,8 +32,11 @@ def _read_sources():
     namespace = {}
     with open(os.path.join(HERE, "kseg_ops", "sources.bzl"), encoding="utf-8") as f:
         exec(f.read(), namespace)
-    return (namespace["OPS_CPU_SRCS"], namespace["OPS_GPU_SRCS"],
-            namespace["OPS_HDRS"] + namespace.get("OPS_GPU_HDRS", []))
+    return (
+        namespace["OPS_CPU_SRCS"],
+        namespace["OPS_GPU_SRCS"],
+        namespace["OPS_HDRS"] + namespace.get("OPS_GPU_HDRS", []),
+    )
 
 
 def _tensorflow_build_info():
@@ -70,8 +73,10 @@ def _run(command, what):
 
 def _want_cuda(tf_info):
     flag = os.environ.get("KSEG_OPS_CUDA", "").strip()
-    nvcc = os.environ.get("NVCC") or shutil.which("nvcc") or (
-        "/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
+    nvcc = (
+        os.environ.get("NVCC")
+        or shutil.which("nvcc")
+        or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
     )
     if flag == "1":
         if nvcc is None:
@@ -83,8 +88,13 @@ def _want_cuda(tf_info):
 
 
 # g++ flags that nvcc either sets itself above or does not understand.
-_HOST_ONLY_FLAGS = ("-fPIC", "-O3", "-DNDEBUG", "-Wno-interference-size",
-                    "-Wno-deprecated-declarations")
+_HOST_ONLY_FLAGS = (
+    "-fPIC",
+    "-O3",
+    "-DNDEBUG",
+    "-Wno-interference-size",
+    "-Wno-deprecated-declarations",
+)
 
 
 def _cuda_home(nvcc):
@@ -131,16 +141,34 @@ class BuildOps(build_ext):
                 link_dir = os.path.join(overlay, "third_party", "gpus", "cuda")
                 os.makedirs(link_dir)
                 os.symlink(os.path.join(cuda_home, "include"), os.path.join(link_dir, "include"))
-                cflags = cflags + ["-DGOOGLE_CUDA=1", "-I" + overlay,
-                                   "-I" + os.path.join(cuda_home, "include")]
+                cflags = cflags + [
+                    "-DGOOGLE_CUDA=1",
+                    "-I" + overlay,
+                    "-I" + os.path.join(cuda_home, "include"),
+                ]
                 for i, src in enumerate(gpu_srcs):
                     obj = os.path.join(build_dir, f"gpu_{i}.o")
-                    _run([nvcc, "-c", os.path.join(HERE, src), "-o", obj, "-x", "cu",
-                          "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-O3",
-                          "-DNDEBUG", "-Wno-deprecated-gpu-targets",
-                          "-Xcudafe", "--diag_suppress=esa_on_defaulted_function_ignored"]
-                         + [f for f in cflags if f not in _HOST_ONLY_FLAGS],
-                         f"nvcc compile of {src}")
+                    _run(
+                        [
+                            nvcc,
+                            "-c",
+                            os.path.join(HERE, src),
+                            "-o",
+                            obj,
+                            "-x",
+                            "cu",
+                            "--expt-relaxed-constexpr",
+                            "-Xcompiler",
+                            "-fPIC",
+                            "-O3",
+                            "-DNDEBUG",
+                            "-Wno-deprecated-gpu-targets",
+                            "-Xcudafe",
+                            "--diag_suppress=esa_on_defaulted_function_ignored",
+                        ]
+                        + [f for f in cflags if f not in _HOST_ONLY_FLAGS],
+                        f"nvcc compile of {src}",
+                    )
                     objects.append(obj)
                 cudart = os.path.join(cuda_home, "lib64", "libcudart_static.a")
                 extra_libs = [cudart, "-ldl", "-lrt", "-lpthread"]
@@ -148,20 +176,27 @@ class BuildOps(build_ext):
             # KSEG_OPS_BUILD_JOBS caps the number of compilers at once.
             jobs_text = os.environ.get("KSEG_OPS_BUILD_JOBS", "0").strip() or "0"
             if not jobs_text.isdigit():
-                raise RuntimeError(f"KSEG_OPS_BUILD_JOBS must be a whole number, received {jobs_text!r}")
+                raise RuntimeError(
+                    f"KSEG_OPS_BUILD_JOBS must be a whole number, received {jobs_text!r}"
+                )
             jobs = int(jobs_text) or os.cpu_count() or 1
             cpu_objects = [os.path.join(build_dir, f"cpu_{i}.o") for i in range(len(cpu_srcs))]
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
                 compiles = [
-                    pool.submit(_run, [cxx, "-c", os.path.join(HERE, src), "-o", obj] + cflags + CPU_ARCH_FLAGS,
-                                f"compile of {src}")
+                    pool.submit(
+                        _run,
+                        [cxx, "-c", os.path.join(HERE, src), "-o", obj] + cflags + CPU_ARCH_FLAGS,
+                        f"compile of {src}",
+                    )
                     for src, obj in zip(cpu_srcs, cpu_objects)
                 ]
                 for done in compiles:
                     done.result()  # re-raises the first failed compile with its output
             objects.extend(cpu_objects)
-            _run([cxx, "-shared", "-o", out_path] + objects + tf_info["lflags"] + extra_libs,
-                 "link of " + os.path.basename(out_path))
+            _run(
+                [cxx, "-shared", "-o", out_path] + objects + tf_info["lflags"] + extra_libs,
+                "link of " + os.path.basename(out_path),
+            )
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
         # Recorded so the loader can refuse a library built for another TensorFlow.
@@ -179,9 +214,11 @@ class BuildOps(build_ext):
         super().copy_extensions_to_source()
         build_py = self.get_finalized_command("build_py")
         package_dir = build_py.get_package_dir("kseg_ops")
-        self.copy_file(os.path.join(self.build_lib, "kseg_ops", "_kseg_ops" + VERSION_SUFFIX),
-                       os.path.join(package_dir, "_kseg_ops" + VERSION_SUFFIX),
-                       level=self.verbose)
+        self.copy_file(
+            os.path.join(self.build_lib, "kseg_ops", "_kseg_ops" + VERSION_SUFFIX),
+            os.path.join(package_dir, "_kseg_ops" + VERSION_SUFFIX),
+            level=self.verbose,
+        )
 
 
 def _ops_extension():
@@ -218,6 +255,8 @@ setup(
             "keras-tuner>=1.4",
             "scikit-image",
             "pydensecrf2",
+            "ruff==0.17.6",
+            "clang-format==23.1.5",
         ],
     },
     entry_points={"console_scripts": ["kseg=kseg.cli.main:main"]},

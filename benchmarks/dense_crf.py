@@ -25,8 +25,9 @@ import tensorflow as tf  # noqa: E402
 
 import kseg_ops  # noqa: E402
 
-PARAMS = dict(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10)
+PARAMS = dict(
+    gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10
+)
 
 
 def _resize(array, height, width, method):
@@ -78,8 +79,12 @@ def reference_crf(image, probs, iterations):
     crf = dcrf.DenseCRF2D(w, h, c)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.transpose(2, 0, 1))))
     crf.addPairwiseGaussian(sxy=PARAMS["gaussian_sxy"], compat=PARAMS["gaussian_compat"])
-    crf.addPairwiseBilateral(sxy=PARAMS["bilateral_sxy"], srgb=PARAMS["bilateral_srgb"],
-                             rgbim=np.ascontiguousarray(image), compat=PARAMS["bilateral_compat"])
+    crf.addPairwiseBilateral(
+        sxy=PARAMS["bilateral_sxy"],
+        srgb=PARAMS["bilateral_srgb"],
+        rgbim=np.ascontiguousarray(image),
+        compat=PARAMS["bilateral_compat"],
+    )
     q = np.array(crf.inference(iterations), dtype=np.float32)
     return q.reshape(c, h, w).transpose(1, 2, 0)
 
@@ -133,14 +138,21 @@ def run_case(name, photo, height, width, classes, repeats, rows, block=1):
             repeats,
             block,
         )
-        rows.append(dict(
-            case=name, device="CPU", iterations=iterations, batch=1,
-            ours_ms=1e3 * t_ours, ref_ms=1e3 * t_ref, speedup=speedup,
-            agreement=float((ours.argmax(-1) == ref.argmax(-1)).mean()),
-            max_dq=float(np.abs(ours - ref).max()),
-            changed_ref=float((ref.argmax(-1) != before).mean()),
-            changed_ours=float((ours.argmax(-1) != before).mean()),
-        ))
+        rows.append(
+            dict(
+                case=name,
+                device="CPU",
+                iterations=iterations,
+                batch=1,
+                ours_ms=1e3 * t_ours,
+                ref_ms=1e3 * t_ref,
+                speedup=speedup,
+                agreement=float((ours.argmax(-1) == ref.argmax(-1)).mean()),
+                max_dq=float(np.abs(ours - ref).max()),
+                changed_ref=float((ref.argmax(-1) != before).mean()),
+                changed_ours=float((ours.argmax(-1) != before).mean()),
+            )
+        )
     return image, probs
 
 
@@ -153,14 +165,21 @@ def run_gpu(image, probs, repeats, rows):
             t = _time(fn, repeats)
             out = fn()[0]
         ref = reference_crf(image, probs, 10)
-        rows.append(dict(
-            case="500x375x21", device="GPU", iterations=10, batch=batch, ours_ms=1e3 * t,
-            ref_ms=float("nan"), speedup=float("nan"),
-            agreement=float((out.argmax(-1) == ref.argmax(-1)).mean()),
-            max_dq=float(np.abs(out - ref).max()),
-            changed_ref=float((ref.argmax(-1) != probs.argmax(-1)).mean()),
-            changed_ours=float((out.argmax(-1) != probs.argmax(-1)).mean()),
-        ))
+        rows.append(
+            dict(
+                case="500x375x21",
+                device="GPU",
+                iterations=10,
+                batch=batch,
+                ours_ms=1e3 * t,
+                ref_ms=float("nan"),
+                speedup=float("nan"),
+                agreement=float((out.argmax(-1) == ref.argmax(-1)).mean()),
+                max_dq=float(np.abs(out - ref).max()),
+                changed_ref=float((ref.argmax(-1) != probs.argmax(-1)).mean()),
+                changed_ours=float((out.argmax(-1) != probs.argmax(-1)).mean()),
+            )
+        )
 
 
 def main():
@@ -168,10 +187,18 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--markdown", action="store_true", help="print a RESULTS.md table")
     parser.add_argument("--skip-large", action="store_true", help="only 500x375x21")
-    parser.add_argument("--block", type=int, default=1,
-                        help="consecutive calls of each side per round (1: alternate call by call)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow intra-op threads for kseg (0: one per core)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="consecutive calls of each side per round (1: alternate call by call)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-op threads for kseg (0: one per core)",
+    )
     args = parser.parse_args()
     if args.block < 1:
         parser.error(f"--block must be at least 1, received {args.block}")
@@ -179,28 +206,38 @@ def main():
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     rows = []
-    image, probs = run_case("500x375x21 (chelsea)", "chelsea", 375, 500, 21, args.repeats, rows,
-                            args.block)
+    image, probs = run_case(
+        "500x375x21 (chelsea)", "chelsea", 375, 500, 21, args.repeats, rows, args.block
+    )
     if not args.skip_large:
         run_case("1024x512x19 (coffee)", "coffee", 512, 1024, 19, args.repeats, rows, args.block)
     if tf.config.list_physical_devices("GPU"):
         run_gpu(image, probs, args.repeats, rows)
 
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-    order = ("alternating call by call with the reference" if args.block == 1 else
-             f"in rounds of {args.block} consecutive calls of each")
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (intra-op threads: {threads}); "
-          f"reference: pydensecrf2, one thread; times per image, median of {args.repeats} rounds "
-          f"{order}, lattice build included; speed-up: median of the rounds' ratios")
-    header = ("| case | device | iters | batch | kseg ms | pydensecrf ms | speed-up | "
-              "labels = ref | max abs dQ | relabelled by CRF (ref / kseg) |")
+    order = (
+        "alternating call by call with the reference"
+        if args.block == 1
+        else f"in rounds of {args.block} consecutive calls of each"
+    )
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs (intra-op threads: {threads}); "
+        f"reference: pydensecrf2, one thread; times per image, median of {args.repeats} rounds "
+        f"{order}, lattice build included; speed-up: median of the rounds' ratios"
+    )
+    header = (
+        "| case | device | iters | batch | kseg ms | pydensecrf ms | speed-up | "
+        "labels = ref | max abs dQ | relabelled by CRF (ref / kseg) |"
+    )
     print(header)
     print("|" + "---|" * 10)
     for r in rows:
-        print(f"| {r['case']} | {r['device']} | {r['iterations']} | {r['batch']} | "
-              f"{r['ours_ms']:.1f} | {r['ref_ms']:.1f} | {r['speedup']:.2f}x | "
-              f"{100 * r['agreement']:.3f} % | {r['max_dq']:.2e} | "
-              f"{100 * r['changed_ref']:.1f} % / {100 * r['changed_ours']:.1f} % |")
+        print(
+            f"| {r['case']} | {r['device']} | {r['iterations']} | {r['batch']} | "
+            f"{r['ours_ms']:.1f} | {r['ref_ms']:.1f} | {r['speedup']:.2f}x | "
+            f"{100 * r['agreement']:.3f} % | {r['max_dq']:.2e} | "
+            f"{100 * r['changed_ref']:.1f} % / {100 * r['changed_ours']:.1f} % |"
+        )
 
 
 if __name__ == "__main__":

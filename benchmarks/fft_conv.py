@@ -105,15 +105,23 @@ def measure(batch, size, channels, k, repeats, backward):
         fns = [lambda f=f: f(x, kernel).numpy() for f in (fft, direct, auto)]
     (t_fft, t_direct, t_auto), (c_fft, c_direct, c_auto) = _interleaved(fns, repeats)
     return {
-        "batch": batch, "size": size, "channels": channels, "k": k,
+        "batch": batch,
+        "size": size,
+        "channels": channels,
+        "k": k,
         "pass": "fwd+bwd" if backward else "fwd",
-        "fft_ms": 1e3 * t_fft, "direct_ms": 1e3 * t_direct, "auto_ms": 1e3 * t_auto,
+        "fft_ms": 1e3 * t_fft,
+        "direct_ms": 1e3 * t_direct,
+        "auto_ms": 1e3 * t_auto,
         "speedup": t_direct / t_fft,
-        "fft_cpu_ms": 1e3 * c_fft, "direct_cpu_ms": 1e3 * c_direct, "auto_cpu_ms": 1e3 * c_auto,
+        "fft_cpu_ms": 1e3 * c_fft,
+        "direct_cpu_ms": 1e3 * c_direct,
+        "auto_cpu_ms": 1e3 * c_auto,
         "cpu_speedup": c_direct / c_fft,
         "load": os.getloadavg()[0],
-        "auto_choice": choose_algorithm(batch, size, size, channels, k, k, channels,
-                                        training=backward),
+        "auto_choice": choose_algorithm(
+            batch, size, size, channels, k, k, channels, training=backward
+        ),
         "auto_vs_best": t_auto / min(t_fft, t_direct),
         "fft_size": fft_plan(batch, size, size, channels, k, k, channels)["fft_size"],
     }
@@ -131,11 +139,15 @@ def calibrate(rows):
     for r in fwd:
         madds = r["batch"] * r["size"] ** 2 * r["channels"] ** 2 * r["k"] ** 2
         per_k.setdefault(r["k"], []).append(r["direct_ms"] * 1e-3 / madds)
-    constants = {"DIRECT_SECONDS_PER_MADD": {k: statistics.median(v) for k, v in sorted(per_k.items())}}
+    constants = {
+        "DIRECT_SECONDS_PER_MADD": {k: statistics.median(v) for k, v in sorted(per_k.items())}
+    }
     if fwd:
         a, b = [], []
         for r in fwd:
-            plan = fft_plan(r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"], r["channels"])
+            plan = fft_plan(
+                r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"], r["channels"]
+            )
             t = r["fft_ms"] * 1e-3 - fft_model.FFT_SECONDS_FIXED
             a.append([plan["transform_units"] / t, plan["product_units"] / t])
             b.append(1.0)
@@ -166,8 +178,16 @@ def auto_with(constants, rows):
             setattr(fft_model, name, value)
         out = []
         for r in rows:
-            choice = choose_algorithm(r["batch"], r["size"], r["size"], r["channels"], r["k"], r["k"],
-                                      r["channels"], training=r["pass"] == "fwd+bwd")
+            choice = choose_algorithm(
+                r["batch"],
+                r["size"],
+                r["size"],
+                r["channels"],
+                r["k"],
+                r["k"],
+                r["channels"],
+                training=r["pass"] == "fwd+bwd",
+            )
             picked = r["fft_ms"] if choice == "fft" else r["direct_ms"]
             out.append((choice, picked / min(r["fft_ms"], r["direct_ms"])))
         return out
@@ -195,21 +215,29 @@ def crossover(rows):
     """Smallest kernel size from which the FFT is faster at every larger benchmarked size."""
     out = {}
     for key in sorted({(r["pass"], r["size"], r["channels"]) for r in rows}):
-        ks = sorted((r["k"], r["speedup"]) for r in rows if (r["pass"], r["size"], r["channels"]) == key)
+        ks = sorted(
+            (r["k"], r["speedup"]) for r in rows if (r["pass"], r["size"], r["channels"]) == key
+        )
         winning = [k for i, (k, _) in enumerate(ks) if all(s > 1 for _, s in ks[i:])]
         out[key] = winning[0] if winning else None
     return out
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7, 11, 15, 21, 31])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
-    parser.add_argument("--calibrate", action="store_true", help="print fitted cost-model constants")
+    parser.add_argument(
+        "--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"]
+    )
+    parser.add_argument(
+        "--calibrate", action="store_true", help="print fitted cost-model constants"
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--from-json", nargs="+", help="skip measuring: load rows from these files")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF's default)")
@@ -217,8 +245,11 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
-    print(f"TensorFlow {tf.__version__}, oneDNN {'on' if onednn else 'off'}, intra-op threads "
-          f"{args.threads or 'default'}, batch {args.batch}, repeats {args.repeats}", flush=True)
+    print(
+        f"TensorFlow {tf.__version__}, oneDNN {'on' if onednn else 'off'}, intra-op threads "
+        f"{args.threads or 'default'}, batch {args.batch}, repeats {args.repeats}",
+        flush=True,
+    )
 
     rows = []
     for path in args.from_json or []:
@@ -247,7 +278,9 @@ def main(argv=None):
         print("| pass | size | C | k | auto picks (fitted model) | its time / best |")
         print("|---|---|---|---|---|---|")
         for r, (choice, ratio) in zip(rows, auto_with(constants, rows)):
-            print(f"| {r['pass']} | {r['size']}² | {r['channels']} | {r['k']} | {choice} | {ratio:.2f} |")
+            print(
+                f"| {r['pass']} | {r['size']}² | {r['channels']} | {r['k']} | {choice} | {ratio:.2f} |"
+            )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)

@@ -59,8 +59,14 @@ def bench_dense_crf(device, h, w, classes, iterations, batches, repeats):
         peer = _pydensecrf_ms(probs[0], images[0], iterations, max(1, repeats // 3))
         ratio = f"{peer * batch / ms:.1f}x" if peer else "n/a"
         peer_text = f"{peer * batch:.1f}" if peer else "not installed"
-        rows.append((f"dense CRF {h}x{w}x{classes}, {iterations} it, batch {batch}", f"{ms:.2f}",
-                     f"pydensecrf2 (1 core) {peer_text}", ratio))
+        rows.append(
+            (
+                f"dense CRF {h}x{w}x{classes}, {iterations} it, batch {batch}",
+                f"{ms:.2f}",
+                f"pydensecrf2 (1 core) {peer_text}",
+                ratio,
+            )
+        )
     return rows
 
 
@@ -101,9 +107,14 @@ def bench_fft_conv(device, sizes, channels, kernels, repeats):
                     return tf.nn.conv2d(x, f, strides=1, padding="SAME").numpy()
 
             fft_ms, direct_ms = _median_ms(fft, repeats), _median_ms(direct, repeats)
-            rows.append((f"FftConv2D {size}x{size}x{channels}, {k}x{k} -> {channels}",
-                         f"{fft_ms:.2f}", f"tf.nn.conv2d {direct_ms:.2f}",
-                         f"{direct_ms / fft_ms:.2f}x"))
+            rows.append(
+                (
+                    f"FftConv2D {size}x{size}x{channels}, {k}x{k} -> {channels}",
+                    f"{fft_ms:.2f}",
+                    f"tf.nn.conv2d {direct_ms:.2f}",
+                    f"{direct_ms / fft_ms:.2f}x",
+                )
+            )
     return rows
 
 
@@ -121,8 +132,14 @@ def bench_lattice(device, n, channels, repeats):
         return run
 
     ms, cpu_ms = _median_ms(on(device), repeats), _median_ms(on("/CPU:0"), repeats)
-    return [(f"LatticeFilter n={n}, d=5, {channels} channels", f"{ms:.2f}",
-             f"same op on the CPU {cpu_ms:.2f}", f"{cpu_ms / ms:.1f}x")]
+    return [
+        (
+            f"LatticeFilter n={n}, d=5, {channels} channels",
+            f"{ms:.2f}",
+            f"same op on the CPU {cpu_ms:.2f}",
+            f"{cpu_ms / ms:.1f}x",
+        )
+    ]
 
 
 def main():

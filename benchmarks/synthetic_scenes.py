@@ -42,8 +42,12 @@ def main():
     kseg_wall, kseg_cpu = throughput(kseg_scenes, args.count)
     peer_wall, peer_cpu = throughput(skimage_shapes, args.count)
     print(f"{args.count} images {args.size}x{args.size}, one process")
-    print(f"kseg.data.synthetic_numpy     : {kseg_wall:7.0f} images/s wall, {kseg_cpu:7.0f} per CPU-second")
-    print(f"skimage.draw.random_shapes    : {peer_wall:7.0f} images/s wall, {peer_cpu:7.0f} per CPU-second")
+    print(
+        f"kseg.data.synthetic_numpy     : {kseg_wall:7.0f} images/s wall, {kseg_cpu:7.0f} per CPU-second"
+    )
+    print(
+        f"skimage.draw.random_shapes    : {peer_wall:7.0f} images/s wall, {peer_cpu:7.0f} per CPU-second"
+    )
     print(f"ratio (kseg / skimage, CPU)   : {kseg_cpu / peer_cpu:.2f}x")
 
 

@@ -48,8 +48,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
 
     for module in ("engine", "layers", "losses", "metrics", "models"):
         importlib.import_module(f"kseg.{module}")  # registers the serializable classes
-    return keras.saving.load_model(filepath, custom_objects=custom_objects, compile=compile,
-                                   safe_mode=safe_mode)
+    return keras.saving.load_model(
+        filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
+    )
 
 
 def __getattr__(name):

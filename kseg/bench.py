@@ -235,9 +235,17 @@ def profile(model, input_shape=None, dtype="float32"):
         if madds is None:
             if op.type in _CONV_OPS + _DEPTHWISE_OPS + _TRANSPOSED_OPS + _MATMUL_OPS:
                 unknown_shapes.append(full_name)
-            elif op.type not in _NON_ACTIVATION_OPS + ("Identity", "IdentityN", "Shape",
-                                                         "Pack", "StridedSlice", "Reshape",
-                                                         "Squeeze", "ExpandDims", "Cast"):
+            elif op.type not in _NON_ACTIVATION_OPS + (
+                "Identity",
+                "IdentityN",
+                "Shape",
+                "Pack",
+                "StridedSlice",
+                "Reshape",
+                "Squeeze",
+                "ExpandDims",
+                "Cast",
+            ):
                 uncounted.add(op.type)
             return
         madds_by_op[op.type] = madds_by_op.get(op.type, 0) + int(madds)
@@ -261,9 +269,7 @@ def profile(model, input_shape=None, dtype="float32"):
 
     params = int(sum(math.prod(w.shape) for w in model.weights))
     trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
-    weight_bytes = int(
-        sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights)
-    )
+    weight_bytes = int(sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights))
     activation_bytes = int(_activation_peak_bytes(concrete.graph))
     return {
         "input_shape": input_shape,

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 
-
 RECIPE = {
     "image_size": (96, 96),
     "num_train": 4000,
@@ -45,8 +44,16 @@ and its horizontal, vertical and double flips (the single-pass figure is reporte
 """
 
 
-def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, image_size=None, seed=0,
-        num_pictures=4, verbose=None):
+def run(
+    output_dir="kseg_runs/demo",
+    epochs=None,
+    num_train=None,
+    num_val=None,
+    image_size=None,
+    seed=0,
+    num_pictures=4,
+    verbose=None,
+):
     """Trains, evaluates and predicts; returns the evaluation dict plus the written paths.
 
     Writes into ``output_dir``: ``model.keras``, ``metrics.json``, ``confusion_matrix.png``,
@@ -59,7 +66,12 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
     from kseg.cli.main import format_scores, write_evaluation
 
     recipe = dict(RECIPE)
-    for key, value in (("epochs", epochs), ("num_train", num_train), ("num_val", num_val), ("image_size", image_size)):
+    for key, value in (
+        ("epochs", epochs),
+        ("num_train", num_train),
+        ("num_val", num_val),
+        ("image_size", image_size),
+    ):
         if value is not None:
             recipe[key] = value
     height, width = recipe["image_size"]
@@ -67,29 +79,54 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
 
-    print(f"[1/4] generating {recipe['num_train']} training and {recipe['num_val']} held-out "
-          f"{height}x{width} synthetic scenes (seeds {seed} and {seed + 1})")
-    train_images, train_labels = kseg.data.synthetic_numpy(recipe["num_train"], image_size=(height, width), seed=seed)
-    val_images, val_labels = kseg.data.synthetic_numpy(recipe["num_val"], image_size=(height, width), seed=seed + 1)
+    print(
+        f"[1/4] generating {recipe['num_train']} training and {recipe['num_val']} held-out "
+        f"{height}x{width} synthetic scenes (seeds {seed} and {seed + 1})"
+    )
+    train_images, train_labels = kseg.data.synthetic_numpy(
+        recipe["num_train"], image_size=(height, width), seed=seed
+    )
+    val_images, val_labels = kseg.data.synthetic_numpy(
+        recipe["num_val"], image_size=(height, width), seed=seed + 1
+    )
     class_names = list(kseg.data.SYNTHETIC_CLASSES)
     num_classes = len(class_names)
 
     keras.utils.set_random_seed(seed)
-    model = kseg.models.UNet(num_classes=num_classes, input_shape=(height, width, 3), base_filters=recipe["unet_filters"])
+    model = kseg.models.UNet(
+        num_classes=num_classes, input_shape=(height, width, 3), base_filters=recipe["unet_filters"]
+    )
     steps_per_epoch = max(1, -(-recipe["num_train"] // recipe["batch_size"]))
     total_steps = steps_per_epoch * recipe["epochs"]
     weights = None
     if recipe["class_weight_power"]:
-        weights = kseg.losses.class_weights_from_frequency(train_labels, num_classes, recipe["class_weight_power"])
+        weights = kseg.losses.class_weights_from_frequency(
+            train_labels, num_classes, recipe["class_weight_power"]
+        )
     loss = kseg.losses.CrossEntropy(class_weights=weights)
     if recipe["dice_weight"]:
         loss = loss + recipe["dice_weight"] * kseg.losses.Dice()
-    engine.compile_model(model, num_classes, learning_rate=recipe["learning_rate"], total_steps=total_steps,
-                         loss=loss, warmup_steps=int(recipe["warmup_fraction"] * total_steps), metrics=[],
-                         steps_per_execution=recipe["steps_per_execution"])
-    print(f"[2/4] training {model.name} ({model.count_params():,} parameters) for {recipe['epochs']} epochs")
-    model.fit(train_images, train_labels, batch_size=recipe["batch_size"], epochs=recipe["epochs"],
-              shuffle=True, verbose=verbose)
+    engine.compile_model(
+        model,
+        num_classes,
+        learning_rate=recipe["learning_rate"],
+        total_steps=total_steps,
+        loss=loss,
+        warmup_steps=int(recipe["warmup_fraction"] * total_steps),
+        metrics=[],
+        steps_per_execution=recipe["steps_per_execution"],
+    )
+    print(
+        f"[2/4] training {model.name} ({model.count_params():,} parameters) for {recipe['epochs']} epochs"
+    )
+    model.fit(
+        train_images,
+        train_labels,
+        batch_size=recipe["batch_size"],
+        epochs=recipe["epochs"],
+        shuffle=True,
+        verbose=verbose,
+    )
     model_path = os.path.join(output_dir, "model.keras")
     model.save(model_path)
 
@@ -119,12 +156,19 @@ def run(output_dir="kseg_runs/demo", epochs=None, num_train=None, num_val=None, 
 
     elapsed = time.time() - started
     how = f"4-flip average; single pass {single_pass:.4f}, " if recipe["flip_average"] else ""
-    print(f"\nheld-out mean IoU {result['mean_iou']:.4f} ({how}pixel accuracy {result['pixel_accuracy']:.4f}) "
-          f"after {elapsed:.0f} s")
+    print(
+        f"\nheld-out mean IoU {result['mean_iou']:.4f} ({how}pixel accuracy {result['pixel_accuracy']:.4f}) "
+        f"after {elapsed:.0f} s"
+    )
     print(f"model:             {model_path}")
     print(f"metrics:           {metrics_path}")
     print(f"confusion matrix:  {cm_path}")
     print(f"pictures:          {', '.join(pictures)}  (image | truth | prediction | overlay)")
-    result.update(model_path=model_path, metrics_path=metrics_path, confusion_matrix_path=cm_path,
-                  pictures=pictures, seconds=elapsed)
+    result.update(
+        model_path=model_path,
+        metrics_path=metrics_path,
+        confusion_matrix_path=cm_path,
+        pictures=pictures,
+        seconds=elapsed,
+    )
     return result

@@ -20,7 +20,14 @@ import tensorflow as tf
 from kseg import losses, viz
 from kseg import metrics as kseg_metrics
 
-__all__ = ["poly_schedule", "compile_model", "ImageSummary", "evaluate", "predict_labels", "FlipAverage"]
+__all__ = [
+    "poly_schedule",
+    "compile_model",
+    "ImageSummary",
+    "evaluate",
+    "predict_labels",
+    "FlipAverage",
+]
 
 
 def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, warmup_steps=0):
@@ -38,7 +45,10 @@ def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, 
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, received {learning_rate!r}")
     poly = keras.optimizers.schedules.PolynomialDecay(
-        learning_rate, decay_steps=int(total_steps), end_learning_rate=end_learning_rate, power=power
+        learning_rate,
+        decay_steps=int(total_steps),
+        end_learning_rate=end_learning_rate,
+        power=power,
     )
     if not warmup_steps:
         return poly
@@ -48,7 +58,11 @@ def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, 
 @keras.saving.register_keras_serializable(package="kseg")
 class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, schedule, warmup_steps, learning_rate):
-        self.schedule = schedule if not isinstance(schedule, dict) else keras.optimizers.schedules.deserialize(schedule)
+        self.schedule = (
+            schedule
+            if not isinstance(schedule, dict)
+            else keras.optimizers.schedules.deserialize(schedule)
+        )
         self.warmup_steps = warmup_steps
         self.learning_rate = learning_rate
 
@@ -65,9 +79,19 @@ class _WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def compile_model(model, num_classes, learning_rate=1e-3, total_steps=1000, ignore_index=255,
-                  loss=None, optimizer="adamw", weight_decay=1e-4, warmup_steps=0, metrics=None,
-                  steps_per_execution=1):
+def compile_model(
+    model,
+    num_classes,
+    learning_rate=1e-3,
+    total_steps=1000,
+    ignore_index=255,
+    loss=None,
+    optimizer="adamw",
+    weight_decay=1e-4,
+    warmup_steps=0,
+    metrics=None,
+    steps_per_execution=1,
+):
     """Compiles ``model`` with kseg's defaults: cross-entropy, poly-decayed AdamW/SGD, mIoU + accuracy.
 
     ``warmup_steps`` raises the learning rate linearly from 0 over the first steps (see
@@ -131,7 +155,9 @@ class FlipAverage:
             raise ValueError("FlipAverage needs at least one flip (() is the identity)")
         for axes in flips:
             if not set(axes) <= {1, 2}:
-                raise ValueError(f"FlipAverage flips axes 1 (height) and 2 (width) only, received {axes!r}")
+                raise ValueError(
+                    f"FlipAverage flips axes 1 (height) and 2 (width) only, received {axes!r}"
+                )
         self.model = model
         self.flips = flips
 
@@ -140,7 +166,9 @@ class FlipAverage:
         total = None
         for axes in self.flips:
             flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
-            scores = keras.ops.convert_to_numpy(_main_output(self.model(flipped, training=training)))
+            scores = keras.ops.convert_to_numpy(
+                _main_output(self.model(flipped, training=training))
+            )
             scores = np.flip(scores, axes) if axes else scores
             total = scores if total is None else total + scores
         return total / len(self.flips)
@@ -216,10 +244,15 @@ class ImageSummary(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         predicted = predict_labels(self.model, self.images)
         panels = np.stack(
-            [viz.panel(img, lab, pred, self.palette) for img, lab, pred in zip(self.images, self.labels, predicted)]
+            [
+                viz.panel(img, lab, pred, self.palette)
+                for img, lab, pred in zip(self.images, self.labels, predicted)
+            ]
         )
         with self._writer.as_default():
-            tf.summary.image("image_truth_prediction_overlay", panels, step=epoch, max_outputs=len(panels))
+            tf.summary.image(
+                "image_truth_prediction_overlay", panels, step=epoch, max_outputs=len(panels)
+            )
         self._writer.flush()
 
     def on_train_end(self, logs=None):

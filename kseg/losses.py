@@ -45,15 +45,29 @@ class _Combinable:
 class _PixelLoss(_Combinable, keras.losses.Loss):
     """Shared argument checks and label handling of the per-pixel losses."""
 
-    def __init__(self, ignore_index=255, class_weights=None, from_logits=True,
-                 reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(
+        self,
+        ignore_index=255,
+        class_weights=None,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+        ):
             raise ValueError(f"ignore_index must be an integer or None, received {ignore_index!r}")
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         if class_weights is not None:
             weights = np.asarray(class_weights, dtype=np.float64)
-            if weights.ndim != 1 or weights.size == 0 or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            if (
+                weights.ndim != 1
+                or weights.size == 0
+                or not np.all(np.isfinite(weights))
+                or np.any(weights < 0)
+            ):
                 raise ValueError(
                     f"class_weights must be a non-empty 1-D list of finite non-negative numbers, received {class_weights!r}"
                 )
@@ -74,7 +88,11 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
         if y_true.shape.rank is not None and y_true.shape.rank == y_pred.shape.rank:
             y_true = tf.squeeze(y_true, axis=-1)
         labels = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
-        valid = tf.ones_like(labels, dtype=tf.bool) if self.ignore_index is None else labels != self.ignore_index
+        valid = (
+            tf.ones_like(labels, dtype=tf.bool)
+            if self.ignore_index is None
+            else labels != self.ignore_index
+        )
         in_range = (labels >= 0) & (labels < num_classes)
         tf.debugging.assert_equal(
             tf.reduce_all(in_range | ~valid),
@@ -99,12 +117,18 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
     def _weighted_mean_per_pixel(values, weights):
         # Scaled so that the default mean over all pixels equals sum(w * l) / sum(w):
         # ignored pixels neither add loss nor dilute the mean.
-        scale = tf.math.divide_no_nan(tf.cast(tf.size(weights), weights.dtype), tf.reduce_sum(weights))
+        scale = tf.math.divide_no_nan(
+            tf.cast(tf.size(weights), weights.dtype), tf.reduce_sum(weights)
+        )
         return values * weights * scale
 
     def get_config(self):
         config = super().get_config()
-        config.update(ignore_index=self.ignore_index, class_weights=self.class_weights, from_logits=self.from_logits)
+        config.update(
+            ignore_index=self.ignore_index,
+            class_weights=self.class_weights,
+            from_logits=self.from_logits,
+        )
         return config
 
 
@@ -121,14 +145,23 @@ class CrossEntropy(_PixelLoss):
         0.2395...
     """
 
-    def __init__(self, ignore_index=255, class_weights=None, from_logits=True,
-                 reduction="sum_over_batch_size", name="cross_entropy", dtype=None):
+    def __init__(
+        self,
+        ignore_index=255,
+        class_weights=None,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="cross_entropy",
+        dtype=None,
+    ):
         super().__init__(ignore_index, class_weights, from_logits, reduction, name, dtype)
 
     def call(self, y_true, y_pred):
         labels, valid, _ = self._labels(y_true, y_pred)
         log_probs = self._log_probs(y_pred)
-        nll = -tf.squeeze(tf.gather(log_probs, labels[..., None], axis=-1, batch_dims=labels.shape.rank), -1)
+        nll = -tf.squeeze(
+            tf.gather(log_probs, labels[..., None], axis=-1, batch_dims=labels.shape.rank), -1
+        )
         return self._weighted_mean_per_pixel(nll, self._pixel_weights(labels, valid, y_pred.dtype))
 
 
@@ -143,19 +176,36 @@ class Focal(_PixelLoss):
         >>> model.compile(optimizer="adam", loss=loss)  # doctest: +SKIP
     """
 
-    def __init__(self, gamma=2.0, ignore_index=255, class_weights=None, from_logits=True,
-                 reduction="sum_over_batch_size", name="focal", dtype=None):
+    def __init__(
+        self,
+        gamma=2.0,
+        ignore_index=255,
+        class_weights=None,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="focal",
+        dtype=None,
+    ):
         super().__init__(ignore_index, class_weights, from_logits, reduction, name, dtype)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not np.isfinite(gamma) or gamma < 0:
+        if (
+            isinstance(gamma, bool)
+            or not isinstance(gamma, (int, float))
+            or not np.isfinite(gamma)
+            or gamma < 0
+        ):
             raise ValueError(f"gamma must be a finite number >= 0, received {gamma!r}")
         self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):
         labels, valid, _ = self._labels(y_true, y_pred)
         log_probs = self._log_probs(y_pred)
-        log_pt = tf.squeeze(tf.gather(log_probs, labels[..., None], axis=-1, batch_dims=labels.shape.rank), -1)
+        log_pt = tf.squeeze(
+            tf.gather(log_probs, labels[..., None], axis=-1, batch_dims=labels.shape.rank), -1
+        )
         focal = -tf.pow(1.0 - tf.exp(log_pt), self.gamma) * log_pt
-        return self._weighted_mean_per_pixel(focal, self._pixel_weights(labels, valid, y_pred.dtype))
+        return self._weighted_mean_per_pixel(
+            focal, self._pixel_weights(labels, valid, y_pred.dtype)
+        )
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
@@ -174,10 +224,23 @@ class Dice(_PixelLoss):
         >>> model.compile(optimizer="adam", loss=kseg.losses.CrossEntropy() + loss)  # doctest: +SKIP
     """
 
-    def __init__(self, smooth=1.0, ignore_index=255, class_weights=None, from_logits=True,
-                 reduction="sum_over_batch_size", name="dice", dtype=None):
+    def __init__(
+        self,
+        smooth=1.0,
+        ignore_index=255,
+        class_weights=None,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="dice",
+        dtype=None,
+    ):
         super().__init__(ignore_index, class_weights, from_logits, reduction, name, dtype)
-        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not np.isfinite(smooth) or smooth < 0:
+        if (
+            isinstance(smooth, bool)
+            or not isinstance(smooth, (int, float))
+            or not np.isfinite(smooth)
+            or smooth < 0
+        ):
             raise ValueError(f"smooth must be a finite number >= 0, received {smooth!r}")
         self.smooth = float(smooth)
 
@@ -211,11 +274,17 @@ class WeightedSum(_Combinable, keras.losses.Loss):
         [1.0, 0.5]
     """
 
-    def __init__(self, losses, weights=None, name="weighted_sum", reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self, losses, weights=None, name="weighted_sum", reduction="sum_over_batch_size", dtype=None
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        losses = [keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss for loss in losses]
+        losses = [
+            keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss for loss in losses
+        ]
         if not losses or not all(isinstance(loss, keras.losses.Loss) for loss in losses):
-            raise ValueError(f"losses must be a non-empty list of keras.losses.Loss, received {losses!r}")
+            raise ValueError(
+                f"losses must be a non-empty list of keras.losses.Loss, received {losses!r}"
+            )
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
         if len(weights) != len(losses) or not all(np.isfinite(w) for w in weights):
             raise ValueError(f"weights must be {len(losses)} finite numbers, received {weights!r}")
@@ -227,13 +296,18 @@ class WeightedSum(_Combinable, keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(losses=[keras.saving.serialize_keras_object(loss) for loss in self.losses], weights=self.weights)
+        config.update(
+            losses=[keras.saving.serialize_keras_object(loss) for loss in self.losses],
+            weights=self.weights,
+        )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["losses"] = [keras.saving.deserialize_keras_object(loss) for loss in config["losses"]]
+        config["losses"] = [
+            keras.saving.deserialize_keras_object(loss) for loss in config["losses"]
+        ]
         return cls(**config)
 
 
@@ -261,9 +335,18 @@ def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=25
         >>> [round(w, 3) for w in weights]  # pixel shares 6/7 and 1/7
         [0.286, 1.714]
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
-    if isinstance(power, bool) or not isinstance(power, (int, float, np.number)) or not np.isfinite(power) or power < 0:
+    if (
+        isinstance(power, bool)
+        or not isinstance(power, (int, float, np.number))
+        or not np.isfinite(power)
+        or power < 0
+    ):
         raise ValueError(f"power must be a finite number >= 0, received {power!r}")
     pairs = not isinstance(labels, (np.ndarray, list, tuple, tf.Tensor))
     counts = np.zeros(num_classes, dtype=np.int64)
@@ -276,7 +359,9 @@ def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=25
         if not np.issubdtype(values.dtype, np.integer):
             fractional = values[~np.isfinite(values) | (values != np.round(values))]
             if fractional.size:
-                raise ValueError(f"labels must be integers, received the value {float(fractional[0])}")
+                raise ValueError(
+                    f"labels must be integers, received the value {float(fractional[0])}"
+                )
         values = values.astype(np.int64)
         bad = values[(values < 0) | (values >= num_classes)]
         if bad.size:
@@ -285,7 +370,9 @@ def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=25
             )
         counts += np.bincount(values, minlength=num_classes)
     if not counts.any():
-        raise ValueError("labels hold no pixel to count (all are the ignore index, or there are none)")
+        raise ValueError(
+            "labels hold no pixel to count (all are the ignore index, or there are none)"
+        )
     present = counts > 0
     weights = np.zeros(num_classes)
     weights[present] = (counts[present] / counts.sum()) ** -float(power)

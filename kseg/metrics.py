@@ -34,7 +34,11 @@ __all__ = [
 
 
 def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
     return int(num_classes)
 
@@ -175,7 +179,9 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
     def __init__(self, num_classes, ignore_index=255, name=None, dtype=None):
         super().__init__(name=name or self.score_name, dtype=dtype)
         self.num_classes = _check_num_classes(num_classes)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+        ):
             raise ValueError(f"ignore_index must be an integer or None, received {ignore_index!r}")
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.total_cm = self.add_variable(
@@ -187,11 +193,17 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
-            raise ValueError(f"{type(self).__name__} does not take sample_weight; mark pixels with ignore_index")
+            raise ValueError(
+                f"{type(self).__name__} does not take sample_weight; mark pixels with ignore_index"
+            )
         y_true = tf.convert_to_tensor(y_true)
         y_pred = tf.convert_to_tensor(y_pred)
         if y_true.shape.rank is not None and y_pred.shape.rank is not None:
-            if y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == 1 and y_pred.shape[-1] != 1:
+            if (
+                y_true.shape.rank == y_pred.shape.rank
+                and y_true.shape[-1] == 1
+                and y_pred.shape[-1] != 1
+            ):
                 y_true = tf.squeeze(y_true, -1)
             if y_pred.shape.rank == y_true.shape.rank + 1:
                 y_pred = tf.argmax(y_pred, axis=-1)
@@ -211,7 +223,9 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             True,
             message=f"{self.name}: a label is outside [0, {c}) and is not the ignore index {self.ignore_index}",
         )
-        counts = tf.math.bincount(y_true * c + y_pred, minlength=c * c, maxlength=c * c, dtype=tf.int64)
+        counts = tf.math.bincount(
+            y_true * c + y_pred, minlength=c * c, maxlength=c * c, dtype=tf.int64
+        )
         self.total_cm.assign_add(tf.reshape(counts, (c, c)))
 
     def _score(self, cm):
@@ -249,7 +263,12 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         return scores(self.confusion_matrix())
 
     def get_config(self):
-        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "name": self.name, "dtype": self.dtype}
+        return {
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "name": self.name,
+            "dtype": self.dtype,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kseg")

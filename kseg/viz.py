@@ -37,7 +37,9 @@ def colorize(labels, palette=None):
     labels = labels.astype(np.int64)
     bad = (labels < 0) | ((labels >= len(palette)) & (labels != IGNORE_INDEX))
     if np.any(bad):
-        raise ValueError(f"label {int(labels[bad][0])} has no colour in a palette of {len(palette)} entries")
+        raise ValueError(
+            f"label {int(labels[bad][0])} has no colour in a palette of {len(palette)} entries"
+        )
     full = voc_colormap() if len(palette) < 256 else palette
     lookup = full.copy()
     lookup[: len(palette)] = palette
@@ -69,7 +71,9 @@ def overlay(image, labels, alpha=0.5, palette=None):
     image = _as_uint8_image(image)
     colors = colorize(labels, palette)
     if colors.shape[:2] != image.shape[:2]:
-        raise ValueError(f"labels have size {colors.shape[:2]} but the image has size {image.shape[:2]}")
+        raise ValueError(
+            f"labels have size {colors.shape[:2]} but the image has size {image.shape[:2]}"
+        )
     labels = np.asarray(labels).reshape(colors.shape[:2])
     weight = np.where(labels[..., None] == 0, 0.0, alpha)
     return (image * (1 - weight) + colors * weight).round().astype(np.uint8)
@@ -131,8 +135,15 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize=True, title="Con
         for i in range(num_classes):
             for j in range(num_classes):
                 text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                axes.text(j, i, text, ha="center", va="center", fontsize=7,
-                          color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
+                axes.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black",
+                )
     figure.tight_layout()
     figure.savefig(path, format="png")
     return path

@@ -1,16 +1,18 @@
 """Argument checks shared by the kseg_ops wrappers: errors name the argument and the value."""
 
 import math
-import re
 import numbers
+import re
 
 import numpy as np
 import tensorflow as tf
 
 
 def check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
@@ -35,7 +37,9 @@ def to_tensor(name, value):
     try:
         array = np.asarray(value)
     except Exception as e:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array or tensor, got {type(value).__name__}: {e}")
+        raise TypeError(
+            f"{name} must be an array or tensor, got {type(value).__name__}: {e}"
+        ) from e
     if array.dtype == object or array.dtype.kind in "USV":
         raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
     return tf.convert_to_tensor(array)
@@ -43,9 +47,7 @@ def to_tensor(name, value):
 
 def check_rank(name, tensor, rank, layout):
     if tensor.shape.rank is not None and tensor.shape.rank != rank:
-        raise ValueError(
-            f"{name} must have rank {rank} {layout}, got shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"{name} must have rank {rank} {layout}, got shape {tuple(tensor.shape)}")
 
 
 def value_errors_from_kernel(call):

@@ -73,7 +73,9 @@ def fft_conv2d(x, kernel, padding="SAME", strides=1, dilations=1, name=None):
         _check_unit("strides", strides)
         _check_unit("dilations", dilations)
         v.check_rank("x", x, 4, "[batch, height, width, in_channels]")
-        v.check_rank("kernel", kernel, 4, "[kernel_height, kernel_width, in_channels, out_channels]")
+        v.check_rank(
+            "kernel", kernel, 4, "[kernel_height, kernel_width, in_channels, out_channels]"
+        )
         xs, ks = x.shape, kernel.shape
         if xs.rank is not None and ks.rank is not None:
             if xs[3] is not None and ks[2] is not None and xs[3] != ks[2]:
@@ -87,7 +89,12 @@ def fft_conv2d(x, kernel, padding="SAME", strides=1, dilations=1, name=None):
                     raise ValueError(
                         f"x {tuple(xs)} and kernel {tuple(ks)} must have non-zero {what}"
                     )
-                if padding == "VALID" and size is not None and ks[axis] is not None and ks[axis] > size:
+                if (
+                    padding == "VALID"
+                    and size is not None
+                    and ks[axis] is not None
+                    and ks[axis] > size
+                ):
                     raise ValueError(
                         f"with padding 'VALID' the kernel {what} ({ks[axis]}) must not exceed the "
                         f"image {what} ({size}); x {tuple(xs)}, kernel {tuple(ks)}"

@@ -44,7 +44,4 @@ def register(*names):
 
 
 # Backbone modules register themselves on import.
-from kseg.backbones import resnet  # noqa: E402,F401
-from kseg.backbones import vgg  # noqa: E402,F401
-from kseg.backbones import mobilenet_v2  # noqa: E402,F401
-from kseg.backbones import xception  # noqa: E402,F401
+from kseg.backbones import mobilenet_v2, resnet, vgg, xception  # noqa: E402,F401

@@ -20,11 +20,21 @@ PREPROCESSING = "tf"
 # (expansion, output channels, stride) of blocks 0..16, from the paper's Table 2.
 _BLOCKS = (
     (1, 16, 1),
-    (6, 24, 2), (6, 24, 1),
-    (6, 32, 2), (6, 32, 1), (6, 32, 1),
-    (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1),
-    (6, 96, 1), (6, 96, 1), (6, 96, 1),
-    (6, 160, 2), (6, 160, 1), (6, 160, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 2),
+    (6, 32, 1),
+    (6, 32, 1),
+    (6, 64, 2),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 160, 1),
+    (6, 160, 1),
     (6, 320, 1),
 )
 # The block whose output is each feature level.
@@ -80,7 +90,9 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
         )
     track = LayerRecorder()
     x = track(
-        layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1")
+        layers.Conv2D(
+            make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1"
+        )
     )(inputs)
     x = _bn("bn_Conv1", track)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
@@ -101,12 +113,19 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
         out_channels = make_divisible(int(filters * alpha))
         y = x
         if block_id:
-            y = track(layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{prefix}expand"))(y)
+            y = track(
+                layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{prefix}expand")
+            )(y)
             y = _bn(f"{prefix}expand_BN", track)(y)
             y = layers.ReLU(6.0, name=f"{prefix}expand_relu")(y)
         y = track(
             layers.DepthwiseConv2D(
-                3, strides=stride, padding="same", dilation_rate=block_rate, use_bias=False, name=f"{prefix}depthwise"
+                3,
+                strides=stride,
+                padding="same",
+                dilation_rate=block_rate,
+                use_bias=False,
+                name=f"{prefix}depthwise",
             )
         )(y)
         y = _bn(f"{prefix}depthwise_BN", track)(y)

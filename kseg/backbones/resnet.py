@@ -36,9 +36,9 @@ def _bottleneck(x, filters, stride, rate, projection, name, track):
     x = track(layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv"))(x)
     x = track(layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_1_bn"))(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = track(
-        layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, name=f"{name}_2_conv")
-    )(x)
+    x = track(layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, name=f"{name}_2_conv"))(
+        x
+    )
     x = track(layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_2_bn"))(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = track(layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv"))(x)
@@ -100,7 +100,14 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, 
     else:
         x = inputs
         for index, (filters, stride) in enumerate(((64, 2), (64, 1), (128, 1)), 1):
-            x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv1_{index}_conv")(x)
+            x = layers.Conv2D(
+                filters,
+                3,
+                strides=stride,
+                padding="same",
+                use_bias=False,
+                name=f"conv1_{index}_conv",
+            )(x)
             x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"conv1_{index}_bn")(x)
             x = layers.Activation("relu", name=f"conv1_{index}_relu")(x)
         features = {"P1": x}

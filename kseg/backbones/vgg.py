@@ -65,7 +65,9 @@ def vgg16(inputs, output_stride=32, weights=None, pool_size=2):
                 )
             )(x)
         window = pool_size if stride == 2 else 3
-        x = layers.MaxPooling2D(window, strides=stride, padding="same", name=f"block{block}_pool")(x)
+        x = layers.MaxPooling2D(window, strides=stride, padding="same", name=f"block{block}_pool")(
+            x
+        )
         features[f"P{block}"] = x
         conv_rate = rate_after
     load_application_weights(

@@ -29,12 +29,16 @@ def _strided_padding(x, kernel_size, rate, stride, name):
         return x, "same"
     effective = kernel_size + (kernel_size - 1) * (rate - 1)
     total = effective - 1
-    return layers.ZeroPadding2D(((total // 2, total - total // 2),) * 2, name=f"{name}_pad")(x), "valid"
+    return layers.ZeroPadding2D(((total // 2, total - total // 2),) * 2, name=f"{name}_pad")(
+        x
+    ), "valid"
 
 
 def _conv_bn(x, filters, kernel_size, stride, name, relu=True):
     x, padding = _strided_padding(x, kernel_size, 1, stride, name)
-    x = layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=name)(x)
+    x = layers.Conv2D(
+        filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=name
+    )(x)
     x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
@@ -43,7 +47,12 @@ def separable_conv_bn(x, filters, name, stride=1, rate=1, relu_inside=False):
     """Depthwise 3×3 + BN (+ReLU), pointwise 1×1 + BN (+ReLU): DeepLab's separable conv."""
     x, padding = _strided_padding(x, 3, rate, stride, name)
     x = layers.DepthwiseConv2D(
-        3, strides=stride, padding=padding, dilation_rate=rate, use_bias=False, name=f"{name}_depthwise"
+        3,
+        strides=stride,
+        padding=padding,
+        dilation_rate=rate,
+        use_bias=False,
+        name=f"{name}_depthwise",
     )(x)
     x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_depthwise_bn")(x)
     if relu_inside:
@@ -77,8 +86,12 @@ def _xception_module(x, depths, skip, stride, rate, name, relu_inside=False, uni
         if i == 1:
             second = residual
     if skip == "conv":
-        shortcut = layers.Conv2D(depths[-1], 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
-        shortcut = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_shortcut_bn")(shortcut)
+        shortcut = layers.Conv2D(
+            depths[-1], 1, strides=stride, use_bias=False, name=f"{name}_shortcut"
+        )(x)
+        shortcut = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_shortcut_bn")(
+            shortcut
+        )
         residual = layers.Add(name=f"{name}_add")([residual, shortcut])
     elif skip == "sum":
         residual = layers.Add(name=f"{name}_add")([residual, x])
@@ -125,8 +138,12 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
     check_output_stride("xception65", output_stride)
     if multi_grid is not None:
         multi_grid = tuple(multi_grid)
-        if len(multi_grid) != 3 or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid):
-            raise ValueError(f"xception65: multi_grid must be 3 positive ints, received {multi_grid!r}")
+        if len(multi_grid) != 3 or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid
+        ):
+            raise ValueError(
+                f"xception65: multi_grid must be 3 positive ints, received {multi_grid!r}"
+            )
     if weights == "imagenet":
         raise ValueError(
             "xception65: keras.applications has no weights for DeepLab's aligned Xception-65; "
@@ -144,7 +161,9 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
         else:
             current_stride *= stride
         unit_rates = multi_grid if (multi_grid and name == "exit_block2") else (1, 1, 1)
-        x, second = _xception_module(x, depths, skip, stride, module_rate, name, relu_inside, unit_rates)
+        x, second = _xception_module(
+            x, depths, skip, stride, module_rate, name, relu_inside, unit_rates
+        )
         level = {"entry_block2": "P2", "entry_block3": "P3", "exit_block1": "P4"}.get(name)
         if level:
             features[level] = second

@@ -25,20 +25,34 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def _add_dataset_arguments(parser, split_default):
     group = parser.add_argument_group("dataset")
-    group.add_argument("--dataset", default="synthetic", help="synthetic, voc or folder (default: synthetic)")
+    group.add_argument(
+        "--dataset", default="synthetic", help="synthetic, voc or folder (default: synthetic)"
+    )
     group.add_argument("--data-root", help="dataset root (voc: the folder holding JPEGImages/)")
     group.add_argument("--images-dir", help="folder dataset: images directory")
     group.add_argument("--masks-dir", help="folder dataset: masks directory (class-index PNGs)")
-    group.add_argument("--split", default=split_default, help=f"split name (default: {split_default})")
-    group.add_argument("--num-classes", type=int, help="number of classes (default: 6 synthetic, 21 voc)")
-    group.add_argument("--image-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"),
-                       help="synthetic scene size (default: 128 128)")
+    group.add_argument(
+        "--split", default=split_default, help=f"split name (default: {split_default})"
+    )
+    group.add_argument(
+        "--num-classes", type=int, help="number of classes (default: 6 synthetic, 21 voc)"
+    )
+    group.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(128, 128),
+        metavar=("H", "W"),
+        help="synthetic scene size (default: 128 128)",
+    )
     group.add_argument("--num-images", type=int, default=None, help="synthetic: number of scenes")
     group.add_argument("--seed", type=int, default=0, help="synthetic scenes seed / shuffling seed")
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(prog="kseg", description="Semantic segmentation with Keras: " + ", ".join(COMMANDS))
+    parser = argparse.ArgumentParser(
+        prog="kseg", description="Semantic segmentation with Keras: " + ", ".join(COMMANDS)
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model")
@@ -47,33 +61,47 @@ def _build_parser():
     train.add_argument("--weights", help="backbone weights: imagenet or a weights file")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--lr", type=float, default=1e-3, help="initial learning rate of the poly schedule")
+    train.add_argument(
+        "--lr", type=float, default=1e-3, help="initial learning rate of the poly schedule"
+    )
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
-    train.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (folder datasets)")
+    train.add_argument(
+        "--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (folder datasets)"
+    )
     train.add_argument("--val-split", default="val")
     train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
     _add_dataset_arguments(train, "train")
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved model; writes metrics.json and confusion_matrix.png")
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a saved model; writes metrics.json and confusion_matrix.png"
+    )
     evaluate.add_argument("--model", required=True, help="a .keras file")
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--output", default="kseg_runs/evaluate")
-    evaluate.add_argument("--flip-average", action="store_true",
-                          help="average the scores over 4 flips of each image (test-time augmentation)")
+    evaluate.add_argument(
+        "--flip-average",
+        action="store_true",
+        help="average the scores over 4 flips of each image (test-time augmentation)",
+    )
     _add_dataset_arguments(evaluate, "val")
 
     predict = sub.add_parser("predict", help="write colour-coded masks and overlays for images")
     predict.add_argument("--model", required=True, help="a .keras file")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--output", default="kseg_runs/predict")
-    predict.add_argument("--flip-average", action="store_true",
-                         help="average the scores over 4 flips of each image (test-time augmentation)")
+    predict.add_argument(
+        "--flip-average",
+        action="store_true",
+        help="average the scores over 4 flips of each image (test-time augmentation)",
+    )
 
     export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"))
     export.add_argument("--quantize", default=None, choices=("float16", "dynamic", "int8"))
-    export.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size (TFLite)")
+    export.add_argument(
+        "--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size (TFLite)"
+    )
     export.add_argument("--calibration-images", help="folder of images for int8 calibration")
     export.add_argument("--output", required=True)
 
@@ -85,8 +113,12 @@ def _build_parser():
     demo = sub.add_parser("demo", help="train, evaluate and predict on built-in synthetic scenes")
     demo.add_argument("--output", default="kseg_runs/demo")
     demo.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    demo.add_argument("--num-train", type=int, default=None, help="override the recipe's training scenes")
-    demo.add_argument("--num-val", type=int, default=None, help="override the recipe's held-out scenes")
+    demo.add_argument(
+        "--num-train", type=int, default=None, help="override the recipe's training scenes"
+    )
+    demo.add_argument(
+        "--num-val", type=int, default=None, help="override the recipe's held-out scenes"
+    )
     demo.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     demo.add_argument("--seed", type=int, default=0)
     return parser
@@ -114,14 +146,20 @@ def _dataset(args, split, training=False, crop_size=None):
             raise ValueError("--data-root is required for the voc dataset")
         num_classes = args.num_classes or 21
         options = {"augment": training, "crop_size": crop_size} if training else {}
-        return kseg.data.voc(args.data_root, split, num_classes=num_classes, **options), num_classes, None
+        return (
+            kseg.data.voc(args.data_root, split, num_classes=num_classes, **options),
+            num_classes,
+            None,
+        )
     if name == "folder":
         if not (args.images_dir and args.masks_dir):
             raise ValueError("--images-dir and --masks-dir are required for the folder dataset")
         if not args.num_classes:
             raise ValueError("--num-classes is required for the folder dataset")
         options = {"augment": training, "crop_size": crop_size} if training else {}
-        dataset = kseg.data.folder(args.images_dir, args.masks_dir, num_classes=args.num_classes, **options)
+        dataset = kseg.data.folder(
+            args.images_dir, args.masks_dir, num_classes=args.num_classes, **options
+        )
         return dataset, args.num_classes, None
     raise ValueError(f"unknown dataset {args.dataset!r}; valid: synthetic, voc, folder")
 
@@ -148,30 +186,48 @@ def _run_train(args):
     if args.weights:
         kwargs["weights"] = args.weights
     model = kseg.models.create(args.model, **kwargs)
-    train_batches = train_ds.shuffle(256, seed=args.seed).batch(args.batch_size, drop_remainder=True)
+    train_batches = train_ds.shuffle(256, seed=args.seed).batch(
+        args.batch_size, drop_remainder=True
+    )
     train_batches = train_batches.prefetch(-1)
     steps = int(train_batches.cardinality())
     steps = steps if steps > 0 else 1000
-    engine.compile_model(model, num_classes, learning_rate=args.lr, total_steps=steps * args.epochs,
-                         optimizer=args.optimizer)
+    engine.compile_model(
+        model,
+        num_classes,
+        learning_rate=args.lr,
+        total_steps=steps * args.epochs,
+        optimizer=args.optimizer,
+    )
     os.makedirs(args.output, exist_ok=True)
     samples = list(val_ds.take(4).as_numpy_iterator())
     callbacks = [
-        keras.callbacks.ModelCheckpoint(os.path.join(args.output, "best.keras"), monitor="val_mean_iou",
-                                        mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(args.output, "best.keras"),
+            monitor="val_mean_iou",
+            mode="max",
+            save_best_only=True,
+        ),
         keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
     ]
     if samples and all(s[0].shape == samples[0][0].shape for s in samples):
-        callbacks.append(engine.ImageSummary(os.path.join(args.output, "logs"),
-                                             [s[0] for s in samples], [s[1] for s in samples]))
+        callbacks.append(
+            engine.ImageSummary(
+                os.path.join(args.output, "logs"), [s[0] for s in samples], [s[1] for s in samples]
+            )
+        )
     val_batches = val_ds.batch(1 if args.dataset != "synthetic" else args.batch_size)
-    history = model.fit(train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks)
+    history = model.fit(
+        train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks
+    )
     final_path = os.path.join(args.output, "model.keras")
     model.save(final_path)
     with open(os.path.join(args.output, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
-    print(f"saved {final_path} (best by val mIoU: {os.path.join(args.output, 'best.keras')}); "
-          f"TensorBoard logs in {os.path.join(args.output, 'logs')}")
+    print(
+        f"saved {final_path} (best by val mIoU: {os.path.join(args.output, 'best.keras')}); "
+        f"TensorBoard logs in {os.path.join(args.output, 'logs')}"
+    )
     return 0
 
 
@@ -198,7 +254,9 @@ def format_scores(result, class_names=None):
     ]
     for c, iou in enumerate(result["iou"]):
         name = class_names[c] if class_names else str(c)
-        lines.append(f"{name:<14}{iou:8.4f}{result['precision'][c]:8.4f}{result['recall'][c]:8.4f}{result['f1'][c]:8.4f}")
+        lines.append(
+            f"{name:<14}{iou:8.4f}{result['precision'][c]:8.4f}{result['recall'][c]:8.4f}{result['f1'][c]:8.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -223,7 +281,9 @@ def write_evaluation(result, output_dir, class_names=None):
     with open(metrics_path, "w") as f:
         json.dump(record, f, indent=2)
     names = class_names or [str(i) for i in range(len(result["iou"]))]
-    cm_path = viz.plot_confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), names)
+    cm_path = viz.plot_confusion_matrix(
+        result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), names
+    )
     return metrics_path, cm_path
 
 
@@ -244,7 +304,11 @@ def _image_files(inputs):
     files = []
     for item in inputs:
         if os.path.isdir(item):
-            files += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES))
+            files += sorted(
+                os.path.join(item, f)
+                for f in os.listdir(item)
+                if f.lower().endswith(IMAGE_SUFFIXES)
+            )
         elif os.path.isfile(item):
             files.append(item)
         else:
@@ -298,8 +362,13 @@ def _run_export(args):
             images = [read_image(p) for p in _image_files([args.calibration_images])[:100]]
             representative = [np.asarray(img)[None] for img in images]
         input_shape = (*args.input_size, 3) if args.input_size else None
-        export.tflite(model, args.output, quantize=args.quantize, representative_data=representative,
-                      input_shape=input_shape)
+        export.tflite(
+            model,
+            args.output,
+            quantize=args.quantize,
+            representative_data=representative,
+            input_shape=input_shape,
+        )
     print(f"exported {args.model} to {args.output}")
     return 0
 
@@ -317,8 +386,14 @@ def _run_bench(args):
 def _run_demo(args):
     from kseg import demo
 
-    result = demo.run(output_dir=args.output, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
-                      image_size=tuple(args.image_size) if args.image_size else None, seed=args.seed)
+    result = demo.run(
+        output_dir=args.output,
+        epochs=args.epochs,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        seed=args.seed,
+    )
     return 1 if math.isnan(result["mean_iou"]) else 0
 
 

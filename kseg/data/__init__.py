@@ -45,7 +45,9 @@ def _load_folder(root, split, **kwargs):
     if root is None:
         raise ValueError("root must be the dataset folder, received None")
     parts = () if split is None else (split,)
-    return folder(os.path.join(root, "images", *parts), os.path.join(root, "masks", *parts), **kwargs)
+    return folder(
+        os.path.join(root, "images", *parts), os.path.join(root, "masks", *parts), **kwargs
+    )
 
 
 @DATASETS.register("synthetic")
@@ -59,7 +61,15 @@ def _load_synthetic(root, split, **kwargs):
             f"synthetic split must be one of {', '.join(SYNTHETIC_SPLITS)}, received {split!r}"
         )
     first_index, default_count = SYNTHETIC_SPLITS[split]
-    pipeline_keys = ("crop_size", "augment", "batch_size", "shuffle", "seed", "deterministic", "drop_remainder")
+    pipeline_keys = (
+        "crop_size",
+        "augment",
+        "batch_size",
+        "shuffle",
+        "seed",
+        "deterministic",
+        "drop_remainder",
+    )
     pipeline_kwargs = {k: kwargs.pop(k) for k in pipeline_keys if k in kwargs}
     scene_seed = pipeline_kwargs.get("seed")
     num_images, image_size, seed, num_classes, options, first_index = _resolve(

@@ -19,11 +19,15 @@ IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 def _check_size(name, size, allow_none=False):
     if size is None and allow_none:
         return None
-    pair = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+    pair = (
+        (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+    )
     if (
         not isinstance(pair, (tuple, list))
         or len(pair) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair)
+        or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in pair
+        )
     ):
         raise ValueError(
             f"{name} must be a positive integer or a pair (height, width) of positive integers, "
@@ -33,8 +37,11 @@ def _check_size(name, size, allow_none=False):
 
 
 def _check_amount(name, value, upper=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0 or (
-        upper is not None and value > upper
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or value < 0
+        or (upper is not None and value > upper)
     ):
         allowed = f"in [0, {upper}]" if upper is not None else ">= 0"
         raise ValueError(f"{name} must be a number {allowed}, received {value!r}")
@@ -75,7 +82,9 @@ def pad_to_size(image, label, size, image_pad_value=IMAGENET_MEAN_RGB, ignore_in
     return image, label
 
 
-def center_crop_or_pad(image, label, size, image_pad_value=IMAGENET_MEAN_RGB, ignore_index=IGNORE_INDEX):
+def center_crop_or_pad(
+    image, label, size, image_pad_value=IMAGENET_MEAN_RGB, ignore_index=IGNORE_INDEX
+):
     """Deterministic evaluation sizing: pad to ``size`` (bottom/right), then crop the centre.
 
     Images no larger than ``size`` keep every pixel (the padding is ignored by the metrics).

@@ -81,9 +81,13 @@ def color_lookup(palette):
             or len(colour) != 3
             or not all(isinstance(c, numbers.Integral) and 0 <= c <= 255 for c in colour)
         ):
-            raise ValueError(f"palette colour {colour!r} is not an (r, g, b) triple of integers in [0, 255]")
+            raise ValueError(
+                f"palette colour {colour!r} is not an (r, g, b) triple of integers in [0, 255]"
+            )
         if not isinstance(index, numbers.Integral) or not 0 <= index <= 255:
-            raise ValueError(f"palette class for colour {tuple(colour)} must be an integer in [0, 255], received {index!r}")
+            raise ValueError(
+                f"palette class for colour {tuple(colour)} must be an integer in [0, 255], received {index!r}"
+            )
         keys.append((int(colour[0]) << 16) | (int(colour[1]) << 8) | int(colour[2]))
         classes.append(int(index))
     keys = np.asarray(keys, dtype=np.int64)
@@ -122,7 +126,9 @@ def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) 
             mask = mask.getchannel(0)
         label = np.asarray(mask).astype(np.int64)
         if label.ndim != 2:
-            raise ValueError(f"label map {path!r} has shape {label.shape}, expected [height, width]")
+            raise ValueError(
+                f"label map {path!r} has shape {label.shape}, expected [height, width]"
+            )
     else:
         keys, classes = color_lookup(palette)
         rgb = np.asarray(mask.convert("RGB"), dtype=np.int64)
@@ -156,7 +162,9 @@ def read_example(image_path, label_path, palette=None, num_classes=None, ignore_
         >>> image, label = read_example("a.jpg", "a.png", num_classes=21)  # doctest: +SKIP
     """
     image = read_image(image_path)
-    label = read_label(label_path, palette=palette, num_classes=num_classes, ignore_index=ignore_index)
+    label = read_label(
+        label_path, palette=palette, num_classes=num_classes, ignore_index=ignore_index
+    )
     if image.shape[:2] != label.shape:
         name = lambda p: os.fspath(p.decode() if isinstance(p, bytes) else p)  # noqa: E731
         raise ValueError(

@@ -18,15 +18,25 @@ def resolve_augment(augment, crop_size, seed):
     if augment is False or augment is None:
         return None, crop_size
     if not isinstance(augment, Augment):
-        raise ValueError(f"augment must be True, False or a kseg.data.Augment, received {augment!r}")
+        raise ValueError(
+            f"augment must be True, False or a kseg.data.Augment, received {augment!r}"
+        )
     if crop_size is not None and augment.crop_size not in (None, crop_size):
         raise ValueError(
             f"crop_size {crop_size} differs from the Augment's crop_size {augment.crop_size}; give one"
         )
     if crop_size is not None and augment.crop_size is None:
         augment = Augment(
-            augment.scale_range, crop_size, augment.flip, augment.brightness, augment.contrast,
-            augment.saturation, augment.hue, augment.seed, augment.image_pad_value, augment.ignore_index,
+            augment.scale_range,
+            crop_size,
+            augment.flip,
+            augment.brightness,
+            augment.contrast,
+            augment.saturation,
+            augment.hue,
+            augment.seed,
+            augment.image_pad_value,
+            augment.ignore_index,
         )
     return augment, crop_size
 
@@ -58,7 +68,9 @@ def build_pipeline(
     if not isinstance(deterministic, bool):
         raise ValueError(f"deterministic must be True or False, received {deterministic!r}")
     if batch_size is not None and (
-        not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}")
     if deterministic and seed is None:

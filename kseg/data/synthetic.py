@@ -63,7 +63,7 @@ class SceneOptions:
     hue_spread: float
 
     @classmethod
-    def from_difficulty(cls, difficulty: float = 0.5) -> "SceneOptions":
+    def from_difficulty(cls, difficulty: float = 0.5) -> SceneOptions:
         """Knob values for a difficulty in [0, 1] (0: few clean objects, 1: crowded, noisy).
 
         Example:
@@ -117,7 +117,14 @@ class SceneOptions:
             )
         pair("object_size", 0.0)
         pair("line_width", 0.0)
-        for name in ("noise_std", "texture", "illumination", "min_contrast", "shading", "hue_spread"):
+        for name in (
+            "noise_std",
+            "texture",
+            "illumination",
+            "min_contrast",
+            "shading",
+            "hue_spread",
+        ):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, received {value!r}")
@@ -126,7 +133,9 @@ class SceneOptions:
         if self.shading >= 1:
             raise ValueError(f"shading must be below 1, received {self.shading!r}")
         if self.hue_spread > 180:
-            raise ValueError(f"hue_spread must be at most 180 degrees, received {self.hue_spread!r}")
+            raise ValueError(
+                f"hue_spread must be at most 180 degrees, received {self.hue_spread!r}"
+            )
         if self.min_contrast > 200:
             raise ValueError(
                 f"min_contrast must be at most 200 (0..255 RGB distance), received {self.min_contrast!r}"
@@ -309,7 +318,9 @@ def render_scene(
         # Colours from the class's hue band (bands of neighbouring classes overlap), away
         # from the background colour.
         hue = kind * 72.0 + rng.uniform(-options.hue_spread, options.hue_spread, size=32)
-        candidates = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0, size=32), rng.uniform(0.45, 1.0, size=32))
+        candidates = _hsv_to_rgb(
+            hue, rng.uniform(0.5, 1.0, size=32), rng.uniform(0.45, 1.0, size=32)
+        )
         far = np.linalg.norm(candidates - background_colour, axis=1) >= options.min_contrast
         colour = candidates[int(np.argmax(far))]
         shade_angle = rng.uniform(0.0, 2.0 * math.pi)
@@ -340,7 +351,9 @@ def render_scene(
     gain_x = (options.illumination / extent * ramp_x).astype(np.float32)
     gain_y = (1.0 + options.illumination / extent * ramp_y).astype(np.float32)
     image *= (gain_y[:, None] + gain_x[None, :])[..., None]
-    image += np.float32(options.noise_std) * rng.standard_normal((height, width, 3), dtype=np.float32)
+    image += np.float32(options.noise_std) * rng.standard_normal(
+        (height, width, 3), dtype=np.float32
+    )
     image = np.clip(np.round(image), 0.0, 255.0, out=image)
     return image, label
 

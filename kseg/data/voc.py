@@ -22,9 +22,27 @@ from kseg.data.palette import IGNORE_INDEX, voc_colormap
 from kseg.data.pipeline import build_pipeline
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 """The 21 PASCAL VOC 2012 segmentation classes, indexed by label value."""
 
@@ -134,8 +152,7 @@ def _examples(dataset_or_arrays):
                 "dataset_or_arrays must yield unbatched (image [H, W, 3], label [H, W]) pairs, "
                 f"its element_spec is {spec}"
             )
-        for image, label in dataset_or_arrays.as_numpy_iterator():
-            yield image, label
+        yield from dataset_or_arrays.as_numpy_iterator()
         return
     if not isinstance(dataset_or_arrays, (tuple, list)) or len(dataset_or_arrays) != 2:
         raise ValueError(
@@ -153,7 +170,9 @@ def _split_indices(splits, count):
     if splits is None:
         return None
     if not isinstance(splits, dict) or not splits:
-        raise ValueError(f"splits must be a non-empty dict {{name: indices or count}}, received {splits!r}")
+        raise ValueError(
+            f"splits must be a non-empty dict {{name: indices or count}}, received {splits!r}"
+        )
     resolved, start = {}, 0
     for name, value in splits.items():
         if not isinstance(name, str) or not name or os.sep in name:

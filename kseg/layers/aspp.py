@@ -40,13 +40,23 @@ class ASPP(keras.layers.Layer):
         TensorShape([1, 9, 11, 32])
     """
 
-    def __init__(self, filters=256, rates=(6, 12, 18), image_pooling=True, separable=False, dropout=0.0, **kwargs):
+    def __init__(
+        self,
+        filters=256,
+        rates=(6, 12, 18),
+        image_pooling=True,
+        separable=False,
+        dropout=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _check_positive_int("filters", filters)
         try:
             rates = tuple(rates)
         except TypeError:
-            raise ValueError(f"ASPP: rates must be a sequence of positive ints, received {rates!r}") from None
+            raise ValueError(
+                f"ASPP: rates must be a sequence of positive ints, received {rates!r}"
+            ) from None
         for rate in rates:
             if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
                 raise ValueError(f"ASPP: rates must be positive ints, received {rates!r}")
@@ -60,7 +70,14 @@ class ASPP(keras.layers.Layer):
 
         def conv_bn(name, kernel_size=1, rate=1):
             return [
-                layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=rate, use_bias=False, name=name),
+                layers.Conv2D(
+                    filters,
+                    kernel_size,
+                    padding="same",
+                    dilation_rate=rate,
+                    use_bias=False,
+                    name=name,
+                ),
                 layers.BatchNormalization(name=f"{name}_bn"),
             ]
 
@@ -70,7 +87,13 @@ class ASPP(keras.layers.Layer):
             if separable:
                 self.branches.append(
                     [
-                        layers.DepthwiseConv2D(3, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_depthwise"),
+                        layers.DepthwiseConv2D(
+                            3,
+                            padding="same",
+                            dilation_rate=rate,
+                            use_bias=False,
+                            name=f"{name}_depthwise",
+                        ),
                         layers.BatchNormalization(name=f"{name}_depthwise_bn"),
                     ]
                     + conv_bn(f"{name}_pointwise")
@@ -84,7 +107,9 @@ class ASPP(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
-            raise ValueError(f"ASPP: the channel dimension must be known, received shape {input_shape}")
+            raise ValueError(
+                f"ASPP: the channel dimension must be known, received shape {input_shape}"
+            )
         feature_shape = (None, None, None, self.filters)
         chains = list(self.branches) + ([self.pooling_branch] if self.pooling_branch else [])
         for chain in chains:

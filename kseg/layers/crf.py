@@ -18,9 +18,7 @@ from kseg_ops.dense_crf import NORMALIZATIONS
 
 def _check_pair_shapes(layer, input_shape):
     if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-        raise ValueError(
-            f"{layer}: expects [images, scores], got input shape {input_shape!r}"
-        )
+        raise ValueError(f"{layer}: expects [images, scores], got input shape {input_shape!r}")
     images, scores = (tuple(s) for s in input_shape)
     if len(images) != 4 or images[-1] not in (3, None):
         raise ValueError(f"{layer}: images must be [batch, height, width, 3], got {images}")
@@ -214,15 +212,19 @@ class CRFRNN(keras.layers.Layer):
             raise ValueError("CRFRNN: the number of classes (last axis of scores) must be known")
         eye = keras.initializers.Identity
         self.spatial_kernel_weights = self.add_weight(
-            name="spatial_kernel_weights", shape=(classes, classes),
+            name="spatial_kernel_weights",
+            shape=(classes, classes),
             initializer=eye(gain=self.spatial_weight),
         )
         self.bilateral_kernel_weights = self.add_weight(
-            name="bilateral_kernel_weights", shape=(classes, classes),
+            name="bilateral_kernel_weights",
+            shape=(classes, classes),
             initializer=eye(gain=self.bilateral_weight),
         )
         self.compatibility = self.add_weight(
-            name="compatibility", shape=(classes, classes), initializer=eye(gain=-1.0),
+            name="compatibility",
+            shape=(classes, classes),
+            initializer=eye(gain=-1.0),
         )
         self.built = True
 

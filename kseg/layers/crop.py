@@ -71,7 +71,9 @@ class PadToMultiple(keras.layers.Layer):
     def __init__(self, multiple, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
-            raise ValueError(f"PadToMultiple: multiple must be a positive int, received {multiple!r}")
+            raise ValueError(
+                f"PadToMultiple: multiple must be a positive int, received {multiple!r}"
+            )
         self.multiple = multiple
 
     def call(self, x):
@@ -84,7 +86,12 @@ class PadToMultiple(keras.layers.Layer):
         return None if size is None else -(-size // self.multiple) * self.multiple
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self._padded(input_shape[1]), self._padded(input_shape[2]), input_shape[3])
+        return (
+            input_shape[0],
+            self._padded(input_shape[1]),
+            self._padded(input_shape[2]),
+            input_shape[3],
+        )
 
     def get_config(self):
         config = super().get_config()

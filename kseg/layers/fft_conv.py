@@ -18,8 +18,15 @@ ALGORITHMS = ("auto", "fft", "direct")
 # in k between the calibrated sizes; FFT seconds per transform unit and per product unit of
 # `fft_plan` (transforms of the input/output tiles and kernel, and the per-frequency channel
 # contraction); fixed per-call overheads.
-DIRECT_SECONDS_PER_MADD = {3: 1.09e-11, 5: 7.77e-12, 7: 8.75e-12, 11: 1.05e-11, 15: 8.78e-12,
-                           21: 7.55e-12, 31: 7.08e-12}
+DIRECT_SECONDS_PER_MADD = {
+    3: 1.09e-11,
+    5: 7.77e-12,
+    7: 8.75e-12,
+    11: 1.05e-11,
+    15: 8.78e-12,
+    21: 7.55e-12,
+    31: 7.08e-12,
+}
 DIRECT_SECONDS_FIXED = 5.0e-5
 FFT_SECONDS_PER_TRANSFORM_UNIT = 1.89e-10
 FFT_SECONDS_PER_PRODUCT_UNIT = 1.06e-10
@@ -49,7 +56,9 @@ def _fast_size(n, even):
 
 
 @functools.lru_cache(maxsize=1024)
-def fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding="SAME"):
+def fft_plan(
+    batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding="SAME"
+):
     """The tiling the FFT kernel chooses (a mirror of ``ChooseTilePlan`` in fft_conv_core.h).
 
     Returns a dict with the FFT size ``(nh, nw)``, tile counts and the model cost in FFT units
@@ -77,15 +86,27 @@ def fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out
             freqs = nh * (nw // 2 + 1)
             logs = math.log2(nh) + math.log2(nw)
             b = max(batch, 1)
-            fft = (1.7 * b * tiles * (in_channels + out_channels) + 2.2 * in_channels * out_channels) * freqs * logs
+            fft = (
+                (1.7 * b * tiles * (in_channels + out_channels) + 2.2 * in_channels * out_channels)
+                * freqs
+                * logs
+            )
             product = b * tiles * freqs * in_channels * out_channels
             cost = fft + product
             kernel_bytes = 8.0 * freqs * in_channels * out_channels
             fits = kernel_bytes <= budget
             key = (not fits, cost if fits else kernel_bytes)
             if best is None or key < best[0]:
-                best = (key, {"fft_size": (nh, nw), "tiles": (tiles_y, tiles_x), "cost": cost,
-                              "transform_units": fft, "product_units": product})
+                best = (
+                    key,
+                    {
+                        "fft_size": (nh, nw),
+                        "tiles": (tiles_y, tiles_x),
+                        "cost": cost,
+                        "transform_units": fft,
+                        "product_units": product,
+                    },
+                )
             nw = _fast_size(nw + 1, True)
         nh = _fast_size(nh + 1, False)
     return best[1]
@@ -109,8 +130,17 @@ def direct_seconds_per_madd(kernel_height, kernel_width):
     return DIRECT_SECONDS_PER_MADD[sizes[-1]]
 
 
-def estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
-                     padding="SAME", training=False):
+def estimate_seconds(
+    batch,
+    height,
+    width,
+    in_channels,
+    kernel_height,
+    kernel_width,
+    out_channels,
+    padding="SAME",
+    training=False,
+):
     """Model times of one call: ``{"fft": seconds, "direct": seconds}``.
 
     ``training=True`` estimates forward + backward (gradients for input and kernel).
@@ -126,9 +156,14 @@ def estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_wi
         out_h, out_w = height - kernel_height + 1, width - kernel_width + 1
     madds = batch * out_h * out_w * in_channels * out_channels * kernel_height * kernel_width
     direct = DIRECT_SECONDS_FIXED + madds * direct_seconds_per_madd(kernel_height, kernel_width)
-    plan = fft_plan(batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding)
-    fft = (FFT_SECONDS_FIXED + plan["transform_units"] * FFT_SECONDS_PER_TRANSFORM_UNIT
-           + plan["product_units"] * FFT_SECONDS_PER_PRODUCT_UNIT)
+    plan = fft_plan(
+        batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding
+    )
+    fft = (
+        FFT_SECONDS_FIXED
+        + plan["transform_units"] * FFT_SECONDS_PER_TRANSFORM_UNIT
+        + plan["product_units"] * FFT_SECONDS_PER_PRODUCT_UNIT
+    )
     if training:
         slow = _onednn_enabled() and kernel_height * kernel_width >= ONEDNN_SLOW_BACKPROP_AREA
         direct *= DIRECT_TRAINING_FACTOR_LARGE_ONEDNN if slow else DIRECT_TRAINING_FACTOR
@@ -136,8 +171,17 @@ def estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_wi
     return {"fft": fft, "direct": direct}
 
 
-def choose_algorithm(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
-                     padding="SAME", training=False):
+def choose_algorithm(
+    batch,
+    height,
+    width,
+    in_channels,
+    kernel_height,
+    kernel_width,
+    out_channels,
+    padding="SAME",
+    training=False,
+):
     """What ``algorithm="auto"`` runs for these static sizes: "fft" or "direct".
 
     Example:
@@ -146,14 +190,25 @@ def choose_algorithm(batch, height, width, in_channels, kernel_height, kernel_wi
         >>> choose_algorithm(2, 256, 256, 32, 31, 31, 32)
         'fft'
     """
-    t = estimate_seconds(batch, height, width, in_channels, kernel_height, kernel_width, out_channels,
-                         padding, training)
+    t = estimate_seconds(
+        batch,
+        height,
+        width,
+        in_channels,
+        kernel_height,
+        kernel_width,
+        out_channels,
+        padding,
+        training,
+    )
     return "fft" if t["fft"] < t["direct"] else "direct"
 
 
 def _pair(name, value):
     pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+    if len(pair) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair
+    ):
         raise ValueError(f"FFTConv2D: {name} must be an int or a pair of ints, received {value!r}")
     return tuple(int(v) for v in pair)
 
@@ -235,7 +290,9 @@ class FFTConv2D(keras.layers.Layer):
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise ValueError(f"FFTConv2D: padding must be 'valid' or 'same', received {padding!r}")
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"FFTConv2D: algorithm must be one of {ALGORITHMS}, received {algorithm!r}")
+            raise ValueError(
+                f"FFTConv2D: algorithm must be one of {ALGORITHMS}, received {algorithm!r}"
+            )
         self.filters = int(filters)
         self.kernel_size = kernel_size
         self.padding = padding.lower()
@@ -280,7 +337,9 @@ class FFTConv2D(keras.layers.Layer):
 
         if x.dtype in (tf.float32, tf.float64):
             return kseg_ops.fft_conv2d(x, tf.cast(kernel, x.dtype), padding=self.padding.upper())
-        y = kseg_ops.fft_conv2d(tf.cast(x, tf.float32), tf.cast(kernel, tf.float32), padding=self.padding.upper())
+        y = kseg_ops.fft_conv2d(
+            tf.cast(x, tf.float32), tf.cast(kernel, tf.float32), padding=self.padding.upper()
+        )
         return tf.cast(y, x.dtype)
 
     def _direct(self, x, kernel):
@@ -313,8 +372,9 @@ class FFTConv2D(keras.layers.Layer):
         if self.padding == "valid" and (kh > height or kw > width):
             return self._direct(x, kernel)  # let tf.nn.conv2d report the error
         # Unknown batch: the choice barely depends on it; assume 1.
-        choice = choose_algorithm(x.shape[0] or 1, height, width, cin, kh, kw, cout, self.padding,
-                                  training)
+        choice = choose_algorithm(
+            x.shape[0] or 1, height, width, cin, kh, kw, cout, self.padding, training
+        )
         return self._fft(x, kernel) if choice == "fft" else self._direct(x, kernel)
 
     def compute_output_shape(self, input_shape):

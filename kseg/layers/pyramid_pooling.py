@@ -30,7 +30,9 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     def __init__(self, bins, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
-            raise ValueError(f"AdaptiveAveragePooling2D: bins must be a positive int, received {bins!r}")
+            raise ValueError(
+                f"AdaptiveAveragePooling2D: bins must be a positive int, received {bins!r}"
+            )
         self.bins = bins
 
     def _pool_axis(self, x, axis):

@@ -92,8 +92,10 @@ class Resize(keras.layers.Layer):
         return tf.cast(resized, x.dtype)
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
-            input_shape[0], (list, tuple)
+        if (
+            isinstance(input_shape, (list, tuple))
+            and input_shape
+            and isinstance(input_shape[0], (list, tuple))
         ):
             x_shape, ref_shape = input_shape
             return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
@@ -153,7 +155,9 @@ class BilinearKernel(keras.initializers.Initializer):
 
         kh, kw, out_channels, in_channels = shape
         if kh != kw:
-            raise ValueError(f"BilinearKernel: kernel must be square, received shape {tuple(shape)}")
+            raise ValueError(
+                f"BilinearKernel: kernel must be square, received shape {tuple(shape)}"
+            )
         factor = (kh + 1) // 2
         if 2 * factor - factor % 2 != kh:
             raise ValueError(

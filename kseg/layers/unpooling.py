@@ -110,7 +110,7 @@ def max_pool_with_window_argmax(x, pool_size=(2, 2)):
         # A finite value also keeps int8 quantization ranges intact.
         x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=tf.reduce_min(x))
     windows = _to_windows(x, pool_size)
-    positions = [windows[..., p * c:(p + 1) * c] for p in range(kh * kw)]
+    positions = [windows[..., p * c : (p + 1) * c] for p in range(kh * kw)]
     window_max = positions[0]
     for candidate in positions[1:]:
         window_max = tf.maximum(window_max, candidate)
@@ -276,8 +276,10 @@ class MaxUnpooling2D(keras.layers.Layer):
         if len(shapes) == 3:
             ref = tuple(shapes[2])
             kh, kw = self.pool_size
-            for axis, k, size in ((1, kh, ref[1] if len(ref) == 4 else -1),
-                                  (2, kw, ref[2] if len(ref) == 4 else -1)):
+            for axis, k, size in (
+                (1, kh, ref[1] if len(ref) == 4 else -1),
+                (2, kw, ref[2] if len(ref) == 4 else -1),
+            ):
                 if size is None or values[axis] is None:
                     continue
                 if size == -1 or _ceil_div(size, k) != values[axis]:

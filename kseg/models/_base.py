@@ -17,7 +17,10 @@ def check_input_shape(model, input_shape, channels=None):
     if (
         shape is None
         or len(shape) != 3
-        or not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape[:2])
+        or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+            for d in shape[:2]
+        )
         or not isinstance(shape[2], int)
         or isinstance(shape[2], bool)
         or shape[2] < 1

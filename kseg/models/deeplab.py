@@ -54,12 +54,16 @@ def _backbone_features(images, model, backbone, allowed, output_stride, weights,
     if options is not None and not isinstance(options, dict):
         raise ValueError(f"{model}: backbone_options must be a dict or None, received {options!r}")
     x = ImageNormalization(builder.preprocessing, name="normalize")(images)
-    return backbones.build(backbone, x, output_stride=output_stride, weights=weights, **(options or {}))
+    return backbones.build(
+        backbone, x, output_stride=output_stride, weights=weights, **(options or {})
+    )
 
 
 def _conv_bn_relu(x, filters, kernel_size, name, separable=False):
     if separable:
-        x = layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise")(x)
+        x = layers.DepthwiseConv2D(
+            kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise"
+        )(x)
         x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
         x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
         kernel_size, name = 1, f"{name}_pointwise"
@@ -81,7 +85,11 @@ class _DeepLabBase(keras.Model):
         self._init_config = dict(config)
         for key, value in config.items():
             # `weights` and `input_shape` are read-only properties of keras.Model.
-            setattr(self, {"weights": "weights_source", "input_shape": "input_shape_"}.get(key, key), value)
+            setattr(
+                self,
+                {"weights": "weights_source", "input_shape": "input_shape_"}.get(key, key),
+                value,
+            )
 
     def get_config(self):
         config = {key: self._init_config[key] for key in self._config_keys}
@@ -112,9 +120,13 @@ def _maybe_crf(images, logits, crf, model):
     try:
         from kseg.layers.crf import DenseCRF
     except ImportError as error:
-        raise ValueError(f"{model}: crf= needs kseg.layers.DenseCRF, which is not available: {error}") from error
+        raise ValueError(
+            f"{model}: crf= needs kseg.layers.DenseCRF, which is not available: {error}"
+        ) from error
     if not isinstance(crf, dict):
-        raise ValueError(f"{model}: crf must be None or a dict of DenseCRF arguments, received {crf!r}")
+        raise ValueError(
+            f"{model}: crf must be None or a dict of DenseCRF arguments, received {crf!r}"
+        )
     probabilities = DenseCRF(name="crf", **crf)([images, logits])
     return _ProbabilitiesToLogits(name="crf_logits")(probabilities)
 
@@ -148,7 +160,17 @@ class DeepLabV1(_DeepLabBase):
 
     _config_keys = ("num_classes", "input_shape", "variant", "weights", "dropout", "crf")
 
-    def __init__(self, num_classes=21, input_shape=(None, None, 3), variant="largefov", weights=None, dropout=0.5, crf=None, name=None, **kwargs):
+    def __init__(
+        self,
+        num_classes=21,
+        input_shape=(None, None, 3),
+        variant="largefov",
+        weights=None,
+        dropout=0.5,
+        crf=None,
+        name=None,
+        **kwargs,
+    ):
         check_num_classes("DeepLabV1", num_classes)
         input_shape = check_input_shape("DeepLabV1", input_shape, channels=(3,))
         check_choice("DeepLabV1", "variant", variant, ("largefov", "7x7"))
@@ -163,7 +185,9 @@ class DeepLabV1(_DeepLabBase):
             width, kernel, rate = 1024, 3, 12
         else:
             width, kernel, rate = 4096, 7, 4
-        x = layers.Conv2D(width, kernel, padding="same", dilation_rate=rate, activation="relu", name="fc6")(x)
+        x = layers.Conv2D(
+            width, kernel, padding="same", dilation_rate=rate, activation="relu", name="fc6"
+        )(x)
         x = layers.Dropout(dropout, name="drop6")(x)
         x = layers.Conv2D(width, 1, activation="relu", name="fc7")(x)
         x = layers.Dropout(dropout, name="drop7")(x)
@@ -171,7 +195,14 @@ class DeepLabV1(_DeepLabBase):
         logits = Resize(name="upsample")([x, images])
         logits = _maybe_crf(images, logits, crf, "DeepLabV1")
         super().__init__(images, logits, name=name or f"deeplabv1_{variant}", **kwargs)
-        self._store_config(num_classes=num_classes, input_shape=input_shape, variant=variant, weights=weights, dropout=dropout, crf=crf)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            variant=variant,
+            weights=weights,
+            dropout=dropout,
+            crf=crf,
+        )
 
 
 @register("deeplabv2", "deeplab_v2")
@@ -200,11 +231,23 @@ class DeepLabV2(_DeepLabBase):
 
     _config_keys = ("num_classes", "input_shape", "backbone", "weights", "rates", "crf")
 
-    def __init__(self, num_classes=21, input_shape=(None, None, 3), backbone="resnet101", weights=None, rates=(6, 12, 18, 24), crf=None, name=None, **kwargs):
+    def __init__(
+        self,
+        num_classes=21,
+        input_shape=(None, None, 3),
+        backbone="resnet101",
+        weights=None,
+        rates=(6, 12, 18, 24),
+        crf=None,
+        name=None,
+        **kwargs,
+    ):
         check_num_classes("DeepLabV2", num_classes)
         input_shape = check_input_shape("DeepLabV2", input_shape, channels=(3,))
         rates = tuple(rates)
-        if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rates):
+        if not rates or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rates
+        ):
             raise ValueError(f"DeepLabV2: rates must be positive ints, received {rates!r}")
 
         images = keras.Input(input_shape, name="images")
@@ -212,23 +255,45 @@ class DeepLabV2(_DeepLabBase):
             x = ImageNormalization("caffe", name="normalize")(images)
             x = backbones.build("vgg16", x, output_stride=8, weights=weights, pool_size=3)["P5"]
         else:
-            x = _backbone_features(images, "DeepLabV2", backbone, ("resnet101", "resnet50", "vgg16"), 8, weights, None)["P5"]
+            x = _backbone_features(
+                images, "DeepLabV2", backbone, ("resnet101", "resnet50", "vgg16"), 8, weights, None
+            )["P5"]
         branches = []
         for index, rate in enumerate(rates):
             if backbone == "vgg16":
-                y = layers.Conv2D(1024, 3, padding="same", dilation_rate=rate, activation="relu", name=f"fc6_{index}")(x)
+                y = layers.Conv2D(
+                    1024,
+                    3,
+                    padding="same",
+                    dilation_rate=rate,
+                    activation="relu",
+                    name=f"fc6_{index}",
+                )(x)
                 y = layers.Dropout(0.5, name=f"drop6_{index}")(y)
                 y = layers.Conv2D(1024, 1, activation="relu", name=f"fc7_{index}")(y)
                 y = layers.Dropout(0.5, name=f"drop7_{index}")(y)
                 y = layers.Conv2D(num_classes, 1, name=f"fc8_{index}")(y)
             else:
-                y = layers.Conv2D(num_classes, 3, padding="same", dilation_rate=rate, name=f"aspp_classifier_{index}")(x)
+                y = layers.Conv2D(
+                    num_classes,
+                    3,
+                    padding="same",
+                    dilation_rate=rate,
+                    name=f"aspp_classifier_{index}",
+                )(x)
             branches.append(y)
         x = layers.Add(name="aspp_sum")(branches) if len(branches) > 1 else branches[0]
         logits = Resize(name="upsample")([x, images])
         logits = _maybe_crf(images, logits, crf, "DeepLabV2")
         super().__init__(images, logits, name=name or "deeplabv2", **kwargs)
-        self._store_config(num_classes=num_classes, input_shape=input_shape, backbone=backbone, weights=weights, rates=rates, crf=crf)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            weights=weights,
+            rates=rates,
+            crf=crf,
+        )
 
 
 def _default_rates(output_stride):
@@ -240,7 +305,9 @@ def _backbone_options(backbone, multi_grid, options):
     options = dict(options or {})
     if multi_grid is not None:
         if backbone not in ("resnet50", "resnet101", "xception65"):
-            raise ValueError(f"multi_grid applies to ResNet and Xception-65 backbones, not {backbone!r}")
+            raise ValueError(
+                f"multi_grid applies to ResNet and Xception-65 backbones, not {backbone!r}"
+            )
         options["multi_grid"] = tuple(multi_grid)
     return options
 
@@ -289,28 +356,65 @@ class DeepLabV3(_DeepLabBase):
         (None, 70, 50, 4)
     """
 
-    _config_keys = ("num_classes", "input_shape", "backbone", "output_stride", "weights", "aspp", "aspp_rates", "multi_grid", "filters", "backbone_options")
+    _config_keys = (
+        "num_classes",
+        "input_shape",
+        "backbone",
+        "output_stride",
+        "weights",
+        "aspp",
+        "aspp_rates",
+        "multi_grid",
+        "filters",
+        "backbone_options",
+    )
 
-    def __init__(self, num_classes=21, input_shape=(None, None, 3), backbone="resnet101", output_stride=16, weights=None, aspp=True, aspp_rates=None, multi_grid="default", filters=256, backbone_options=None, name=None, **kwargs):
+    def __init__(
+        self,
+        num_classes=21,
+        input_shape=(None, None, 3),
+        backbone="resnet101",
+        output_stride=16,
+        weights=None,
+        aspp=True,
+        aspp_rates=None,
+        multi_grid="default",
+        filters=256,
+        backbone_options=None,
+        name=None,
+        **kwargs,
+    ):
         check_num_classes("DeepLabV3", num_classes)
         input_shape = check_input_shape("DeepLabV3", input_shape, channels=(3,))
         _check_backbone("DeepLabV3", backbone, _V3_BACKBONES)
         _check_output_stride("DeepLabV3", output_stride, (8, 16, 32))
         if multi_grid == "default":
             multi_grid = (1, 2, 4) if backbone.startswith("resnet") else None
-        rates = (_default_rates(output_stride) if aspp_rates is None else tuple(aspp_rates)) if aspp else ()
+        rates = (
+            (_default_rates(output_stride) if aspp_rates is None else tuple(aspp_rates))
+            if aspp
+            else ()
+        )
 
         images = keras.Input(input_shape, name="images")
         options = _backbone_options(backbone, multi_grid, backbone_options)
-        features = _backbone_features(images, "DeepLabV3", backbone, _V3_BACKBONES, output_stride, weights, options)
+        features = _backbone_features(
+            images, "DeepLabV3", backbone, _V3_BACKBONES, output_stride, weights, options
+        )
         x = ASPP(filters=filters, rates=rates, image_pooling=True, name="aspp")(features["P5"])
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         logits = Resize(name="upsample")([x, images])
         super().__init__(images, logits, name=name or "deeplabv3", **kwargs)
         self._store_config(
-            num_classes=num_classes, input_shape=input_shape, backbone=backbone, output_stride=output_stride,
-            weights=weights, aspp=aspp, aspp_rates=None if aspp_rates is None else tuple(aspp_rates),
-            multi_grid=None if multi_grid is None else tuple(multi_grid), filters=filters,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            output_stride=output_stride,
+            weights=weights,
+            aspp=aspp,
+            aspp_rates=None if aspp_rates is None else tuple(aspp_rates),
+            multi_grid=None if multi_grid is None else tuple(multi_grid),
+            filters=filters,
             backbone_options=backbone_options,
         )
 
@@ -349,9 +453,36 @@ class DeepLabV3Plus(_DeepLabBase):
         (None, 75, 60, 6)
     """
 
-    _config_keys = ("num_classes", "input_shape", "backbone", "output_stride", "weights", "aspp_rates", "multi_grid", "separable", "filters", "decoder_filters", "backbone_options")
+    _config_keys = (
+        "num_classes",
+        "input_shape",
+        "backbone",
+        "output_stride",
+        "weights",
+        "aspp_rates",
+        "multi_grid",
+        "separable",
+        "filters",
+        "decoder_filters",
+        "backbone_options",
+    )
 
-    def __init__(self, num_classes=21, input_shape=(None, None, 3), backbone="resnet50", output_stride=16, weights=None, aspp_rates=None, multi_grid=None, separable=None, filters=256, decoder_filters=48, backbone_options=None, name=None, **kwargs):
+    def __init__(
+        self,
+        num_classes=21,
+        input_shape=(None, None, 3),
+        backbone="resnet50",
+        output_stride=16,
+        weights=None,
+        aspp_rates=None,
+        multi_grid=None,
+        separable=None,
+        filters=256,
+        decoder_filters=48,
+        backbone_options=None,
+        name=None,
+        **kwargs,
+    ):
         check_num_classes("DeepLabV3Plus", num_classes)
         input_shape = check_input_shape("DeepLabV3Plus", input_shape, channels=(3,))
         _check_backbone("DeepLabV3Plus", backbone, _V3_BACKBONES)
@@ -361,9 +492,20 @@ class DeepLabV3Plus(_DeepLabBase):
 
         images = keras.Input(input_shape, name="images")
         options = _backbone_options(backbone, multi_grid, backbone_options)
-        features = _backbone_features(images, "DeepLabV3Plus", backbone, _V3_BACKBONES, output_stride, weights, options)
-        x = ASPP(filters=filters, rates=rates, image_pooling=True, separable=use_separable, dropout=0.1, name="aspp")(features["P5"])
-        low = layers.Conv2D(decoder_filters, 1, use_bias=False, name="decoder_reduce")(features["P2"])
+        features = _backbone_features(
+            images, "DeepLabV3Plus", backbone, _V3_BACKBONES, output_stride, weights, options
+        )
+        x = ASPP(
+            filters=filters,
+            rates=rates,
+            image_pooling=True,
+            separable=use_separable,
+            dropout=0.1,
+            name="aspp",
+        )(features["P5"])
+        low = layers.Conv2D(decoder_filters, 1, use_bias=False, name="decoder_reduce")(
+            features["P2"]
+        )
         low = layers.BatchNormalization(name="decoder_reduce_bn")(low)
         low = layers.ReLU(name="decoder_reduce_relu")(low)
         x = Resize(name="decoder_upsample")([x, low])
@@ -374,8 +516,15 @@ class DeepLabV3Plus(_DeepLabBase):
         logits = Resize(name="upsample")([x, images])
         super().__init__(images, logits, name=name or "deeplabv3plus", **kwargs)
         self._store_config(
-            num_classes=num_classes, input_shape=input_shape, backbone=backbone, output_stride=output_stride,
-            weights=weights, aspp_rates=None if aspp_rates is None else tuple(aspp_rates),
-            multi_grid=None if multi_grid is None else tuple(multi_grid), separable=separable,
-            filters=filters, decoder_filters=decoder_filters, backbone_options=backbone_options,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            output_stride=output_stride,
+            weights=weights,
+            aspp_rates=None if aspp_rates is None else tuple(aspp_rates),
+            multi_grid=None if multi_grid is None else tuple(multi_grid),
+            separable=separable,
+            filters=filters,
+            decoder_filters=decoder_filters,
+            backbone_options=backbone_options,
         )

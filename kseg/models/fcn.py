@@ -88,7 +88,9 @@ class FCN(keras.Model):
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
         features = backbones.build("vgg16", x, output_stride=32, weights=weights)
-        x = layers.Conv2D(fc_channels, 7, padding="same", activation="relu", name="fc6")(features["P5"])
+        x = layers.Conv2D(fc_channels, 7, padding="same", activation="relu", name="fc6")(
+            features["P5"]
+        )
         x = layers.Dropout(dropout, name="drop6")(x)
         x = layers.Conv2D(fc_channels, 1, activation="relu", name="fc7")(x)
         x = layers.Dropout(dropout, name="drop7")(x)
@@ -98,15 +100,19 @@ class FCN(keras.Model):
             if variant == "32s" or (variant == "16s" and level == "P3"):
                 break
             pool = level.replace("P", "pool")
-            skip = layers.Conv2D(
-                num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}"
-            )(features[level])
+            skip = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_{pool}")(
+                features[level]
+            )
             up = _upsample(scores, num_classes, 2, name=f"upscore_to_{pool}")
             up = CropLike("top_left", name=f"crop_to_{pool}")([up, skip])
             scores = layers.Add(name=f"fuse_{pool}")([up, skip])
             final_factor = factor
         logits = _upsample(
-            scores, num_classes, final_factor, name=f"upscore{final_factor}", trainable=learn_final_upsampling
+            scores,
+            num_classes,
+            final_factor,
+            name=f"upscore{final_factor}",
+            trainable=learn_final_upsampling,
         )
         logits = CropLike("top_left", name="crop_to_input")([logits, images])
         super().__init__(images, logits, name=name or f"fcn{variant}", **kwargs)

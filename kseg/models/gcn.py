@@ -28,7 +28,9 @@ LEVELS = ("P5", "P4", "P3", "P2")
 def _gcn_module(x, channels, k, algorithm, name):
     # Both branches are k×k in receptive field with 2k weights per channel pair.
     def conv(t, size, suffix):
-        return FFTConv2D(channels, size, padding="same", algorithm=algorithm, name=f"{name}_{suffix}")(t)
+        return FFTConv2D(
+            channels, size, padding="same", algorithm=algorithm, name=f"{name}_{suffix}"
+        )(t)
 
     left = conv(conv(x, (k, 1), "left_kx1"), (1, k), "left_1xk")
     right = conv(conv(x, (1, k), "right_1xk"), (k, 1), "right_kx1")
@@ -36,14 +38,22 @@ def _gcn_module(x, channels, k, algorithm, name):
 
 
 def _boundary_refinement(x, channels, name):
-    residual = layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
+    residual = layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"{name}_conv1")(
+        x
+    )
     residual = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv2")(residual)
     return layers.Add(name=f"{name}_add")([x, residual])
 
 
 def _upsample2(x, channels, name):
     return layers.Conv2DTranspose(
-        channels, 4, strides=2, padding="same", use_bias=False, kernel_initializer=BilinearKernel(), name=name
+        channels,
+        4,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearKernel(),
+        name=name,
     )(x)
 
 
@@ -96,7 +106,9 @@ class GCN(keras.Model):
         scores = None
         for level in LEVELS:
             stage = level.lower()
-            s = _gcn_module(features[level], num_classes, kernel_size, fft_algorithm, f"gcn_{stage}")
+            s = _gcn_module(
+                features[level], num_classes, kernel_size, fft_algorithm, f"gcn_{stage}"
+            )
             s = _boundary_refinement(s, num_classes, f"br_{stage}")
             if scores is not None:
                 up = CropLike("top_left", name=f"crop_to_{stage}")([scores, s])

@@ -89,18 +89,24 @@ class PSPNet(keras.Model):
         check_choice("PSPNet", "backbone", backbone, _BACKBONES)
         check_choice("PSPNet", "output_stride", output_stride, (8, 16))
         bins = tuple(bins)
-        if not bins or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bins):
+        if not bins or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bins
+        ):
             raise ValueError(f"PSPNet: bins must be positive ints, received {bins!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"PSPNet: dropout must be in [0, 1), received {dropout!r}")
         if not aux_loss_weight >= 0:
             raise ValueError(f"PSPNet: aux_loss_weight must be >= 0, received {aux_loss_weight!r}")
         if backbone_options is not None and not isinstance(backbone_options, dict):
-            raise ValueError(f"PSPNet: backbone_options must be a dict or None, received {backbone_options!r}")
+            raise ValueError(
+                f"PSPNet: backbone_options must be a dict or None, received {backbone_options!r}"
+            )
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
-        features = backbones.build(backbone, x, output_stride=output_stride, weights=weights, **(backbone_options or {}))
+        features = backbones.build(
+            backbone, x, output_stride=output_stride, weights=weights, **(backbone_options or {})
+        )
         x = features["P5"]
         channels = x.shape[-1]
         pyramid = [x]
@@ -118,7 +124,9 @@ class PSPNet(keras.Model):
             y = layers.Dropout(dropout, name="aux_dropout")(y)
             y = layers.Conv2D(num_classes, 1, name="aux_logits")(y)
             outputs.append(Resize(name="aux_upsample")([y, images]))
-        super().__init__(images, outputs if auxiliary_head else outputs[0], name=name or "pspnet", **kwargs)
+        super().__init__(
+            images, outputs if auxiliary_head else outputs[0], name=name or "pspnet", **kwargs
+        )
 
         self.num_classes = num_classes
         self.input_shape_ = input_shape

@@ -75,7 +75,9 @@ def _conv(x, filters, variant, name):
         return layers.Conv2D(
             filters, 3, activation="relu", kernel_initializer="he_normal", name=name
         )(x)
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=name)(x)
+    x = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
@@ -194,4 +196,3 @@ class UNet(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-

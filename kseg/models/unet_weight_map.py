@@ -148,8 +148,14 @@ def unet_weight_map(
         raise ValueError(
             f"class_weights must be None, a sequence or a dict, received {class_weights!r}"
         )
-    args = (float(w0), float(sigma), class_weights, background, bool(split_components),
-            ignore_index)
+    args = (
+        float(w0),
+        float(sigma),
+        class_weights,
+        background,
+        bool(split_components),
+        ignore_index,
+    )
     if array.ndim == 2:
         return _single_map(array, *args)
     return np.stack([_single_map(m, *args) for m in array])

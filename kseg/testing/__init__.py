@@ -117,41 +117,66 @@ def check_model(
         name = getattr(model, "name", type(model).__name__)
         where = f"{name} at {tuple(input_shape)}"
         _check(isinstance(model, keras.Model), f"{where}: model_fn returned {type(model)}")
-        images, labels = synthetic_batch(batch_size, height, width, num_classes, channels,
-                                         seed=position)
-        declared = tuple(model.output_shape) if not isinstance(model.output_shape, list) \
+        images, labels = synthetic_batch(
+            batch_size, height, width, num_classes, channels, seed=position
+        )
+        declared = (
+            tuple(model.output_shape)
+            if not isinstance(model.output_shape, list)
             else tuple(model.output_shape[0])
+        )
         _check(
-            len(declared) == 4 and declared[-1] == num_classes
+            len(declared) == 4
+            and declared[-1] == num_classes
             and all(d is None or d == s for d, s in zip(declared[1:3], (height, width))),
             f"{where}: symbolic output shape {declared} is not [B, {height}, {width}, "
             f"{num_classes}]",
         )
         eager = _first(model(images, training=False))
-        _check(str(eager.dtype) == "float32" or getattr(eager.dtype, "name", "") == "float32",
-               f"{where}: logits dtype is {eager.dtype}, expected float32")
+        _check(
+            str(eager.dtype) == "float32" or getattr(eager.dtype, "name", "") == "float32",
+            f"{where}: logits dtype is {eager.dtype}, expected float32",
+        )
         eager = _to_numpy(eager)
-        _check(eager.shape == (batch_size, height, width, num_classes),
-               f"{where}: logits shape {eager.shape}, expected "
-               f"{(batch_size, height, width, num_classes)}")
+        _check(
+            eager.shape == (batch_size, height, width, num_classes),
+            f"{where}: logits shape {eager.shape}, expected "
+            f"{(batch_size, height, width, num_classes)}",
+        )
         _check(np.all(np.isfinite(eager)), f"{where}: logits are not finite")
         result = {"model": model, "images": images, "labels": labels, "logits": eager}
         if position == 0:
             graph = np.asarray(_first(model.predict(images, verbose=0)))
-            np.testing.assert_allclose(graph, eager, atol=atol, rtol=atol,
-                                       err_msg=f"{where}: predict() differs from the eager call")
+            np.testing.assert_allclose(
+                graph,
+                eager,
+                atol=atol,
+                rtol=atol,
+                err_msg=f"{where}: predict() differs from the eager call",
+            )
             default_call = _to_numpy(_first(model(images)))
-            np.testing.assert_allclose(default_call, eager, atol=atol, rtol=atol,
-                                       err_msg=f"{where}: model(x) differs from training=False")
+            np.testing.assert_allclose(
+                default_call,
+                eager,
+                atol=atol,
+                rtol=atol,
+                err_msg=f"{where}: model(x) differs from training=False",
+            )
             rounded = images.round()
             as_float = _to_numpy(_first(model(rounded, training=False)))
             for dtype in ("uint8", "float64"):
                 typed = _to_numpy(_first(model(rounded.astype(dtype), training=False)))
-                np.testing.assert_allclose(typed, as_float, atol=atol, rtol=atol,
-                                           err_msg=f"{where}: {dtype} images give other logits")
+                np.testing.assert_allclose(
+                    typed,
+                    as_float,
+                    atol=atol,
+                    rtol=atol,
+                    err_msg=f"{where}: {dtype} images give other logits",
+                )
         if position == 0 and train_steps:
-            result["losses"] = _train(model, images, labels, train_steps, learning_rate, loss,
-                                      where, use_fit)
+            result["losses"] = _train(
+                model, images, labels, train_steps, learning_rate, loss, where, use_fit
+            )
         if position == 0 and round_trip:
             _round_trip(model, images, tmp_dir, where)
         results.append(result)
@@ -183,13 +208,18 @@ def _train(model, images, labels, steps, learning_rate, loss, where, use_fit):
     if use_fit:
         outputs = model.outputs
         weights = _output_weights(model, len(outputs))
-        model.compile(optimizer=optimizer, loss=[loss] * len(outputs) if len(outputs) > 1
-                      else loss, loss_weights=weights if len(outputs) > 1 else None)
+        model.compile(
+            optimizer=optimizer,
+            loss=[loss] * len(outputs) if len(outputs) > 1 else loss,
+            loss_weights=weights if len(outputs) > 1 else None,
+        )
         if len(outputs) > 1:
             labels = tuple([labels] * len(outputs))
         # steps + 1 calls: the last returns the loss after `steps` updates
-        losses = [float(np.asarray(_first(model.train_on_batch(images, labels))))
-                  for _ in range(steps + 1)]
+        losses = [
+            float(np.asarray(_first(model.train_on_batch(images, labels))))
+            for _ in range(steps + 1)
+        ]
     else:
         # Eager steps: the same updates as fit() without tracing a training graph, which
         # dominates the time of a check on small inputs.
@@ -208,8 +238,10 @@ def _train(model, images, labels, steps, learning_rate, loss, where, use_fit):
                 _check(not missing, f"{where}: no gradient reaches {missing[:5]}")
                 optimizer.apply_gradients(zip(grads, model.trainable_weights))
     _check(np.all(np.isfinite(losses)), f"{where}: training losses are not finite: {losses}")
-    _check(losses[-1] < losses[0],
-           f"{where}: {steps} training steps did not bring the loss down: {losses}")
+    _check(
+        losses[-1] < losses[0],
+        f"{where}: {steps} training steps did not bring the loss down: {losses}",
+    )
     return losses
 
 
@@ -224,12 +256,16 @@ def _round_trip(model, images, tmp_dir, where):
         path = os.path.join(directory, "model.keras")
         model.save(path)
         loaded = keras.saving.load_model(path)
-    _check(type(loaded) is type(model),
-           f"{where}: .keras round-trip gave {type(loaded).__name__}, not {type(model).__name__}")
+    _check(
+        type(loaded) is type(model),
+        f"{where}: .keras round-trip gave {type(loaded).__name__}, not {type(model).__name__}",
+    )
     # compared as JSON: a tuple saved to a .keras file comes back as a list
-    _check(_as_json(loaded.get_config()) == _as_json(model.get_config()),
-           f"{where}: config changed in the .keras round-trip:\n{model.get_config()}\n"
-           f"{loaded.get_config()}")
+    _check(
+        _as_json(loaded.get_config()) == _as_json(model.get_config()),
+        f"{where}: config changed in the .keras round-trip:\n{model.get_config()}\n"
+        f"{loaded.get_config()}",
+    )
     np.testing.assert_array_equal(
         _to_numpy(_first(loaded(images, training=False))),
         _to_numpy(_first(model(images, training=False))),
@@ -286,50 +322,75 @@ def check_layer(
 
     layer = layer_cls(**init_kwargs)
     config = layer.get_config()
-    _check(layer_cls.from_config(config).get_config() == config,
-           f"{name}: from_config(get_config()) changes the config")
+    _check(
+        layer_cls.from_config(config).get_config() == config,
+        f"{name}: from_config(get_config()) changes the config",
+    )
 
     eager = layer(call_arg([tf.constant(x) for x in inputs_np]))
     eager_list = [_to_numpy(t) for t in (eager if isinstance(eager, (list, tuple)) else [eager])]
-    eager_dtypes = [str(getattr(t.dtype, "name", t.dtype)) for t in
-                    (eager if isinstance(eager, (list, tuple)) else [eager])]
+    eager_dtypes = [
+        str(getattr(t.dtype, "name", t.dtype))
+        for t in (eager if isinstance(eager, (list, tuple)) else [eager])
+    ]
     if expected_output is not None:
-        expected = expected_output if isinstance(expected_output, (list, tuple)) \
-            else [expected_output]
-        _check(len(expected) == len(eager_list),
-               f"{name}: {len(eager_list)} outputs, expected {len(expected)}")
+        expected = (
+            expected_output if isinstance(expected_output, (list, tuple)) else [expected_output]
+        )
+        _check(
+            len(expected) == len(eager_list),
+            f"{name}: {len(eager_list)} outputs, expected {len(expected)}",
+        )
         for got, want in zip(eager_list, expected):
-            np.testing.assert_allclose(got, want, atol=atol, rtol=atol,
-                                       err_msg=f"{name}: eager output differs from expected")
+            np.testing.assert_allclose(
+                got,
+                want,
+                atol=atol,
+                rtol=atol,
+                err_msg=f"{name}: eager output differs from expected",
+            )
 
     symbolic_inputs = [keras.Input(x.shape[1:], dtype=str(x.dtype)) for x in inputs_np]
     fresh = layer_cls(**init_kwargs)
     symbolic = fresh(call_arg(symbolic_inputs))
     symbolic_list = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
-    _check(len(symbolic_list) == len(eager_list),
-           f"{name}: symbolic call gives {len(symbolic_list)} outputs, eager {len(eager_list)}")
+    _check(
+        len(symbolic_list) == len(eager_list),
+        f"{name}: symbolic call gives {len(symbolic_list)} outputs, eager {len(eager_list)}",
+    )
     for sym, got, dtype in zip(symbolic_list, eager_list, eager_dtypes):
-        _check(all(d is None or d == s for d, s in zip(sym.shape[1:], got.shape[1:]))
-               and len(sym.shape) == got.ndim,
-               f"{name}: symbolic shape {sym.shape} does not fit the eager shape {got.shape}")
-        _check(str(sym.dtype) == dtype,
-               f"{name}: symbolic dtype {sym.dtype} differs from the eager dtype {dtype}")
+        _check(
+            all(d is None or d == s for d, s in zip(sym.shape[1:], got.shape[1:]))
+            and len(sym.shape) == got.ndim,
+            f"{name}: symbolic shape {sym.shape} does not fit the eager shape {got.shape}",
+        )
+        _check(
+            str(sym.dtype) == dtype,
+            f"{name}: symbolic dtype {sym.dtype} differs from the eager dtype {dtype}",
+        )
     computed = fresh.compute_output_shape(
         [tuple(t.shape) for t in symbolic_inputs] if multiple else tuple(symbolic_inputs[0].shape)
     )
     computed_list = computed if isinstance(computed, list) else [computed]
     for sym, shape in zip(symbolic_list, computed_list):
-        _check(tuple(sym.shape) == tuple(shape),
-               f"{name}: compute_output_shape gives {tuple(shape)}, the symbolic call "
-               f"{tuple(sym.shape)}")
+        _check(
+            tuple(sym.shape) == tuple(shape),
+            f"{name}: compute_output_shape gives {tuple(shape)}, the symbolic call "
+            f"{tuple(sym.shape)}",
+        )
 
     model = keras.Model(symbolic_inputs, symbolic_list)
     fresh.set_weights(layer.get_weights())
     predicted = model.predict(call_arg(inputs_np), verbose=0)
     predicted = predicted if isinstance(predicted, list) else [predicted]
     for got, want in zip(predicted, eager_list):
-        np.testing.assert_allclose(np.asarray(got), want, atol=atol, rtol=atol,
-                                   err_msg=f"{name}: graph-mode output differs from eager")
+        np.testing.assert_allclose(
+            np.asarray(got),
+            want,
+            atol=atol,
+            rtol=atol,
+            err_msg=f"{name}: graph-mode output differs from eager",
+        )
     with tempfile.TemporaryDirectory(dir=tmp_dir) as directory:
         path = os.path.join(directory, "layer.keras")
         model.save(path)
@@ -337,20 +398,26 @@ def check_layer(
     reloaded = loaded.predict(call_arg(inputs_np), verbose=0)
     reloaded = reloaded if isinstance(reloaded, list) else [reloaded]
     for got, want in zip(reloaded, predicted):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want),
-                                      err_msg=f"{name}: .keras round-trip changes the output")
+        np.testing.assert_array_equal(
+            np.asarray(got),
+            np.asarray(want),
+            err_msg=f"{name}: .keras round-trip changes the output",
+        )
 
     if check_training and layer.trainable_weights:
         with tf.GradientTape() as tape:
             out = layer(call_arg([tf.constant(x) for x in inputs_np]), training=True)
             outs = out if isinstance(out, (list, tuple)) else [out]
-            total = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32) ** 2) for o in outs
-                              if o.dtype.is_floating])
+            total = tf.add_n(
+                [tf.reduce_sum(tf.cast(o, tf.float32) ** 2) for o in outs if o.dtype.is_floating]
+            )
         grads = tape.gradient(total, layer.trainable_weights)
         for weight, grad in zip(layer.trainable_weights, grads):
             _check(grad is not None, f"{name}: no gradient reaches weight {weight.path}")
-            _check(np.all(np.isfinite(_to_numpy(grad))),
-                   f"{name}: gradient of weight {weight.path} is not finite")
+            _check(
+                np.all(np.isfinite(_to_numpy(grad))),
+                f"{name}: gradient of weight {weight.path} is not finite",
+            )
 
     if check_dtypes:
         for policy in ("float64", "mixed_float16"):
@@ -359,7 +426,9 @@ def check_layer(
             out = typed(call_arg([tf.constant(x) for x in cast]))
             for tensor in out if isinstance(out, (list, tuple)) else [out]:
                 if tensor.dtype.is_floating:
-                    _check(tensor.dtype.name == typed.compute_dtype,
-                           f"{name}: with dtype {policy!r} a float output is {tensor.dtype.name}, "
-                           f"expected {typed.compute_dtype}")
+                    _check(
+                        tensor.dtype.name == typed.compute_dtype,
+                        f"{name}: with dtype {policy!r} a float output is {tensor.dtype.name}, "
+                        f"expected {typed.compute_dtype}",
+                    )
     return eager_list if (multiple or len(eager_list) > 1) else eager_list[0]

@@ -1,7 +1,6 @@
 """kseg.bench: MAdds and parameter counts against hand-computed values."""
 
 import keras
-import numpy as np
 import pytest
 
 from kseg import bench
@@ -25,7 +24,11 @@ def _model(layers, input_shape=(None, None, 3)):
         # dilation traced through space-to-batch; odd sizes must not count its padding
         (keras.layers.Conv2D(4, 3, dilation_rate=3, padding="same"), (17, 21), 17 * 21 * 9 * 3 * 4),
         # depthwise: Hout*Wout*kh*kw*Cin*multiplier
-        (keras.layers.DepthwiseConv2D(5, depth_multiplier=2, padding="same"), (9, 7), 9 * 7 * 25 * 3 * 2),
+        (
+            keras.layers.DepthwiseConv2D(5, depth_multiplier=2, padding="same"),
+            (9, 7),
+            9 * 7 * 25 * 3 * 2,
+        ),
         # separable = depthwise + pointwise
         (keras.layers.SeparableConv2D(10, 3, padding="same"), (9, 7), 9 * 7 * (9 * 3 + 3 * 10)),
         # transposed: Hin*Win*kh*kw*Cin*Cout
@@ -42,8 +45,12 @@ def test_single_layer_madds(layer, hw, expected):
 
 
 def test_grouped_conv_divides_by_groups():
-    model = _model([keras.layers.Conv2D(8, 3, padding="same"),
-                    keras.layers.Conv2D(12, 3, groups=4, padding="same")])
+    model = _model(
+        [
+            keras.layers.Conv2D(8, 3, padding="same"),
+            keras.layers.Conv2D(12, 3, groups=4, padding="same"),
+        ]
+    )
     info = bench.profile(model, (10, 6, 3))
     assert info["madds"] == 10 * 6 * 9 * (3 * 8 + 8 // 4 * 12)
     # 3*3*(8/4)*12 weights + 12 biases
@@ -51,17 +58,23 @@ def test_grouped_conv_divides_by_groups():
 
 
 def test_zero_madd_layers_are_reported_and_params_split():
-    model = _model([
-        keras.layers.Conv2D(4, 1, use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.MaxPooling2D(),
-        keras.layers.UpSampling2D(interpolation="bilinear"),
-    ])
+    model = _model(
+        [
+            keras.layers.Conv2D(4, 1, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.UpSampling2D(interpolation="bilinear"),
+        ]
+    )
     info = bench.profile(model, (8, 8, 3))
     assert info["madds"] == 8 * 8 * 3 * 4
-    assert info["zero_madds_layer_types"] == ["BatchNormalization", "MaxPooling2D", "ReLU",
-                                              "UpSampling2D"]
+    assert info["zero_madds_layer_types"] == [
+        "BatchNormalization",
+        "MaxPooling2D",
+        "ReLU",
+        "UpSampling2D",
+    ]
     assert info["params"] == 12 + 16
     assert info["trainable_params"] == 12 + 8
     assert info["non_trainable_params"] == 8
@@ -78,8 +91,12 @@ def test_nested_model_is_counted():
 
 def test_activation_estimate_of_a_chain():
     # input 1x8x8x3 -> conv (bias add separate) -> output; peak holds two 8x8 maps at most
-    model = _model([keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-                    keras.layers.Conv2D(2, 1, use_bias=False)])
+    model = _model(
+        [
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+            keras.layers.Conv2D(2, 1, use_bias=False),
+        ]
+    )
     info = bench.profile(model, (8, 8, 3))
     single = 8 * 8 * 4 * 4
     assert single <= info["activation_bytes"] <= 8 * 8 * 4 * (3 + 4 + 2)
@@ -103,8 +120,17 @@ def test_fps_and_table():
     assert bench.fps(model, (16, 16, 3), batch=2, warmup=1, runs=2) > 0
     with pytest.raises(ValueError, match="runs"):
         bench.fps(model, (16, 16, 3), runs=0)
-    text = bench.format_rows([{"name": "m", "params": 1_500_000, "madds": 2e9,
-                               "memory_bytes": 3 * 2**20, "input_shape": (8, 8, 3)}])
+    text = bench.format_rows(
+        [
+            {
+                "name": "m",
+                "params": 1_500_000,
+                "madds": 2e9,
+                "memory_bytes": 3 * 2**20,
+                "input_shape": (8, 8, 3),
+            }
+        ]
+    )
     assert text.splitlines()[-1] == "| m | 8x8x3 | 1.50 | 2.00 | 3.0 |"
 
 

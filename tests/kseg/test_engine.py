@@ -57,7 +57,9 @@ def test_predict_labels_rejects_bad_images():
 def test_compile_model_warmup_steps():
     model = _fixed_model()
     engine.compile_model(model, num_classes=3, learning_rate=0.01, total_steps=100, warmup_steps=10)
-    schedule = model.optimizer._learning_rate  # the schedule (``learning_rate`` is its current value)
+    schedule = (
+        model.optimizer._learning_rate
+    )  # the schedule (``learning_rate`` is its current value)
     assert abs(float(schedule(4)) - 0.005) < 1e-8
     assert abs(float(schedule(50)) - 0.01 * 0.5**0.9) < 1e-8
 
@@ -68,7 +70,10 @@ def test_compile_model_metrics_and_steps_per_execution():
     default = _trainable_model()
     engine.compile_model(default, num_classes=3, total_steps=10)
     assert sorted(default.fit(images, labels, batch_size=4, epochs=1, verbose=0).history) == [
-        "loss", "mean_iou", "pixel_accuracy"]
+        "loss",
+        "mean_iou",
+        "pixel_accuracy",
+    ]
 
     lean = _trainable_model()
     engine.compile_model(lean, num_classes=3, total_steps=10, metrics=[], steps_per_execution=2)

@@ -32,8 +32,9 @@ def small_model(input_shape=(None, None, 3)):
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([gamma, beta + 0.1, mean + 0.3, var * 2.0])
         elif layer.weights:
-            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
-                               for w in layer.get_weights()])
+            layer.set_weights(
+                [rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()]
+            )
     return model
 
 
@@ -63,8 +64,9 @@ def test_saved_model_fixed_size(tmp_path):
     model = small_model((16, 16, 3))
     path = export.saved_model(model, tmp_path / "fixed")
     x = images((3, 16, 16, 3))
-    np.testing.assert_allclose(export.run_tf1_session(path, x), model.predict(x, verbose=0),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        export.run_tf1_session(path, x), model.predict(x, verbose=0), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_tflite_float32_builtins_only_and_agreement(tmp_path):
@@ -82,14 +84,14 @@ def test_tflite_float32_builtins_only_and_agreement(tmp_path):
     assert export.verify(model, dynamic, images((2, 13, 18, 3)))["argmax_agreement"] >= 0.999
 
 
-@pytest.mark.parametrize("quantize, minimum", [("float16", 0.99), ("dynamic", 0.97),
-                                               ("int8", 0.9)])
+@pytest.mark.parametrize("quantize, minimum", [("float16", 0.99), ("dynamic", 0.97), ("int8", 0.9)])
 def test_tflite_quantized(tmp_path, quantize, minimum):
     model = small_model((24, 24, 3))
     x = images((4, 24, 24, 3))
     calibration = tf.data.Dataset.from_tensor_slices((x, np.zeros((4, 24, 24), "int32"))).batch(2)
-    path = export.tflite(model, tmp_path / f"{quantize}.tflite", quantize=quantize,
-                         representative_data=calibration)
+    path = export.tflite(
+        model, tmp_path / f"{quantize}.tflite", quantize=quantize, representative_data=calibration
+    )
     assert export.verify(model, path, x)["argmax_agreement"] >= minimum
     float_size = os.path.getsize(export.tflite(model, tmp_path / "f32.tflite"))
     assert os.path.getsize(path) < float_size

@@ -52,7 +52,13 @@ def reference_dice(labels, logits, smooth=1.0):
 def test_cross_entropy_matches_reference(seed):
     labels, logits = make_case(seed)
     weights = [0.2, 1.0, 3.0, 0.5]
-    assert abs(float(losses.CrossEntropy(dtype="float64")(labels, logits)) - reference_ce(labels, logits)) < 1e-9
+    assert (
+        abs(
+            float(losses.CrossEntropy(dtype="float64")(labels, logits))
+            - reference_ce(labels, logits)
+        )
+        < 1e-9
+    )
     got = float(losses.CrossEntropy(class_weights=weights, dtype="float64")(labels, logits))
     assert abs(got - reference_ce(labels, logits, weights)) < 1e-9
     probs = softmax(logits)
@@ -65,15 +71,30 @@ def test_focal_and_dice_match_reference(seed):
     labels, logits = make_case(seed)
     got = float(losses.Focal(gamma=2.0, dtype="float64")(labels, logits))
     assert abs(got - reference_ce(labels, logits, gamma=2.0)) < 1e-9
-    assert abs(float(losses.Focal(gamma=0.0, dtype="float64")(labels, logits)) - reference_ce(labels, logits)) < 1e-9
-    assert abs(float(losses.Dice(dtype="float64")(labels, logits)) - reference_dice(labels, logits)) < 1e-6
+    assert (
+        abs(
+            float(losses.Focal(gamma=0.0, dtype="float64")(labels, logits))
+            - reference_ce(labels, logits)
+        )
+        < 1e-9
+    )
+    assert (
+        abs(float(losses.Dice(dtype="float64")(labels, logits)) - reference_dice(labels, logits))
+        < 1e-6
+    )
 
 
 def test_ignored_pixels_do_not_change_the_loss():
     labels, logits = make_case(0)
     changed = logits.copy()
-    changed[labels == 255] = 100.0 * np.random.default_rng(1).normal(size=changed[labels == 255].shape)
-    for loss in (losses.CrossEntropy(dtype="float64"), losses.Dice(dtype="float64"), losses.Focal(dtype="float64")):
+    changed[labels == 255] = 100.0 * np.random.default_rng(1).normal(
+        size=changed[labels == 255].shape
+    )
+    for loss in (
+        losses.CrossEntropy(dtype="float64"),
+        losses.Dice(dtype="float64"),
+        losses.Focal(dtype="float64"),
+    ):
         assert abs(float(loss(labels, logits)) - float(loss(labels, changed))) < 1e-9
     all_ignored = np.full_like(labels, 255)
     assert float(losses.CrossEntropy()(all_ignored, logits.astype(np.float32))) == 0.0
@@ -87,7 +108,9 @@ def test_weighted_sum_operators_and_serialization():
     assert abs(float(combo(labels, logits)) - want) < 1e-6
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(combo))
     assert abs(float(clone(labels, logits)) - want) < 1e-6
-    ce = losses.CrossEntropy.from_config(losses.CrossEntropy(ignore_index=0, class_weights=[1, 2]).get_config())
+    ce = losses.CrossEntropy.from_config(
+        losses.CrossEntropy(ignore_index=0, class_weights=[1, 2]).get_config()
+    )
     assert ce.ignore_index == 0 and ce.class_weights == [1.0, 2.0]
 
 
@@ -96,7 +119,12 @@ def test_training_with_losses_reduces_them():
     x = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
     y = (x[..., 0] > 0).astype(np.int32)
     y[:, 0, :] = 255
-    for loss in (losses.CrossEntropy(), losses.Focal(), losses.Dice(), losses.CrossEntropy() + losses.Dice()):
+    for loss in (
+        losses.CrossEntropy(),
+        losses.Focal(),
+        losses.Dice(),
+        losses.CrossEntropy() + losses.Dice(),
+    ):
         keras.utils.set_random_seed(0)
         inputs = keras.Input((8, 8, 3))
         model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
@@ -113,7 +141,9 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="ignore_index"):
         losses.CrossEntropy(ignore_index="x")
     with pytest.raises(ValueError, match="class_weights has 2 entries"):
-        losses.CrossEntropy(class_weights=[1, 1])(np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 3), np.float32))
+        losses.CrossEntropy(class_weights=[1, 1])(
+            np.zeros((1, 2, 2)), np.zeros((1, 2, 2, 3), np.float32)
+        )
     with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
         losses.CrossEntropy()(np.array([[7, 0]]), np.zeros((1, 2, 3), np.float32))
 
@@ -125,14 +155,18 @@ def test_class_weights_from_frequency_values_and_errors():
     counts = np.array([6.0, 2.0, 1.0])
     for power in (0.0, 0.25, 0.5, 1.0):
         want = (counts / counts.sum()) ** -power
-        np.testing.assert_allclose(class_weights_from_frequency(labels, 3, power=power), want / want.mean(), rtol=1e-12)
+        np.testing.assert_allclose(
+            class_weights_from_frequency(labels, 3, power=power), want / want.mean(), rtol=1e-12
+        )
     # A class with no pixels takes the largest weight of the others; the others keep their ratios.
     four = class_weights_from_frequency(labels, 4, power=1.0)
     assert four[3] == max(four[:3])
     np.testing.assert_allclose(np.array(four[:3]) / four[0], [1.0, 3.0, 6.0], rtol=1e-12)
     # Streaming over a dataset of (image, label) batches counts the same pixels.
     ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 10, 1), "float32"), labels)).batch(2)
-    np.testing.assert_allclose(class_weights_from_frequency(ds, 3), class_weights_from_frequency(labels, 3), rtol=1e-12)
+    np.testing.assert_allclose(
+        class_weights_from_frequency(ds, 3), class_weights_from_frequency(labels, 3), rtol=1e-12
+    )
     # With the weights, the loss is the weighted mean of the per-pixel losses.
     logits = np.random.default_rng(0).normal(size=(3, 10, 3)).astype("float32")
     weights = class_weights_from_frequency(labels, 3)

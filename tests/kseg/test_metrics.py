@@ -11,7 +11,7 @@ def reference_scores(y_true, y_pred, num_classes, ignore_index=255):
     """Scores from the definitions, class by class with boolean masks (no confusion matrix)."""
     valid = y_true != ignore_index
     t, p = y_true[valid], y_pred[valid]
-    iou, acc, prec, rec, f1, freq = [], [], [], [], [], []
+    iou, prec, rec, f1, freq = [], [], [], [], []
     for c in range(num_classes):
         tp = np.sum((t == c) & (p == c))
         in_truth = np.sum(t == c)
@@ -43,7 +43,9 @@ def random_case(rng):
     # Draw labels from a random subset so that some classes are absent from truth or prediction.
     present = rng.choice(num_classes, size=int(rng.integers(1, num_classes + 1)), replace=False)
     y_true = rng.choice(present, size=(batch, h, w))
-    y_pred = np.where(rng.random((batch, h, w)) < 0.6, y_true, rng.integers(0, num_classes, (batch, h, w)))
+    y_pred = np.where(
+        rng.random((batch, h, w)) < 0.6, y_true, rng.integers(0, num_classes, (batch, h, w))
+    )
     y_true = np.where(rng.random((batch, h, w)) < 0.2, 255, y_true)
     if rng.random() < 0.15:
         y_true[0] = 255  # an all-ignore image
@@ -53,7 +55,9 @@ def random_case(rng):
 
 
 def assert_close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), rtol=0, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(
+        np.asarray(actual, float), np.asarray(expected, float), rtol=0, atol=1e-9, equal_nan=True
+    )
 
 
 def test_scores_match_definitions_on_random_cases():
@@ -92,7 +96,9 @@ def test_streaming_metric_over_batches_equals_one_shot():
             for start in range(0, 6, 2):
                 metric.update_state(y_true[start : start + 2, ..., None], logits[start : start + 2])
             assert abs(float(metric.result()) - full[key]) < 1e-6, key
-            np.testing.assert_array_equal(metric.confusion_matrix(), metrics.confusion_matrix(y_true, logits, c))
+            np.testing.assert_array_equal(
+                metric.confusion_matrix(), metrics.confusion_matrix(y_true, logits, c)
+            )
             metric.reset_state()
             assert metric.confusion_matrix().sum() == 0
 
@@ -102,8 +108,14 @@ def test_metric_inside_compiled_model_fit():
 
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[metrics.MeanIoU(3, ignore_index=None), metrics.PixelAccuracy(3, ignore_index=None)])
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            metrics.MeanIoU(3, ignore_index=None),
+            metrics.PixelAccuracy(3, ignore_index=None),
+        ],
+    )
     x = np.random.default_rng(0).normal(size=(4, 4, 4, 3)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 3, (4, 4, 4)).astype(np.int32)
     result = model.evaluate(x, y, batch_size=2, return_dict=True, verbose=0)

@@ -12,8 +12,13 @@ from kseg import engine
 
 
 def _python(code, **env):
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            env=dict(os.environ, **env), timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **env),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -39,7 +44,8 @@ def test_load_model_in_a_fresh_process_restores_model_loss_metrics_and_schedule(
 
     # After a bare `import kseg` Keras alone cannot find the classes (they register on import);
     # kseg.load_model imports them first.
-    result = _python(f"""
+    result = _python(
+        f"""
         import numpy as np
         import keras
         import kseg
@@ -57,7 +63,9 @@ def test_load_model_in_a_fresh_process_restores_model_loss_metrics_and_schedule(
         labels = np.zeros((2, 32, 32), "int32")
         print("METRICS", sorted(model.evaluate(np.load({str(tmp_path / "images.npy")!r}), labels,
                                                verbose=0, return_dict=True)))
-    """, TF_CPP_MIN_LOG_LEVEL="3")
+    """,
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert lines["KERAS-ALONE"] == "True"
     assert float(lines["MAX-DIFF"]) == 0.0

@@ -37,7 +37,8 @@ struct EmulatedLattice {
     const int64_t two = emulated_gpu::CarvePhaseTwo<T>(nullptr, n, d, m, &buffers);
     phase_two.assign(two / sizeof(std::max_align_t) + 1, std::max_align_t());
     emulated_gpu::CarvePhaseTwo<T>(phase_two.data(), n, d, m, &buffers);
-    KSEG_EXPECT(emulated_gpu::LaunchBuildPhaseTwo<T>(nullptr, n, d, m, buffers, &view) == cudaSuccess);
+    KSEG_EXPECT(emulated_gpu::LaunchBuildPhaseTwo<T>(nullptr, n, d, m, buffers, &view) ==
+                cudaSuccess);
   }
 
   void Filter(const std::vector<T>& in, int channels, const T* pre, const T* post, T factor,
@@ -46,8 +47,8 @@ struct EmulatedLattice {
            channels);
   }
 
-  void Filter(const T* in, int64_t in_stride, int channels, const T* pre, const T* post,
-              T factor, bool transpose, bool accumulate, T* out, int64_t out_stride) {
+  void Filter(const T* in, int64_t in_stride, int channels, const T* pre, const T* post, T factor,
+              bool transpose, bool accumulate, T* out, int64_t out_stride) {
     // Garbage in the scratch buffers: the filter must not depend on their contents.
     std::vector<T> values((view.m + 1) * channels, T(-7)), scratch((view.m + 1) * channels, T(-7));
     KSEG_EXPECT(emulated_gpu::LaunchFilter<T>(nullptr, view, in, in_stride, channels, pre, post,

@@ -10,22 +10,32 @@ import tensorflow as tf
 
 import kseg_ops
 
-PARAMS = dict(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10)
+PARAMS = dict(
+    gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _benchmark_module():
     spec = importlib.util.spec_from_file_location(
-        "dense_crf_benchmark", os.path.join(ROOT, "benchmarks", "dense_crf.py"))
+        "dense_crf_benchmark", os.path.join(ROOT, "benchmarks", "dense_crf.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def exact_mean_field(probs, image, iterations, normalization="symmetric", gaussian_sxy=3.0,
-                     gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0,
-                     bilateral_compat=10.0):
+def exact_mean_field(
+    probs,
+    image,
+    iterations,
+    normalization="symmetric",
+    gaussian_sxy=3.0,
+    gaussian_compat=3.0,
+    bilateral_sxy=80.0,
+    bilateral_srgb=13.0,
+    bilateral_compat=10.0,
+):
     """Dense-kernel mean field, O(N^2): the exact Gaussians the lattice approximates."""
     h, w, c = probs.shape
     ys, xs = np.mgrid[0:h, 0:w]
@@ -35,12 +45,13 @@ def exact_mean_field(probs, image, iterations, normalization="symmetric", gaussi
 
     def kernel(features):
         diff = features[:, None, :] - features[None, :, :]
-        return np.exp(-0.5 * (diff ** 2).sum(-1))
+        return np.exp(-0.5 * (diff**2).sum(-1))
 
     kernels = []
-    for feats, compat in ((xy / gaussian_sxy, gaussian_compat),
-                          (np.concatenate([xy / bilateral_sxy, rgb / bilateral_srgb], 1),
-                           bilateral_compat)):
+    for feats, compat in (
+        (xy / gaussian_sxy, gaussian_compat),
+        (np.concatenate([xy / bilateral_sxy, rgb / bilateral_srgb], 1), bilateral_compat),
+    ):
         k = kernel(feats)
         d = k.sum(1)
         if normalization == "symmetric":
@@ -64,12 +75,12 @@ def small_scene(seed=0, h=24, w=32, c=4):
     rng = np.random.default_rng(seed)
     image = np.zeros((h, w, 3), np.float32)
     image[:, : w // 2] = (200, 40, 40)
-    image[:, w // 2:] = (30, 60, 210)
-    image[h // 2:, w // 4: 3 * w // 4] = (40, 200, 60)
+    image[:, w // 2 :] = (30, 60, 210)
+    image[h // 2 :, w // 4 : 3 * w // 4] = (40, 200, 60)
     image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
     truth = np.zeros((h, w), int)
-    truth[:, w // 2:] = 1
-    truth[h // 2:, w // 4: 3 * w // 4] = 2
+    truth[:, w // 2 :] = 1
+    truth[h // 2 :, w // 4 : 3 * w // 4] = 2
     logits = 2.0 * np.eye(c)[truth] + rng.normal(0, 1.3, (h, w, c))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     return image, probs.astype(np.float32)
@@ -94,8 +105,9 @@ def test_agrees_with_exact_dense_mean_field(normalization):
     for seed in range(3):
         image, probs = small_scene(seed)
         exact = exact_mean_field(probs, image, 5, normalization)
-        ours = kseg_ops.dense_crf(probs[None], image[None], iterations=5,
-                                  normalization=normalization, **PARAMS).numpy()[0]
+        ours = kseg_ops.dense_crf(
+            probs[None], image[None], iterations=5, normalization=normalization, **PARAMS
+        ).numpy()[0]
         assert (exact.argmax(-1) != probs.argmax(-1)).mean() >= 0.10
         agreements.append((ours.argmax(-1) == exact.argmax(-1)).mean())
     assert np.mean(agreements) >= 0.98, agreements
@@ -137,11 +149,17 @@ def test_batch_dtypes_and_logits_agree_with_single_calls():
 
 def test_works_inside_tf_function_with_unknown_shapes():
     image, probs = small_scene(5)
-    fn = tf.function(lambda p, i: kseg_ops.dense_crf(p, i, iterations=3),
-                     input_signature=[tf.TensorSpec([None, None, None, 4], tf.float32),
-                                      tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    np.testing.assert_array_equal(fn(probs[None], image[None]).numpy(),
-                                  kseg_ops.dense_crf(probs[None], image[None], iterations=3))
+    fn = tf.function(
+        lambda p, i: kseg_ops.dense_crf(p, i, iterations=3),
+        input_signature=[
+            tf.TensorSpec([None, None, None, 4], tf.float32),
+            tf.TensorSpec([None, None, None, 3], tf.uint8),
+        ],
+    )
+    np.testing.assert_array_equal(
+        fn(probs[None], image[None]).numpy(),
+        kseg_ops.dense_crf(probs[None], image[None], iterations=3),
+    )
 
 
 def test_four_threads_at_once_get_identical_results():
@@ -193,8 +211,9 @@ def test_float32_fast_path_matches_float64_for_every_row_width(from_logits):
         x = (2 * rng.standard_normal((2, 100, 90, c))).astype(np.float32)
         scores = x if from_logits else tf.nn.softmax(x).numpy()
         q32 = kseg_ops.dense_crf(scores, image, iterations=5, from_logits=from_logits).numpy()
-        q64 = kseg_ops.dense_crf(scores.astype(np.float64), image, iterations=5,
-                                 from_logits=from_logits).numpy()
+        q64 = kseg_ops.dense_crf(
+            scores.astype(np.float64), image, iterations=5, from_logits=from_logits
+        ).numpy()
         assert np.isfinite(q32).all(), c
         np.testing.assert_allclose(q32, q64, atol=1e-4, err_msg=f"{c} classes")
         if c > 1:
@@ -224,7 +243,8 @@ def test_float32_fast_path_matches_float64_on_a_multi_range_image():
     gather-splat path: the two must agree to float32 rounding."""
     image, probs = small_scene(9, h=96, w=130, c=21)
     q32 = kseg_ops.dense_crf(probs[None], image[None], iterations=8, **PARAMS).numpy()[0]
-    q64 = kseg_ops.dense_crf(probs[None].astype(np.float64), image[None], iterations=8,
-                             **PARAMS).numpy()[0]
+    q64 = kseg_ops.dense_crf(
+        probs[None].astype(np.float64), image[None], iterations=8, **PARAMS
+    ).numpy()[0]
     assert (q64.argmax(-1) != probs.argmax(-1)).mean() > 0.01
     np.testing.assert_allclose(q32, q64, atol=2e-5)

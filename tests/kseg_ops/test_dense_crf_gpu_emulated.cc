@@ -38,7 +38,8 @@ void MakeInputs(const Scene& s, uint32_t seed, std::vector<T>* unary, std::vecto
   unary->resize(n * s.channels);
   for (int64_t p = 0; p < n; ++p) {
     const bool right = (p % s.w) * 2 >= s.w;
-    for (int c = 0; c < 3; ++c) (*image)[p * 3 + c] = static_cast<T>((right ? 180 : 20) + noise(rng));
+    for (int c = 0; c < 3; ++c)
+      (*image)[p * 3 + c] = static_cast<T>((right ? 180 : 20) + noise(rng));
     double total = 0;
     std::vector<double> pr(s.channels);
     for (double& x : pr) total += (x = prob(rng));
@@ -52,7 +53,8 @@ void Softmax(const T* unary, const T* pairwise, int channels, T* q) {
   T m = -INFINITY;
   for (int c = 0; c < channels; ++c) m = std::max(m, (pairwise ? pairwise[c] : T(0)) - unary[c]);
   T sum = 0;
-  for (int c = 0; c < channels; ++c) sum += (q[c] = std::exp((pairwise ? pairwise[c] : T(0)) - unary[c] - m));
+  for (int c = 0; c < channels; ++c)
+    sum += (q[c] = std::exp((pairwise ? pairwise[c] : T(0)) - unary[c] - m));
   for (int c = 0; c < channels; ++c) q[c] /= sum;
 }
 
@@ -78,8 +80,10 @@ std::vector<T> ReferenceCrf(const Scene& s, const crf::MeanFieldSettings& settin
   KSEG_EXPECT(lb.Build(fb.data(), n, 5, 5, SerialFor()).empty());
   FilterWorkspace<T> ws;
   std::vector<T> ones(n, T(1)), ng(n), nb(n);
-  lg.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, ng.data(), 1, &ws, SerialFor());
-  lb.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, nb.data(), 1, &ws, SerialFor());
+  lg.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, ng.data(), 1, &ws,
+            SerialFor());
+  lb.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, nb.data(), 1, &ws,
+            SerialFor());
   for (int64_t p = 0; p < n; ++p) {
     ng[p] = settings.symmetric ? T(1) / std::sqrt(ng[p] + T(1e-20)) : T(1) / (ng[p] + T(1e-20));
     nb[p] = settings.symmetric ? T(1) / std::sqrt(nb[p] + T(1e-20)) : T(1) / (nb[p] + T(1e-20));
@@ -111,8 +115,8 @@ void CheckCrf(const Scene& s, int iterations, bool symmetric, double tol) {
   const int64_t n = s.h * s.w;
   std::vector<T> features(n * 7, T(-3)), ones(n, T(-3)), norms(2 * n, T(-3)),
       pairwise(n * s.channels, T(-3)), q(n * s.channels, T(-3));
-  KSEG_EXPECT(crf::LaunchCrfFeatures<T>(nullptr, image.data(), n, s.w, gs, bs, br,
-                                        features.data(), features.data() + 2 * n)
+  KSEG_EXPECT(crf::LaunchCrfFeatures<T>(nullptr, image.data(), n, s.w, gs, bs, br, features.data(),
+                                        features.data() + 2 * n)
                   .empty());
   EmulatedLattice<T> gaussian, bilateral;
   gaussian.Build(features.data(), n, 2);
@@ -153,9 +157,9 @@ KSEG_TEST(FilterFailureIsReported) {
   std::vector<double> unary(6, 0.5), q(6), ones(3), norms(6), pairwise(6);
   auto fail = [](const double*, int64_t, int, const double*, const double*, double, bool, double*,
                  int64_t) { return false; };
-  const std::string error = crf::RunMeanField<double>(nullptr, crf::MeanFieldSettings(), 3, 2,
-                                                      unary.data(), ones.data(), norms.data(),
-                                                      pairwise.data(), q.data(), fail, fail);
+  const std::string error =
+      crf::RunMeanField<double>(nullptr, crf::MeanFieldSettings(), 3, 2, unary.data(), ones.data(),
+                                norms.data(), pairwise.data(), q.data(), fail, fail);
   KSEG_EXPECT(error == "filter");
 }
 

@@ -43,7 +43,9 @@ def test_non_finite_and_dtypes():
     probs, images = ok_inputs()
     bad = probs.copy()
     bad[0, 1, 2, 0] = np.nan
-    with pytest.raises(ValueError, match=r"probabilities holds a non-finite value nan at index \(0, 1, 2, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"probabilities holds a non-finite value nan at index \(0, 1, 2, 0\)"
+    ):
         kseg_ops.dense_crf(bad, images)
     bad[0, 1, 2, 0] = np.inf
     with pytest.raises(ValueError, match="logits holds a non-finite value inf"):
@@ -78,13 +80,18 @@ def test_bad_parameters(kwargs, match):
 
 
 def test_kernel_checks_what_graphs_hide():
-    fn = tf.function(lambda p, i: kseg_ops.dense_crf(p, i),
-                     input_signature=[tf.TensorSpec(None, tf.float32),
-                                      tf.TensorSpec(None, tf.uint8)])
+    fn = tf.function(
+        lambda p, i: kseg_ops.dense_crf(p, i),
+        input_signature=[tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.uint8)],
+    )
     probs, images = ok_inputs()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="probabilities holds a non-finite value nan at index"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="probabilities holds a non-finite value nan at index"
+    ):
         fn(np.full(probs.shape, np.nan, np.float32), images)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="must agree in batch, height and width"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="must agree in batch, height and width"
+    ):
         fn(probs, np.zeros((1, 4, 6, 3), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image must not be empty"):
         fn(np.zeros((1, 0, 5, 3), np.float32), np.zeros((1, 0, 5, 3), np.uint8))
@@ -112,9 +119,18 @@ def _random_malformed_call(rng):
         images.flat[rng.integers(images.size)] = np.nan
     kwargs = {}
     if rng.random() < 0.3:
-        kwargs[rng.choice(["iterations", "gaussian_sxy", "bilateral_sxy", "bilateral_srgb",
-                           "gaussian_compat", "bilateral_compat"])] = rng.choice(
-            [-1, 0, 1e30, float("nan"), 3, 2.5, None, "a"])
+        kwargs[
+            rng.choice(
+                [
+                    "iterations",
+                    "gaussian_sxy",
+                    "bilateral_sxy",
+                    "bilateral_srgb",
+                    "gaussian_compat",
+                    "bilateral_compat",
+                ]
+            )
+        ] = rng.choice([-1, 0, 1e30, float("nan"), 3, 2.5, None, "a"])
     if rng.random() < 0.1:
         kwargs["normalization"] = rng.choice(["after", "symmetric", "none", 1])
     if rng.random() < 0.1:
@@ -142,9 +158,11 @@ def test_fuzz_lattice_filter_malformed_calls():
     rng = np.random.default_rng(7)
     for _ in range(300):
         v = rng.normal(size=list(rng.integers(0, 4, rng.choice([2, 3, 3, 4])))).astype(
-            rng.choice(["float32", "float64", "int32"]))
+            rng.choice(["float32", "float64", "int32"])
+        )
         f = rng.normal(size=list(rng.integers(0, 4, rng.choice([2, 3, 3, 4])))).astype(
-            rng.choice(["float32", "float64"]))
+            rng.choice(["float32", "float64"])
+        )
         if f.size and rng.random() < 0.3:
             f.flat[0] = np.inf
         try:
@@ -162,8 +180,9 @@ def test_missing_library_says_how_to_build_and_kseg_still_imports():
             print('IMPORT-ERROR:', e)
     """)
     env = dict(os.environ, KSEG_OPS_LIBRARY="/nonexistent/_kseg_ops.so", TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert "IMPORT-ERROR" in out.stdout
     assert "pip install --no-build-isolation -e ." in out.stdout
@@ -182,8 +201,9 @@ def test_library_built_for_another_tensorflow_is_refused(tmp_path):
             print('IMPORT-ERROR:', e)
     """)
     env = dict(os.environ, KSEG_OPS_LIBRARY=str(library), TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "built for TensorFlow 2.3.0" in out.stdout, out.stdout + out.stderr
     assert "Rebuild it" in out.stdout
 
@@ -205,8 +225,9 @@ def test_peak_memory_at_2048x1024x19_is_bounded():
         print('PEAK-MB', (after - before) / 1024)
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900
+    )
     assert out.returncode == 0, out.stderr
     peak_mb = float(out.stdout.split("PEAK-MB")[1])
     # Buffers per image, N = 2^21 pixels, 24 padded channels: ~560 bytes/pixel for the unary

@@ -80,7 +80,10 @@ def test_gradients_match_tf_conv2d(padding):
     k = tf.constant(rng.standard_normal((6, 5, 3, 4)).astype(np.float32))
     dy = rng.standard_normal(tf.nn.conv2d(x, k, 1, padding).shape).astype(np.float32)
     grads = []
-    for fn in (lambda a, b: kseg_ops.fft_conv2d(a, b, padding), lambda a, b: tf.nn.conv2d(a, b, 1, padding)):
+    for fn in (
+        lambda a, b: kseg_ops.fft_conv2d(a, b, padding),
+        lambda a, b: tf.nn.conv2d(a, b, 1, padding),
+    ):
         with tf.GradientTape() as tape:
             tape.watch([x, k])
             loss = tf.reduce_sum(fn(x, k) * dy)
@@ -142,7 +145,9 @@ def test_channel_mismatch():
 
 
 def test_valid_kernel_larger_than_image():
-    with pytest.raises(ValueError, match=r"kernel height \(9\) must not exceed the image height \(8\)"):
+    with pytest.raises(
+        ValueError, match=r"kernel height \(9\) must not exceed the image height \(8\)"
+    ):
         kseg_ops.fft_conv2d(
             np.zeros((1, 8, 20, 1), np.float32), np.zeros((9, 3, 1, 1), np.float32), padding="VALID"
         )
@@ -154,7 +159,9 @@ def test_kernel_checks_shapes_in_graphs_too():
         lambda a, b: kseg_ops.fft_conv2d(a, b, "VALID"),
         input_signature=[tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.float32)],
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="filter .* must not be larger than the input"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="filter .* must not be larger than the input"
+    ):
         fn(np.zeros((1, 4, 4, 1), np.float32), np.zeros((5, 5, 1, 1), np.float32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="expects 2 input channels but input"):
         fn(np.zeros((1, 4, 4, 1), np.float32), np.zeros((3, 3, 2, 1), np.float32))
@@ -181,7 +188,9 @@ def test_other_argument_errors():
         kseg_ops.fft_conv2d(x, k, dilations=(2, 2))
     with pytest.raises(ValueError, match="padding must be 'SAME' or 'VALID', got 'FULL'"):
         kseg_ops.fft_conv2d(x, k, padding="FULL")
-    with pytest.raises(TypeError, match="kernel must have the dtype of x \\(float32\\), got float64"):
+    with pytest.raises(
+        TypeError, match="kernel must have the dtype of x \\(float32\\), got float64"
+    ):
         kseg_ops.fft_conv2d(x, k.astype(np.float64))
     with pytest.raises(TypeError, match="x must be float32 or float64, got int32"):
         kseg_ops.fft_conv2d(x.astype(np.int32), k)

@@ -20,13 +20,15 @@ std::vector<T> Random(std::mt19937& rng, size_t n) {
   return v;
 }
 
-double At(const std::vector<double>& x, const Geometry& g, int64_t b, int64_t y, int64_t xx, int64_t c) {
+double At(const std::vector<double>& x, const Geometry& g, int64_t b, int64_t y, int64_t xx,
+          int64_t c) {
   if (y < 0 || y >= g.in_h || xx < 0 || xx >= g.in_w) return 0.0;
   return x[((b * g.in_h + y) * g.in_w + xx) * g.cin + c];
 }
 
 // Brute-force correlation in double.
-std::vector<double> Direct(const Geometry& g, const std::vector<double>& x, const std::vector<double>& k) {
+std::vector<double> Direct(const Geometry& g, const std::vector<double>& x,
+                           const std::vector<double>& k) {
   std::vector<double> out(g.batch * g.out_h * g.out_w * g.cout, 0.0);
   for (int64_t b = 0; b < g.batch; ++b)
     for (int64_t y = 0; y < g.out_h; ++y)
@@ -36,7 +38,8 @@ std::vector<double> Direct(const Geometry& g, const std::vector<double>& x, cons
           for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j)
               for (int64_t c = 0; c < g.cin; ++c)
-                s += At(x, g, b, y + i - g.pad_top, xx + j - g.pad_left, c) * k[((i * g.kw + j) * g.cin + c) * g.cout + o];
+                s += At(x, g, b, y + i - g.pad_top, xx + j - g.pad_left, c) *
+                     k[((i * g.kw + j) * g.cin + c) * g.cout + o];
           out[((b * g.out_h + y) * g.out_w + xx) * g.cout + o] = s;
         }
   return out;
@@ -77,7 +80,8 @@ double RelativeError(const std::vector<T>& got, const std::vector<double>& want)
 }
 
 template <typename T>
-bool Check(std::mt19937& rng, const Geometry& g, const kseg::fft::TilePlan& tp, double tol, const char* what) {
+bool Check(std::mt19937& rng, const Geometry& g, const kseg::fft::TilePlan& tp, double tol,
+           const char* what) {
   namespace impl = kseg::fft::generic;
   std::vector<T> x = Random<T>(rng, g.batch * g.in_h * g.in_w * g.cin);
   std::vector<T> k = Random<T>(rng, g.kh * g.kw * g.cin * g.cout);
@@ -85,9 +89,12 @@ bool Check(std::mt19937& rng, const Geometry& g, const kseg::fft::TilePlan& tp, 
   std::vector<double> xd(x.begin(), x.end()), kd(k.begin(), k.end()), dyd(dy.begin(), dy.end());
   std::vector<T> out(dy.size()), dx(x.size()), dk(k.size());
   std::string err = impl::Correlate<T>(g, tp, x.data(), k.data(), out.data(), kseg::fft::SerialFor);
-  if (err.empty()) err = impl::CorrelateBackpropInput<T>(g, dy.data(), k.data(), dx.data(), 1, kseg::fft::SerialFor);
   if (err.empty())
-    err = impl::CorrelateBackpropFilter<T>(g, tp, x.data(), dy.data(), dk.data(), kseg::fft::SerialFor);
+    err =
+        impl::CorrelateBackpropInput<T>(g, dy.data(), k.data(), dx.data(), 1, kseg::fft::SerialFor);
+  if (err.empty())
+    err = impl::CorrelateBackpropFilter<T>(g, tp, x.data(), dy.data(), dk.data(),
+                                           kseg::fft::SerialFor);
   if (!err.empty()) {
     std::printf("FAIL %s: error %s\n", what, err.c_str());
     return false;
@@ -97,10 +104,12 @@ bool Check(std::mt19937& rng, const Geometry& g, const kseg::fft::TilePlan& tp, 
   const double e_out = RelativeError(out, Direct(g, xd, kd));
   const double e_dx = RelativeError(dx, want_dx), e_dk = RelativeError(dk, want_dk);
   const bool ok = e_out < tol && e_dx < tol && e_dk < tol;
-  std::printf("%s %s b%ld %ldx%ldx%ld k%ldx%ld ->%ld pad %ld,%ld fft %ldx%ld tiles %ldx%ld: err %.2e %.2e %.2e\n",
-              ok ? "ok  " : "FAIL", what, (long)g.batch, (long)g.in_h, (long)g.in_w, (long)g.cin, (long)g.kh,
-              (long)g.kw, (long)g.cout, (long)g.pad_top, (long)g.pad_left, (long)tp.nh, (long)tp.nw,
-              (long)tp.tiles_y, (long)tp.tiles_x, e_out, e_dx, e_dk);
+  std::printf(
+      "%s %s b%ld %ldx%ldx%ld k%ldx%ld ->%ld pad %ld,%ld fft %ldx%ld tiles %ldx%ld: err %.2e %.2e "
+      "%.2e\n",
+      ok ? "ok  " : "FAIL", what, (long)g.batch, (long)g.in_h, (long)g.in_w, (long)g.cin,
+      (long)g.kh, (long)g.kw, (long)g.cout, (long)g.pad_top, (long)g.pad_left, (long)tp.nh,
+      (long)tp.nw, (long)tp.tiles_y, (long)tp.tiles_x, e_out, e_dx, e_dk);
   return ok;
 }
 

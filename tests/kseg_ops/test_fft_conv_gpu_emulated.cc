@@ -24,7 +24,10 @@ class DftTransforms {
  public:
   using C = typename gpu::ComplexOf<T>::Type;
   DftTransforms(const Geometry& g, const gpu::GpuPlan& plan)
-      : p_(plan.p), q_(plan.q), kernel_batch_(g.cin * g.cout), input_batch_(plan.group * g.cin),
+      : p_(plan.p),
+        q_(plan.q),
+        kernel_batch_(g.cin * g.cout),
+        input_batch_(plan.group * g.cin),
         output_batch_(plan.group * g.cout) {}
 
   std::string KernelForward(T* r, C* s) { return Forward(r, s, kernel_batch_); }
@@ -127,9 +130,9 @@ std::vector<double> DirectForward(const Geometry& g, const std::vector<double>& 
 }
 
 // d/d input and d/d kernel of sum(out * grad).
-void DirectGradients(const Geometry& g, const std::vector<double>& in,
-                     const std::vector<double>& k, const std::vector<double>& grad,
-                     std::vector<double>* grad_in, std::vector<double>* grad_k) {
+void DirectGradients(const Geometry& g, const std::vector<double>& in, const std::vector<double>& k,
+                     const std::vector<double>& grad, std::vector<double>* grad_in,
+                     std::vector<double>* grad_k) {
   grad_in->assign(in.size(), 0.0);
   grad_k->assign(k.size(), 0.0);
   for (int64_t b = 0; b < g.batch; ++b)
@@ -161,8 +164,7 @@ double MaxRelativeError(const std::vector<T>& got, const std::vector<double>& wa
 
 template <typename T>
 std::vector<T> RunGpu(const Geometry& g, bool kernel_gradient, const std::vector<T>& a,
-                      const std::vector<T>& b, bool flip, int64_t out_size,
-                      int64_t group_budget) {
+                      const std::vector<T>& b, bool flip, int64_t out_size, int64_t group_budget) {
   const kseg::fft::TilePlan tp = kseg::fft::ChooseTilePlan(g, sizeof(T), 1);
   const gpu::GpuPlan plan = gpu::MakeGpuPlan<T>(g, tp, group_budget);
   gpu::Buffers<T> buf;
@@ -182,13 +184,11 @@ std::vector<T> RunGpu(const Geometry& g, bool kernel_gradient, const std::vector
 
 template <typename T>
 void CheckCase(const Case& c, int64_t group_budget, double tol) {
-  const Geometry g =
-      kseg::fft::ConvGeometry(c.batch, c.h, c.w, c.cin, c.kh, c.kw, c.cout, c.same);
+  const Geometry g = kseg::fft::ConvGeometry(c.batch, c.h, c.w, c.cin, c.kh, c.kw, c.cout, c.same);
   const uint32_t seed = static_cast<uint32_t>(c.h * 31 + c.kw * 7 + c.cin);
   const std::vector<double> in = Random<double>(g.batch * g.in_h * g.in_w * g.cin, seed);
   const std::vector<double> k = Random<double>(g.kh * g.kw * g.cin * g.cout, seed + 1);
-  const std::vector<double> grad =
-      Random<double>(g.batch * g.out_h * g.out_w * g.cout, seed + 2);
+  const std::vector<double> grad = Random<double>(g.batch * g.out_h * g.out_w * g.cout, seed + 2);
   const std::vector<T> in_t(in.begin(), in.end()), k_t(k.begin(), k.end()),
       grad_t(grad.begin(), grad.end());
   std::vector<double> want_in, want_k;
@@ -197,10 +197,10 @@ void CheckCase(const Case& c, int64_t group_budget, double tol) {
   const double forward = MaxRelativeError(
       RunGpu<T>(g, false, in_t, k_t, false, static_cast<int64_t>(grad.size()), group_budget),
       DirectForward(g, in, k));
-  const double input_grad = MaxRelativeError(
-      RunGpu<T>(kseg::fft::InputGradientGeometry(g), false, grad_t, k_t, true,
-                static_cast<int64_t>(in.size()), group_budget),
-      want_in);
+  const double input_grad =
+      MaxRelativeError(RunGpu<T>(kseg::fft::InputGradientGeometry(g), false, grad_t, k_t, true,
+                                 static_cast<int64_t>(in.size()), group_budget),
+                       want_in);
   const double kernel_grad = MaxRelativeError(
       RunGpu<T>(g, true, in_t, grad_t, false, static_cast<int64_t>(k.size()), group_budget),
       want_k);
@@ -216,9 +216,8 @@ void CheckCase(const Case& c, int64_t group_budget, double tol) {
 }
 
 const Case kCases[] = {
-    {2, 9, 11, 2, 3, 3, 3, true},   {1, 12, 7, 3, 4, 2, 2, true},
-    {2, 10, 13, 1, 5, 7, 5, true},  {1, 14, 9, 2, 6, 3, 1, false},
-    {3, 8, 8, 2, 1, 1, 2, true},    {1, 20, 18, 1, 11, 9, 2, false},
+    {2, 9, 11, 2, 3, 3, 3, true},  {1, 12, 7, 3, 4, 2, 2, true}, {2, 10, 13, 1, 5, 7, 5, true},
+    {1, 14, 9, 2, 6, 3, 1, false}, {3, 8, 8, 2, 1, 1, 2, true},  {1, 20, 18, 1, 11, 9, 2, false},
     {1, 6, 30, 2, 1, 13, 2, true},
 };
 

@@ -83,9 +83,20 @@ def test_cuda_algorithm_in_host_emulation(source, tmp_path):
     """The device code (lattice, mean field, FFT correlation) run on the host vs references."""
     exe = tmp_path / "emulated"
     subprocess.run(
-        ["g++", "-std=c++17", "-O0", "-ffp-contract=off", "-I", REPO, "-o", str(exe),
-         os.path.join(HERE, source)],
-        check=True, capture_output=True, text=True,
+        [
+            "g++",
+            "-std=c++17",
+            "-O0",
+            "-ffp-contract=off",
+            "-I",
+            REPO,
+            "-o",
+            str(exe),
+            os.path.join(HERE, source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -93,8 +104,10 @@ def test_cuda_algorithm_in_host_emulation(source, tmp_path):
 
 
 def _nvcc():
-    return os.environ.get("NVCC") or shutil.which("nvcc") or (
-        "/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
+    return (
+        os.environ.get("NVCC")
+        or shutil.which("nvcc")
+        or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
     )
 
 
@@ -111,10 +124,25 @@ def test_gpu_source_compiles_with_nvcc(source, tmp_path):
     overlay = tmp_path / "overlay" / "third_party" / "gpus" / "cuda"
     overlay.mkdir(parents=True)
     (overlay / "include").symlink_to(os.path.join(cuda_home, "include"))
-    cmd = [nvcc, "-c", os.path.join(REPO, "kseg_ops", "cc", "kernels", source),
-           "-o", str(tmp_path / "out.o"), "-x", "cu", "--expt-relaxed-constexpr",
-           "-Xcompiler", "-fPIC", "-O1", "-DGOOGLE_CUDA=1", "-Wno-deprecated-gpu-targets",
-           "-I", REPO, "-I", str(tmp_path / "overlay")] + tf.sysconfig.get_compile_flags()
+    cmd = [
+        nvcc,
+        "-c",
+        os.path.join(REPO, "kseg_ops", "cc", "kernels", source),
+        "-o",
+        str(tmp_path / "out.o"),
+        "-x",
+        "cu",
+        "--expt-relaxed-constexpr",
+        "-Xcompiler",
+        "-fPIC",
+        "-O1",
+        "-DGOOGLE_CUDA=1",
+        "-Wno-deprecated-gpu-targets",
+        "-I",
+        REPO,
+        "-I",
+        str(tmp_path / "overlay"),
+    ] + tf.sysconfig.get_compile_flags()
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     assert os.path.getsize(tmp_path / "out.o") > 0
@@ -193,8 +221,15 @@ def _crf_inputs(rng, batch, h, w, classes, dtype):
 def test_dense_crf_gpu_matches_cpu(dtype, normalization):
     rng = np.random.default_rng(11)
     unary, image = _crf_inputs(rng, 2, 23, 31, 5, dtype)
-    kwargs = dict(iterations=5, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=20.0,
-                  bilateral_srgb=13.0, bilateral_compat=10.0, normalization=normalization)
+    kwargs = dict(
+        iterations=5,
+        gaussian_sxy=3.0,
+        gaussian_compat=3.0,
+        bilateral_sxy=20.0,
+        bilateral_srgb=13.0,
+        bilateral_compat=10.0,
+        normalization=normalization,
+    )
     cpu, gpu = _both(_LIB.kseg_dense_crf, unary, image, **kwargs)
     np.testing.assert_allclose(gpu.sum(-1), 1.0, rtol=1e-5)
     tol = dict(rtol=1e-3, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-8, atol=1e-10)
@@ -254,8 +289,14 @@ def test_fft_conv2d_gpu_matches_conv2d_and_cpu(case, dtype):
     fft_conv = _op("Kseg>FftConv2D")
     cpu, gpu = _both(fft_conv, input=x, filter=k, padding=padding)
     # Reference in float64 on the CPU (GPU convolutions may use TF32 for float32).
-    want = _on("/CPU:0", tf.nn.conv2d, x.astype(np.float64), k.astype(np.float64), strides=1,
-               padding=padding)
+    want = _on(
+        "/CPU:0",
+        tf.nn.conv2d,
+        x.astype(np.float64),
+        k.astype(np.float64),
+        strides=1,
+        padding=padding,
+    )
     scale = np.abs(want).max()
     tol = dict(rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-11) * scale)
     np.testing.assert_allclose(gpu, want, **tol)

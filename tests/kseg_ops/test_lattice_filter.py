@@ -17,7 +17,7 @@ ERROR_BOUND = {1: 0.16, 2: 0.16, 3: 0.19, 4: 0.25, 5: 0.45}
 def exact_gaussian(values, features):
     """out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j for one batch element."""
     diff = features[:, None, :] - features[None, :, :]
-    weights = np.exp(-0.5 * (diff ** 2).sum(-1))
+    weights = np.exp(-0.5 * (diff**2).sum(-1))
     return weights @ values
 
 
@@ -62,8 +62,9 @@ def test_linear_in_values_and_batch_elements_are_independent():
     a, b = rng.normal(size=(2, 2, 50, 7))
     fa = kseg_ops.lattice_filter(a, features).numpy()
     fb = kseg_ops.lattice_filter(b, features).numpy()
-    np.testing.assert_allclose(kseg_ops.lattice_filter(2 * a - b, features), 2 * fa - fb,
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        kseg_ops.lattice_filter(2 * a - b, features), 2 * fa - fb, rtol=1e-9, atol=1e-12
+    )
     single = kseg_ops.lattice_filter(a[1:], features[1:]).numpy()
     np.testing.assert_array_equal(single[0], fa[1])
 
@@ -91,16 +92,20 @@ def test_gradient_is_the_transposed_filter_and_passes_numeric_check():
         out = tf.reduce_sum(kseg_ops.lattice_filter(values, features) * values)
     assert tape.gradient(out, features) is None  # features get no gradient, by design
     grad = tape.gradient(out, values).numpy()
-    expected = (kseg_ops.lattice_filter(values, features)
-                + kseg_ops.lattice_filter(values, features, transpose=True)).numpy()
+    expected = (
+        kseg_ops.lattice_filter(values, features)
+        + kseg_ops.lattice_filter(values, features, transpose=True)
+    ).numpy()
     np.testing.assert_allclose(grad, expected, rtol=1e-10)
 
 
 def test_any_channel_count_and_feature_dims_up_to_16():
     rng = np.random.default_rng(5)
     for c, d in [(1, 1), (5, 7), (33, 16), (100, 2)]:
-        out = kseg_ops.lattice_filter(rng.uniform(size=(1, 30, c)).astype("float32"),
-                                      rng.uniform(size=(1, 30, d)).astype("float32"))
+        out = kseg_ops.lattice_filter(
+            rng.uniform(size=(1, 30, c)).astype("float32"),
+            rng.uniform(size=(1, 30, d)).astype("float32"),
+        )
         assert out.shape == (1, 30, c) and np.all(np.isfinite(out))
 
 
@@ -118,8 +123,9 @@ def test_any_channel_count_and_feature_dims_up_to_16():
 )
 def test_bad_shapes_raise_naming_the_argument(values_shape, features_shape, error, match):
     with pytest.raises(error, match=match):
-        kseg_ops.lattice_filter(np.zeros(values_shape, "float32"),
-                                np.zeros(features_shape, "float32"))
+        kseg_ops.lattice_filter(
+            np.zeros(values_shape, "float32"), np.zeros(features_shape, "float32")
+        )
 
 
 def test_bad_dtypes_and_values_raise():
@@ -130,7 +136,9 @@ def test_bad_dtypes_and_values_raise():
         kseg_ops.lattice_filter(v, v.astype("float64"))
     bad = v.copy()
     bad[0, 2, 1] = np.nan
-    with pytest.raises(ValueError, match=r"features holds a non-finite value nan at index \(0, 2, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"features holds a non-finite value nan at index \(0, 2, 1\)"
+    ):
         kseg_ops.lattice_filter(v, bad)
     with pytest.raises(TypeError, match="features must hold numbers"):
         kseg_ops.lattice_filter(v, np.array([["a"]]))

@@ -19,10 +19,10 @@ namespace {
 namespace gpu = kseg::lattice::gpu;
 static_assert(gpu::kMaxFeatureDim == kseg::lattice::kMaxFeatureDim,
               "GPU and CPU lattices must accept the same feature dimensions");
-using kseg::testing::EmulatedLattice;
 using kseg::lattice::FilterWorkspace;
 using kseg::lattice::Permutohedral;
 using kseg::lattice::SerialFor;
+using kseg::testing::EmulatedLattice;
 
 template <typename T>
 std::vector<T> Random(int64_t size, double lo, double hi, uint32_t seed) {

@@ -32,8 +32,8 @@ namespace fft {
 
 // Runs fn(begin, end) over disjoint sub-ranges covering [0, total), possibly in parallel.
 // cost_per_unit is a rough count of floating point operations per unit (for sharding).
-using ParallelFor =
-    std::function<void(int64_t total, int64_t cost_per_unit, const std::function<void(int64_t, int64_t)>& fn)>;
+using ParallelFor = std::function<void(int64_t total, int64_t cost_per_unit,
+                                       const std::function<void(int64_t, int64_t)>& fn)>;
 
 // A ParallelFor that runs everything on the calling thread.
 inline void SerialFor(int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
@@ -49,8 +49,8 @@ struct Geometry {
 };
 
 // tf.nn.conv2d geometry for stride 1, dilation 1, SAME or VALID padding.
-inline Geometry ConvGeometry(int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw,
-                             int64_t cout, bool padding_same) {
+inline Geometry ConvGeometry(int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t kh,
+                             int64_t kw, int64_t cout, bool padding_same) {
   Geometry g;
   g.batch = batch;
   g.in_h = h;
@@ -91,12 +91,18 @@ inline Geometry InputGradientGeometry(const Geometry& g) {
 
 // Empty string when the geometry is usable, else what is wrong with it.
 inline std::string ValidateGeometry(const Geometry& g) {
-  auto text = [](const char* name, int64_t v) { return std::string(name) + " = " + std::to_string(v); };
+  auto text = [](const char* name, int64_t v) {
+    return std::string(name) + " = " + std::to_string(v);
+  };
   if (g.batch < 0) return text("batch", g.batch) + " must be >= 0";
-  if (g.in_h < 1 || g.in_w < 1) return text("input height", g.in_h) + ", " + text("width", g.in_w) + " must be >= 1";
-  if (g.cin < 1 || g.cout < 1) return text("input channels", g.cin) + ", " + text("output channels", g.cout) + " must be >= 1";
-  if (g.kh < 1 || g.kw < 1) return text("kernel height", g.kh) + ", " + text("width", g.kw) + " must be >= 1";
-  if (g.out_h < 1 || g.out_w < 1) return text("output height", g.out_h) + ", " + text("width", g.out_w) + " must be >= 1";
+  if (g.in_h < 1 || g.in_w < 1)
+    return text("input height", g.in_h) + ", " + text("width", g.in_w) + " must be >= 1";
+  if (g.cin < 1 || g.cout < 1)
+    return text("input channels", g.cin) + ", " + text("output channels", g.cout) + " must be >= 1";
+  if (g.kh < 1 || g.kw < 1)
+    return text("kernel height", g.kh) + ", " + text("width", g.kw) + " must be >= 1";
+  if (g.out_h < 1 || g.out_w < 1)
+    return text("output height", g.out_h) + ", " + text("width", g.out_w) + " must be >= 1";
   return "";
 }
 
@@ -127,7 +133,8 @@ struct TilePlan {
 
 // Relative cost of the FFT path for a given FFT size (used to pick the tiling; the absolute scale
 // is calibrated in Python against measured times).
-inline double TileCost(const Geometry& g, int64_t nh, int64_t nw, int64_t* tiles_y, int64_t* tiles_x) {
+inline double TileCost(const Geometry& g, int64_t nh, int64_t nw, int64_t* tiles_y,
+                       int64_t* tiles_x) {
   const int64_t th = nh - g.kh + 1, tw = nw - g.kw + 1;
   *tiles_y = (g.out_h + th - 1) / th;
   *tiles_x = (g.out_w + tw - 1) / tw;
@@ -139,7 +146,8 @@ inline double TileCost(const Geometry& g, int64_t nh, int64_t nw, int64_t* tiles
   // of the channel mixing = 1): image and output tiles 1.7, kernel slices 2.2 (their many
   // lanes go through the column pass of every frequency row).
   const double fft = (1.7 * b * tiles * static_cast<double>(g.cin + g.cout) +
-                      2.2 * static_cast<double>(g.cin * g.cout)) * freqs * logs;
+                      2.2 * static_cast<double>(g.cin * g.cout)) *
+                     freqs * logs;
   const double mix = b * tiles * freqs * static_cast<double>(g.cin * g.cout);
   return fft + mix;
 }
@@ -159,7 +167,8 @@ inline TilePlan ChooseTilePlan(const Geometry& g, int64_t bytes_per_value, int64
       int64_t ty, tx;
       const double cost = TileCost(g, nh, nw, &ty, &tx);
       const double kernel_bytes = 2.0 * static_cast<double>(bytes_per_value) *
-                                  static_cast<double>(nh * (nw / 2 + 1)) * static_cast<double>(g.cin * g.cout);
+                                  static_cast<double>(nh * (nw / 2 + 1)) *
+                                  static_cast<double>(g.cin * g.cout);
       const bool fits = kernel_bytes <= static_cast<double>(kernel_budget_bytes);
       // Plans whose kernel spectrum fits the budget first, the cheapest of them; else the smallest.
       bool better = !have;
@@ -213,7 +222,8 @@ struct ComplexPlan {
       Stage st{radix, m, s, static_cast<int64_t>(tw_re.size())};
       for (int64_t p = 0; p < m; ++p) {
         for (int k = 1; k < radix; ++k) {
-          const long double angle = -2.0L * 3.14159265358979323846264338327950288L * static_cast<long double>(p * k) /
+          const long double angle = -2.0L * 3.14159265358979323846264338327950288L *
+                                    static_cast<long double>(p * k) /
                                     static_cast<long double>(rest);
           tw_re.push_back(static_cast<T>(std::cos(angle)));
           tw_im.push_back(static_cast<T>(std::sin(angle)));
@@ -236,8 +246,8 @@ struct RealPlan {
 
   explicit RealPlan(int64_t length = 2) : nw(length), half(length / 2), complex(length / 2) {
     for (int64_t k = 0; k <= half; ++k) {
-      const long double angle =
-          -2.0L * 3.14159265358979323846264338327950288L * static_cast<long double>(k) / static_cast<long double>(nw);
+      const long double angle = -2.0L * 3.14159265358979323846264338327950288L *
+                                static_cast<long double>(k) / static_cast<long double>(nw);
       w_re.push_back(static_cast<T>(std::cos(angle)));
       w_im.push_back(static_cast<T>(std::sin(angle)));
     }

@@ -42,9 +42,9 @@ struct ComplexOf<double> {
   using Type = double2;
 };
 
-#define KSEG_FFT_GRID_LOOP(i, total)                                              \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
-       i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define KSEG_FFT_GRID_LOOP(i, total)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // An NHWC tensor cut into tiles of tile_h x tile_w (the output tiling of the plan).
 struct TileGrid {
@@ -85,8 +85,8 @@ __global__ void PackWindowsKernel(const T* __restrict__ src, TileGrid grid, int6
 // kernel is stored [kh, kw, n_in, n_out]; with `flip` it is stored [kh, kw, n_out, n_in] and read
 // flipped in space (the kernel of the input gradient).
 template <typename T>
-__global__ void PackKernelKernel(const T* __restrict__ kernel, int64_t kh, int64_t kw,
-                                 int64_t n_in, int64_t n_out, bool flip, int64_t p, int64_t q,
+__global__ void PackKernelKernel(const T* __restrict__ kernel, int64_t kh, int64_t kw, int64_t n_in,
+                                 int64_t n_out, bool flip, int64_t p, int64_t q,
                                  T* __restrict__ dst) {
   KSEG_FFT_GRID_LOOP(idx, n_in * n_out * p * q) {
     const int64_t j = idx % q;
@@ -103,8 +103,9 @@ __global__ void PackKernelKernel(const T* __restrict__ kernel, int64_t kh, int64
   }
 }
 
-// out[(m * n_count + n) F + f] (+)= sum_k A[(m a_m + k a_k) F + f] * conj(B[(k b_k + n b_n) F + f]).
-// One thread per (m, f) and kTileN consecutive n: each A element is read once per kTileN outputs.
+// out[(m * n_count + n) F + f] (+)= sum_k A[(m a_m + k a_k) F + f] * conj(B[(k b_k + n b_n) F +
+// f]). One thread per (m, f) and kTileN consecutive n: each A element is read once per kTileN
+// outputs.
 template <typename C, int kTileN>
 __global__ void ContractKernel(int64_t m_count, int64_t n_count, int64_t k_count, int64_t f_count,
                                const C* __restrict__ a, int64_t a_m, int64_t a_k,
@@ -185,13 +186,13 @@ GpuPlan MakeGpuPlan(const Geometry& g, const TilePlan& tp,
   plan.p = tp.nh;
   plan.q = tp.nw;
   plan.f = plan.p * (plan.q / 2 + 1);
-  plan.in_grid = TileGrid{g.batch, g.in_h, g.in_w, g.cin, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                          tp.tile_w};
-  plan.out_grid = TileGrid{g.batch, g.out_h, g.out_w, g.cout, tp.tiles_y, tp.tiles_x, tp.tile_h,
-                           tp.tile_w};
+  plan.in_grid =
+      TileGrid{g.batch, g.in_h, g.in_w, g.cin, tp.tiles_y, tp.tiles_x, tp.tile_h, tp.tile_w};
+  plan.out_grid =
+      TileGrid{g.batch, g.out_h, g.out_w, g.cout, tp.tiles_y, tp.tiles_x, tp.tile_h, tp.tile_w};
   plan.items = plan.in_grid.items();
-  const int64_t per_item = (g.cin + g.cout) * (plan.f * 2 + plan.p * plan.q) *
-                           static_cast<int64_t>(sizeof(T));
+  const int64_t per_item =
+      (g.cin + g.cout) * (plan.f * 2 + plan.p * plan.q) * static_cast<int64_t>(sizeof(T));
   plan.group = std::max<int64_t>(
       1, std::min<int64_t>(plan.items, group_budget_bytes / std::max<int64_t>(per_item, 1)));
   return plan;
@@ -238,8 +239,8 @@ inline std::string LaunchError(cudaError_t err, const char* what) {
 // Forward-type correlation of src (NHWC, g.cin channels) into dst (NHWC, g.cout channels).
 template <typename T, typename Transforms>
 std::string RunCorrelation(cudaStream_t stream, const Geometry& g, const GpuPlan& plan,
-                           const T* src, const T* kernel, bool flip, T* dst,
-                           const Buffers<T>& buf, Transforms& fft) {
+                           const T* src, const T* kernel, bool flip, T* dst, const Buffers<T>& buf,
+                           Transforms& fft) {
   using C = typename ComplexOf<T>::Type;
   const int64_t p = plan.p, q = plan.q;
   KSEG_LAUNCH(PackKernelKernel<T>, BlocksFor(g.cin * g.cout * p * q), kThreadsPerBlock, stream,
@@ -251,22 +252,22 @@ std::string RunCorrelation(cudaStream_t stream, const Geometry& g, const GpuPlan
   auto* contract = &ContractKernel<C, kContractTile>;  // a name without a comma, for the macro
   for (int64_t begin = 0; error.empty() && begin < plan.items; begin += plan.group) {
     KSEG_LAUNCH(PackWindowsKernel<T>, BlocksFor(plan.group * g.cin * p * q), kThreadsPerBlock,
-                stream, src, plan.in_grid, -g.pad_top, -g.pad_left, p, q, begin, plan.group, p,
-                q, buf.in_real);
+                stream, src, plan.in_grid, -g.pad_top, -g.pad_left, p, q, begin, plan.group, p, q,
+                buf.in_real);
     error = LaunchError(cudaGetLastError(), "input packing");
     if (error.empty()) error = fft.InputForward(buf.in_real, buf.in_spec);
     if (!error.empty()) break;
     KSEG_LAUNCH(contract, BlocksFor(plan.group * n_tiles * plan.f), kThreadsPerBlock, stream,
-                plan.group, g.cout, g.cin, plan.f,
-                static_cast<const C*>(buf.in_spec), g.cin, int64_t{1},
-                static_cast<const C*>(buf.kernel_spec), g.cout, int64_t{1}, false, buf.out_spec);
+                plan.group, g.cout, g.cin, plan.f, static_cast<const C*>(buf.in_spec), g.cin,
+                int64_t{1}, static_cast<const C*>(buf.kernel_spec), g.cout, int64_t{1}, false,
+                buf.out_spec);
     error = LaunchError(cudaGetLastError(), "channel mixing");
     if (error.empty()) error = fft.OutputInverse(buf.out_spec, buf.out_real);
     if (!error.empty()) break;
-    KSEG_LAUNCH(UnpackTilesKernel<T>, BlocksFor(plan.group * plan.out_grid.tile_h *
-                                                plan.out_grid.tile_w * g.cout),
-                kThreadsPerBlock, stream, static_cast<const T*>(buf.out_real), plan.out_grid,
-                begin, plan.group, p, q, scale, dst);
+    KSEG_LAUNCH(UnpackTilesKernel<T>,
+                BlocksFor(plan.group * plan.out_grid.tile_h * plan.out_grid.tile_w * g.cout),
+                kThreadsPerBlock, stream, static_cast<const T*>(buf.out_real), plan.out_grid, begin,
+                plan.group, p, q, scale, dst);
     error = LaunchError(cudaGetLastError(), "output unpacking");
   }
   return error;
@@ -285,21 +286,19 @@ std::string RunKernelGradient(cudaStream_t stream, const Geometry& g, const GpuP
   std::string error;
   for (int64_t begin = 0; error.empty() && begin < plan.items; begin += plan.group) {
     KSEG_LAUNCH(PackWindowsKernel<T>, BlocksFor(plan.group * g.cin * p * q), kThreadsPerBlock,
-                stream, input, plan.in_grid, -g.pad_top, -g.pad_left, p, q, begin, plan.group, p,
-                q, buf.in_real);
+                stream, input, plan.in_grid, -g.pad_top, -g.pad_left, p, q, begin, plan.group, p, q,
+                buf.in_real);
     // Output-gradient tiles sit at the origin of their p x q frame.
     KSEG_LAUNCH(PackWindowsKernel<T>, BlocksFor(plan.group * g.cout * p * q), kThreadsPerBlock,
-                stream, grad_output, plan.out_grid, int64_t{0}, int64_t{0},
-                plan.out_grid.tile_h, plan.out_grid.tile_w, begin, plan.group, p, q,
-                buf.out_real);
+                stream, grad_output, plan.out_grid, int64_t{0}, int64_t{0}, plan.out_grid.tile_h,
+                plan.out_grid.tile_w, begin, plan.group, p, q, buf.out_real);
     error = LaunchError(cudaGetLastError(), "packing");
     if (error.empty()) error = fft.InputForward(buf.in_real, buf.in_spec);
     if (error.empty()) error = fft.OutputForward(buf.out_real, buf.out_spec);
     if (!error.empty()) break;
     // K[c, o] (+)= sum over this group's items of X[item, c] * conj(G[item, o]).
-    KSEG_LAUNCH(contract, BlocksFor(g.cin * n_tiles * plan.f), kThreadsPerBlock, stream,
-                g.cin, g.cout, plan.group, plan.f,
-                static_cast<const C*>(buf.in_spec), int64_t{1}, g.cin,
+    KSEG_LAUNCH(contract, BlocksFor(g.cin * n_tiles * plan.f), kThreadsPerBlock, stream, g.cin,
+                g.cout, plan.group, plan.f, static_cast<const C*>(buf.in_spec), int64_t{1}, g.cin,
                 static_cast<const C*>(buf.out_spec), g.cout, int64_t{1}, begin > 0,
                 buf.kernel_spec);
     error = LaunchError(cudaGetLastError(), "channel mixing");
@@ -309,8 +308,8 @@ std::string RunKernelGradient(cudaStream_t stream, const Geometry& g, const GpuP
   // [(c * cout + o), p, q] -> [kh, kw, cin, cout]: one kh x kw "image" with cin * cout channels.
   const TileGrid kernel_grid{1, g.kh, g.kw, g.cin * g.cout, 1, 1, g.kh, g.kw};
   KSEG_LAUNCH(UnpackTilesKernel<T>, BlocksFor(g.kh * g.kw * g.cin * g.cout), kThreadsPerBlock,
-              stream, static_cast<const T*>(buf.kernel_real), kernel_grid, int64_t{0},
-              int64_t{1}, p, q, T(1) / static_cast<T>(p * q), grad_kernel);
+              stream, static_cast<const T*>(buf.kernel_real), kernel_grid, int64_t{0}, int64_t{1},
+              p, q, T(1) / static_cast<T>(p * q), grad_kernel);
   return LaunchError(cudaGetLastError(), "kernel gradient unpacking");
 }
 

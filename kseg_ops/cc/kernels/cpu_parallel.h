@@ -9,12 +9,12 @@
 namespace kseg {
 
 inline lattice::ParallelFor MakeParallelFor(const Eigen::ThreadPoolDevice& d) {
-  return [&d](int64_t total, double cost_per_item,
-              const std::function<void(int64_t, int64_t)>& fn) {
-    if (total <= 0) return;
-    d.parallelFor(static_cast<Eigen::Index>(total), Eigen::TensorOpCost(0, 0, cost_per_item),
-                  [&fn](Eigen::Index begin, Eigen::Index end) { fn(begin, end); });
-  };
+  return
+      [&d](int64_t total, double cost_per_item, const std::function<void(int64_t, int64_t)>& fn) {
+        if (total <= 0) return;
+        d.parallelFor(static_cast<Eigen::Index>(total), Eigen::TensorOpCost(0, 0, cost_per_item),
+                      [&fn](Eigen::Index begin, Eigen::Index end) { fn(begin, end); });
+      };
 }
 
 }  // namespace kseg

@@ -63,8 +63,8 @@ inline double ExpNonPositive(double x) { return std::exp(x); }
 // The same polynomial four lanes at a time (compilers leave the scalar loop unvectorised).
 __attribute__((always_inline)) inline __m128 ExpNonPositive4(__m128 x) {
   x = _mm_max_ps(x, _mm_set1_ps(-87.0f));
-  const __m128 k = _mm_floor_ps(
-      _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)), _mm_set1_ps(0.5f)));
+  const __m128 k =
+      _mm_floor_ps(_mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)), _mm_set1_ps(0.5f)));
   __m128 r = _mm_sub_ps(x, _mm_mul_ps(k, _mm_set1_ps(0.693359375f)));
   r = _mm_sub_ps(r, _mm_mul_ps(k, _mm_set1_ps(-2.12194440e-4f)));
   __m128 y = _mm_set1_ps(1.9875691500e-4f);
@@ -74,8 +74,7 @@ __attribute__((always_inline)) inline __m128 ExpNonPositive4(__m128 x) {
   y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(1.6666665459e-1f));
   y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(5.0000001201e-1f));
   y = _mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_mul_ps(y, r), r), r), _mm_set1_ps(1.0f));
-  const __m128i bits =
-      _mm_slli_epi32(_mm_add_epi32(_mm_cvttps_epi32(k), _mm_set1_epi32(127)), 23);
+  const __m128i bits = _mm_slli_epi32(_mm_add_epi32(_mm_cvttps_epi32(k), _mm_set1_epi32(127)), 23);
   return _mm_mul_ps(y, _mm_castsi128_ps(bits));
 }
 
@@ -94,11 +93,12 @@ inline void ExpRow(double* e, double m, int cp) {
 }
 
 // q = softmax(pairwise - unary) over a row of cp = kC (or cp) padded channels; the padding
-// lanes of `unary` hold +inf so they come out as (numerically) 0. Reductions use 8 partial lanes because
-// compilers do not vectorise ordered float reductions.
+// lanes of `unary` hold +inf so they come out as (numerically) 0. Reductions use 8 partial lanes
+// because compilers do not vectorise ordered float reductions.
 template <int kC, typename T>
-__attribute__((always_inline)) inline void SoftmaxRow(const T* __restrict unary, const T* __restrict pairwise, int cp,
-                       T* __restrict q) {
+__attribute__((always_inline)) inline void SoftmaxRow(const T* __restrict unary,
+                                                      const T* __restrict pairwise, int cp,
+                                                      T* __restrict q) {
   constexpr int kLanes = lattice::kChannelBlock;
   if (kC > 0) cp = kC;
   // A local row for fixed widths: lets the compiler vectorise the exp loop.
@@ -189,8 +189,8 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 ExpNonPositive8(__
   y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
   y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
   y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(y, r), r, r), _mm256_set1_ps(1.0f));
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127)), 23);
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
@@ -198,8 +198,8 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 ExpNonPositive8(__
 // a degree-9 polynomial in m - 1; about 1 ulp).
 KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 LogPositive8(__m256 x) {
   const __m256i bits = _mm256_castps_si256(x);
-  __m256 e = _mm256_cvtepi32_ps(
-      _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+  __m256 e =
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
   __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
       _mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F000000)));
   // m in [0.5, 1): below sqrt(1/2) use 2m and e - 1.
@@ -225,8 +225,8 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline __m256 LogPositive8(__m25
 // Unary rows for points [begin, end): row[c] = -log(clip(p, clip, 1)) (probabilities), -x
 // (logits) or x (unary) for c < channels, +inf in the padding lanes up to kC.
 template <int kC>
-KSEG_WIDE_TARGET void UnaryRange8(const float* scores, int channels, CrfScores kind,
-                                  int64_t begin, int64_t end, float* unary_padded) {
+KSEG_WIDE_TARGET void UnaryRange8(const float* scores, int channels, CrfScores kind, int64_t begin,
+                                  int64_t end, float* unary_padded) {
   constexpr int kV = kC / 8;
   const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   const __m256 lo = _mm256_set1_ps(static_cast<float>(kProbabilityClip));
@@ -237,8 +237,8 @@ KSEG_WIDE_TARGET void UnaryRange8(const float* scores, int channels, CrfScores k
     float* row = unary_padded + p * kC;
     for (int v = 0; v < kV; ++v) {
       const int valid = std::min(8, std::max(0, channels - 8 * v));
-      const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid),
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i lanes =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
       __m256 x = _mm256_maskload_ps(in + 8 * v, lanes);
       if (kind == CrfScores::kProbabilities)
         x = LogPositive8(_mm256_min_ps(_mm256_max_ps(x, lo), one));
@@ -267,9 +267,11 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline void SliceAdd8(
 // acc = the pairwise term of point p: both kernels sliced from their blurred values and
 // scaled by compat * norm (zero while blurred_g is null, before the first blur).
 template <int kV>
-KSEG_WIDE_TARGET __attribute__((always_inline)) inline void PairwiseRow8(
-    const UpdateArgs<float>& a, bool dense_crf_dims, const float* blurred_g,
-    const float* blurred_b, int64_t p, __m256* acc) {
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void PairwiseRow8(const UpdateArgs<float>& a,
+                                                                         bool dense_crf_dims,
+                                                                         const float* blurred_g,
+                                                                         const float* blurred_b,
+                                                                         int64_t p, __m256* acc) {
   for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
   if (blurred_g == nullptr) return;
   const float sg = a.compat_g * a.norm_g[p], sb = a.compat_b * a.norm_b[p];
@@ -298,8 +300,7 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline float HorizontalSum(__m25
 template <int kC>
 KSEG_WIDE_TARGET void UpdateRange8(const UpdateArgs<float>& a, int64_t begin, int64_t end) {
   constexpr int kV = kC / 8;
-  const bool dense_crf_dims =
-      a.gaussian->feature_dim() == 2 && a.bilateral->feature_dim() == 5;
+  const bool dense_crf_dims = a.gaussian->feature_dim() == 2 && a.bilateral->feature_dim() == 5;
   for (int64_t p = begin; p < end; ++p) {
     __m256 acc[kV];
     PairwiseRow8<kV>(a, dense_crf_dims, a.blurred_g, a.blurred_b, p, acc);
@@ -324,8 +325,8 @@ KSEG_WIDE_TARGET void UpdateRange8(const UpdateArgs<float>& a, int64_t begin, in
 
 template <int kC>
 KSEG_WIDE_TARGET void SplatRange8(const lattice::Permutohedral<float>& lattice,
-                                  const lattice::Permutohedral<float>::SplatArgs& a,
-                                  int64_t begin, int64_t end) {
+                                  const lattice::Permutohedral<float>::SplatArgs& a, int64_t begin,
+                                  int64_t end) {
   constexpr int kV = kC / 8;
   const int64_t* starts = lattice.vertex_starts();
   const int32_t* points = lattice.splat_points();
@@ -339,7 +340,8 @@ KSEG_WIDE_TARGET void SplatRange8(const lattice::Permutohedral<float>& lattice,
       const float w0 = a.pre_scale ? weights[s] * a.pre_scale[p] : weights[s];
       const __m256 w = _mm256_set1_ps(w0);
       const float* src = a.in + p * a.in_stride;
-      for (int v = 0; v < kV; ++v) acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(src + 8 * v), acc[v]);
+      for (int v = 0; v < kV; ++v)
+        acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(src + 8 * v), acc[v]);
     }
     float* dst = a.values + (vtx + 1) * kC;
     for (int v = 0; v < kV; ++v) _mm256_storeu_ps(dst + 8 * v, acc[v]);
@@ -515,10 +517,10 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline void ScatterRuns8(
 struct FusedPass {
   const float* blurred_g = nullptr;  // null on the first pass: Q0 = softmax(-unary)
   const float* blurred_b = nullptr;
-  float* buf_g = nullptr;            // null on the last pass: write Q to `out` instead
+  float* buf_g = nullptr;  // null on the last pass: write Q to `out` instead
   float* buf_b = nullptr;
   float* out = nullptr;
-  const float* scores = nullptr;     // the op's input [n, channels] (see CrfScores)
+  const float* scores = nullptr;  // the op's input [n, channels] (see CrfScores)
   int64_t n = 0;
   int channels = 0;
 };
@@ -535,8 +537,10 @@ constexpr int kFusedBlock = 16;
 // probabilities and -inf otherwise. The last vector reads past the row into the next one
 // (masked off) except on the last pixel, which loads only its own lanes.
 template <CrfScores kKind, int kV>
-KSEG_WIDE_TARGET __attribute__((always_inline)) inline void LoadScores8(
-    const FusedPass& pass, int64_t p, __m256i tail_lanes, __m256* x) {
+KSEG_WIDE_TARGET __attribute__((always_inline)) inline void LoadScores8(const FusedPass& pass,
+                                                                        int64_t p,
+                                                                        __m256i tail_lanes,
+                                                                        __m256* x) {
   const float* in = pass.scores + p * pass.channels;
   for (int v = 0; v < kV - 1; ++v) x[v] = _mm256_loadu_ps(in + 8 * v);
   const float* tail = in + 8 * (kV - 1);
@@ -550,8 +554,8 @@ KSEG_WIDE_TARGET __attribute__((always_inline)) inline void LoadScores8(
   } else {
     if constexpr (kKind == CrfScores::kUnary)
       for (int v = 0; v < kV; ++v) x[v] = _mm256_xor_ps(x[v], _mm256_set1_ps(-0.0f));
-    x[kV - 1] = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
-                                 x[kV - 1], keep);
+    x[kV - 1] =
+        _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()), x[kV - 1], keep);
   }
 }
 
@@ -664,9 +668,17 @@ void FusedMeanField(const DenseCrfParams& params, const T* scores, int64_t n, in
     part_buffer->resize((pg.total_rows + pb.total_rows) * kC);
     float* bufs_g = part_buffer->data();
     float* bufs_b = bufs_g + pg.total_rows * kC;
-    const UpdateArgs<float> args{nullptr, nullptr, &gaussian, &bilateral, nullptr, nullptr,
-                                 norm_g, norm_b, float(params.gaussian_compat),
-                                 float(params.bilateral_compat), kC};
+    const UpdateArgs<float> args{nullptr,
+                                 nullptr,
+                                 &gaussian,
+                                 &bilateral,
+                                 nullptr,
+                                 nullptr,
+                                 norm_g,
+                                 norm_b,
+                                 float(params.gaussian_compat),
+                                 float(params.bilateral_compat),
+                                 kC};
     auto range = &FusedRange8<kC, CrfScores::kUnary>;
     if (params.scores == CrfScores::kProbabilities)
       range = &FusedRange8<kC, CrfScores::kProbabilities>;
@@ -762,8 +774,8 @@ void MeanField(const DenseCrfParams& params, const T* scores, int64_t n, int cha
   parallel_for(n, 20.0 * cp, [&](int64_t begin, int64_t end) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if constexpr (std::is_same<T, float>::value && kC > 0) {
-      if (UseWideKernels<T>()) return UnaryRange8<kC>(scores, channels, kind, begin, end,
-                                                      unary_padded.data());
+      if (UseWideKernels<T>())
+        return UnaryRange8<kC>(scores, channels, kind, begin, end, unary_padded.data());
     }
 #endif
     using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -785,8 +797,17 @@ void MeanField(const DenseCrfParams& params, const T* scores, int64_t n, int cha
   T* q_work = q_work_buffer.data();
   const bool wide = UseWideKernels<T>();
   for (int it = 0; it <= params.iterations; ++it) {
-    UpdateArgs<T> args{unary_padded.data(), q_work, &gaussian, &bilateral, nullptr, nullptr,
-                       norm_g, norm_b, compat_g, compat_b, cp};
+    UpdateArgs<T> args{unary_padded.data(),
+                       q_work,
+                       &gaussian,
+                       &bilateral,
+                       nullptr,
+                       nullptr,
+                       norm_g,
+                       norm_b,
+                       compat_g,
+                       compat_b,
+                       cp};
     if (it > 0) {
       args.blurred_g = gaussian.SplatBlur(q_work, cp, cp, pre_g, false, ws_g, parallel_for,
                                           WideSplat<kC, T>(wide));
@@ -855,8 +876,8 @@ namespace functor {
 template <typename T>
 absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
                                                 const DenseCrfParams& params, const T* scores,
-                                                const T* image, int64_t batch, int64_t h,
-                                                int64_t w, int channels, T* q) {
+                                                const T* image, int64_t batch, int64_t h, int64_t w,
+                                                int channels, T* q) {
   const lattice::ParallelFor parallel_for = MakeParallelFor(d);
   const int64_t n = h * w;
   const int cp = lattice::PaddedChannels(channels);
@@ -907,14 +928,14 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
     std::string error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for,
                                        /*with_splat_lists=*/false);
     if (!error.empty())
-      return absl::InvalidArgumentError(absl::StrCat(
-          "gaussian_sxy = ", params.gaussian_sxy, " makes pixel positions unusable: ", error));
+      return absl::InvalidArgumentError(absl::StrCat("gaussian_sxy = ", params.gaussian_sxy,
+                                                     " makes pixel positions unusable: ", error));
     error = bilateral.Build(bilateral_features.data(), n, 5, 5, parallel_for,
                             /*with_splat_lists=*/false);
     if (!error.empty())
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image (batch element ", b, ") with bilateral_sxy = ", params.bilateral_sxy,
-          ", bilateral_srgb = ", params.bilateral_srgb, ": ", error));
+      return absl::InvalidArgumentError(
+          absl::StrCat("image (batch element ", b, ") with bilateral_sxy = ", params.bilateral_sxy,
+                       ", bilateral_srgb = ", params.bilateral_srgb, ": ", error));
 
     // The fused mean field splats by scatter into per-range buffers; otherwise the lattices
     // need their gather lists.
@@ -936,13 +957,15 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
       bilateral.BuildSplatLists(parallel_for);
       gaussian.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_g.data(), 1,
                       &workspace, parallel_for);
-      bilateral.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_b.data(),
-                       1, &workspace, parallel_for);
+      bilateral.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, norm_b.data(), 1,
+                       &workspace, parallel_for);
     }
     parallel_for(n, 30, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        norm_g[p] = symmetric ? T(1) / std::sqrt(norm_g[p] + T(1e-20)) : T(1) / (norm_g[p] + T(1e-20));
-        norm_b[p] = symmetric ? T(1) / std::sqrt(norm_b[p] + T(1e-20)) : T(1) / (norm_b[p] + T(1e-20));
+        norm_g[p] =
+            symmetric ? T(1) / std::sqrt(norm_g[p] + T(1e-20)) : T(1) / (norm_g[p] + T(1e-20));
+        norm_b[p] =
+            symmetric ? T(1) / std::sqrt(norm_b[p] + T(1e-20)) : T(1) / (norm_b[p] + T(1e-20));
       }
     });
     const T* pre_g = symmetric ? norm_g.data() : nullptr;
@@ -950,11 +973,31 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
 
     T* q_out = q + b * n * channels;
     switch (cp) {
-      case 8: MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
-      case 16: MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
-      case 24: MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
-      case 32: MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
-      default: MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(), norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out, parallel_for); break;
+      case 8:
+        MeanField<8>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(),
+                     norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out,
+                     parallel_for);
+        break;
+      case 16:
+        MeanField<16>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(),
+                      norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out,
+                      parallel_for);
+        break;
+      case 24:
+        MeanField<24>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(),
+                      norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out,
+                      parallel_for);
+        break;
+      case 32:
+        MeanField<32>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(),
+                      norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out,
+                      parallel_for);
+        break;
+      default:
+        MeanField<0>(params, un, n, channels, gaussian, bilateral, pre_g, pre_b, norm_g.data(),
+                     norm_b.data(), fused_g, fused_b, &scratch->buffers, &ws_g, &ws_b, q_out,
+                     parallel_for);
+        break;
     }
   }
   return absl::OkStatus();
@@ -1015,9 +1058,12 @@ std::string IndexString(const ::tensorflow::TensorShape& shape, int64_t flat) {
 
 const char* ScoresName(CrfScores kind) {
   switch (kind) {
-    case CrfScores::kProbabilities: return "probabilities";
-    case CrfScores::kLogits: return "logits";
-    default: return "unary";
+    case CrfScores::kProbabilities:
+      return "probabilities";
+    case CrfScores::kLogits:
+      return "logits";
+    default:
+      return "unary";
   }
 }
 
@@ -1053,9 +1099,9 @@ class DenseCrfOp : public OpKernel {
     for (const auto& [name, value] :
          {std::pair<const char*, float>{"gaussian_compat", params_.gaussian_compat},
           {"bilateral_compat", params_.bilateral_compat}}) {
-      OP_REQUIRES(ctx, std::isfinite(value),
-                  absl::InvalidArgumentError(
-                      absl::StrCat(name, " must be a finite number, got ", value)));
+      OP_REQUIRES(
+          ctx, std::isfinite(value),
+          absl::InvalidArgumentError(absl::StrCat(name, " must be a finite number, got ", value)));
     }
   }
 
@@ -1067,10 +1113,10 @@ class DenseCrfOp : public OpKernel {
                 absl::InvalidArgumentError(absl::StrCat(
                     name, " must have rank 4 [batch, height, width, classes], got shape ",
                     scores.shape().DebugString())));
-    OP_REQUIRES(ctx, image.dims() == 4 && image.dim_size(3) == 3,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "image must have shape [batch, height, width, 3], got ",
-                    image.shape().DebugString())));
+    OP_REQUIRES(
+        ctx, image.dims() == 4 && image.dim_size(3) == 3,
+        absl::InvalidArgumentError(absl::StrCat(
+            "image must have shape [batch, height, width, 3], got ", image.shape().DebugString())));
     for (int i = 0; i < 3; ++i) {
       OP_REQUIRES(ctx, scores.dim_size(i) == image.dim_size(i),
                   absl::InvalidArgumentError(absl::StrCat(
@@ -1083,8 +1129,8 @@ class DenseCrfOp : public OpKernel {
                     absl::StrCat("the number of classes must be in [1, 4096], got ", classes)));
     const int64_t h = scores.dim_size(1), w = scores.dim_size(2);
     OP_REQUIRES(ctx, h >= 1 && w >= 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "image must not be empty, got height ", h, " and width ", w)));
+                absl::InvalidArgumentError(
+                    absl::StrCat("image must not be empty, got height ", h, " and width ", w)));
     OP_REQUIRES(ctx, h * w < (int64_t{1} << 31) / 6,
                 absl::InvalidArgumentError(
                     absl::StrCat("image too large for the lattice: ", h, " x ", w, " pixels")));
@@ -1116,8 +1162,8 @@ class DenseCrfOp : public OpKernel {
   DenseCrfParams params_;
 };
 
-#define KSEG_REGISTER_CPU(T)                                                        \
-  REGISTER_KERNEL_BUILDER(                                                          \
+#define KSEG_REGISTER_CPU(T)                                                         \
+  REGISTER_KERNEL_BUILDER(                                                           \
       Name("Kseg>DenseCrf").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
       DenseCrfOp<CPUDevice, T>);
 KSEG_REGISTER_CPU(float);
@@ -1125,8 +1171,8 @@ KSEG_REGISTER_CPU(double);
 #undef KSEG_REGISTER_CPU
 
 #if GOOGLE_CUDA
-#define KSEG_REGISTER_GPU(T)                                                        \
-  REGISTER_KERNEL_BUILDER(                                                          \
+#define KSEG_REGISTER_GPU(T)                                                         \
+  REGISTER_KERNEL_BUILDER(                                                           \
       Name("Kseg>DenseCrf").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
       DenseCrfOp<GPUDevice, T>);
 KSEG_REGISTER_GPU(float);

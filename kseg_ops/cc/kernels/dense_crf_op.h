@@ -51,9 +51,9 @@ namespace functor {
 template <typename Device, typename T>
 struct DenseCrf {
   // scores [batch,h,w,c] (see CrfScores), image rgb as T in 0..255 [batch,h,w,3] -> q [batch,h,w,c]
-  absl::Status operator()(tensorflow::OpKernelContext* ctx, const Device& d, const DenseCrfParams& p,
-                          const T* scores, const T* image, int64_t batch, int64_t h, int64_t w,
-                          int channels, T* q);
+  absl::Status operator()(tensorflow::OpKernelContext* ctx, const Device& d,
+                          const DenseCrfParams& p, const T* scores, const T* image, int64_t batch,
+                          int64_t h, int64_t w, int channels, T* q);
 };
 
 template <typename T>

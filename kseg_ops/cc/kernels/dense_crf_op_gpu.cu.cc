@@ -25,9 +25,9 @@ namespace {
 using lattice::gpu::BlocksFor;
 using lattice::gpu::kThreadsPerBlock;
 
-#define KSEG_CRF_GRID_LOOP(i, total)                                              \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
-       i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define KSEG_CRF_GRID_LOOP(i, total)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __device__ inline bool IsFinite(float x) { return isfinite(x); }
 __device__ inline bool IsFinite(double x) { return isfinite(x); }
@@ -61,9 +61,12 @@ __global__ void UnaryFromScoresKernel(const T* __restrict__ scores, int64_t size
 
 const char* ScoresName(CrfScores kind) {
   switch (kind) {
-    case CrfScores::kProbabilities: return "probabilities";
-    case CrfScores::kLogits: return "logits";
-    default: return "unary";
+    case CrfScores::kProbabilities:
+      return "probabilities";
+    case CrfScores::kLogits:
+      return "logits";
+    default:
+      return "unary";
   }
 }
 
@@ -78,12 +81,9 @@ std::string IndexString(int64_t flat, int64_t h, int64_t w, int64_t depth) {
 namespace functor {
 
 template <typename T>
-absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelContext* ctx,
-                                                       const Eigen::GpuDevice& d,
-                                                       const DenseCrfParams& params,
-                                                       const T* scores, const T* image,
-                                                       int64_t batch, int64_t h, int64_t w,
-                                                       int channels, T* q) {
+absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(
+    tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const DenseCrfParams& params,
+    const T* scores, const T* image, int64_t batch, int64_t h, int64_t w, int channels, T* q) {
   using gpu_glue::AllocateArray;
   using gpu_glue::CudaStatus;
   cudaStream_t stream = d.stream();
@@ -98,29 +98,28 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelConte
     KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, 2, &first_holder, &first));
     const unsigned long long sizes[2] = {static_cast<unsigned long long>(batch * n * channels),
                                          static_cast<unsigned long long>(batch * n * 3)};
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
-        cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
-        "dense CRF input check"));
+    KSEG_GPU_RETURN_IF_ERROR(
+        CudaStatus(cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
+                   "dense CRF input check"));
     FirstNonFiniteKernel<T><<<BlocksFor(batch * n * channels), kThreadsPerBlock, 0, stream>>>(
         scores, batch * n * channels, first);
     FirstNonFiniteKernel<T><<<BlocksFor(batch * n * 3), kThreadsPerBlock, 0, stream>>>(
         image, batch * n * 3, first + 1);
     unsigned long long found[2] = {0, 0};
     KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "dense CRF input check"));
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
-        cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
-        "dense CRF input check"));
-    // Also keeps `sizes` alive until its copy has run.
     KSEG_GPU_RETURN_IF_ERROR(
-        CudaStatus(cudaStreamSynchronize(stream), "dense CRF input check"));
+        CudaStatus(cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
+                   "dense CRF input check"));
+    // Also keeps `sizes` alive until its copy has run.
+    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "dense CRF input check"));
     // Same wording as the CPU kernel (the offending value is not copied back).
     if (found[0] < sizes[0])
-      return absl::InvalidArgumentError(
-          absl::StrCat(ScoresName(params.scores), " holds a non-finite value at index ",
-                       IndexString(found[0], h, w, channels)));
+      return absl::InvalidArgumentError(absl::StrCat(ScoresName(params.scores),
+                                                     " holds a non-finite value at index ",
+                                                     IndexString(found[0], h, w, channels)));
     if (found[1] < sizes[1])
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image holds a non-finite value at index ", IndexString(found[1], h, w, 3)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("image holds a non-finite value at index ", IndexString(found[1], h, w, 3)));
   }
 
   // The unary energies: the input itself, or converted from probabilities / logits.
@@ -166,9 +165,9 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelConte
     const T* img = image + b * n * 3;
     const T* un = unary + b * n * channels;
     T* q_out = q + b * n * channels;
-    std::string error = crf::gpu::LaunchCrfFeatures<T>(
-        stream, img, n, w, params.gaussian_sxy, params.bilateral_sxy, params.bilateral_srgb,
-        gaussian_features, bilateral_features);
+    std::string error = crf::gpu::LaunchCrfFeatures<T>(stream, img, n, w, params.gaussian_sxy,
+                                                       params.bilateral_sxy, params.bilateral_srgb,
+                                                       gaussian_features, bilateral_features);
     if (!error.empty()) return absl::InternalError(error);
     KSEG_GPU_RETURN_IF_ERROR(gaussian.Start(ctx, stream, gaussian_features, n, 2, 2));
     KSEG_GPU_RETURN_IF_ERROR(bilateral.Start(ctx, stream, bilateral_features, n, 5, 5));

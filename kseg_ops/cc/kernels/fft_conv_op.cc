@@ -58,7 +58,8 @@ Isa BestIsa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
       return Isa::kAvx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
     return Isa::kGeneric;
@@ -70,12 +71,14 @@ Isa BestIsa() {
 }
 
 fft::ParallelFor MakeFftParallelFor(const CPUDevice& d) {
-  return [&d](int64_t total, int64_t cost_per_unit, const std::function<void(int64_t, int64_t)>& fn) {
-    if (total <= 0) return;
-    d.parallelFor(static_cast<Eigen::Index>(total),
-                  Eigen::TensorOpCost(0, 0, static_cast<double>(std::max<int64_t>(cost_per_unit, 1))),
-                  [&fn](Eigen::Index begin, Eigen::Index end) { fn(begin, end); });
-  };
+  return
+      [&d](int64_t total, int64_t cost_per_unit, const std::function<void(int64_t, int64_t)>& fn) {
+        if (total <= 0) return;
+        d.parallelFor(
+            static_cast<Eigen::Index>(total),
+            Eigen::TensorOpCost(0, 0, static_cast<double>(std::max<int64_t>(cost_per_unit, 1))),
+            [&fn](Eigen::Index begin, Eigen::Index end) { fn(begin, end); });
+      };
 }
 
 // FFT spreads a NaN or infinity over a whole tile (a direct convolution keeps it local), so
@@ -84,9 +87,9 @@ template <typename T>
 absl::Status CheckFinite(const char* name, const T* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(data[i]))
-      return absl::InvalidArgumentError(absl::StrCat(name, " holds a non-finite value (", static_cast<double>(data[i]),
-                                                     ") at flat index ", i,
-                                                     "; the FFT convolution needs finite inputs"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " holds a non-finite value (", static_cast<double>(data[i]),
+                       ") at flat index ", i, "; the FFT convolution needs finite inputs"));
   }
   return absl::OkStatus();
 }
@@ -100,23 +103,24 @@ absl::Status FromCore(const std::string& error) {
 namespace functor {
 
 #if KSEG_FFT_MULTI_ISA
-#define KSEG_FFT_DISPATCH(call)                                \
-  switch (BestIsa()) {                                         \
-    case Isa::kAvx512:                                         \
-      return FromCore(fft::avx512::call);                      \
-    case Isa::kAvx2:                                           \
-      return FromCore(fft::avx2::call);                        \
-    default:                                                   \
-      return FromCore(fft::generic::call);                     \
+#define KSEG_FFT_DISPATCH(call)            \
+  switch (BestIsa()) {                     \
+    case Isa::kAvx512:                     \
+      return FromCore(fft::avx512::call);  \
+    case Isa::kAvx2:                       \
+      return FromCore(fft::avx2::call);    \
+    default:                               \
+      return FromCore(fft::generic::call); \
   }
 #else
 #define KSEG_FFT_DISPATCH(call) return FromCore(fft::generic::call);
 #endif
 
 template <typename T>
-absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d, const T* input,
-                                                 const T* kernel, int64_t batch, int64_t h, int64_t w, int64_t cin,
-                                                 int64_t kh, int64_t kw, int64_t cout, bool padding_same,
+absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
+                                                 const T* input, const T* kernel, int64_t batch,
+                                                 int64_t h, int64_t w, int64_t cin, int64_t kh,
+                                                 int64_t kw, int64_t cout, bool padding_same,
                                                  T* output) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
@@ -125,26 +129,28 @@ absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPU
 }
 
 template <typename T>
-absl::Status FftConv2DBackpropInput<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
-                                                              const T* grad_output, const T* kernel, int64_t batch,
-                                                              int64_t h, int64_t w, int64_t cin, int64_t kh,
-                                                              int64_t kw, int64_t cout, bool padding_same,
-                                                              T* grad_input) {
+absl::Status FftConv2DBackpropInput<CPUDevice, T>::operator()(
+    OpKernelContext* ctx, const CPUDevice& d, const T* grad_output, const T* kernel, int64_t batch,
+    int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw, int64_t cout, bool padding_same,
+    T* grad_input) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::ParallelFor parallel_for = MakeFftParallelFor(d);
-  KSEG_FFT_DISPATCH(CorrelateBackpropInput<T>(g, grad_output, kernel, grad_input, d.numThreads(), parallel_for));
+  KSEG_FFT_DISPATCH(
+      CorrelateBackpropInput<T>(g, grad_output, kernel, grad_input, d.numThreads(), parallel_for));
 }
 
 template <typename T>
-absl::Status FftConv2DBackpropFilter<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
-                                                               const T* input, const T* grad_output, int64_t batch,
-                                                               int64_t h, int64_t w, int64_t cin, int64_t kh,
-                                                               int64_t kw, int64_t cout, bool padding_same,
-                                                               T* grad_kernel) {
+absl::Status FftConv2DBackpropFilter<CPUDevice, T>::operator()(OpKernelContext* ctx,
+                                                               const CPUDevice& d, const T* input,
+                                                               const T* grad_output, int64_t batch,
+                                                               int64_t h, int64_t w, int64_t cin,
+                                                               int64_t kh, int64_t kw, int64_t cout,
+                                                               bool padding_same, T* grad_kernel) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
   const fft::ParallelFor parallel_for = MakeFftParallelFor(d);
-  KSEG_FFT_DISPATCH(CorrelateBackpropFilter<T>(g, tp, input, grad_output, grad_kernel, parallel_for));
+  KSEG_FFT_DISPATCH(
+      CorrelateBackpropFilter<T>(g, tp, input, grad_output, grad_kernel, parallel_for));
 }
 
 #undef KSEG_FFT_DISPATCH
@@ -165,14 +171,17 @@ struct ConvShapes {
   int64_t batch, h, w, cin, kh, kw, cout, out_h, out_w;
 };
 
-absl::Status ReadShapes(const Tensor& input, const Tensor& kernel, bool padding_same, ConvShapes* s) {
+absl::Status ReadShapes(const Tensor& input, const Tensor& kernel, bool padding_same,
+                        ConvShapes* s) {
   if (input.dims() != 4)
-    return absl::InvalidArgumentError(absl::StrCat("input must have rank 4 [batch, height, width, channels], got shape ",
-                                                   input.shape().DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must have rank 4 [batch, height, width, channels], got shape ",
+                     input.shape().DebugString()));
   if (kernel.dims() != 4)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "filter must have rank 4 [kernel_height, kernel_width, in_channels, out_channels], got shape ",
-        kernel.shape().DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("filter must have rank 4 [kernel_height, kernel_width, in_channels, "
+                     "out_channels], got shape ",
+                     kernel.shape().DebugString()));
   s->batch = input.dim_size(0);
   s->h = input.dim_size(1);
   s->w = input.dim_size(2);
@@ -181,27 +190,29 @@ absl::Status ReadShapes(const Tensor& input, const Tensor& kernel, bool padding_
   s->kw = kernel.dim_size(1);
   s->cout = kernel.dim_size(3);
   if (kernel.dim_size(2) != s->cin)
-    return absl::InvalidArgumentError(absl::StrCat("filter ", kernel.shape().DebugString(), " expects ",
-                                                   kernel.dim_size(2), " input channels but input ",
-                                                   input.shape().DebugString(), " has ", s->cin));
-  if (s->h < 1 || s->w < 1 || s->cin < 1)
     return absl::InvalidArgumentError(
-        absl::StrCat("input height, width and channels must be >= 1, got shape ", input.shape().DebugString()));
-  if (s->kh < 1 || s->kw < 1 || s->cout < 1)
+        absl::StrCat("filter ", kernel.shape().DebugString(), " expects ", kernel.dim_size(2),
+                     " input channels but input ", input.shape().DebugString(), " has ", s->cin));
+  if (s->h < 1 || s->w < 1 || s->cin < 1)
     return absl::InvalidArgumentError(absl::StrCat(
-        "filter height, width and out_channels must be >= 1, got shape ", kernel.shape().DebugString()));
+        "input height, width and channels must be >= 1, got shape ", input.shape().DebugString()));
+  if (s->kh < 1 || s->kw < 1 || s->cout < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("filter height, width and out_channels must be >= 1, got shape ",
+                     kernel.shape().DebugString()));
   if (!padding_same && (s->kh > s->h || s->kw > s->w))
-    return absl::InvalidArgumentError(absl::StrCat("with padding VALID the filter (", s->kh, "x", s->kw,
-                                                   ") must not be larger than the input image (", s->h, "x", s->w,
-                                                   ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("with padding VALID the filter (", s->kh, "x", s->kw,
+                     ") must not be larger than the input image (", s->h, "x", s->w, ")"));
   // Keeps every index the core computes (tile buffers, spectra) far inside int64.
   const double pixels = static_cast<double>(s->h) * static_cast<double>(s->w) *
                         static_cast<double>(std::max(s->cin, s->cout));
-  const double taps = static_cast<double>(s->kh) * static_cast<double>(s->kw) * static_cast<double>(s->cin) *
-                      static_cast<double>(s->cout);
+  const double taps = static_cast<double>(s->kh) * static_cast<double>(s->kw) *
+                      static_cast<double>(s->cin) * static_cast<double>(s->cout);
   if (pixels > 1e12 || taps > 1e10)
-    return absl::InvalidArgumentError(absl::StrCat("input ", input.shape().DebugString(), " with filter ",
-                                                   kernel.shape().DebugString(), " is too large"));
+    return absl::InvalidArgumentError(absl::StrCat("input ", input.shape().DebugString(),
+                                                   " with filter ", kernel.shape().DebugString(),
+                                                   " is too large"));
   s->out_h = padding_same ? s->h : s->h - s->kh + 1;
   s->out_w = padding_same ? s->w : s->w - s->kw + 1;
   return absl::OkStatus();
@@ -219,7 +230,9 @@ absl::Status ReadPadding(OpKernelConstruction* ctx, bool* padding_same) {
 template <typename Device, typename T>
 class FftConv2DOp : public OpKernel {
  public:
-  explicit FftConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, ReadPadding(ctx, &same_)); }
+  explicit FftConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadPadding(ctx, &same_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& input = ctx->input(0);
@@ -233,9 +246,10 @@ class FftConv2DOp : public OpKernel {
       OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements()));
       OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements()));
     }
-    OP_REQUIRES_OK(ctx, functor::FftConv2D<Device, T>()(ctx, ctx->eigen_device<Device>(), input.flat<T>().data(),
-                                                        kernel.flat<T>().data(), s.batch, s.h, s.w, s.cin, s.kh,
-                                                        s.kw, s.cout, same_, output->flat<T>().data()));
+    OP_REQUIRES_OK(
+        ctx, functor::FftConv2D<Device, T>()(
+                 ctx, ctx->eigen_device<Device>(), input.flat<T>().data(), kernel.flat<T>().data(),
+                 s.batch, s.h, s.w, s.cin, s.kh, s.kw, s.cout, same_, output->flat<T>().data()));
   }
 
  private:
@@ -257,19 +271,22 @@ class FftConv2DBackpropInputOp : public OpKernel {
     ConvShapes s;
     OP_REQUIRES_OK(ctx, ReadShapes(input, kernel, same_, &s));
     const tensorflow::TensorShape want({s.batch, s.out_h, s.out_w, s.cout});
-    OP_REQUIRES(ctx, grad_output.shape() == want,
-                absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
-                                                        ", got ", grad_output.shape().DebugString())));
+    OP_REQUIRES(
+        ctx, grad_output.shape() == want,
+        absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
+                                                ", got ", grad_output.shape().DebugString())));
     Tensor* grad_input = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, input.shape(), &grad_input));
     if (grad_input->NumElements() == 0) return;
     if (std::is_same<Device, CPUDevice>::value) {
       OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements()));
-      OP_REQUIRES_OK(ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
+      OP_REQUIRES_OK(
+          ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
     }
     OP_REQUIRES_OK(ctx, functor::FftConv2DBackpropInput<Device, T>()(
-                            ctx, ctx->eigen_device<Device>(), grad_output.flat<T>().data(), kernel.flat<T>().data(),
-                            s.batch, s.h, s.w, s.cin, s.kh, s.kw, s.cout, same_, grad_input->flat<T>().data()));
+                            ctx, ctx->eigen_device<Device>(), grad_output.flat<T>().data(),
+                            kernel.flat<T>().data(), s.batch, s.h, s.w, s.cin, s.kh, s.kw, s.cout,
+                            same_, grad_input->flat<T>().data()));
   }
 
  private:
@@ -291,9 +308,10 @@ class FftConv2DBackpropFilterOp : public OpKernel {
     ConvShapes s;
     OP_REQUIRES_OK(ctx, ReadShapes(input, kernel, same_, &s));
     const tensorflow::TensorShape want({s.batch, s.out_h, s.out_w, s.cout});
-    OP_REQUIRES(ctx, grad_output.shape() == want,
-                absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
-                                                        ", got ", grad_output.shape().DebugString())));
+    OP_REQUIRES(
+        ctx, grad_output.shape() == want,
+        absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
+                                                ", got ", grad_output.shape().DebugString())));
     Tensor* grad_kernel = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, kernel.shape(), &grad_kernel));
     if (grad_kernel->NumElements() == 0) return;
@@ -304,24 +322,28 @@ class FftConv2DBackpropFilterOp : public OpKernel {
     }
     if (std::is_same<Device, CPUDevice>::value) {
       OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements()));
-      OP_REQUIRES_OK(ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
+      OP_REQUIRES_OK(
+          ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
     }
     OP_REQUIRES_OK(ctx, functor::FftConv2DBackpropFilter<Device, T>()(
-                            ctx, ctx->eigen_device<Device>(), input.flat<T>().data(), grad_output.flat<T>().data(),
-                            s.batch, s.h, s.w, s.cin, s.kh, s.kw, s.cout, same_, grad_kernel->flat<T>().data()));
+                            ctx, ctx->eigen_device<Device>(), input.flat<T>().data(),
+                            grad_output.flat<T>().data(), s.batch, s.h, s.w, s.cin, s.kh, s.kw,
+                            s.cout, same_, grad_kernel->flat<T>().data()));
   }
 
  private:
   bool same_ = true;
 };
 
-#define KSEG_REGISTER(DEVICE, DEVICE_TYPE, T)                                                                   \
-  REGISTER_KERNEL_BUILDER(Name("Kseg>FftConv2D").Device(DEVICE).TypeConstraint<T>("T"),                         \
-                          FftConv2DOp<DEVICE_TYPE, T>);                                                         \
-  REGISTER_KERNEL_BUILDER(Name("Kseg>FftConv2DBackpropInput").Device(DEVICE).TypeConstraint<T>("T"),            \
-                          FftConv2DBackpropInputOp<DEVICE_TYPE, T>);                                            \
-  REGISTER_KERNEL_BUILDER(Name("Kseg>FftConv2DBackpropFilter").Device(DEVICE).TypeConstraint<T>("T"),           \
-                          FftConv2DBackpropFilterOp<DEVICE_TYPE, T>);
+#define KSEG_REGISTER(DEVICE, DEVICE_TYPE, T)                                           \
+  REGISTER_KERNEL_BUILDER(Name("Kseg>FftConv2D").Device(DEVICE).TypeConstraint<T>("T"), \
+                          FftConv2DOp<DEVICE_TYPE, T>);                                 \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name("Kseg>FftConv2DBackpropInput").Device(DEVICE).TypeConstraint<T>("T"),        \
+      FftConv2DBackpropInputOp<DEVICE_TYPE, T>);                                        \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name("Kseg>FftConv2DBackpropFilter").Device(DEVICE).TypeConstraint<T>("T"),       \
+      FftConv2DBackpropFilterOp<DEVICE_TYPE, T>);
 KSEG_REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, float);
 KSEG_REGISTER(::tensorflow::DEVICE_CPU, CPUDevice, double);
 #if GOOGLE_CUDA

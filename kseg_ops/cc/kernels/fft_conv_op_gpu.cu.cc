@@ -183,9 +183,9 @@ class FftPlan {
   bool created_ = false;
 };
 
-#define KSEG_FFT_GRID_LOOP(i, total)                                              \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
-       i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define KSEG_FFT_GRID_LOOP(i, total)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __device__ inline bool IsFinite(float x) { return isfinite(x); }
 __device__ inline bool IsFinite(double x) { return isfinite(x); }
@@ -206,41 +206,40 @@ __global__ void FirstNonFiniteKernel(const T* __restrict__ data, int64_t size,
 // Refuses NaN/Inf like the CPU kernel (an FFT would spread one over a whole tile).
 template <typename T>
 absl::Status CheckFiniteOnDevice(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
-                                 const char* name_a, const T* a, int64_t size_a,
-                                 const char* name_b, const T* b, int64_t size_b) {
+                                 const char* name_a, const T* a, int64_t size_a, const char* name_b,
+                                 const T* b, int64_t size_b) {
   tensorflow::Tensor holder;
   unsigned long long* first = nullptr;
   KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, 2, &holder, &first));
   const unsigned long long sizes[2] = {static_cast<unsigned long long>(size_a),
                                        static_cast<unsigned long long>(size_b)};
-  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
-      cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
-      "FFT convolution input check"));
+  KSEG_GPU_RETURN_IF_ERROR(
+      CudaStatus(cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
+                 "FFT convolution input check"));
   if (size_a > 0)
     FirstNonFiniteKernel<T><<<BlocksFor(size_a), kThreadsPerBlock, 0, stream>>>(a, size_a, first);
   if (size_b > 0)
-    FirstNonFiniteKernel<T><<<BlocksFor(size_b), kThreadsPerBlock, 0, stream>>>(b, size_b,
-                                                                                first + 1);
+    FirstNonFiniteKernel<T>
+        <<<BlocksFor(size_b), kThreadsPerBlock, 0, stream>>>(b, size_b, first + 1);
   KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution input check"));
   unsigned long long found[2] = {0, 0};
-  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
-      cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
-      "FFT convolution input check"));
+  KSEG_GPU_RETURN_IF_ERROR(
+      CudaStatus(cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
+                 "FFT convolution input check"));
   KSEG_GPU_RETURN_IF_ERROR(
       CudaStatus(cudaStreamSynchronize(stream), "FFT convolution input check"));
   for (int which = 0; which < 2; ++which) {
     if (found[which] >= sizes[which]) continue;
     const T* data = which == 0 ? a : b;
     T value = T(0);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(&value, data + found[which], sizeof(T),
-                                                        cudaMemcpyDeviceToHost, stream),
-                                        "FFT convolution input check"));
+    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(&value, data + found[which], sizeof(T), cudaMemcpyDeviceToHost, stream),
+        "FFT convolution input check"));
     KSEG_GPU_RETURN_IF_ERROR(
         CudaStatus(cudaStreamSynchronize(stream), "FFT convolution input check"));
-    return absl::InvalidArgumentError(
-        absl::StrCat(which == 0 ? name_a : name_b, " holds a non-finite value (",
-                     static_cast<double>(value), ") at flat index ", found[which],
-                     "; the FFT convolution needs finite inputs"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        which == 0 ? name_a : name_b, " holds a non-finite value (", static_cast<double>(value),
+        ") at flat index ", found[which], "; the FFT convolution needs finite inputs"));
   }
   return absl::OkStatus();
 }
@@ -257,8 +256,8 @@ class CufftTransforms {
     api_ = &api;
     const int fwd = Complex<T>::kForward, inv = Complex<T>::kInverse;
     size_t work[3] = {0, 0, 0};
-    KSEG_GPU_RETURN_IF_ERROR(kernel_.Make(api, plan.p, plan.q, kernel_gradient ? inv : fwd,
-                                          g.cin * g.cout, &work[0]));
+    KSEG_GPU_RETURN_IF_ERROR(
+        kernel_.Make(api, plan.p, plan.q, kernel_gradient ? inv : fwd, g.cin * g.cout, &work[0]));
     KSEG_GPU_RETURN_IF_ERROR(input_.Make(api, plan.p, plan.q, fwd, plan.group * g.cin, &work[1]));
     KSEG_GPU_RETURN_IF_ERROR(output_.Make(api, plan.p, plan.q, kernel_gradient ? fwd : inv,
                                           plan.group * g.cout, &work[2]));
@@ -298,9 +297,8 @@ class CufftTransforms {
 
 // Runs a forward-type correlation or the kernel gradient with cuFFT and temporary memory.
 template <typename T>
-absl::Status RunOnGpu(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
-                      const fft::Geometry& g, bool kernel_gradient, const T* a, const T* b,
-                      bool flip, T* out) {
+absl::Status RunOnGpu(tensorflow::OpKernelContext* ctx, cudaStream_t stream, const fft::Geometry& g,
+                      bool kernel_gradient, const T* a, const T* b, bool flip, T* out) {
   const CufftApi& api = Cufft();
   if (!api.error.empty()) return absl::FailedPreconditionError(api.error);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), 1);
@@ -328,17 +326,18 @@ absl::Status RunOnGpu(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
 namespace functor {
 
 template <typename T>
-absl::Status FftConv2D<Eigen::GpuDevice, T>::operator()(
-    tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const T* input, const T* kernel,
-    int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw, int64_t cout,
-    bool padding_same, T* output) {
+absl::Status FftConv2D<Eigen::GpuDevice, T>::operator()(tensorflow::OpKernelContext* ctx,
+                                                        const Eigen::GpuDevice& d, const T* input,
+                                                        const T* kernel, int64_t batch, int64_t h,
+                                                        int64_t w, int64_t cin, int64_t kh,
+                                                        int64_t kw, int64_t cout, bool padding_same,
+                                                        T* output) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const std::string error = fft::ValidateGeometry(g);
   if (!error.empty()) return absl::InvalidArgumentError(error);
   if (batch == 0) return absl::OkStatus();
-  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input,
-                                               batch * h * w * cin, "filter", kernel,
-                                               kh * kw * cin * cout));
+  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input, batch * h * w * cin,
+                                               "filter", kernel, kh * kw * cin * cout));
   return RunOnGpu<T>(ctx, d.stream(), g, /*kernel_gradient=*/false, input, kernel,
                      /*flip=*/false, output);
 }
@@ -369,11 +368,10 @@ absl::Status FftConv2DBackpropFilter<Eigen::GpuDevice, T>::operator()(
   const std::string error = fft::ValidateGeometry(g);
   if (!error.empty()) return absl::InvalidArgumentError(error);
   if (batch == 0)
-    return CudaStatus(
-        cudaMemsetAsync(grad_kernel, 0, sizeof(T) * kh * kw * cin * cout, d.stream()),
-        "FFT convolution kernel gradient");
-  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input,
-                                               batch * h * w * cin, "grad_output", grad_output,
+    return CudaStatus(cudaMemsetAsync(grad_kernel, 0, sizeof(T) * kh * kw * cin * cout, d.stream()),
+                      "FFT convolution kernel gradient");
+  KSEG_GPU_RETURN_IF_ERROR(CheckFiniteOnDevice(ctx, d.stream(), "input", input, batch * h * w * cin,
+                                               "grad_output", grad_output,
                                                batch * g.out_h * g.out_w * cout));
   return RunOnGpu<T>(ctx, d.stream(), g, /*kernel_gradient=*/true, input, grad_output,
                      /*flip=*/false, grad_kernel);

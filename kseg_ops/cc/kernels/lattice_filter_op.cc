@@ -60,24 +60,24 @@ class LatticeFilterOp : public OpKernel {
     const Tensor& values = ctx->input(0);
     const Tensor& features = ctx->input(1);
     OP_REQUIRES(ctx, values.dims() == 3,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "values must have rank 3 [batch, n, channels], got shape ",
-                    values.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("values must have rank 3 [batch, n, channels], got shape ",
+                                 values.shape().DebugString())));
     OP_REQUIRES(ctx, features.dims() == 3,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "features must have rank 3 [batch, n, feature_dim], got shape ",
-                    features.shape().DebugString())));
-    OP_REQUIRES(ctx,
-                values.dim_size(0) == features.dim_size(0) &&
-                    values.dim_size(1) == features.dim_size(1),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "values ", values.shape().DebugString(), " and features ",
-                    features.shape().DebugString(), " must agree in batch and n")));
+                absl::InvalidArgumentError(
+                    absl::StrCat("features must have rank 3 [batch, n, feature_dim], got shape ",
+                                 features.shape().DebugString())));
+    OP_REQUIRES(
+        ctx,
+        values.dim_size(0) == features.dim_size(0) && values.dim_size(1) == features.dim_size(1),
+        absl::InvalidArgumentError(absl::StrCat("values ", values.shape().DebugString(),
+                                                " and features ", features.shape().DebugString(),
+                                                " must agree in batch and n")));
     const int64_t feature_dim = features.dim_size(2);
-    OP_REQUIRES(ctx, feature_dim >= 1 && feature_dim <= lattice::kMaxFeatureDim,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "features' last dimension must be in [1, ", lattice::kMaxFeatureDim,
-                    "], got ", feature_dim)));
+    OP_REQUIRES(
+        ctx, feature_dim >= 1 && feature_dim <= lattice::kMaxFeatureDim,
+        absl::InvalidArgumentError(absl::StrCat("features' last dimension must be in [1, ",
+                                                lattice::kMaxFeatureDim, "], got ", feature_dim)));
     OP_REQUIRES(ctx, values.dim_size(2) >= 1 && values.dim_size(2) <= (1 << 20),
                 absl::InvalidArgumentError(absl::StrCat(
                     "values' channel dimension must be in [1, 2^20], got ", values.dim_size(2))));
@@ -98,8 +98,8 @@ class LatticeFilterOp : public OpKernel {
   bool transpose_ = false;
 };
 
-#define KSEG_REGISTER_CPU(T)                                                            \
-  REGISTER_KERNEL_BUILDER(                                                              \
+#define KSEG_REGISTER_CPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                \
       Name("Kseg>LatticeFilter").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
       LatticeFilterOp<CPUDevice, T>);
 KSEG_REGISTER_CPU(float);
@@ -107,8 +107,8 @@ KSEG_REGISTER_CPU(double);
 #undef KSEG_REGISTER_CPU
 
 #if GOOGLE_CUDA
-#define KSEG_REGISTER_GPU(T)                                                            \
-  REGISTER_KERNEL_BUILDER(                                                              \
+#define KSEG_REGISTER_GPU(T)                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                \
       Name("Kseg>LatticeFilter").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"), \
       LatticeFilterOp<GPUDevice, T>);
 KSEG_REGISTER_GPU(float);

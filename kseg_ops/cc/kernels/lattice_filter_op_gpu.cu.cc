@@ -17,9 +17,8 @@ namespace functor {
 
 template <typename T>
 absl::Status LatticeFilter<Eigen::GpuDevice, T>::operator()(
-    tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const T* features,
-    const T* values, int64_t batch, int64_t n, int feature_dim, int channels, bool transpose,
-    T* output) {
+    tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const T* features, const T* values,
+    int64_t batch, int64_t n, int feature_dim, int channels, bool transpose, T* output) {
   if (batch < 0 || n < 0 || channels < 0)
     return absl::InvalidArgumentError("batch, n and channels must be >= 0, got " +
                                       std::to_string(batch) + ", " + std::to_string(n) + ", " +

@@ -17,9 +17,9 @@
 #include "tensorflow/core/framework/tensor.h"
 
 // Returns the status of `expr` from the enclosing function unless it is OK.
-#define KSEG_GPU_RETURN_IF_ERROR(expr)          \
-  do {                                          \
-    const absl::Status kseg_status_ = (expr);   \
+#define KSEG_GPU_RETURN_IF_ERROR(expr)           \
+  do {                                           \
+    const absl::Status kseg_status_ = (expr);    \
     if (!kseg_status_.ok()) return kseg_status_; \
   } while (false)
 
@@ -28,8 +28,8 @@ namespace gpu_glue {
 
 inline absl::Status CudaStatus(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(std::string("CUDA error in ") + what + ": " +
-                             cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+  return absl::InternalError(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(err) +
+                             " (" + cudaGetErrorString(err) + ")");
 }
 
 // A temporary device buffer of `bytes` bytes that lives as long as *holder.
@@ -47,8 +47,8 @@ template <typename T>
 absl::Status AllocateArray(tensorflow::OpKernelContext* ctx, int64_t count,
                            tensorflow::Tensor* holder, T** ptr) {
   void* raw = nullptr;
-  absl::Status s = AllocateBytes(ctx, static_cast<int64_t>(sizeof(T)) * (count > 0 ? count : 1),
-                                 holder, &raw);
+  absl::Status s =
+      AllocateBytes(ctx, static_cast<int64_t>(sizeof(T)) * (count > 0 ? count : 1), holder, &raw);
   *ptr = static_cast<T*>(raw);
   return s;
 }
@@ -59,9 +59,9 @@ inline absl::Status ReadCounters(cudaStream_t stream,
                                  const lattice::gpu::BuildCounters* const* device, int count,
                                  lattice::gpu::BuildCounters* host) {
   for (int i = 0; i < count; ++i) {
-    absl::Status s = CudaStatus(cudaMemcpyAsync(&host[i], device[i], sizeof(host[i]),
-                                                cudaMemcpyDeviceToHost, stream),
-                                "reading the lattice size");
+    absl::Status s = CudaStatus(
+        cudaMemcpyAsync(&host[i], device[i], sizeof(host[i]), cudaMemcpyDeviceToHost, stream),
+        "reading the lattice size");
     if (!s.ok()) return s;
   }
   return CudaStatus(cudaStreamSynchronize(stream), "waiting for the lattice construction");
@@ -89,9 +89,9 @@ class GpuLattice {
     }
     n_ = n;
     d_ = d;
-    return CudaStatus(lattice::gpu::LaunchBuildPhaseOne<T>(stream, features, n, d,
-                                                           feature_stride, buffers_),
-                      "lattice construction");
+    return CudaStatus(
+        lattice::gpu::LaunchBuildPhaseOne<T>(stream, features, n, d, feature_stride, buffers_),
+        "lattice construction");
   }
 
   const lattice::gpu::BuildCounters* device_counters() const { return buffers_.counters; }
@@ -133,14 +133,12 @@ class GpuLattice {
   // out (+)= post_scale .* post_factor * L(pre_scale .* in); see Permutohedral::Filter.
   absl::Status Filter(tensorflow::OpKernelContext* ctx, cudaStream_t stream, const T* in,
                       int64_t in_stride, int channels, const T* pre_scale, const T* post_scale,
-                      T post_factor, bool transpose, bool accumulate, T* out,
-                      int64_t out_stride) {
+                      T post_factor, bool transpose, bool accumulate, T* out, int64_t out_stride) {
     absl::Status s = PrepareFilter(ctx, channels);
     if (!s.ok()) return s;
     return CudaStatus(lattice::gpu::LaunchFilter<T>(stream, view_, in, in_stride, channels,
-                                                    pre_scale, post_scale, post_factor,
-                                                    transpose, accumulate, out, out_stride,
-                                                    values_, scratch_),
+                                                    pre_scale, post_scale, post_factor, transpose,
+                                                    accumulate, out, out_stride, values_, scratch_),
                       "lattice filter");
   }
 

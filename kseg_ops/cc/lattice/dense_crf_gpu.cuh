@@ -17,9 +17,9 @@ namespace gpu {
 using lattice::gpu::BlocksFor;
 using lattice::gpu::kThreadsPerBlock;
 
-#define KSEG_CRF_GRID_LOOP(i, total)                                              \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
-       i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define KSEG_CRF_GRID_LOOP(i, total)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __device__ inline float ExpOf(float x) { return expf(x); }
 __device__ inline double ExpOf(double x) { return exp(x); }
@@ -124,9 +124,8 @@ std::string RunMeanField(cudaStream_t stream, const MeanFieldSettings& s, int64_
   // Normalisers from the filter of ones.
   if (!filter_gaussian(static_cast<const T*>(ones), int64_t{1}, 1, static_cast<const T*>(nullptr),
                        static_cast<const T*>(nullptr), T(1), false, norm_g, int64_t{1}) ||
-      !filter_bilateral(static_cast<const T*>(ones), int64_t{1}, 1,
-                        static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), T(1),
-                        false, norm_b, int64_t{1}))
+      !filter_bilateral(static_cast<const T*>(ones), int64_t{1}, 1, static_cast<const T*>(nullptr),
+                        static_cast<const T*>(nullptr), T(1), false, norm_b, int64_t{1}))
     return "filter";
   KSEG_LAUNCH(NormaliserKernel<T>, BlocksFor(2 * n), kThreadsPerBlock, stream, norms, 2 * n,
               s.symmetric);
@@ -137,12 +136,12 @@ std::string RunMeanField(cudaStream_t stream, const MeanFieldSettings& s, int64_
               static_cast<const T*>(nullptr), n, channels, q);
   error = LaunchError(cudaGetLastError(), "dense CRF softmax");
   for (int it = 0; error.empty() && it < s.iterations; ++it) {
-    if (!filter_gaussian(static_cast<const T*>(q), static_cast<int64_t>(channels), channels,
-                         pre_g, static_cast<const T*>(norm_g), T(s.gaussian_compat), false,
-                         pairwise, static_cast<int64_t>(channels)) ||
-        !filter_bilateral(static_cast<const T*>(q), static_cast<int64_t>(channels), channels,
-                          pre_b, static_cast<const T*>(norm_b), T(s.bilateral_compat), true,
-                          pairwise, static_cast<int64_t>(channels)))
+    if (!filter_gaussian(static_cast<const T*>(q), static_cast<int64_t>(channels), channels, pre_g,
+                         static_cast<const T*>(norm_g), T(s.gaussian_compat), false, pairwise,
+                         static_cast<int64_t>(channels)) ||
+        !filter_bilateral(static_cast<const T*>(q), static_cast<int64_t>(channels), channels, pre_b,
+                          static_cast<const T*>(norm_b), T(s.bilateral_compat), true, pairwise,
+                          static_cast<int64_t>(channels)))
       return "filter";
     KSEG_LAUNCH(SoftmaxKernel<T>, BlocksFor(n), kThreadsPerBlock, stream, unary,
                 static_cast<const T*>(pairwise), n, channels, q);

@@ -14,7 +14,8 @@
 //      if rank[i] >= d+1 { rank[i] -= d+1; r[i] -= d+1 }.
 //   5. Barycentric weights b[0..d+1] = 0; for i: v = (x[i] - r[i]) / (d + 1);
 //      b[d - rank[i]] += v; b[d + 1 - rank[i]] -= v; then b[0] += 1 + b[d + 1].
-//   6. Vertex k = 0..d of the enclosing simplex has key[i] = r[i] + (rank[i] <= d - k ? k : k - d - 1)
+//   6. Vertex k = 0..d of the enclosing simplex has key[i] = r[i] + (rank[i] <= d - k ? k : k - d -
+//   1)
 //      for i = 0..d-1 (the last coordinate follows from sum = 0); it gets weight b[k].
 //   7. Splat: V[v] = sum over (point p, vertex k) landing on v of b_p[k] * in[p].
 //   8. Blur along axes j = 0..d in that order (d..0 for the transposed filter):
@@ -39,7 +40,8 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && !defined(KSEG_LATTICE_SCALAR_ONLY)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && \
+    !defined(KSEG_LATTICE_SCALAR_ONLY)
 #include <immintrin.h>
 #define KSEG_LATTICE_AVX2 1
 #endif
@@ -88,10 +90,10 @@ inline bool HasAvx2() {
 // bit-for-bit the one the scalar code builds. Points whose features are out of range are
 // flagged in `overflow` (their outputs are not used).
 template <int kD>
-__attribute__((target("avx2"))) void EmbedPoints8(const float* features, int64_t stride,
-                                                  int64_t p0, const float* scale, float limit,
-                                                  float* barycentric, int32_t* rem0,
-                                                  uint8_t* rank, uint8_t* overflow) {
+__attribute__((target("avx2"))) void EmbedPoints8(const float* features, int64_t stride, int64_t p0,
+                                                  const float* scale, float limit,
+                                                  float* barycentric, int32_t* rem0, uint8_t* rank,
+                                                  uint8_t* overflow) {
   constexpr int d = kD, d1 = kD + 1;
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i base = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(stride)));
@@ -139,7 +141,8 @@ __attribute__((target("avx2"))) void EmbedPoints8(const float* features, int64_t
   for (int i = 0; i <= d; ++i) {
     rk[i] = _mm256_add_epi32(rk[i], sum);
     const __m256i up = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), rk[i]), vd1);
-    const __m256i down = _mm256_and_si256(_mm256_cmpgt_epi32(rk[i], _mm256_add_epi32(vd1, minus_one)), vd1);
+    const __m256i down =
+        _mm256_and_si256(_mm256_cmpgt_epi32(rk[i], _mm256_add_epi32(vd1, minus_one)), vd1);
     const __m256i shift = _mm256_sub_epi32(up, down);
     rk[i] = _mm256_add_epi32(rk[i], shift);
     r[i] = _mm256_add_epi32(r[i], shift);
@@ -194,15 +197,14 @@ class KeyTable {
   static uint64_t Hash(const int32_t* key, int runtime_dim) {
     // Independent products (no serial multiply chain), then one mixing round.
     static constexpr uint64_t kMul[kMaxFeatureDim] = {
-        0x9E3779B97F4A7C15ull, 0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull,
-        0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull,
-        0x8EBC6AF09C88C6E3ull, 0x589965CC75374CC3ull, 0x1D8E4E27C47D124Full,
-        0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xFF51AFD7ED558CCDull,
-        0xC4CEB9FE1A85EC53ull, 0x87C37B91114253D5ull, 0x4CF5AD432745937Full,
-        0x52DCE729DA3ED2B9ull};
+        0x9E3779B97F4A7C15ull, 0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull, 0xD6E8FEB86659FD93ull,
+        0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull, 0x8EBC6AF09C88C6E3ull, 0x589965CC75374CC3ull,
+        0x1D8E4E27C47D124Full, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0xFF51AFD7ED558CCDull,
+        0xC4CEB9FE1A85EC53ull, 0x87C37B91114253D5ull, 0x4CF5AD432745937Full, 0x52DCE729DA3ED2B9ull};
     const int dim = kDim > 0 ? kDim : runtime_dim;
     uint64_t h = 0;
-    for (int i = 0; i < dim; ++i) h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kMul[i];
+    for (int i = 0; i < dim; ++i)
+      h += static_cast<uint64_t>(static_cast<uint32_t>(key[i])) * kMul[i];
     h ^= h >> 32;
     h *= 0xBF58476D1CE4E5B9ull;
     return h ^ (h >> 29);
@@ -318,8 +320,7 @@ class Permutohedral {
       for (int64_t c = cbegin; c < cend; ++c) {
         pos[c].assign(m_ + 1, 0);
         int32_t* count = pos[c].data();
-        for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i)
-          ++count[offset_[i]];
+        for (int64_t i = chunk_begin(c) * d1; i < chunk_begin(c + 1) * d1; ++i) ++count[offset_[i]];
       }
     });
     int64_t running = 0;
@@ -362,13 +363,20 @@ class Permutohedral {
       return "number of points out of range: " + std::to_string(n);
     // Compile-time dimensions for the common cases let the compiler unroll the per-point math.
     switch (d) {
-      case 1: return BuildImpl<1>(features, n, d, feature_stride, parallel_for);
-      case 2: return BuildImpl<2>(features, n, d, feature_stride, parallel_for);
-      case 3: return BuildImpl<3>(features, n, d, feature_stride, parallel_for);
-      case 4: return BuildImpl<4>(features, n, d, feature_stride, parallel_for);
-      case 5: return BuildImpl<5>(features, n, d, feature_stride, parallel_for);
-      case 6: return BuildImpl<6>(features, n, d, feature_stride, parallel_for);
-      default: return BuildImpl<0>(features, n, d, feature_stride, parallel_for);
+      case 1:
+        return BuildImpl<1>(features, n, d, feature_stride, parallel_for);
+      case 2:
+        return BuildImpl<2>(features, n, d, feature_stride, parallel_for);
+      case 3:
+        return BuildImpl<3>(features, n, d, feature_stride, parallel_for);
+      case 4:
+        return BuildImpl<4>(features, n, d, feature_stride, parallel_for);
+      case 5:
+        return BuildImpl<5>(features, n, d, feature_stride, parallel_for);
+      case 6:
+        return BuildImpl<6>(features, n, d, feature_stride, parallel_for);
+      default:
+        return BuildImpl<0>(features, n, d, feature_stride, parallel_for);
     }
   }
 
@@ -495,7 +503,8 @@ class Permutohedral {
           const uint8_t* rk = &rank[p * d1];
           uint64_t rank_code = 0;
           for (int i = 0; i <= d; ++i) rank_code = rank_code * 31 + rk[i];
-          const uint64_t h = internal::KeyTable<kD>::Hash(r0, d) ^ (rank_code * 0x9E3779B97F4A7C15ull);
+          const uint64_t h =
+              internal::KeyTable<kD>::Hash(r0, d) ^ (rank_code * 0x9E3779B97F4A7C15ull);
           int32_t& slot = cache[h >> (64 - kSimplexCacheBits)];
           const int64_t seen = slot;
           if (seen >= 0 && std::memcmp(r0, &rem0[seen * d], sizeof(int32_t) * d) == 0 &&
@@ -505,8 +514,7 @@ class Permutohedral {
           }
           slot = static_cast<int32_t>(p);
           for (int k = 0; k <= d; ++k) {
-            for (int i = 0; i < d; ++i)
-              key[i] = r0[i] + (rk[i] <= d - k ? k : k - d1);
+            for (int i = 0; i < d; ++i) key[i] = r0[i] + (rk[i] <= d - k ? k : k - d1);
             offset_[p * d1 + k] = table.FindOrInsert(key);  // local index for now
           }
         }
@@ -562,15 +570,15 @@ class Permutohedral {
   // with L the lattice filter (transposed when `transpose`). in/out rows have strides in_stride
   // and out_stride; pre_scale/post_scale may be null (all ones). Rows of `out` beyond `channels`
   // are left untouched.
-  void Filter(const T* in, int64_t in_stride, int channels, const T* pre_scale,
-              const T* post_scale, T post_factor, bool transpose, bool accumulate, T* out,
-              int64_t out_stride, FilterWorkspace<T>* ws, const ParallelFor& parallel_for) const {
+  void Filter(const T* in, int64_t in_stride, int channels, const T* pre_scale, const T* post_scale,
+              T post_factor, bool transpose, bool accumulate, T* out, int64_t out_stride,
+              FilterWorkspace<T>* ws, const ParallelFor& parallel_for) const {
     // Whole channel blocks known at compile time keep the accumulators in registers.
     switch (channels) {
-#define KSEG_FILTER_CASE(C)                                                                  \
-  case C:                                                                                    \
-    return FilterImpl<C>(in, in_stride, channels, pre_scale, post_scale, post_factor,        \
-                         transpose, accumulate, out, out_stride, ws, parallel_for);
+#define KSEG_FILTER_CASE(C)                                                                      \
+  case C:                                                                                        \
+    return FilterImpl<C>(in, in_stride, channels, pre_scale, post_scale, post_factor, transpose, \
+                         accumulate, out, out_stride, ws, parallel_for);
       KSEG_FILTER_CASE(1)
       KSEG_FILTER_CASE(8)
       KSEG_FILTER_CASE(16)
@@ -578,8 +586,8 @@ class Permutohedral {
       KSEG_FILTER_CASE(32)
 #undef KSEG_FILTER_CASE
       default:
-        return FilterImpl<0>(in, in_stride, channels, pre_scale, post_scale, post_factor,
-                             transpose, accumulate, out, out_stride, ws, parallel_for);
+        return FilterImpl<0>(in, in_stride, channels, pre_scale, post_scale, post_factor, transpose,
+                             accumulate, out, out_stride, ws, parallel_for);
     }
   }
 
@@ -638,8 +646,8 @@ class Permutohedral {
                      bool transpose, FilterWorkspace<T>* ws, const ParallelFor& parallel_for,
                      SplatRangeFn splat_range = nullptr) const {
     switch (channels) {
-#define KSEG_SPLAT_CASE(C)                                                           \
-  case C:                                                                            \
+#define KSEG_SPLAT_CASE(C)                                                                   \
+  case C:                                                                                    \
     return SplatBlurImpl<C>(in, in_stride, channels, pre_scale, transpose, ws, parallel_for, \
                             splat_range);
       KSEG_SPLAT_CASE(8)
@@ -656,7 +664,8 @@ class Permutohedral {
   // Step 9 for point p: acc[c] += scale * alpha * sum_k b_k * blurred[vertex k][c], c < cp.
   // kC > 0 must equal cp (compile-time width); kC = 0 reads cp at run time.
   template <int kC>
-  __attribute__((always_inline)) inline void SliceAdd(int64_t p, const T* blurred, int cp, T scale, T* acc) const {
+  __attribute__((always_inline)) inline void SliceAdd(int64_t p, const T* blurred, int cp, T scale,
+                                                      T* acc) const {
     if (kC > 0) cp = kC;
     const int d1 = d_ + 1;
     const T s = scale * alpha_;
@@ -710,8 +719,8 @@ class Permutohedral {
     const int64_t* starts = vertex_start_.data() + 1;  // starts[v]: first entry of vertex v
     auto first_vertex = [&](int64_t chunk) {
       if (chunk >= chunks) return m_;
-      return static_cast<int64_t>(
-          std::lower_bound(starts, starts + m_, entries * chunk / chunks) - starts);
+      return static_cast<int64_t>(std::lower_bound(starts, starts + m_, entries * chunk / chunks) -
+                                  starts);
     };
     parallel_for(chunks, 4.0 * cp * static_cast<double>(entries) / chunks,
                  [&](int64_t begin, int64_t end) {
@@ -783,12 +792,12 @@ class Permutohedral {
   T alpha_ = T(1);  // slice scale 1 / (1 + 2^-d)
   int64_t n_ = 0;
   int64_t m_ = 0;
-  std::vector<int32_t> offset_;       // [n, d+1] one-based vertex per simplex corner
-  std::vector<T> barycentric_;        // [n, d+1]
-  std::vector<int32_t> neighbours_;   // [d+1, m, 2] one-based, 0 = absent
-  std::vector<int64_t> vertex_start_; // [m+2] CSR over one-based vertices
-  std::vector<int32_t> splat_point_;  // [n*(d+1)]
-  std::vector<T> splat_weight_;       // [n*(d+1)]
+  std::vector<int32_t> offset_;        // [n, d+1] one-based vertex per simplex corner
+  std::vector<T> barycentric_;         // [n, d+1]
+  std::vector<int32_t> neighbours_;    // [d+1, m, 2] one-based, 0 = absent
+  std::vector<int64_t> vertex_start_;  // [m+2] CSR over one-based vertices
+  std::vector<int32_t> splat_point_;   // [n*(d+1)]
+  std::vector<T> splat_weight_;        // [n*(d+1)]
   // Build-time scratch, kept so that rebuilding a lattice reuses its memory.
   std::vector<int32_t> scratch_rem0_;
   std::vector<uint8_t> scratch_rank_, scratch_overflow_;

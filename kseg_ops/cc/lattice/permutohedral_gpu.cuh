@@ -57,9 +57,9 @@ inline unsigned int BlocksFor(int64_t total) {
   return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
 }
 
-#define KSEG_GRID_LOOP(i, total)                                                  \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  \
-       i < (total); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define KSEG_GRID_LOOP(i, total)                                                             \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Correctly rounded arithmetic that the compiler may not contract into fused multiply-adds.
 template <typename T>
@@ -133,9 +133,9 @@ static __global__ void InitCountersKernel(BuildCounters* counters, int64_t n) {
 // Steps 1-6 for each point; keys [n * (d + 1), d], weights [n * (d + 1)].
 template <typename T>
 static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, int d,
-                              int64_t feature_stride, ElevationConstants<T> k,
-                              int32_t* __restrict__ entry_keys, T* __restrict__ entry_weight,
-                              BuildCounters* counters) {
+                                     int64_t feature_stride, ElevationConstants<T> k,
+                                     int32_t* __restrict__ entry_keys, T* __restrict__ entry_weight,
+                                     BuildCounters* counters) {
   using E = Exact<T>;
   const int d1 = d + 1;
   KSEG_GRID_LOOP(p, n) {
@@ -204,8 +204,9 @@ static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, 
 // Step 2. table [capacity] holds owning entry ids (-1 = empty); capacity is a power of two
 // >= 2 * entries. owner_vertex[e] (one-based vertex) is written for owning entries only.
 static __global__ void InsertKernel(const int32_t* __restrict__ entry_keys, int64_t entries, int d,
-                             int32_t* table, uint64_t mask, int32_t* __restrict__ entry_owner,
-                             int32_t* __restrict__ owner_vertex, BuildCounters* counters) {
+                                    int32_t* table, uint64_t mask,
+                                    int32_t* __restrict__ entry_owner,
+                                    int32_t* __restrict__ owner_vertex, BuildCounters* counters) {
   KSEG_GRID_LOOP(e, entries) {
     const int32_t* key = entry_keys + e * d;
     uint64_t pos = HashKey(key, d) & mask;
@@ -235,9 +236,9 @@ static __global__ void InsertKernel(const int32_t* __restrict__ entry_keys, int6
 
 // Step 3. entry_vertex [entries] one-based; vertex_entry [m] zero-based vertex -> owning entry.
 static __global__ void ResolveKernel(int64_t entries, const int32_t* __restrict__ entry_owner,
-                              const int32_t* __restrict__ owner_vertex,
-                              int32_t* __restrict__ entry_vertex,
-                              int32_t* __restrict__ vertex_entry) {
+                                     const int32_t* __restrict__ owner_vertex,
+                                     int32_t* __restrict__ entry_vertex,
+                                     int32_t* __restrict__ vertex_entry) {
   KSEG_GRID_LOOP(e, entries) {
     const int32_t owner = entry_owner[e];
     if (owner < 0) {  // only after a table_full error, which the caller reports
@@ -251,9 +252,8 @@ static __global__ void ResolveKernel(int64_t entries, const int32_t* __restrict_
 }
 
 // Index of the vertex with `key` (one-based) or 0 when it is not in the lattice.
-__device__ inline int32_t FindVertex(const int32_t* key, int d, const int32_t* table,
-                                     uint64_t mask, const int32_t* entry_keys,
-                                     const int32_t* owner_vertex) {
+__device__ inline int32_t FindVertex(const int32_t* key, int d, const int32_t* table, uint64_t mask,
+                                     const int32_t* entry_keys, const int32_t* owner_vertex) {
   uint64_t pos = HashKey(key, d) & mask;
   for (uint64_t probe = 0; probe <= mask; ++probe) {
     const int32_t s = table[pos];
@@ -266,10 +266,10 @@ __device__ inline int32_t FindVertex(const int32_t* key, int d, const int32_t* t
 
 // Step 4. neighbours [(d + 1) * m * 2], layout (axis * m + vertex) * 2 + {0, 1}, one-based.
 static __global__ void NeighbourKernel(int64_t m, int d, const int32_t* __restrict__ vertex_entry,
-                                const int32_t* __restrict__ entry_keys,
-                                const int32_t* __restrict__ table, uint64_t mask,
-                                const int32_t* __restrict__ owner_vertex,
-                                int32_t* __restrict__ neighbours) {
+                                       const int32_t* __restrict__ entry_keys,
+                                       const int32_t* __restrict__ table, uint64_t mask,
+                                       const int32_t* __restrict__ owner_vertex,
+                                       int32_t* __restrict__ neighbours) {
   const int d1 = d + 1;
   KSEG_GRID_LOOP(item, m * d1) {
     const int64_t v = item / d1;
@@ -292,7 +292,7 @@ static __global__ void NeighbourKernel(int64_t m, int d, const int32_t* __restri
 
 // Step 5a: entries per vertex (counts [m], zeroed by the caller).
 static __global__ void CountEntriesKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
-                                   int64_t m, int32_t* __restrict__ counts) {
+                                          int64_t m, int32_t* __restrict__ counts) {
   KSEG_GRID_LOOP(e, entries) {
     const int32_t v = entry_vertex[e];
     if (v >= 1 && v <= m) atomicAdd(&counts[v - 1], 1);
@@ -302,7 +302,7 @@ static __global__ void CountEntriesKernel(int64_t entries, const int32_t* __rest
 // Step 5b: starts [m + 1] = exclusive prefix sum of counts. One block of kScanThreads threads;
 // each thread scans a contiguous chunk (the lattice is built once per image, so this is cheap).
 static __global__ void ExclusiveScanKernel(const int32_t* __restrict__ counts, int64_t m,
-                                    int32_t* __restrict__ starts) {
+                                           int32_t* __restrict__ starts) {
   __shared__ int32_t partial[kScanThreads];
   const int tid = threadIdx.x;
   const int64_t per = (m + kScanThreads - 1) / kScanThreads;
@@ -327,9 +327,10 @@ static __global__ void ExclusiveScanKernel(const int32_t* __restrict__ counts, i
 }
 
 // Step 5c: splat_entries [entries] grouped by vertex; cursor [m] starts as a copy of starts.
-static __global__ void FillSplatListKernel(int64_t entries, const int32_t* __restrict__ entry_vertex,
-                                    int64_t m, int32_t* __restrict__ cursor,
-                                    int32_t* __restrict__ splat_entries) {
+static __global__ void FillSplatListKernel(int64_t entries,
+                                           const int32_t* __restrict__ entry_vertex, int64_t m,
+                                           int32_t* __restrict__ cursor,
+                                           int32_t* __restrict__ splat_entries) {
   KSEG_GRID_LOOP(e, entries) {
     const int32_t v = entry_vertex[e];
     if (v >= 1 && v <= m) splat_entries[atomicAdd(&cursor[v - 1], 1)] = static_cast<int32_t>(e);
@@ -377,24 +378,26 @@ static __global__ void SplatKernel(int64_t entries, int d, int channels,
 
 // Filter step 8 along one axis: next[v] = values[v] + 0.5 (values[n1] + values[n2]).
 template <typename T>
-static __global__ void BlurKernel(int64_t m, int channels, const int32_t* __restrict__ axis_neighbours,
-                           const T* __restrict__ values, T* __restrict__ next) {
+static __global__ void BlurKernel(int64_t m, int channels,
+                                  const int32_t* __restrict__ axis_neighbours,
+                                  const T* __restrict__ values, T* __restrict__ next) {
   KSEG_GRID_LOOP(item, m * channels) {
     const int64_t v = item / channels;
     const int c = static_cast<int>(item % channels);
     const int64_t a = axis_neighbours[2 * v];
     const int64_t b = axis_neighbours[2 * v + 1];
-    next[(v + 1) * channels + c] =
-        values[(v + 1) * channels + c] + T(0.5) * (values[a * channels + c] + values[b * channels + c]);
+    next[(v + 1) * channels + c] = values[(v + 1) * channels + c] +
+                                   T(0.5) * (values[a * channels + c] + values[b * channels + c]);
   }
 }
 
 // Filter step 9: out[p, c] (+)= post_factor * alpha * post_scale[p] * sum_k b_k values[vertex_k].
 template <typename T>
-static __global__ void SliceKernel(int64_t n, int d, int channels, const int32_t* __restrict__ entry_vertex,
-                            const T* __restrict__ entry_weight, const T* __restrict__ values,
-                            T alpha, const T* __restrict__ post_scale, T post_factor,
-                            bool accumulate, T* __restrict__ out, int64_t out_stride) {
+static __global__ void SliceKernel(int64_t n, int d, int channels,
+                                   const int32_t* __restrict__ entry_vertex,
+                                   const T* __restrict__ entry_weight, const T* __restrict__ values,
+                                   T alpha, const T* __restrict__ post_scale, T post_factor,
+                                   bool accumulate, T* __restrict__ out, int64_t out_stride) {
   const int d1 = d + 1;
   KSEG_GRID_LOOP(item, n * channels) {
     const int64_t p = item / channels;
@@ -421,7 +424,7 @@ inline int64_t TableCapacity(int64_t entries) {
 template <typename T>
 struct LatticeBuffers {
   // Phase one, [entries] unless noted; entries = n * (d + 1).
-  int32_t* entry_keys = nullptr;    // [entries * d]
+  int32_t* entry_keys = nullptr;  // [entries * d]
   T* entry_weight = nullptr;
   int32_t* entry_owner = nullptr;
   int32_t* owner_vertex = nullptr;
@@ -504,14 +507,14 @@ cudaError_t LaunchBuildPhaseOne(cudaStream_t stream, const T* features, int64_t 
   if (err != cudaSuccess) return err;
   KSEG_LAUNCH(InitCountersKernel, 1, 1, stream, buf.counters, n);
   if (n == 0) return cudaGetLastError();
-  KSEG_LAUNCH(ElevateKernel<T>, BlocksFor(n), kThreadsPerBlock, stream,
-      features, n, d, feature_stride, MakeElevationConstants<T>(d), buf.entry_keys,
-      buf.entry_weight, buf.counters);
-  KSEG_LAUNCH(InsertKernel, BlocksFor(entries), kThreadsPerBlock, stream,
-      buf.entry_keys, entries, d, buf.table, static_cast<uint64_t>(capacity - 1), buf.entry_owner,
-      buf.owner_vertex, buf.counters);
-  KSEG_LAUNCH(ResolveKernel, BlocksFor(entries), kThreadsPerBlock, stream,
-      entries, buf.entry_owner, buf.owner_vertex, buf.entry_vertex, buf.vertex_entry);
+  KSEG_LAUNCH(ElevateKernel<T>, BlocksFor(n), kThreadsPerBlock, stream, features, n, d,
+              feature_stride, MakeElevationConstants<T>(d), buf.entry_keys, buf.entry_weight,
+              buf.counters);
+  KSEG_LAUNCH(InsertKernel, BlocksFor(entries), kThreadsPerBlock, stream, buf.entry_keys, entries,
+              d, buf.table, static_cast<uint64_t>(capacity - 1), buf.entry_owner, buf.owner_vertex,
+              buf.counters);
+  KSEG_LAUNCH(ResolveKernel, BlocksFor(entries), kThreadsPerBlock, stream, entries, buf.entry_owner,
+              buf.owner_vertex, buf.entry_vertex, buf.vertex_entry);
   return cudaGetLastError();
 }
 
@@ -531,19 +534,19 @@ cudaError_t LaunchBuildPhaseTwo(cudaStream_t stream, int64_t n, int d, int64_t m
   view->splat_entries = buf.splat_entries;
   cudaError_t err = cudaMemsetAsync(buf.starts, 0, sizeof(int32_t) * (m + 1), stream);
   if (err != cudaSuccess || m == 0) return err;
-  KSEG_LAUNCH(NeighbourKernel, BlocksFor(m * (d + 1)), kThreadsPerBlock, stream,
-      m, d, buf.vertex_entry, buf.entry_keys, buf.table, static_cast<uint64_t>(capacity - 1),
-      buf.owner_vertex, buf.neighbours);
+  KSEG_LAUNCH(NeighbourKernel, BlocksFor(m * (d + 1)), kThreadsPerBlock, stream, m, d,
+              buf.vertex_entry, buf.entry_keys, buf.table, static_cast<uint64_t>(capacity - 1),
+              buf.owner_vertex, buf.neighbours);
   err = cudaMemsetAsync(buf.cursor, 0, sizeof(int32_t) * m, stream);
   if (err != cudaSuccess) return err;
-  KSEG_LAUNCH(CountEntriesKernel, BlocksFor(entries), kThreadsPerBlock, stream, entries, buf.entry_vertex,
-                                                                         m, buf.cursor);
+  KSEG_LAUNCH(CountEntriesKernel, BlocksFor(entries), kThreadsPerBlock, stream, entries,
+              buf.entry_vertex, m, buf.cursor);
   KSEG_LAUNCH(ExclusiveScanKernel, 1, kScanThreads, stream, buf.cursor, m, buf.starts);
   err = cudaMemcpyAsync(buf.cursor, buf.starts, sizeof(int32_t) * m, cudaMemcpyDeviceToDevice,
                         stream);
   if (err != cudaSuccess) return err;
-  KSEG_LAUNCH(FillSplatListKernel, BlocksFor(entries), kThreadsPerBlock, stream,
-      entries, buf.entry_vertex, m, buf.cursor, buf.splat_entries);
+  KSEG_LAUNCH(FillSplatListKernel, BlocksFor(entries), kThreadsPerBlock, stream, entries,
+              buf.entry_vertex, m, buf.cursor, buf.splat_entries);
   return cudaGetLastError();
 }
 
@@ -552,8 +555,8 @@ cudaError_t LaunchBuildPhaseTwo(cudaStream_t stream, int64_t n, int d, int64_t m
 template <typename T>
 cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T* in,
                          int64_t in_stride, int channels, const T* pre_scale, const T* post_scale,
-                         T post_factor, bool transpose, bool accumulate, T* out,
-                         int64_t out_stride, T* values, T* scratch) {
+                         T post_factor, bool transpose, bool accumulate, T* out, int64_t out_stride,
+                         T* values, T* scratch) {
   if (lat.n == 0 || channels == 0) return cudaSuccess;
   const int64_t m = lat.m;
   const int64_t entries = lat.n * (lat.d + 1);
@@ -563,23 +566,22 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
   err = cudaMemsetAsync(scratch, 0, sizeof(T) * channels, stream);
   if (err != cudaSuccess) return err;
   if (m > 0) {
-    KSEG_LAUNCH(SplatKernel<T>,
-                BlocksFor((entries + kSplatRun - 1) / kSplatRun * channels), kThreadsPerBlock,
-                stream, entries, lat.d, channels, lat.splat_entries, lat.entry_vertex,
-                lat.entry_weight, in, in_stride, pre_scale, values);
+    KSEG_LAUNCH(SplatKernel<T>, BlocksFor((entries + kSplatRun - 1) / kSplatRun * channels),
+                kThreadsPerBlock, stream, entries, lat.d, channels, lat.splat_entries,
+                lat.entry_vertex, lat.entry_weight, in, in_stride, pre_scale, values);
     for (int step = 0; step <= lat.d; ++step) {
       const int j = transpose ? lat.d - step : step;
-      KSEG_LAUNCH(BlurKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream,
-          m, channels, lat.neighbours + static_cast<int64_t>(j) * m * 2, values, scratch);
+      KSEG_LAUNCH(BlurKernel<T>, BlocksFor(m * channels), kThreadsPerBlock, stream, m, channels,
+                  lat.neighbours + static_cast<int64_t>(j) * m * 2, values, scratch);
       T* swap = values;
       values = scratch;
       scratch = swap;
     }
   }
   const T alpha = T(1) / (T(1) + std::pow(T(2), T(-lat.d)));
-  KSEG_LAUNCH(SliceKernel<T>, BlocksFor(lat.n * channels), kThreadsPerBlock, stream,
-      lat.n, lat.d, channels, lat.entry_vertex, lat.entry_weight, values, alpha, post_scale,
-      post_factor, accumulate, out, out_stride);
+  KSEG_LAUNCH(SliceKernel<T>, BlocksFor(lat.n * channels), kThreadsPerBlock, stream, lat.n, lat.d,
+              channels, lat.entry_vertex, lat.entry_weight, values, alpha, post_scale, post_factor,
+              accumulate, out, out_stride);
   return cudaGetLastError();
 }
 

@@ -12,7 +12,8 @@ using ::tensorflow::shape_inference::ShapeHandle;
 namespace {
 
 // Output spatial size for stride 1: SAME keeps it, VALID subtracts kernel - 1.
-absl::Status SpatialOut(InferenceContext* c, DimensionHandle in, DimensionHandle k, bool same, DimensionHandle* out) {
+absl::Status SpatialOut(InferenceContext* c, DimensionHandle in, DimensionHandle k, bool same,
+                        DimensionHandle* out) {
   if (same) {
     *out = in;
     return absl::OkStatus();
@@ -22,8 +23,9 @@ absl::Status SpatialOut(InferenceContext* c, DimensionHandle in, DimensionHandle
     return absl::OkStatus();
   }
   if (c->Value(k) > c->Value(in))
-    return absl::InvalidArgumentError(absl::StrCat("with padding VALID the filter size ", c->Value(k),
-                                                   " must not exceed the input size ", c->Value(in)));
+    return absl::InvalidArgumentError(absl::StrCat("with padding VALID the filter size ",
+                                                   c->Value(k), " must not exceed the input size ",
+                                                   c->Value(in)));
   *out = c->MakeDim(c->Value(in) - c->Value(k) + 1);
   return absl::OkStatus();
 }

@@ -50,27 +50,27 @@ inline int RunAll() {
 }  // namespace testing
 }  // namespace kseg
 
-#define KSEG_TEST(name)                                                  \
-  static void name();                                                    \
-  static ::kseg::testing::Registrar name##_registrar(#name, &name);      \
+#define KSEG_TEST(name)                                             \
+  static void name();                                               \
+  static ::kseg::testing::Registrar name##_registrar(#name, &name); \
   static void name()
 
-#define KSEG_EXPECT(cond)                                                        \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::printf("  %s:%d: expected %s\n", __FILE__, __LINE__, #cond);          \
-      ++::kseg::testing::Failures();                                             \
-    }                                                                            \
+#define KSEG_EXPECT(cond)                                               \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      std::printf("  %s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
+      ++::kseg::testing::Failures();                                    \
+    }                                                                   \
   } while (0)
 
-#define KSEG_EXPECT_NEAR(a, b, tol)                                                       \
-  do {                                                                                    \
-    const double kseg_a = (a), kseg_b = (b);                                              \
-    if (!(std::fabs(kseg_a - kseg_b) <= (tol))) {                                         \
-      std::printf("  %s:%d: |%s - %s| = |%g - %g| > %g\n", __FILE__, __LINE__, #a, #b,    \
-                  kseg_a, kseg_b, static_cast<double>(tol));                              \
-      ++::kseg::testing::Failures();                                                      \
-    }                                                                                     \
+#define KSEG_EXPECT_NEAR(a, b, tol)                                                            \
+  do {                                                                                         \
+    const double kseg_a = (a), kseg_b = (b);                                                   \
+    if (!(std::fabs(kseg_a - kseg_b) <= (tol))) {                                              \
+      std::printf("  %s:%d: |%s - %s| = |%g - %g| > %g\n", __FILE__, __LINE__, #a, #b, kseg_a, \
+                  kseg_b, static_cast<double>(tol));                                           \
+      ++::kseg::testing::Failures();                                                           \
+    }                                                                                          \
   } while (0)
 
 #endif  // KSEG_OPS_CC_TESTING_MINI_TEST_H_

@@ -10,13 +10,20 @@ from kseg.backbones.mobilenet_v2 import make_divisible
 
 def backbone_model(output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)
-    return keras.Model(inputs, kseg.backbones.build("mobilenetv2", inputs, output_stride=output_stride, weights=weights, **kwargs))
+    return keras.Model(
+        inputs,
+        kseg.backbones.build(
+            "mobilenetv2", inputs, output_stride=output_stride, weights=weights, **kwargs
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
 def saved_weights(tmp_path_factory):
     keras.utils.set_random_seed(5)
-    reference = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(None, None, 3), alpha=0.5)
+    reference = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(None, None, 3), alpha=0.5
+    )
     path = str(tmp_path_factory.mktemp("weights") / "mobilenet_v2_0.5.weights.h5")
     reference.save_weights(path)
     return reference, path
@@ -27,11 +34,15 @@ def test_weights_file_loads_and_matches_keras_applications(saved_weights):
     model = backbone_model(weights=path, alpha=0.5)
     for layer in model.layers:
         if layer.weights:
-            for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
+            for ours, theirs in zip(
+                layer.get_weights(), reference.get_layer(layer.name).get_weights()
+            ):
                 np.testing.assert_array_equal(ours, theirs)
     x = np.random.default_rng(0).uniform(-1, 1, size=(2, 64, 96, 3)).astype("float32")
     probe = keras.Model(reference.input, reference.get_layer("block_16_project_BN").output)
-    np.testing.assert_allclose(model.predict(x, verbose=0)["P5"], probe(x).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0)["P5"], probe(x).numpy(), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("output_stride,start,step", [(16, 1, 2), (8, 3, 4)])
@@ -51,10 +62,24 @@ def test_dilation_equals_strided_network_on_a_subgrid(saved_weights, output_stri
 def test_levels_widths_and_parameter_count():
     model = backbone_model(shape=(64, 96, 3))
     shapes = {k: tuple(v.shape[1:]) for k, v in model.output.items()}
-    assert shapes == {"P1": (32, 48, 16), "P2": (16, 24, 24), "P3": (8, 12, 32), "P4": (4, 6, 96), "P5": (2, 3, 320)}
+    assert shapes == {
+        "P1": (32, 48, 16),
+        "P2": (16, 24, 24),
+        "P3": (8, 12, 32),
+        "P4": (4, 6, 96),
+        "P5": (2, 3, 320),
+    }
     # keras.applications' MobileNetV2 minus its classification-only Conv_1 (320 -> 1280) + BN.
     assert model.count_params() == 2_257_984 - (320 * 1280 + 4 * 1280)
-    assert [make_divisible(c * 0.35) for c in (16, 24, 32, 64, 96, 160, 320)] == [8, 8, 16, 24, 32, 56, 112]
+    assert [make_divisible(c * 0.35) for c in (16, 24, 32, 64, 96, 160, 320)] == [
+        8,
+        8,
+        16,
+        24,
+        32,
+        56,
+        112,
+    ]
 
 
 def test_bad_arguments(tmp_path):

@@ -11,7 +11,9 @@ import kseg
 def resnet50_weights(tmp_path_factory):
     """A randomly initialised keras.applications ResNet50, saved as a weights file."""
     keras.utils.set_random_seed(3)
-    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(None, None, 3))
+    reference = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     path = str(tmp_path_factory.mktemp("weights") / "resnet50.weights.h5")
     reference.save_weights(path)
     return reference, path
@@ -19,7 +21,9 @@ def resnet50_weights(tmp_path_factory):
 
 def backbone_model(name, output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)
-    features = kseg.backbones.build(name, inputs, output_stride=output_stride, weights=weights, **kwargs)
+    features = kseg.backbones.build(
+        name, inputs, output_stride=output_stride, weights=weights, **kwargs
+    )
     return keras.Model(inputs, features)
 
 
@@ -28,7 +32,9 @@ def test_weights_file_loads_and_matches_keras_applications(resnet50_weights):
     model = backbone_model("resnet50", weights=path)
     for layer in model.layers:
         if layer.weights:
-            for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
+            for ours, theirs in zip(
+                layer.get_weights(), reference.get_layer(layer.name).get_weights()
+            ):
                 np.testing.assert_array_equal(ours, theirs)
     x = np.random.default_rng(0).normal(size=(2, 70, 45, 3)).astype("float32") * 50
     expected = reference.predict(x, verbose=0)
@@ -54,7 +60,13 @@ def test_dilation_equals_strided_network_on_the_subgrid(resnet50_weights, output
 
 def test_feature_strides_and_channels():
     model = backbone_model("resnet50", shape=(64, 96, 3))
-    expected = {"P1": (32, 48, 64), "P2": (16, 24, 256), "P3": (8, 12, 512), "P4": (4, 6, 1024), "P5": (2, 3, 2048)}
+    expected = {
+        "P1": (32, 48, 64),
+        "P2": (16, 24, 256),
+        "P3": (8, 12, 512),
+        "P4": (4, 6, 1024),
+        "P5": (2, 3, 2048),
+    }
     assert {k: tuple(v.shape[1:]) for k, v in model.output.items()} == expected
 
 
@@ -74,13 +86,17 @@ def test_parameter_counts_equal_keras_applications():
 
 @pytest.mark.slow
 def test_resnet101_matches_keras_applications(tmp_path):
-    reference = keras.applications.ResNet101(weights=None, include_top=False, input_shape=(None, None, 3))
+    reference = keras.applications.ResNet101(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     path = str(tmp_path / "resnet101.weights.h5")
     reference.save_weights(path)
     model = backbone_model("resnet101", weights=path)
     assert model.count_params() == reference.count_params() == 42_658_176
     x = np.random.default_rng(2).normal(size=(1, 64, 80, 3)).astype("float32") * 50
-    np.testing.assert_allclose(model.predict(x, verbose=0)["P5"], reference.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0)["P5"], reference.predict(x, verbose=0), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_bad_arguments(tmp_path):
@@ -105,7 +121,9 @@ def test_deep_stem():
     assert [model.get_layer(f"conv1_{i}_conv").filters for i in (1, 2, 3)] == [64, 64, 128]
     assert tuple(model.output["P1"].shape[1:]) == (32, 32, 128)
     # Three 3x3 convolutions (no bias) + BN replace the 7x7 conv; block 1 takes 128 channels.
-    extra = (27 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 4 * (64 + 64 + 128)) - (49 * 3 * 64 + 64 + 4 * 64)
+    extra = (27 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 4 * (64 + 64 + 128)) - (
+        49 * 3 * 64 + 64 + 4 * 64
+    )
     extra += 64 * 64 + 64 * 256  # conv2_block1 1x1 and shortcut see 128 instead of 64 channels
     assert model.count_params() == 23_587_712 + extra
     with pytest.raises(ValueError, match="no weights for the deep stem"):

@@ -9,21 +9,33 @@ import kseg
 
 def backbone_model(output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)
-    return keras.Model(inputs, kseg.backbones.build("vgg16", inputs, output_stride=output_stride, weights=weights, **kwargs))
+    return keras.Model(
+        inputs,
+        kseg.backbones.build(
+            "vgg16", inputs, output_stride=output_stride, weights=weights, **kwargs
+        ),
+    )
 
 
 def test_weights_file_loads_and_matches_keras_applications(tmp_path):
-    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
+    reference = keras.applications.VGG16(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     path = str(tmp_path / "vgg16.weights.h5")
     reference.save_weights(path)
     model = backbone_model(weights=path)
     assert model.count_params() == reference.count_params() == 14_714_688
     for layer in model.layers:
-        for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights() if layer.weights else []):
+        for ours, theirs in zip(
+            layer.get_weights(),
+            reference.get_layer(layer.name).get_weights() if layer.weights else [],
+        ):
             np.testing.assert_array_equal(ours, theirs)
     # Sizes divisible by 32: keras' "valid" pools and our "same" pools agree there.
     x = np.random.default_rng(0).uniform(-100, 100, size=(2, 64, 96, 3)).astype("float32")
-    np.testing.assert_allclose(model.predict(x, verbose=0)["P5"], reference.predict(x, verbose=0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0)["P5"], reference.predict(x, verbose=0), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_levels_at_odd_sizes_round_up():

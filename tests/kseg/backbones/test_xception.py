@@ -9,7 +9,12 @@ import kseg
 
 def backbone_model(output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)
-    return keras.Model(inputs, kseg.backbones.build("xception65", inputs, output_stride=output_stride, weights=weights, **kwargs))
+    return keras.Model(
+        inputs,
+        kseg.backbones.build(
+            "xception65", inputs, output_stride=output_stride, weights=weights, **kwargs
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +28,23 @@ def saved_weights(tmp_path_factory):
 def test_structure():
     model = backbone_model(shape=(64, 96, 3))
     shapes = {k: tuple(v.shape[1:]) for k, v in model.output.items()}
-    assert shapes == {"P1": (32, 48, 64), "P2": (16, 24, 256), "P3": (8, 12, 728), "P4": (4, 6, 1024), "P5": (2, 3, 2048)}
-    assert len([l for l in model.layers if l.name.startswith("middle_block") and l.name.endswith("_add")]) == 16
+    assert shapes == {
+        "P1": (32, 48, 64),
+        "P2": (16, 24, 256),
+        "P3": (8, 12, 728),
+        "P4": (4, 6, 1024),
+        "P5": (2, 3, 2048),
+    }
+    assert (
+        len(
+            [
+                layer
+                for layer in model.layers
+                if layer.name.startswith("middle_block") and layer.name.endswith("_add")
+            ]
+        )
+        == 16
+    )
     assert model.count_params() == 38_052_512
     assert model.get_layer("exit_block2_sepconv1_depthwise").dilation_rate == (1, 1)
 

@@ -75,8 +75,13 @@ def test_scale_resizes_image_bilinear_and_label_nearest():
 
 def test_small_images_are_padded_with_ignore_and_pad_colour():
     image, label = _example(5, 7)
-    augment = Augment(scale_range=(1, 1), crop_size=(8, 9), flip=False, **NO_PHOTOMETRIC,
-                      image_pad_value=(10, 20, 30))
+    augment = Augment(
+        scale_range=(1, 1),
+        crop_size=(8, 9),
+        flip=False,
+        **NO_PHOTOMETRIC,
+        image_pad_value=(10, 20, 30),
+    )
     out_image, out_label = _run(augment, image, label, [0, 0])
     np.testing.assert_array_equal(out_label[:5, :7], label)
     np.testing.assert_array_equal(out_image[:5, :7], image)
@@ -106,14 +111,18 @@ def test_random_crop_is_a_window_of_the_input():
 def test_photometric_jitter_touches_the_image_only():
     image, label = _example()
     image = np.clip(image, 60, 190)  # keep brightness shifts away from the clip limits
-    brightness = Augment(scale_range=(1, 1), flip=False, brightness=0.1, contrast=0, saturation=0, hue=0)
+    brightness = Augment(
+        scale_range=(1, 1), flip=False, brightness=0.1, contrast=0, saturation=0, hue=0
+    )
     out_image, out_label = _run(brightness, image, label, [5, 6])
     np.testing.assert_array_equal(out_label, label)
     delta = out_image - image
     np.testing.assert_allclose(delta, delta.flat[0], atol=1e-3)
     assert 0 < abs(delta.flat[0]) <= 25.5
 
-    contrast = Augment(scale_range=(1, 1), flip=False, brightness=0, contrast=0.2, saturation=0, hue=0)
+    contrast = Augment(
+        scale_range=(1, 1), flip=False, brightness=0, contrast=0.2, saturation=0, hue=0
+    )
     out_image, _ = _run(contrast, image, label, [5, 7])
     mean = image.mean(axis=(0, 1))
     factor = (out_image - mean) / (image - mean)
@@ -121,7 +130,9 @@ def test_photometric_jitter_touches_the_image_only():
     np.testing.assert_allclose(factor[finite], factor[finite][0], rtol=1e-3)
     assert 0.8 <= factor[finite][0] <= 1.2
 
-    full = Augment(scale_range=(1, 1), flip=False, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.2)
+    full = Augment(
+        scale_range=(1, 1), flip=False, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.2
+    )
     for seed in range(4):
         out_image, out_label = _run(full, image, label, [seed, 8])
         np.testing.assert_array_equal(out_label, label)
@@ -131,7 +142,9 @@ def test_photometric_jitter_touches_the_image_only():
 
 def test_saturation_keeps_grey_pixels_grey():
     grey = np.full((4, 4, 3), 100.0, np.float32)
-    augment = Augment(scale_range=(1, 1), flip=False, brightness=0, contrast=0, saturation=0.5, hue=0.3)
+    augment = Augment(
+        scale_range=(1, 1), flip=False, brightness=0, contrast=0, saturation=0.5, hue=0.3
+    )
     out_image, _ = _run(augment, grey, np.zeros((4, 4), np.int32), [1, 2])
     np.testing.assert_allclose(out_image, grey, atol=1e-3)
 
@@ -181,7 +194,10 @@ def test_pad_to_size_and_center_crop():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(scale_range=(2.0, 1.0)), r"scale_range must be a pair \(min, max\) with 0 < min <= max, received \(2.0, 1.0\)"),
+        (
+            dict(scale_range=(2.0, 1.0)),
+            r"scale_range must be a pair \(min, max\) with 0 < min <= max, received \(2.0, 1.0\)",
+        ),
         (dict(scale_range=0.5), "scale_range"),
         (dict(crop_size=(0, 5)), r"crop_size must be .* received \(0, 5\)"),
         (dict(brightness=-0.1), "brightness must be a number >= 0, received -0.1"),

@@ -18,7 +18,9 @@ def _voc(root, labels, image_sizes=None):
     for n, label in enumerate(labels):
         image_id = "abcdefgh"[n]
         size = label.shape if image_sizes is None else image_sizes[n]
-        Image.fromarray(np.full((*size, 3), 128, np.uint8)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        Image.fromarray(np.full((*size, 3), 128, np.uint8)).save(
+            root / "JPEGImages" / f"{image_id}.jpg"
+        )
         mask = Image.fromarray(label.astype(np.uint8), "P")
         mask.putpalette(voc_colormap().reshape(-1).tolist())  # as VOC stores them
         mask.save(root / "SegmentationClass" / f"{image_id}.png")
@@ -35,8 +37,10 @@ def _iterate(dataset):
 def test_mask_size_differs_from_image(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5)), np.zeros((6, 7))], image_sizes=[(4, 5), (6, 8)])
     ds = voc(tmp_path, "train")
-    expected = re.escape(f"label map '{tmp_path}/SegmentationClass/b.png' is 6x7 (height x width), "
-                         f"but its image '{tmp_path}/JPEGImages/b.jpg' is 6x8")
+    expected = re.escape(
+        f"label map '{tmp_path}/SegmentationClass/b.png' is 6x7 (height x width), "
+        f"but its image '{tmp_path}/JPEGImages/b.jpg' is 6x8"
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
         _iterate(ds)
 
@@ -46,8 +50,10 @@ def test_label_value_not_below_num_classes(tmp_path):
     label[1, 2] = 21
     label[0, 0] = 255  # ignore is allowed
     _voc(tmp_path, [np.zeros((4, 5)), label])
-    expected = re.escape(f"label map '{tmp_path}/SegmentationClass/b.png' holds value 21, "
-                         "but num_classes is 21 (255 is ignored)")
+    expected = re.escape(
+        f"label map '{tmp_path}/SegmentationClass/b.png' holds value 21, "
+        "but num_classes is 21 (255 is ignored)"
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
         _iterate(voc(tmp_path, "train"))
     _iterate(voc(tmp_path, "train", num_classes=22))  # fine with room for it
@@ -60,7 +66,9 @@ def test_label_value_not_below_num_classes(tmp_path):
 def test_missing_image_file_at_creation(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5)), np.zeros((4, 5))])
     (tmp_path / "JPEGImages/b.jpg").unlink()
-    expected = re.escape(f"image file '{tmp_path}/JPEGImages/b.jpg' does not exist (id 'b', line 2 of ")
+    expected = re.escape(
+        f"image file '{tmp_path}/JPEGImages/b.jpg' does not exist (id 'b', line 2 of "
+    )
     with pytest.raises(FileNotFoundError, match=expected):
         voc(tmp_path, "train")
 
@@ -68,7 +76,10 @@ def test_missing_image_file_at_creation(tmp_path):
 def test_missing_mask_file_at_creation(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
     (tmp_path / "SegmentationClass/a.png").unlink()
-    with pytest.raises(FileNotFoundError, match=re.escape(f"label map '{tmp_path}/SegmentationClass/a.png' does not exist")):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"label map '{tmp_path}/SegmentationClass/a.png' does not exist"),
+    ):
         voc(tmp_path, "train")
 
 
@@ -88,14 +99,18 @@ def test_empty_split_file(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
     split = tmp_path / "ImageSets/Segmentation/val.txt"
     split.write_text("\n  \n")
-    with pytest.raises(ValueError, match=re.escape(f"split file '{split}' is empty: it lists no image ids")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"split file '{split}' is empty: it lists no image ids")
+    ):
         voc(tmp_path, "val")
 
 
 def test_missing_split_file_lists_the_available_ones(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
-    expected = re.escape(f"split file '{tmp_path}/ImageSets/Segmentation/test.txt' does not exist "
-                         "(split 'test'; available splits: train)")
+    expected = re.escape(
+        f"split file '{tmp_path}/ImageSets/Segmentation/test.txt' does not exist "
+        "(split 'test'; available splits: train)"
+    )
     with pytest.raises(FileNotFoundError, match=expected):
         voc(tmp_path, "test")
     with pytest.raises(FileNotFoundError, match="VOC root '.*nowhere' is not a directory"):
@@ -110,15 +125,20 @@ def test_colour_not_in_palette(tmp_path):
     mask[2, 1] = (9, 8, 7)
     Image.fromarray(mask).save(tmp_path / "masks/p.png")
     ds = folder(tmp_path / "images", tmp_path / "masks", palette={(0, 0, 0): 0, (255, 0, 0): 1})
-    expected = re.escape(f"label map '{tmp_path}/masks/p.png' has colour (9, 8, 7) at (row 2, column 1), "
-                         "which is not in the palette")
+    expected = re.escape(
+        f"label map '{tmp_path}/masks/p.png' has colour (9, 8, 7) at (row 2, column 1), "
+        "which is not in the palette"
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
         _iterate(ds)
 
 
 def test_colour_mask_without_palette(tmp_path):
     Image.fromarray(np.zeros((3, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(ValueError, match=re.escape(f"label map '{tmp_path}/rgb.png' is a colour (RGB) image, but no palette")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"label map '{tmp_path}/rgb.png' is a colour (RGB) image, but no palette"),
+    ):
         read_label(tmp_path / "rgb.png")
 
 
@@ -128,7 +148,12 @@ def test_folder_errors_at_creation(tmp_path):
     with pytest.raises(ValueError, match="images_dir '.*images' holds no images"):
         folder(tmp_path / "images", tmp_path / "masks")
     Image.fromarray(np.zeros((3, 4, 3), np.uint8)).save(tmp_path / "images/q.jpg")
-    with pytest.raises(FileNotFoundError, match=re.escape(f"image '{tmp_path}/images/q.jpg' has no mask: expected '{tmp_path}/masks/q.png'")):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(
+            f"image '{tmp_path}/images/q.jpg' has no mask: expected '{tmp_path}/masks/q.png'"
+        ),
+    ):
         folder(tmp_path / "images", tmp_path / "masks")
     with pytest.raises(FileNotFoundError, match="masks_dir '.*missing' is not a directory"):
         folder(tmp_path / "images", tmp_path / "missing")
@@ -140,9 +165,13 @@ def test_folder_errors_at_creation(tmp_path):
 
 def test_pipeline_argument_errors(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
-    with pytest.raises(ValueError, match="batch_size must be a positive integer or None, received 0"):
+    with pytest.raises(
+        ValueError, match="batch_size must be a positive integer or None, received 0"
+    ):
         voc(tmp_path, "train", batch_size=0)
-    with pytest.raises(ValueError, match="augment must be True, False or a kseg.data.Augment, received 'yes'"):
+    with pytest.raises(
+        ValueError, match="augment must be True, False or a kseg.data.Augment, received 'yes'"
+    ):
         voc(tmp_path, "train", augment="yes")
     with pytest.raises(ValueError, match=r"crop_size must be .* received -3"):
         voc(tmp_path, "train", crop_size=-3)
@@ -151,10 +180,14 @@ def test_pipeline_argument_errors(tmp_path):
 def test_write_voc_errors(tmp_path):
     images = np.zeros((2, 4, 5, 3), np.float32)
     labels = np.zeros((2, 4, 5), np.int32)
-    with pytest.raises(ValueError, match="split 'val' refers to example 7, but there are 2 examples"):
+    with pytest.raises(
+        ValueError, match="split 'val' refers to example 7, but there are 2 examples"
+    ):
         write_voc((images, labels), tmp_path, splits={"val": [7]})
     labels[1, 0, 0] = 300
-    with pytest.raises(ValueError, match=r"example 1: label values must be in \[0, 255\], found 0..300"):
+    with pytest.raises(
+        ValueError, match=r"example 1: label values must be in \[0, 255\], found 0..300"
+    ):
         write_voc((images, labels), tmp_path)
     with pytest.raises(ValueError, match="images and labels differ in length: 2 and 1"):
         write_voc((images, labels[:1]), tmp_path)

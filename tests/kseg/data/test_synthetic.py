@@ -162,7 +162,9 @@ def test_colour_narrows_the_class_but_does_not_tell_it():
     for k, values in hues.items():
         assert len(values) > 20
         assert _hue_distance(values, (k - 1) * 72.0).max() <= 41
-        nearest = np.argmin([_hue_distance(values, (c - 1) * 72.0) for c in range(1, 6)], axis=0) + 1
+        nearest = (
+            np.argmin([_hue_distance(values, (c - 1) * 72.0) for c in range(1, 6)], axis=0) + 1
+        )
         correct += int((nearest == k).sum())
         total += len(values)
     assert 0.8 < correct / total < 0.97
@@ -189,7 +191,13 @@ def test_difficulty_and_knobs():
     easy, hard = scene_options(0.0), scene_options(1.0)
     assert easy.noise_std < hard.noise_std and easy.max_objects < hard.max_objects
     assert easy.min_contrast > hard.min_contrast
-    noisy, _ = render_scene(0, (32, 32), options=scene_options(0.5, noise_std=30.0, **{k: v for k, v in CLEAN.items() if k != "noise_std"}))
+    noisy, _ = render_scene(
+        0,
+        (32, 32),
+        options=scene_options(
+            0.5, noise_std=30.0, **{k: v for k, v in CLEAN.items() if k != "noise_std"}
+        ),
+    )
     clean, _ = render_scene(0, (32, 32), options=scene_options(0.5, **CLEAN))
     assert 20 < np.std(noisy - clean) < 40
 
@@ -201,9 +209,18 @@ def test_difficulty_and_knobs():
         (dict(num_images=2, seed=-3), "seed must be a non-negative integer, received -3"),
         (dict(num_images=2, image_size=(4, 32)), r"image_size .* received \(4, 32\)"),
         (dict(num_images=2, image_size="big"), "image_size"),
-        (dict(num_images=2, num_classes=7), r"num_classes must be an integer in \[2, 6\].*received 7"),
-        (dict(num_images=2, difficulty=1.5), r"difficulty must be a number in \[0, 1\], received 1.5"),
-        (dict(num_images=2, noise_std=-1.0), "noise_std must be a non-negative number, received -1.0"),
+        (
+            dict(num_images=2, num_classes=7),
+            r"num_classes must be an integer in \[2, 6\].*received 7",
+        ),
+        (
+            dict(num_images=2, difficulty=1.5),
+            r"difficulty must be a number in \[0, 1\], received 1.5",
+        ),
+        (
+            dict(num_images=2, noise_std=-1.0),
+            "noise_std must be a non-negative number, received -1.0",
+        ),
         (dict(num_images=2, min_objects=5, max_objects=2), "min_objects"),
         (dict(num_images=2, object_size=(0.3, 0.1)), "object_size"),
     ],
@@ -228,14 +245,25 @@ def test_load_synthetic_splits_are_disjoint_ranges():
     start = kseg.data.SYNTHETIC_SPLITS["val"][0]
     np.testing.assert_array_equal(val_images, synthetic_numpy(3, (24, 24), first_index=start)[0])
     np.testing.assert_array_equal(train_images, synthetic_numpy(3, (24, 24))[0])
-    with pytest.raises(ValueError, match="synthetic split must be one of train, val, test, received 'dev'"):
+    with pytest.raises(
+        ValueError, match="synthetic split must be one of train, val, test, received 'dev'"
+    ):
         kseg.data.load("synthetic", split="dev")
 
 
 def test_load_synthetic_training_pipeline_is_reproducible():
     def batches():
-        ds = kseg.data.load("synthetic", split="train", num_images=6, image_size=(40, 48),
-                            crop_size=32, augment=True, batch_size=4, seed=3, deterministic=True)
+        ds = kseg.data.load(
+            "synthetic",
+            split="train",
+            num_images=6,
+            image_size=(40, 48),
+            crop_size=32,
+            augment=True,
+            batch_size=4,
+            seed=3,
+            deterministic=True,
+        )
         return [(x.numpy(), y.numpy()) for x, y in ds]
 
     first, second = batches(), batches()
@@ -249,4 +277,11 @@ def test_load_synthetic_training_pipeline_is_reproducible():
 
 def test_synthetic_palette_is_the_voc_colours():
     np.testing.assert_array_equal(kseg.data.SYNTHETIC_PALETTE, kseg.data.voc_colormap()[:6])
-    assert kseg.data.SYNTHETIC_CLASSES == ("background", "ellipse", "rectangle", "triangle", "ring", "bars")
+    assert kseg.data.SYNTHETIC_CLASSES == (
+        "background",
+        "ellipse",
+        "rectangle",
+        "triangle",
+        "ring",
+        "bars",
+    )

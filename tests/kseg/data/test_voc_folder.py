@@ -6,7 +6,16 @@ import tensorflow as tf
 from PIL import Image
 
 import kseg
-from kseg.data import folder, load, read_image, read_label, synthetic_numpy, voc, voc_colormap, write_voc
+from kseg.data import (
+    folder,
+    load,
+    read_image,
+    read_label,
+    synthetic_numpy,
+    voc,
+    voc_colormap,
+    write_voc,
+)
 
 
 def test_voc_colormap_matches_the_devkit_bit_layout():
@@ -26,7 +35,9 @@ def test_voc_colormap_matches_the_devkit_bit_layout():
     assert cmap.tolist() == [devkit_colour(i) for i in range(256)]
     assert cmap[15].tolist() == [192, 128, 128]  # person
     assert cmap[255].tolist() == [224, 224, 192]  # ignore border
-    with pytest.raises(ValueError, match="num_colors must be an integer in \\[1, 256\\], received 300"):
+    with pytest.raises(
+        ValueError, match="num_colors must be an integer in \\[1, 256\\], received 300"
+    ):
         voc_colormap(300)
 
 
@@ -44,7 +55,9 @@ def test_write_voc_layout_and_formats(tmp_path, scenes):
     assert (tmp_path / "ImageSets/Segmentation/val.txt").read_text() == "000003\n000004\n"
     mask = Image.open(tmp_path / "SegmentationClass/000000.png")
     assert mask.mode == "P"
-    assert np.array_equal(np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)[:256], voc_colormap())
+    assert np.array_equal(
+        np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)[:256], voc_colormap()
+    )
     np.testing.assert_array_equal(np.asarray(mask), labels[0])
     jpeg = Image.open(tmp_path / "JPEGImages/000000.jpg")
     assert jpeg.format == "JPEG" and jpeg.mode == "RGB"
@@ -53,7 +66,9 @@ def test_write_voc_layout_and_formats(tmp_path, scenes):
 
 def test_voc_reads_back_what_was_written(tmp_path, scenes):
     images, labels = scenes
-    write_voc(kseg.data.synthetic(5, (36, 52), seed=2), tmp_path, splits={"train": [4, 1], "val": [0]})
+    write_voc(
+        kseg.data.synthetic(5, (36, 52), seed=2), tmp_path, splits={"train": [4, 1], "val": [0]}
+    )
     ds = voc(tmp_path, "train", num_classes=6)
     read = [(x.numpy(), y.numpy()) for x, y in ds]
     assert len(read) == 2
@@ -84,7 +99,7 @@ def test_images_of_different_sizes_batch_with_padding(tmp_path):
     small = synthetic_numpy(1, (20, 30), seed=0)
     large = synthetic_numpy(1, (26, 24), seed=0)
     write_voc((list(small[0]) + list(large[0]), list(small[1]) + list(large[1])), tmp_path)
-    (images, labels), = list(voc(tmp_path, "train", num_classes=6, batch_size=2))
+    ((images, labels),) = list(voc(tmp_path, "train", num_classes=6, batch_size=2))
     assert labels.shape == (2, 26, 30)
     np.testing.assert_array_equal(labels[0, :20, :30], small[1][0])
     assert (labels.numpy()[0, 20:] == 255).all() and (labels.numpy()[1, :, 24:] == 255).all()
@@ -94,8 +109,16 @@ def test_deterministic_option_repeats_batches_across_runs(tmp_path, scenes):
     write_voc(scenes, tmp_path, splits={"train": 5})
 
     def two_epochs():
-        ds = voc(tmp_path, "train", num_classes=6, crop_size=20, augment=True, batch_size=2,
-                 deterministic=True, seed=5)
+        ds = voc(
+            tmp_path,
+            "train",
+            num_classes=6,
+            crop_size=20,
+            augment=True,
+            batch_size=2,
+            deterministic=True,
+            seed=5,
+        )
         return [[y.numpy() for _, y in ds] for _ in range(2)]
 
     run_a, run_b = two_epochs(), two_epochs()
@@ -111,7 +134,9 @@ def test_greyscale_and_rgba_images_become_rgb(tmp_path):
     rgba = np.random.default_rng(1).integers(0, 256, (6, 7, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(grey, "L").save(tmp_path / "grey.jpg", quality=100)
-    np.testing.assert_array_equal(read_image(tmp_path / "grey.png"), np.repeat(grey[..., None], 3, -1))
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "grey.png"), np.repeat(grey[..., None], 3, -1)
+    )
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgba[..., :3])
     jpeg = read_image(tmp_path / "grey.jpg")
     assert jpeg.shape == (6, 7, 3) and (jpeg[..., 0] == jpeg[..., 2]).all()
@@ -163,7 +188,9 @@ def test_load_dispatches_by_name(tmp_path, scenes):
     os.replace(tmp_path / "f/x/images", tmp_path / "g/images/train")
     os.makedirs(tmp_path / "g" / "masks", exist_ok=True)
     os.replace(tmp_path / "f/x/masks", tmp_path / "g/masks/train")
-    (_, label), = list(load("folder", tmp_path / "g", "train", num_classes=2))
+    ((_, label),) = list(load("folder", tmp_path / "g", "train", num_classes=2))
     np.testing.assert_array_equal(label.numpy(), labels[0])
-    with pytest.raises(ValueError, match="Unknown dataset 'coco'. Valid names: folder, synthetic, voc"):
+    with pytest.raises(
+        ValueError, match="Unknown dataset 'coco'. Valid names: folder, synthetic, voc"
+    ):
         load("coco", tmp_path)

@@ -26,8 +26,9 @@ def test_dense_crf_layer_equals_the_op_and_is_not_trainable():
     images, logits = scene()
     layer = kseg.layers.DenseCRF(iterations=4, bilateral_srgb=20.0)
     out = layer([images, logits]).numpy()
-    expected = kseg_ops.dense_crf(logits, images, iterations=4, bilateral_srgb=20.0,
-                                  from_logits=True).numpy()
+    expected = kseg_ops.dense_crf(
+        logits, images, iterations=4, bilateral_srgb=20.0, from_logits=True
+    ).numpy()
     np.testing.assert_array_equal(out, expected)
     assert not layer.trainable and layer.supports_jit is False
     probs = tf.nn.softmax(logits).numpy()
@@ -74,13 +75,19 @@ def crf_rnn_reference(layer, images, unary):
     xy = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
     spatial = np.repeat((xy / layer.theta_gamma)[None], b, 0)
     bilateral = np.concatenate(
-        [np.repeat((xy / layer.theta_alpha)[None], b, 0),
-         images.reshape(b, -1, 3).astype(np.float64) / layer.theta_beta], -1)
+        [
+            np.repeat((xy / layer.theta_alpha)[None], b, 0),
+            images.reshape(b, -1, 3).astype(np.float64) / layer.theta_beta,
+        ],
+        -1,
+    )
     ones = np.ones((b, h * w, 1))
     ns = 1 / (kseg_ops.lattice_filter(ones, spatial).numpy() + 1e-20)
     nb = 1 / (kseg_ops.lattice_filter(ones, bilateral).numpy() + 1e-20)
-    ws, wb, mu = (np.asarray(v) for v in (layer.spatial_kernel_weights,
-                                           layer.bilateral_kernel_weights, layer.compatibility))
+    ws, wb, mu = (
+        np.asarray(v)
+        for v in (layer.spatial_kernel_weights, layer.bilateral_kernel_weights, layer.compatibility)
+    )
     u = unary.reshape(b, -1, c).astype(np.float64)
     scores = u
     for _ in range(layer.iterations):
@@ -99,12 +106,13 @@ def test_crf_rnn_matches_the_written_out_recurrence_and_potts_init():
     out = layer([images, unary.astype("float64")]).numpy()
     np.testing.assert_array_equal(np.asarray(layer.compatibility), -np.eye(4))
     np.testing.assert_array_equal(np.asarray(layer.spatial_kernel_weights), 3 * np.eye(4))
-    np.testing.assert_allclose(out, crf_rnn_reference(layer, images, unary), rtol=1e-10,
-                               atol=1e-10)
+    np.testing.assert_allclose(out, crf_rnn_reference(layer, images, unary), rtol=1e-10, atol=1e-10)
+
     # Smoothing: the CRF makes neighbouring labels agree more often than the unaries do.
     def agreement(x):
         labels = x.argmax(-1)
         return (labels[:, 1:] == labels[:, :-1]).mean()
+
     assert agreement(out) > agreement(unary)
 
 
@@ -117,7 +125,9 @@ def test_crf_rnn_gradients_reach_unaries_and_weights_numerically():
     def loss_of_unary(u):
         return tf.reduce_sum(layer([images, u]) * probe)
 
-    theoretical, numerical = tf.test.compute_gradient(loss_of_unary, [tf.constant(unary, tf.float64)])
+    theoretical, numerical = tf.test.compute_gradient(
+        loss_of_unary, [tf.constant(unary, tf.float64)]
+    )
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-6)
     weights = [layer.spatial_kernel_weights, layer.bilateral_kernel_weights, layer.compatibility]
     with tf.GradientTape() as tape:
@@ -142,8 +152,9 @@ def test_crf_rnn_gradients_reach_unaries_and_weights_numerically():
 def test_crf_rnn_any_size_and_batch_and_round_trip(tmp_path):
     image_in = keras.Input((None, None, 3))
     unary_in = keras.Input((None, None, 5))
-    model = keras.Model([image_in, unary_in],
-                        kseg.layers.CRFRNN(iterations=2)([image_in, unary_in]))
+    model = keras.Model(
+        [image_in, unary_in], kseg.layers.CRFRNN(iterations=2)([image_in, unary_in])
+    )
     for b, h, w in ((1, 7, 9), (3, 16, 11)):
         images, unary = scene(b, h, w, 5)
         assert model([images, unary]).shape == (b, h, w, 5)
@@ -162,8 +173,8 @@ def test_models_build_and_load_without_the_op_library(tmp_path):
         y = kseg.layers.DenseCRF()([image_in, x])
         model = keras.Model([image_in, logit_in], y)
         print('SHAPE', tuple(model.output_shape))
-        model.save({str(tmp_path / 'm.keras')!r})
-        loaded = keras.models.load_model({str(tmp_path / 'm.keras')!r})
+        model.save({str(tmp_path / "m.keras")!r})
+        loaded = keras.models.load_model({str(tmp_path / "m.keras")!r})
         print('LOADED', tuple(loaded.output_shape), len(loaded.weights))
         import numpy as np
         try:
@@ -172,8 +183,9 @@ def test_models_build_and_load_without_the_op_library(tmp_path):
             print('RUN-ERROR', 'pip install --no-build-isolation -e .' in str(e))
     """)
     env = dict(os.environ, KSEG_OPS_LIBRARY="/nonexistent/_kseg_ops.so", TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHAPE (None, 32, 32, 4)" in out.stdout
     assert "LOADED (None, 32, 32, 4) 3" in out.stdout

@@ -44,7 +44,9 @@ def test_bilinear_kernel_values():
     np.testing.assert_allclose(bilinear_kernel_1d(2), [0.25, 0.75, 0.75, 0.25])
     np.testing.assert_allclose(bilinear_kernel_1d(3), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
     kernel = keras.ops.convert_to_numpy(BilinearKernel()((4, 4, 3, 2)))
-    np.testing.assert_allclose(kernel[:, :, 1, 1], np.outer(bilinear_kernel_1d(2), bilinear_kernel_1d(2)))
+    np.testing.assert_allclose(
+        kernel[:, :, 1, 1], np.outer(bilinear_kernel_1d(2), bilinear_kernel_1d(2))
+    )
     assert not kernel[:, :, 0, 1].any() and not kernel[:, :, 2].any()
 
 
@@ -53,9 +55,16 @@ def test_bilinear_transposed_conv_equals_bilinear_resize_inside(factor):
     # Away from the border (where the transposed convolution sees zeros and resize clamps)
     # the initialised layer is exactly half-pixel-centred bilinear upsampling.
     up = keras.layers.Conv2DTranspose(
-        3, 2 * factor - factor % 2, strides=factor, padding="same", use_bias=False, kernel_initializer=BilinearKernel()
+        3,
+        2 * factor - factor % 2,
+        strides=factor,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearKernel(),
     )
     x = np.random.default_rng(2).normal(size=(2, 6, 5, 3)).astype("float32")
     a, b = up(x).numpy(), Resize(scale=factor)(x).numpy()
     assert a.shape == b.shape == (2, 6 * factor, 5 * factor, 3)
-    np.testing.assert_allclose(a[:, factor:-factor, factor:-factor], b[:, factor:-factor, factor:-factor], atol=1e-5)
+    np.testing.assert_allclose(
+        a[:, factor:-factor, factor:-factor], b[:, factor:-factor, factor:-factor], atol=1e-5
+    )

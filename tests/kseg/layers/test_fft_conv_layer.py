@@ -58,8 +58,14 @@ def test_weights_have_conv2d_names_and_shapes():
 
 def test_config_round_trip_and_regularizers():
     layer = FFTConv2D(
-        4, (7, 5), padding="same", activation="relu", use_bias=False, algorithm="fft",
-        kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(0.01),
+        4,
+        (7, 5),
+        padding="same",
+        activation="relu",
+        use_bias=False,
+        algorithm="fft",
+        kernel_initializer="he_normal",
+        kernel_regularizer=keras.regularizers.L2(0.01),
     )
     config = layer.get_config()
     clone = FFTConv2D.from_config(config)
@@ -85,8 +91,18 @@ def test_model_save_and_load(tmp_path):
 
 
 def test_compute_output_shape():
-    assert FFTConv2D(3, (5, 4), padding="valid").compute_output_shape((2, 20, 10, 1)) == (2, 16, 7, 3)
-    assert FFTConv2D(3, 5, padding="same").compute_output_shape((None, None, 10, 1)) == (None, None, 10, 3)
+    assert FFTConv2D(3, (5, 4), padding="valid").compute_output_shape((2, 20, 10, 1)) == (
+        2,
+        16,
+        7,
+        3,
+    )
+    assert FFTConv2D(3, 5, padding="same").compute_output_shape((None, None, 10, 1)) == (
+        None,
+        None,
+        10,
+        3,
+    )
     symbolic = FFTConv2D(3, 5, padding="valid")(keras.Input((None, 12, 2)))
     assert tuple(symbolic.shape) == (None, None, 8, 3)
 
@@ -120,7 +136,10 @@ def test_mixed_precision_input_runs_in_float32():
     y = layer(x)
     assert y.dtype == tf.float16
     kernel = layer.kernel.numpy()
-    want = tf.nn.conv2d(tf.cast(tf.cast(x, tf.float16), tf.float32), kernel, 1, "SAME") + layer.bias.numpy()
+    want = (
+        tf.nn.conv2d(tf.cast(tf.cast(x, tf.float16), tf.float32), kernel, 1, "SAME")
+        + layer.bias.numpy()
+    )
     np.testing.assert_allclose(tf.cast(y, tf.float32), want, rtol=1e-2, atol=1e-2)
 
 
@@ -201,11 +220,23 @@ def test_auto_uses_the_chosen_path(monkeypatch):
         (dict(filters=0, kernel_size=3), "filters must be a positive int, received 0"),
         (dict(filters=2, kernel_size=(3, 0)), r"kernel_size must be positive, received \(3, 0\)"),
         (dict(filters=2, kernel_size=3, strides=2), "only strides=1 is supported.*strides=2"),
-        (dict(filters=2, kernel_size=3, dilation_rate=2), "only dilation_rate=1 is supported, received 2"),
-        (dict(filters=2, kernel_size=3, padding="causal"), "padding must be 'valid' or 'same', received 'causal'"),
-        (dict(filters=2, kernel_size=3, algorithm="winograd"), "algorithm must be one of .* received 'winograd'"),
+        (
+            dict(filters=2, kernel_size=3, dilation_rate=2),
+            "only dilation_rate=1 is supported, received 2",
+        ),
+        (
+            dict(filters=2, kernel_size=3, padding="causal"),
+            "padding must be 'valid' or 'same', received 'causal'",
+        ),
+        (
+            dict(filters=2, kernel_size=3, algorithm="winograd"),
+            "algorithm must be one of .* received 'winograd'",
+        ),
         (dict(filters=2, kernel_size=3, data_format="channels_first"), "channels_last"),
-        (dict(filters=2, kernel_size="3"), "kernel_size must be an int or a pair of ints, received '3'"),
+        (
+            dict(filters=2, kernel_size="3"),
+            "kernel_size must be an int or a pair of ints, received '3'",
+        ),
     ],
 )
 def test_argument_errors(kwargs, match):

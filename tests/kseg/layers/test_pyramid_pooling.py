@@ -25,7 +25,9 @@ def test_matches_reference_with_unknown_sizes(bins):
     rng = np.random.default_rng(bins)
     for hw in [(12, 12), (13, 7), (65, 33), (4, 5), (2, 9)]:
         x = rng.normal(size=(2, *hw, 2)).astype("float32")
-        np.testing.assert_allclose(model.predict(x, verbose=0), adaptive_average_reference(x, bins), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            model.predict(x, verbose=0), adaptive_average_reference(x, bins), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_shape_config_and_errors():

@@ -56,7 +56,9 @@ def test_nearest_keeps_values_and_dtype():
     x = tf.constant(np.arange(6, dtype="int32").reshape(1, 2, 3, 1))
     y = Resize(scale=2, interpolation="nearest")(x).numpy()
     assert y.dtype == np.int32
-    np.testing.assert_array_equal(y[0, :, :, 0], np.repeat(np.repeat(x.numpy()[0, :, :, 0], 2, 0), 2, 1))
+    np.testing.assert_array_equal(
+        y[0, :, :, 0], np.repeat(np.repeat(x.numpy()[0, :, :, 0], 2, 0), 2, 1)
+    )
 
 
 def test_static_shapes_and_config_round_trip():

@@ -43,37 +43,30 @@ def test_hand_made_example_with_ties_batch_and_odd_size():
     # batch 2, 3x5 input (odd both ways), 1 channel; ties go to the first (row-major) maximum
     x = np.array(
         [
-            [[1, 9, 2, 2, 5],
-             [3, 4, 2, 7, 6],
-             [8, 0, 1, 1, 9]],
-            [[5, 5, 0, 1, -3],
-             [5, 5, 3, 2, -1],
-             [-2, -4, 0, 0, -7]],
+            [[1, 9, 2, 2, 5], [3, 4, 2, 7, 6], [8, 0, 1, 1, 9]],
+            [[5, 5, 0, 1, -3], [5, 5, 3, 2, -1], [-2, -4, 0, 0, -7]],
         ],
         "float32",
     )[..., None]
     pooled, idx = MaxPoolingWithArgmax2D(2)(x)
-    np.testing.assert_array_equal(pooled[..., 0], [[[9, 7, 6], [8, 1, 9]],
-                                                   [[5, 3, -1], [-2, 0, -7]]])
-    np.testing.assert_array_equal(idx[..., 0], [[[1, 3, 2], [0, 0, 0]],
-                                                [[0, 2, 2], [0, 0, 0]]])
+    np.testing.assert_array_equal(
+        pooled[..., 0], [[[9, 7, 6], [8, 1, 9]], [[5, 3, -1], [-2, 0, -7]]]
+    )
+    np.testing.assert_array_equal(idx[..., 0], [[[1, 3, 2], [0, 0, 0]], [[0, 2, 2], [0, 0, 0]]])
     restored = MaxUnpooling2D(2)([pooled, idx, x])
     expected = np.array(
         [
-            [[0, 9, 0, 0, 0],
-             [0, 0, 0, 7, 6],
-             [8, 0, 1, 0, 9]],
-            [[5, 0, 0, 0, 0],
-             [0, 0, 3, 0, -1],
-             [-2, 0, 0, 0, -7]],
+            [[0, 9, 0, 0, 0], [0, 0, 0, 7, 6], [8, 0, 1, 0, 9]],
+            [[5, 0, 0, 0, 0], [0, 0, 3, 0, -1], [-2, 0, 0, 0, -7]],
         ],
         "float32",
     )[..., None]
     np.testing.assert_array_equal(restored, expected)
 
 
-@pytest.mark.parametrize("shape, pool", [((3, 7, 9, 5), (2, 2)), ((2, 6, 5, 3), (3, 2)),
-                                          ((1, 4, 4, 2), (2, 2))])
+@pytest.mark.parametrize(
+    "shape, pool", [((3, 7, 9, 5), (2, 2)), ((2, 6, 5, 3), (3, 2)), ((1, 4, 4, 2), (2, 2))]
+)
 def test_matches_brute_force(shape, pool):
     rng = np.random.default_rng(0)
     # few distinct values so that ties are frequent
@@ -175,7 +168,19 @@ def test_layer_contract_with_the_shared_harness(tmp_path):
 
     x = np.random.default_rng(5).integers(-2, 3, (2, 5, 7, 3)).astype("float32")
     pooled, idx, unpooled = numpy_pool(x, 2, 2)
-    check_layer(MaxPoolingWithArgmax2D, {"pool_size": 2}, x, expected_output=[pooled, idx],
-                check_training=False, tmp_dir=tmp_path)
-    check_layer(MaxUnpooling2D, {"pool_size": (2, 2)}, [pooled, idx, x],
-                expected_output=unpooled, check_training=False, tmp_dir=tmp_path)
+    check_layer(
+        MaxPoolingWithArgmax2D,
+        {"pool_size": 2},
+        x,
+        expected_output=[pooled, idx],
+        check_training=False,
+        tmp_dir=tmp_path,
+    )
+    check_layer(
+        MaxUnpooling2D,
+        {"pool_size": (2, 2)},
+        [pooled, idx, x],
+        expected_output=unpooled,
+        check_training=False,
+        tmp_dir=tmp_path,
+    )

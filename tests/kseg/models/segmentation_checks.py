@@ -7,7 +7,9 @@ from kseg.data.synthetic import synthetic_numpy
 
 
 def synthetic_batch(height, width, num_images=2, num_classes=6, seed=0):
-    images, labels = synthetic_numpy(num_images, image_size=(height, width), seed=seed, num_classes=num_classes)
+    images, labels = synthetic_numpy(
+        num_images, image_size=(height, width), seed=seed, num_classes=num_classes
+    )
     return images, labels
 
 
@@ -27,15 +29,23 @@ def assert_keras_round_trip(model, images, path):
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
     return loaded
 
 
-def assert_training_reduces_loss(model, images, labels, steps=8, learning_rate=1e-3, loss_weights=None, loss=None):
+def assert_training_reduces_loss(
+    model, images, labels, steps=8, learning_rate=1e-3, loss_weights=None, loss=None
+):
     """A few optimiser steps on one fixed batch bring the training loss down."""
     loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, loss_weights=loss_weights)
-    history = model.fit(images, labels, batch_size=len(images), epochs=steps, verbose=0, shuffle=False)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=loss, loss_weights=loss_weights
+    )
+    history = model.fit(
+        images, labels, batch_size=len(images), epochs=steps, verbose=0, shuffle=False
+    )
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)), losses
     assert losses[-1] < 0.9 * losses[0], losses

@@ -8,15 +8,18 @@ from kseg.testing import synthetic_batch
 
 
 def small_model(**kwargs):
-    return kseg.models.create("crfasrnn", num_classes=3, input_shape=(32, 32, 3),
-                              fc_channels=16, iterations=2, **kwargs)
+    return kseg.models.create(
+        "crfasrnn", num_classes=3, input_shape=(32, 32, 3), fc_channels=16, iterations=2, **kwargs
+    )
 
 
 def test_trains_with_loss_going_down_and_gradients_reach_the_crf():
     images, labels = synthetic_batch(2, 32, 32, num_classes=3, seed=1)
     model = small_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     crf = model.get_layer("crf_rnn")
     before = crf.compatibility.numpy().copy()
     history = model.fit(images, labels, epochs=6, batch_size=2, verbose=0)

@@ -13,15 +13,41 @@ LIGHT = {"stage_filters": (8, 8, 16, 16, 16), "fc_units": 32, "fc_kernel_size": 
 def hand_count(num_classes=21):
     """Weights + biases of every layer, written out from the paper's table."""
     conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
-    vgg = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-           (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
-    decoder = [(512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256),
-               (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64), (64, 64)]
-    total = sum(conv(3, a, b) + 4 * b for a, b in vgg)            # conv + BN
-    total += conv(7, 512, 4096) + 4 * 4096                          # fc6
-    total += conv(1, 4096, 4096) + 4 * 4096                         # fc7
-    total += conv(7, 4096, 512) + 4 * 512                           # fc6 deconvolution
-    total += sum(conv(3, a, b) + 4 * b for a, b in decoder)        # deconv + BN
+    vgg = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
+    decoder = [
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 256),
+        (256, 256),
+        (256, 256),
+        (256, 128),
+        (128, 128),
+        (128, 64),
+        (64, 64),
+        (64, 64),
+    ]
+    total = sum(conv(3, a, b) + 4 * b for a, b in vgg)  # conv + BN
+    total += conv(7, 512, 4096) + 4 * 4096  # fc6
+    total += conv(1, 4096, 4096) + 4 * 4096  # fc7
+    total += conv(7, 4096, 512) + 4 * 512  # fc6 deconvolution
+    total += sum(conv(3, a, b) + 4 * b for a, b in decoder)  # deconv + BN
     return total + conv(1, 64, num_classes)
 
 
@@ -36,8 +62,21 @@ def test_paper_parameter_count():
 def test_light_parameter_count_matches_hand_count():
     model = DeconvNet(num_classes=4, input_shape=(64, 64, 3), **LIGHT)
     conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
-    widths = [(3, 8), (8, 8), (8, 8), (8, 8), (8, 16), (16, 16), (16, 16), (16, 16),
-              (16, 16), (16, 16), (16, 16), (16, 16), (16, 16)]
+    widths = [
+        (3, 8),
+        (8, 8),
+        (8, 8),
+        (8, 8),
+        (8, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+    ]
     decoder = [(16, 16)] * 6 + [(16, 16), (16, 16), (16, 8), (8, 8), (8, 8), (8, 8), (8, 8)]
     total = sum(conv(3, a, b) + 4 * b for a, b in widths + decoder)
     total += conv(2, 16, 32) + 4 * 32 + conv(1, 32, 32) + 4 * 32 + conv(2, 32, 16) + 4 * 16

@@ -27,7 +27,11 @@ def within(value, published, tolerance):
 def test_deeplab_v1_parameter_counts():
     vgg = 14_714_688
     largefov = vgg + (3 * 3 * 512 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 21 + 21)
-    assert trainable_parameter_count(DeepLabV1(num_classes=21, variant="largefov")) == largefov == 20_505_429
+    assert (
+        trainable_parameter_count(DeepLabV1(num_classes=21, variant="largefov"))
+        == largefov
+        == 20_505_429
+    )
     keras.backend.clear_session()
     seven = vgg + (7 * 7 * 512 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 21 + 21)
     count = trainable_parameter_count(DeepLabV1(num_classes=21, variant="7x7"))
@@ -39,7 +43,9 @@ PAPER_RESNET = {"stem": "deep"}  # DeepLab's released ResNet-101 ("beta" stem)
 
 @pytest.mark.slow
 def test_deeplab_v3_resnet101_size_and_madds():
-    model = DeepLabV3(num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET)
+    model = DeepLabV3(
+        num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET
+    )
     assert within(trainable_parameter_count(model), 58.16e6, 0.01)
     profile = kseg.bench.profile(model, (513, 513, 3))
     assert within(profile["madds"], 81.02e9, 0.05), profile["madds"]
@@ -51,7 +57,9 @@ def test_deeplab_v3_resnet101_size_and_madds():
 
 @pytest.mark.slow
 def test_deeplab_v3plus_madds():
-    model = DeepLabV3Plus(num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET)
+    model = DeepLabV3Plus(
+        num_classes=21, backbone="resnet101", output_stride=16, backbone_options=PAPER_RESNET
+    )
     assert within(kseg.bench.profile(model, (513, 513, 3))["madds"], 101.28e9, 0.05)
     keras.backend.clear_session()
     model = DeepLabV3Plus(num_classes=21, backbone="xception65", output_stride=16)
@@ -74,7 +82,11 @@ def test_v3_structure_follows_the_paper():
     model = DeepLabV3(num_classes=3, backbone="resnet50", output_stride=16, input_shape=(64, 64, 3))
     aspp = model.get_layer("aspp")
     assert aspp.rates == (6, 12, 18) and aspp.image_pooling and aspp.filters == 256
-    assert [model.get_layer(f"conv5_block{i}_2_conv").dilation_rate for i in (1, 2, 3)] == [(2, 2), (4, 4), (8, 8)]
+    assert [model.get_layer(f"conv5_block{i}_2_conv").dilation_rate for i in (1, 2, 3)] == [
+        (2, 2),
+        (4, 4),
+        (8, 8),
+    ]
     assert tuple(aspp.output.shape[1:3]) == (4, 4)
     model = DeepLabV3(num_classes=3, backbone="resnet50", output_stride=8, input_shape=(64, 64, 3))
     assert model.get_layer("aspp").rates == (12, 24, 36)
@@ -96,7 +108,9 @@ def test_v2_aspp_l_sums_four_classifiers():
     rates = [model.get_layer(f"aspp_classifier_{i}").dilation_rate for i in range(4)]
     assert rates == [(6, 6), (12, 12), (18, 18), (24, 24)]
     x = np.random.default_rng(0).uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
-    features = keras.Model(model.input, model.get_layer("conv5_block3_out").output).predict(x, verbose=0)
+    features = keras.Model(model.input, model.get_layer("conv5_block3_out").output).predict(
+        x, verbose=0
+    )
     branches = sum(model.get_layer(f"aspp_classifier_{i}")(features) for i in range(4))
     expected = Resize()([branches, x]).numpy()
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
@@ -116,7 +130,9 @@ def test_aspp_matches_a_hand_written_branch_computation():
     b1 = np.zeros((2, 7, 9, 4))
     for i in range(3):
         for j in range(3):
-            b1 += np.einsum("bhwc,cf->bhwf", padded[:, 2 * i : 2 * i + 7, 2 * j : 2 * j + 9], k1[i, j])
+            b1 += np.einsum(
+                "bhwc,cf->bhwf", padded[:, 2 * i : 2 * i + 7, 2 * j : 2 * j + 9], k1[i, j]
+            )
     b1 = relu(b1)
     kp = aspp.pooling_branch[0].get_weights()[0]
     pooled = relu(np.einsum("bc,cf->bf", x.mean(axis=(1, 2)), kp[0, 0]))
@@ -145,18 +161,58 @@ def test_aspp_config_and_errors():
 # parameters) run their several-size, round-trip and training checks in the slow suite.
 SMALL_CONFIGS = [
     ("v1_largefov", lambda n, s: DeepLabV1(num_classes=n, input_shape=s, variant="largefov"), True),
-    ("v2_resnet50", lambda n, s: DeepLabV2(num_classes=n, input_shape=s, backbone="resnet50"), True),
-    ("v3_mobilenet_no_aspp", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="mobilenetv2", aspp=False, backbone_options={"alpha": 0.35}), False),
-    ("v3_resnet50_os8", lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="resnet50", output_stride=8), True),
-    ("v3plus_mobilenet", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="mobilenetv2", backbone_options={"alpha": 0.35}, filters=32), False),
-    ("v3plus_resnet50", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="resnet50"), True),
-    ("v3plus_xception65_os32", lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="xception65", output_stride=32, filters=32), True),
+    (
+        "v2_resnet50",
+        lambda n, s: DeepLabV2(num_classes=n, input_shape=s, backbone="resnet50"),
+        True,
+    ),
+    (
+        "v3_mobilenet_no_aspp",
+        lambda n, s: DeepLabV3(
+            num_classes=n,
+            input_shape=s,
+            backbone="mobilenetv2",
+            aspp=False,
+            backbone_options={"alpha": 0.35},
+        ),
+        False,
+    ),
+    (
+        "v3_resnet50_os8",
+        lambda n, s: DeepLabV3(num_classes=n, input_shape=s, backbone="resnet50", output_stride=8),
+        True,
+    ),
+    (
+        "v3plus_mobilenet",
+        lambda n, s: DeepLabV3Plus(
+            num_classes=n,
+            input_shape=s,
+            backbone="mobilenetv2",
+            backbone_options={"alpha": 0.35},
+            filters=32,
+        ),
+        False,
+    ),
+    (
+        "v3plus_resnet50",
+        lambda n, s: DeepLabV3Plus(num_classes=n, input_shape=s, backbone="resnet50"),
+        True,
+    ),
+    (
+        "v3plus_xception65_os32",
+        lambda n, s: DeepLabV3Plus(
+            num_classes=n, input_shape=s, backbone="xception65", output_stride=32, filters=32
+        ),
+        True,
+    ),
 ]
 
 
 def configs(slow_if_heavy=True):
     return [
-        pytest.param(name, build, id=name, marks=[pytest.mark.slow] if (heavy and slow_if_heavy) else [])
+        pytest.param(
+            name, build, id=name, marks=[pytest.mark.slow] if (heavy and slow_if_heavy) else []
+        )
         for name, build, heavy in SMALL_CONFIGS
     ]
 
@@ -189,17 +245,30 @@ def test_inference_paths_and_round_trip(name, build, tmp_path):
 def test_training_reduces_loss(name, build):
     model = build(6, (None, None, 3))
     images, labels = synthetic_batch(64, 48, num_images=2)
-    assert_training_reduces_loss(model, images, labels, steps=8, learning_rate=1e-3 if "v1" not in name else 1e-4)
+    assert_training_reduces_loss(
+        model, images, labels, steps=8, learning_rate=1e-3 if "v1" not in name else 1e-4
+    )
 
 
 def test_mobile_v3_trains_quickly():
-    model = DeepLabV3(num_classes=6, backbone="mobilenetv2", aspp=False, backbone_options={"alpha": 0.35}, output_stride=8)
+    model = DeepLabV3(
+        num_classes=6,
+        backbone="mobilenetv2",
+        aspp=False,
+        backbone_options={"alpha": 0.35},
+        output_stride=8,
+    )
     images, labels = synthetic_batch(64, 48, num_images=2)
     assert_training_reduces_loss(model, images, labels, steps=8, learning_rate=3e-3)
 
 
 def test_create_and_bad_arguments():
-    assert isinstance(kseg.models.create("deeplabv3plus", num_classes=2, backbone="mobilenetv2", input_shape=(40, 40, 3)), DeepLabV3Plus)
+    assert isinstance(
+        kseg.models.create(
+            "deeplabv3plus", num_classes=2, backbone="mobilenetv2", input_shape=(40, 40, 3)
+        ),
+        DeepLabV3Plus,
+    )
     assert {"deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus"} <= set(kseg.models.names())
     with pytest.raises(ValueError, match="backbone.*'resnet18'"):
         DeepLabV3Plus(backbone="resnet18")

@@ -39,7 +39,13 @@ def test_paper_parameter_counts():
 
 def small_fcn(variant="8s", num_classes=4, input_shape=(None, None, 3)):
     """The paper's FCN with 256-wide fc6/fc7 (the full 4096 is checked in the slow test)."""
-    return FCN(num_classes=num_classes, input_shape=input_shape, variant=variant, dropout=0.0, fc_channels=256)
+    return FCN(
+        num_classes=num_classes,
+        input_shape=input_shape,
+        variant=variant,
+        dropout=0.0,
+        fc_channels=256,
+    )
 
 
 def bilinear_upsample(maps, factor):
@@ -49,7 +55,11 @@ def bilinear_upsample(maps, factor):
     def axis(size):
         centres = (np.arange(size * factor) + 0.5) / factor - 0.5
         low = np.floor(centres)
-        return np.clip(low, 0, size - 1).astype(int), np.clip(low + 1, 0, size - 1).astype(int), centres - low
+        return (
+            np.clip(low, 0, size - 1).astype(int),
+            np.clip(low + 1, 0, size - 1).astype(int),
+            centres - low,
+        )
 
     r0, r1, fy = axis(h)
     c0, c1, fx = axis(w)
@@ -67,7 +77,12 @@ def test_initial_output_is_bilinear_upsampling_of_the_scores(variant):
     score_fr = model.get_layer("score_fr")
     kernel, bias = score_fr.get_weights()
     rng = np.random.default_rng(0)
-    score_fr.set_weights([rng.normal(size=kernel.shape).astype("float32") * 0.01, rng.normal(size=bias.shape).astype("float32")])
+    score_fr.set_weights(
+        [
+            rng.normal(size=kernel.shape).astype("float32") * 0.01,
+            rng.normal(size=bias.shape).astype("float32"),
+        ]
+    )
     x = rng.uniform(0, 255, size=(1, 256, 192, 3)).astype("float32")
     coarse = keras.Model(model.input, score_fr.output).predict(x, verbose=0)[0]
     assert coarse.shape == (8, 6, 4)
@@ -76,15 +91,24 @@ def test_initial_output_is_bilinear_upsampling_of_the_scores(variant):
         expected = bilinear_upsample(expected, factor)
     out = model.predict(x, verbose=0)
     assert out.shape == (1, 256, 192, 4)
-    np.testing.assert_allclose(out[0, 64:-64, 64:-64], expected[64:-64, 64:-64], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        out[0, 64:-64, 64:-64], expected[64:-64, 64:-64], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_final_upsampling_fixed_unless_asked():
     model = small_fcn("8s")
     assert not model.get_layer("upscore8").trainable
     assert model.get_layer("upscore_to_pool4").trainable
-    np.testing.assert_allclose(model.get_layer("upscore8").get_weights()[0][:, :, 2, 2], np.outer(bilinear_kernel_1d(8), bilinear_kernel_1d(8)))
-    assert FCN(num_classes=2, variant="32s", learn_final_upsampling=True).get_layer("upscore32").trainable
+    np.testing.assert_allclose(
+        model.get_layer("upscore8").get_weights()[0][:, :, 2, 2],
+        np.outer(bilinear_kernel_1d(8), bilinear_kernel_1d(8)),
+    )
+    assert (
+        FCN(num_classes=2, variant="32s", learn_final_upsampling=True)
+        .get_layer("upscore32")
+        .trainable
+    )
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (70, 45), (33, 97)])
@@ -98,7 +122,9 @@ def randomise(model, seed=0):
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if layer.name.startswith("score"):
-            layer.set_weights([rng.normal(size=w.shape).astype("float32") * 0.01 for w in layer.get_weights()])
+            layer.set_weights(
+                [rng.normal(size=w.shape).astype("float32") * 0.01 for w in layer.get_weights()]
+            )
 
 
 def test_save_and_inference_paths(tmp_path):
@@ -118,7 +144,9 @@ def test_training_reduces_loss():
 
 
 def test_create_and_bad_arguments():
-    model = kseg.models.create("fcn", num_classes=3, variant="16s", input_shape=(40, 40, 3), fc_channels=64)
+    model = kseg.models.create(
+        "fcn", num_classes=3, variant="16s", input_shape=(40, 40, 3), fc_channels=64
+    )
     assert isinstance(model, FCN) and model.variant == "16s"
     with pytest.raises(ValueError, match="variant.*'4s'"):
         FCN(variant="4s")

@@ -15,8 +15,10 @@ RESNET50_NO_TOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=F
 def _expected_head_params(num_classes, k):
     # GCN module on P2..P5 (256/512/1024/2048 channels): per branch a k x 1 (or 1 x k) conv from
     # C to n channels then one from n to n, with biases; two branches.
-    gcn = sum(2 * ((k * c * num_classes + num_classes) + (k * num_classes * num_classes + num_classes))
-              for c in (256, 512, 1024, 2048))
+    gcn = sum(
+        2 * ((k * c * num_classes + num_classes) + (k * num_classes * num_classes + num_classes))
+        for c in (256, 512, 1024, 2048)
+    )
     br = 2 * (9 * num_classes * num_classes + num_classes)  # two 3x3 convs with bias
     num_br = 4 + 3 + 2  # one per stage, one after each of the three fusions, two at the end
     up = 16 * num_classes * num_classes  # 4x4 transposed convs without bias
@@ -33,9 +35,9 @@ def test_structure_and_parameter_count():
     model = GCN(num_classes=21, input_shape=(64, 64, 3))
     assert model.output_shape == (None, 64, 64, 21)
     assert model.count_params() == RESNET50_NO_TOP_PARAMS + _expected_head_params(21, 15)
-    fft_layers = [l for l in model.layers if isinstance(l, FFTConv2D)]
+    fft_layers = [layer for layer in model.layers if isinstance(layer, FFTConv2D)]
     assert len(fft_layers) == 16  # 4 stages x 2 branches x 2 convolutions
-    assert sorted({l.kernel_size for l in fft_layers}) == [(1, 15), (15, 1)]
+    assert sorted({layer.kernel_size for layer in fft_layers}) == [(1, 15), (15, 1)]
     assert "gcn" in kseg.models.names()
     assert isinstance(kseg.models.create("gcn", num_classes=3, input_shape=(32, 32, 3)), GCN)
 
@@ -64,22 +66,31 @@ def test_trains_saves_and_exports(tmp_path):
     # Labels that depend on the image: class by brightness tercile of a smoothed image.
     brightness = tf.nn.avg_pool2d(images.mean(-1, keepdims=True), 9, 1, "SAME").numpy()[..., 0]
     labels = np.digitize(brightness, np.quantile(brightness, [1 / 3, 2 / 3])).astype("int32")
-    model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    losses = model.fit(images, labels, batch_size=4, epochs=6, verbose=0, shuffle=False).history["loss"]
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    losses = model.fit(images, labels, batch_size=4, epochs=6, verbose=0, shuffle=False).history[
+        "loss"
+    ]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
 
     path = str(tmp_path / "gcn.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
 
     export_dir = str(tmp_path / "saved_model")
     model.export(export_dir, format="tf_saved_model", verbose=False)
     served = tf.saved_model.load(export_dir)
     np.testing.assert_allclose(
-        served.serve(tf.constant(images)).numpy(), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4
+        served.serve(tf.constant(images)).numpy(),
+        model.predict(images, verbose=0),
+        rtol=1e-4,
+        atol=1e-4,
     )
     # The exported graph runs the FFT op itself.
     ops = {op.type for f in served.serve.concrete_functions for op in f.graph.get_operations()}

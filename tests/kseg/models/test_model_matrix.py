@@ -35,33 +35,51 @@ MATRIX = {
     # Full VGG16 convolutions with narrow fc6/fc7 (the paper's 4096-wide ones make 134 M).
     "fcn": {"kwargs": {"variant": "8s", "fc_channels": 32}, "slow": "VGG16 at full width"},
     # Full-width VGG/ResNet without pretraining diverge at Adam's 1e-3 on a batch of 2.
-    "deeplabv1": {"kwargs": {"variant": "largefov"}, "learning_rate": 1e-4,
-                  "slow": "VGG16 at full width, 20.5 M"},
-    "deeplabv2": {"kwargs": {"backbone": "resnet50"}, "learning_rate": 1e-4,
-                  "slow": "ResNet-50 at full width"},
+    "deeplabv1": {
+        "kwargs": {"variant": "largefov"},
+        "learning_rate": 1e-4,
+        "slow": "VGG16 at full width, 20.5 M",
+    },
+    "deeplabv2": {
+        "kwargs": {"backbone": "resnet50"},
+        "learning_rate": 1e-4,
+        "slow": "ResNet-50 at full width",
+    },
     "deeplabv3": {
-        "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35},
-                   "filters": 16},
+        "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35}, "filters": 16},
     },
     "deeplabv3plus": {
-        "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35},
-                   "filters": 16, "decoder_filters": 8},
+        "kwargs": {
+            "backbone": "mobilenetv2",
+            "backbone_options": {"alpha": 0.35},
+            "filters": 16,
+            "decoder_filters": 8,
+        },
     },
-    "gcn": {"kwargs": {"backbone": "resnet50", "fft_algorithm": "fft", "kernel_size": 7},
-            "learning_rate": 1e-4, "slow": "ResNet-50 at full width"},
+    "gcn": {
+        "kwargs": {"backbone": "resnet50", "fft_algorithm": "fft", "kernel_size": 7},
+        "learning_rate": 1e-4,
+        "slow": "ResNet-50 at full width",
+    },
     # two outputs (main + auxiliary head): trained on both, exported with the main logits
-    "pspnet": {"kwargs": {"backbone": "resnet50", "output_stride": 16}, "learning_rate": 1e-5,
-               "slow": "ResNet-50 at full width"},
+    "pspnet": {
+        "kwargs": {"backbone": "resnet50", "output_stride": 16},
+        "learning_rate": 1e-5,
+        "slow": "ResNet-50 at full width",
+    },
     # zero-initialised scorers (as FCN) and dropout 0.5: the loss starts at exactly ln(3) and
     # the first steps move it by dropout noise; 6 steps (as its own test) bring it down
-    "crfasrnn": {"kwargs": {"fc_channels": 16, "iterations": 2}, "train_steps": 6,
-                 "slow": "VGG16 at full width"},
+    "crfasrnn": {
+        "kwargs": {"fc_channels": 16, "iterations": 2},
+        "train_steps": 6,
+        "slow": "VGG16 at full width",
+    },
 }
 
 # Models that run a compiled kseg_ops op (name -> the op), hence no TFLite built-in conversion.
 COMPILED_OP_MODELS = {
-    "gcn": "FftConv2D",        # FFTConv2D layers with fft_algorithm="fft"
-    "crfasrnn": "LatticeFilter",    # the CRFRNN layer's message passing
+    "gcn": "FftConv2D",  # FFTConv2D layers with fft_algorithm="fft"
+    "crfasrnn": "LatticeFilter",  # the CRFRNN layer's message passing
     "crf_as_rnn": "LatticeFilter",
 }
 
@@ -103,8 +121,9 @@ def _require_op_library(name):
     try:
         kseg_ops.load_ops_library()
     except ImportError as error:
-        pytest.skip(f"{name} runs the compiled op {_compiled_op(name)}, whose library is not "
-                    f"built: {error}")
+        pytest.skip(
+            f"{name} runs the compiled op {_compiled_op(name)}, whose library is not built: {error}"
+        )
 
 
 def _build(name, input_shape=(None, None, 3)):
@@ -118,10 +137,14 @@ def _trained(name, tmp_path):
         _require_op_library(name)
         model = _build(name)
         row = MATRIX.get(name, {})
-        results = check_model(lambda shape: model, row.get("sizes", DEFAULT_SIZES), NUM_CLASSES,
-                              train_steps=row.get("train_steps", 3),
-                              learning_rate=row.get("learning_rate", 1e-3),
-                              tmp_dir=tmp_path)
+        results = check_model(
+            lambda shape: model,
+            row.get("sizes", DEFAULT_SIZES),
+            NUM_CLASSES,
+            train_steps=row.get("train_steps", 3),
+            learning_rate=row.get("learning_rate", 1e-3),
+            tmp_dir=tmp_path,
+        )
         _cache[name] = results[0]
     return _cache[name]
 
@@ -169,8 +192,10 @@ def test_saved_model_equals_predict(name, names, tmp_path):
     if isinstance(expected, (list, tuple)):  # auxiliary heads: the export serves the main logits
         expected = expected[0]
     tolerance = 1e-4 * max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(export.run_saved_model(path, images), expected, atol=tolerance,
-                               rtol=1e-4)
-    np.testing.assert_allclose(export.run_tf1_session(path, images), expected,
-                               atol=tolerance, rtol=1e-4)
+    np.testing.assert_allclose(
+        export.run_saved_model(path, images), expected, atol=tolerance, rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        export.run_tf1_session(path, images), expected, atol=tolerance, rtol=1e-4
+    )
     _cache.pop(name, None)  # the last check of this model: free its memory

@@ -3,7 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from segmentation_checks import assert_inference_paths_agree, assert_keras_round_trip, synthetic_batch
+from segmentation_checks import (
+    assert_inference_paths_agree,
+    assert_keras_round_trip,
+    synthetic_batch,
+)
 
 import kseg
 from kseg.layers import AdaptiveAveragePooling2D
@@ -39,15 +43,29 @@ def test_pyramid_branch_values(small_model):
     # Each branch is pool -> 1x1 conv -> BN -> ReLU -> bilinear resize; check the 1x1 branch:
     # the global mean, projected, broadcast over the feature map.
     x = np.random.default_rng(0).uniform(0, 255, size=(1, 64, 72, 3)).astype("float32")
-    probe = keras.Model(small_model.input, [small_model.get_layer("conv5_block3_out").output, small_model.get_layer("ppm_upsample1").output])
+    probe = keras.Model(
+        small_model.input,
+        [
+            small_model.get_layer("conv5_block3_out").output,
+            small_model.get_layer("ppm_upsample1").output,
+        ],
+    )
     features, branch = probe.predict(x, verbose=0)
     kernel = small_model.get_layer("ppm_conv1").get_weights()[0][0, 0]
     bn = small_model.get_layer("ppm_conv1_bn")
     gamma, beta, mean, var = bn.get_weights()
-    expected = np.maximum((features.mean(axis=(1, 2)) @ kernel - mean) / np.sqrt(var + bn.epsilon) * gamma + beta, 0)
-    np.testing.assert_allclose(branch, np.broadcast_to(expected[:, None, None], branch.shape), rtol=1e-4, atol=1e-4)
-    pooled6 = keras.Model(small_model.input, small_model.get_layer("ppm_pool6").output).predict(x, verbose=0)
-    np.testing.assert_allclose(pooled6, AdaptiveAveragePooling2D(6)(features).numpy(), rtol=1e-5, atol=1e-5)
+    expected = np.maximum(
+        (features.mean(axis=(1, 2)) @ kernel - mean) / np.sqrt(var + bn.epsilon) * gamma + beta, 0
+    )
+    np.testing.assert_allclose(
+        branch, np.broadcast_to(expected[:, None, None], branch.shape), rtol=1e-4, atol=1e-4
+    )
+    pooled6 = keras.Model(small_model.input, small_model.get_layer("ppm_pool6").output).predict(
+        x, verbose=0
+    )
+    np.testing.assert_allclose(
+        pooled6, AdaptiveAveragePooling2D(6)(features).numpy(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_two_outputs_and_single_output_inference_model(small_model, tmp_path):
@@ -67,16 +85,24 @@ def test_keras_round_trip_with_two_outputs(small_model, tmp_path):
     small_model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.get_config() == small_model.get_config()
-    for ours, theirs in zip(loaded.predict(images, verbose=0), small_model.predict(images, verbose=0)):
+    for ours, theirs in zip(
+        loaded.predict(images, verbose=0), small_model.predict(images, verbose=0)
+    ):
         np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.slow
 def test_auxiliary_loss_is_weighted_in_fit():
-    model = PSPNet(num_classes=4, backbone="resnet50", input_shape=(48, 40, 3), bins=(1, 2), dropout=0.0)
+    model = PSPNet(
+        num_classes=4, backbone="resnet50", input_shape=(48, 40, 3), bins=(1, 2), dropout=0.0
+    )
     images, labels = synthetic_batch(48, 40, num_images=2, num_classes=4)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=[ce, ce], loss_weights=model.loss_weights_for_outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=[ce, ce],
+        loss_weights=model.loss_weights_for_outputs,
+    )
     # The reported total equals main + 0.4 * aux, each computed independently.
     main, aux = model(images, training=False)
     expected = float(ce(labels, main)) + 0.4 * float(ce(labels, aux))
@@ -87,17 +113,30 @@ def test_auxiliary_loss_is_weighted_in_fit():
 
 
 def test_auxiliary_loss_weight_in_evaluate():
-    model = PSPNet(num_classes=3, backbone="resnet50", input_shape=(40, 40, 3), bins=(1,), output_stride=16)
+    model = PSPNet(
+        num_classes=3, backbone="resnet50", input_shape=(40, 40, 3), bins=(1,), output_stride=16
+    )
     images, labels = synthetic_batch(40, 40, num_images=1, num_classes=3)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(loss=[ce, ce], loss_weights=model.loss_weights_for_outputs)
     main, aux = model(images, training=False)
     expected = float(ce(labels, main)) + 0.4 * float(ce(labels, aux))
-    np.testing.assert_allclose(model.evaluate(images, (labels, labels), verbose=0, return_dict=True)["loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        model.evaluate(images, (labels, labels), verbose=0, return_dict=True)["loss"],
+        expected,
+        rtol=1e-4,
+    )
 
 
 def test_single_output_variant_round_trips(tmp_path):
-    model = kseg.models.create("pspnet", num_classes=3, backbone="resnet50", auxiliary_head=False, output_stride=16, bins=(1, 3))
+    model = kseg.models.create(
+        "pspnet",
+        num_classes=3,
+        backbone="resnet50",
+        auxiliary_head=False,
+        output_stride=16,
+        bins=(1, 3),
+    )
     images, _ = synthetic_batch(50, 66, num_images=1)
     assert model.predict(images, verbose=0).shape == (1, 50, 66, 3)
     assert_inference_paths_agree(model, images)

@@ -35,8 +35,11 @@ def test_decoder_unpools_to_encoder_argmax_positions():
     model = SegNet(num_classes=3, input_shape=(None, None, 3), stage_filters=LIGHT)
     probe = keras.Model(
         model.inputs,
-        [model.get_layer("block1_relu2").output, model.get_layer("decoder1_unpool").output,
-         model.get_layer("block1_pool").output[0]],
+        [
+            model.get_layer("block1_relu2").output,
+            model.get_layer("decoder1_unpool").output,
+            model.get_layer("block1_pool").output[0],
+        ],
     )
     images = np.random.default_rng(0).uniform(0, 255, (2, 13, 19, 3)).astype("float32")
     pre_pool, unpooled, pooled = (np.asarray(t) for t in probe.predict(images, verbose=0))
@@ -47,8 +50,8 @@ def test_decoder_unpools_to_encoder_argmax_positions():
         for i in range(0, 13, 2):
             for j in range(0, 19, 2):
                 for c in range(8):
-                    window = pre_pool[b, i:i + 2, j:j + 2, c]
-                    out = unpooled[b, i:i + 2, j:j + 2, c]
+                    window = pre_pool[b, i : i + 2, j : j + 2, c]
+                    out = unpooled[b, i : i + 2, j : j + 2, c]
                     first = np.unravel_index(np.argmax(window), window.shape)
                     others = np.ones(window.shape, bool)
                     others[first] = False
@@ -83,5 +86,10 @@ def test_imagenet_weight_path_loads_vgg16_convolutions(tmp_path):
 
 @pytest.mark.slow
 def test_trains_with_fit(tmp_path):
-    check_model(lambda shape: SegNet(num_classes=4, input_shape=shape, stage_filters=LIGHT),
-                [(48, 64, 3)], num_classes=4, use_fit=True, tmp_dir=tmp_path)
+    check_model(
+        lambda shape: SegNet(num_classes=4, input_shape=shape, stage_filters=LIGHT),
+        [(48, 64, 3)],
+        num_classes=4,
+        use_fit=True,
+        tmp_dir=tmp_path,
+    )

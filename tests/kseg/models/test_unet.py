@@ -37,7 +37,10 @@ def test_paper_network_has_the_published_size():
     assert tuple(model.output_shape) == (None, 388, 388, 2)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
     assert [tuple(model.get_layer(f"up{i}_crop").output.shape[1:3]) for i in (4, 3, 2, 1)] == [
-        (56, 56), (104, 104), (200, 200), (392, 392)
+        (56, 56),
+        (104, 104),
+        (200, 200),
+        (392, 392),
     ]
 
 
@@ -80,7 +83,13 @@ def test_paper_rejects_invalid_sizes_with_the_nearest_valid_ones():
 
 
 def small_paper_unet(num_classes=3):
-    return UNet(num_classes=num_classes, input_shape=(204, 188, 3), variant="paper", base_filters=4, dropout=0.0)
+    return UNet(
+        num_classes=num_classes,
+        input_shape=(204, 188, 3),
+        variant="paper",
+        base_filters=4,
+        dropout=0.0,
+    )
 
 
 def test_paper_variant_small_trains_and_round_trips(tmp_path):
@@ -88,7 +97,9 @@ def test_paper_variant_small_trains_and_round_trips(tmp_path):
     assert tuple(model.output_shape) == (None, 20, 4, 3)
     images, labels = synthetic_batch(204, 188, num_images=2, num_classes=3)
     # The paper's output covers the centre of the input: 92 pixels are lost on each side.
-    assert_training_reduces_loss(model, images, labels[:, 92:-92, 92:-92], steps=10, learning_rate=3e-3)
+    assert_training_reduces_loss(
+        model, images, labels[:, 92:-92, 92:-92], steps=10, learning_rate=3e-3
+    )
     assert_inference_paths_agree(model, images)
     assert_keras_round_trip(model, images, str(tmp_path / "unet_paper.keras"))
 
@@ -97,7 +108,9 @@ def test_paper_variant_small_trains_and_round_trips(tmp_path):
 def test_same_variant_any_size(hw):
     model = UNet(num_classes=4, input_shape=(*hw, 3), base_filters=4)
     assert tuple(model.output_shape) == (None, *hw, 4)
-    out = model.predict(np.random.default_rng(0).uniform(0, 255, size=(1, *hw, 3)).astype("float32"), verbose=0)
+    out = model.predict(
+        np.random.default_rng(0).uniform(0, 255, size=(1, *hw, 3)).astype("float32"), verbose=0
+    )
     assert out.shape == (1, *hw, 4)
 
 
@@ -110,7 +123,12 @@ def test_same_variant_padding_does_not_leak_into_the_image_area():
     padded = np.zeros((1, 48, 32, 3), "float32")
     padded[:, :40, :29] = x
     # Zero image pixels normalise to 0, the value the model pads with, so both give equal logits.
-    np.testing.assert_allclose(model.predict(x, verbose=0), model.predict(padded, verbose=0)[:, :40, :29], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0),
+        model.predict(padded, verbose=0)[:, :40, :29],
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_same_variant_trains_and_round_trips(tmp_path):

@@ -20,10 +20,14 @@ def brute_force(instances, w0, sigma, class_weight):
                 continue
             nearest = []
             for obj in ids:
-                nearest.append(min(
-                    math.hypot(y - yy, x - xx)
-                    for yy in range(h) for xx in range(w) if instances[yy, xx] == obj
-                ))
+                nearest.append(
+                    min(
+                        math.hypot(y - yy, x - xx)
+                        for yy in range(h)
+                        for xx in range(w)
+                        if instances[yy, xx] == obj
+                    )
+                )
             d1, d2 = sorted(nearest)[:2]
             out[y, x] += w0 * math.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
     return out
@@ -31,10 +35,10 @@ def brute_force(instances, w0, sigma, class_weight):
 
 def hand_made_image():
     image = np.zeros((12, 14), np.int32)
-    image[1:5, 1:6] = 1      # two blocks touching but for a one-pixel gap (column 6)
+    image[1:5, 1:6] = 1  # two blocks touching but for a one-pixel gap (column 6)
     image[1:6, 7:12] = 2
-    image[7:11, 2:5] = 3     # a third one further away
-    image[8, 9] = 4          # a single-pixel object
+    image[7:11, 2:5] = 3  # a third one further away
+    image[8, 9] = 4  # a single-pixel object
     return image
 
 
@@ -68,8 +72,9 @@ def test_label_map_components_and_ignore():
     labels[4:6, 0:2] = 2
     labels[5, 8] = 255
     class_weights = {0: 1.0, 1: 3.0, 2: 4.0}
-    result = unet_weight_map(labels, w0=10, sigma=5, class_weights=class_weights,
-                             split_components=True, ignore_index=255)
+    result = unet_weight_map(
+        labels, w0=10, sigma=5, class_weights=class_weights, split_components=True, ignore_index=255
+    )
     instances = np.zeros_like(labels)
     instances[1:3, 1:3], instances[1:3, 5:7], instances[4:6, 0:2] = 1, 2, 3
     reference = brute_force(instances, 10, 5, {0: 1.0, 1: 0.0})
@@ -77,8 +82,9 @@ def test_label_map_components_and_ignore():
     reference[5, 8] = 0.0
     np.testing.assert_allclose(result, reference, rtol=1e-6)
     # without splitting, the two class-1 squares are one object: fewer, farther objects
-    merged = unet_weight_map(labels, w0=10, sigma=5, class_weights={0: 1.0, 1: 1.0},
-                             ignore_index=255)
+    merged = unet_weight_map(
+        labels, w0=10, sigma=5, class_weights={0: 1.0, 1: 1.0}, ignore_index=255
+    )
     merged_reference = brute_force(np.where(labels == 255, 0, labels), 10, 5, {0: 1.0, 1: 1.0})
     merged_reference[5, 8] = 0.0
     np.testing.assert_allclose(merged, merged_reference, rtol=1e-6)
