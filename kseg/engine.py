@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from kseg import losses, viz
 from kseg import metrics as kseg_metrics
+from kseg.constants import IGNORE_INDEX
 
 __all__ = [
     "poly_schedule",
@@ -84,7 +85,7 @@ def compile_model(
     num_classes,
     learning_rate=1e-3,
     total_steps=1000,
-    ignore_index=255,
+    ignore_index=IGNORE_INDEX,
     loss=None,
     optimizer="adamw",
     weight_decay=1e-4,
@@ -193,7 +194,7 @@ def predict_labels(model, images, batch_size=8):
     return np.concatenate(labels, axis=0)
 
 
-def evaluate(model, dataset, num_classes, ignore_index=255, progress=True):
+def evaluate(model, dataset, num_classes, ignore_index=IGNORE_INDEX, progress=True):
     """Evaluates ``model`` on a dataset of (image, label) batches; returns ``kseg.metrics.scores`` + the matrix.
 
     Images may differ in size between batches. The returned dict also holds

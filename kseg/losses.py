@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kseg.constants import IGNORE_INDEX
+
 __all__ = ["CrossEntropy", "Dice", "Focal", "WeightedSum", "class_weights_from_frequency"]
 
 _EPSILON = 1e-7
@@ -47,7 +49,7 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
 
     def __init__(
         self,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -147,7 +149,7 @@ class CrossEntropy(_PixelLoss):
 
     def __init__(
         self,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -179,7 +181,7 @@ class Focal(_PixelLoss):
     def __init__(
         self,
         gamma=2.0,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -227,7 +229,7 @@ class Dice(_PixelLoss):
     def __init__(
         self,
         smooth=1.0,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -311,7 +313,7 @@ class WeightedSum(_Combinable, keras.losses.Loss):
         return cls(**config)
 
 
-def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=255):
+def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=IGNORE_INDEX):
     """Class weights that grow as classes get rarer: ``w_c ∝ frequency_c ** -power``.
 
     ``power=1`` is inverse-frequency balancing (median-frequency balancing up to scale, as

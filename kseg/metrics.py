@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kseg.constants import IGNORE_INDEX
+
 __all__ = [
     "confusion_matrix",
     "scores",
@@ -54,7 +56,7 @@ def _labels_from_prediction(y_true, y_pred, num_classes):
     return y_pred
 
 
-def confusion_matrix(y_true, y_pred, num_classes, ignore_index=255):
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=IGNORE_INDEX):
     """Counts (truth, prediction) pairs over all pixels that are not ``ignore_index``.
 
     Args:
@@ -176,7 +178,7 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
 
     score_name = "mean_iou"
 
-    def __init__(self, num_classes, ignore_index=255, name=None, dtype=None):
+    def __init__(self, num_classes, ignore_index=IGNORE_INDEX, name=None, dtype=None):
         super().__init__(name=name or self.score_name, dtype=dtype)
         self.num_classes = _check_num_classes(num_classes)
         if ignore_index is not None and (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from kseg.constants import IGNORE_INDEX  # noqa: F401 (kseg.data.palette.IGNORE_INDEX stays public)
 
 SYNTHETIC_CLASSES = ("background", "ellipse", "rectangle", "triangle", "ring", "bars")
 """Class names of :func:`kseg.data.synthetic`, indexed by label value."""
