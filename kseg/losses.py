@@ -18,8 +18,16 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.constants import IGNORE_INDEX
+from kseg.loss_weights import unet_weight_map
 
-__all__ = ["CrossEntropy", "Dice", "Focal", "WeightedSum", "class_weights_from_frequency"]
+__all__ = [
+    "CrossEntropy",
+    "Dice",
+    "Focal",
+    "WeightedSum",
+    "class_weights_from_frequency",
+    "unet_weight_map",
+]
 
 _EPSILON = 1e-7
 

@@ -36,6 +36,7 @@ def names():
 
 
 # Model modules register themselves on import; keep one import per file below.
+from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old name stays)
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
@@ -44,4 +45,3 @@ from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
-from kseg.models.unet_weight_map import unet_weight_map  # noqa: E402,F401

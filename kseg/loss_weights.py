@@ -5,7 +5,9 @@
 ``w_c`` balances the class frequencies, ``d1``/``d2`` are the distances from a background pixel
 to the nearest and second-nearest object. Thin background gaps between touching objects get a
 large weight, so a network trained with ``loss(y, p, sample_weight=w)`` learns to keep them.
-The map is computed once per training image, with numpy/scipy, outside the model.
+The map is computed once per training image, with numpy/scipy, outside the model. It sits
+beside the losses (``kseg.losses.unet_weight_map``); ``kseg.models.unet_weight_map`` is the
+same function, where it lived before.
 """
 
 from __future__ import annotations
