@@ -69,7 +69,20 @@ def _build_parser():
     )
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
     train.add_argument(
-        "--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (folder datasets)"
+        "--crop-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="random training crop of the voc and folder datasets, padded with the ImageNet mean "
+        "(labels with 255) where an image is smaller (default: 512 512)",
+    )
+    train.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of the model's builder, e.g. base_filters=16 (repeatable; VALUE is read "
+        "as a Python literal, else as a string)",
     )
     train.add_argument("--val-split", default="val")
     train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
@@ -79,7 +92,12 @@ def _build_parser():
         "evaluate", help="evaluate a saved model; writes metrics.json and confusion_matrix.png"
     )
     evaluate.add_argument("--model", required=True, help="a .keras file")
-    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per batch; images of different sizes go into different batches",
+    )
     evaluate.add_argument("--output", default="kseg_runs/evaluate")
     evaluate.add_argument(
         "--flip-average",
@@ -101,9 +119,18 @@ def _build_parser():
     export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"))
-    export.add_argument("--quantize", default=None, choices=("float16", "dynamic", "int8"))
     export.add_argument(
-        "--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size (TFLite)"
+        "--quantize",
+        default=None,
+        choices=("float16", "dynamic", "int8"),
+        help="TFLite weight/activation quantization (an error with --format saved_model)",
+    )
+    export.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="fixed input size (default: TFLite the model's, SavedModel any)",
     )
     export.add_argument("--calibration-images", help="folder of images for int8 calibration")
     export.add_argument("--output", required=True)
@@ -173,6 +200,45 @@ def _dataset(args, split, training=False, crop_size=None):
     )
 
 
+def _model_options(model_name, options):
+    """Parses ``--model-option KEY=VALUE`` strings, checked against the model's signature."""
+    import ast
+    import inspect
+
+    import kseg
+
+    builder = kseg.models.MODELS.get(model_name)
+    # Named parameters only: a model's **kwargs go to keras.Model, not to the architecture.
+    parameters = inspect.signature(builder).parameters
+    valid = sorted(
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in ("self", "num_classes", "input_shape")
+    )
+    parsed = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--model-option must be KEY=VALUE. Received: --model-option={option}")
+        if key in ("num_classes", "input_shape"):
+            raise ValueError(
+                f"--model-option {key} is set by the dataset, not by an option. "
+                f"Received: --model-option={option}"
+            )
+        if key not in valid:
+            raise ValueError(
+                f"model {model_name!r} has no option {key!r}; valid: {', '.join(valid)}. "
+                f"Received: --model-option={option}"
+            )
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text  # plain words (a backbone name) are strings
+    return parsed
+
+
 def _input_shape(args):
     # Real datasets train on crops and validate on whole images of any size.
     if args.dataset == "synthetic":
@@ -186,10 +252,11 @@ def _run_train(args):
     import kseg
     from kseg import engine
 
-    train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=args.crop_size)
-    val_args = argparse.Namespace(**vars(args))
-    val_ds, _, _ = _dataset(val_args, args.val_split)
-    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args)}
+    options = _model_options(args.model, args.model_option)
+    crop_size = tuple(args.crop_size) if args.crop_size else DEFAULT_CROP_SIZE
+    train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=crop_size)
+    val_ds, _, _ = _dataset(args, args.val_split)
+    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args), **options}
     if args.backbone:
         kwargs["backbone"] = args.backbone
     if args.weights:
@@ -252,12 +319,15 @@ def _load_model(path):
 
 
 def _run_evaluate(args):
+    import kseg
     from kseg import engine
 
     model = _load_model(args.model)
     ds, num_classes, names = _dataset(args, args.split)
     predictor = engine.FlipAverage(model) if args.flip_average else model
-    result = engine.evaluate(predictor, ds.batch(args.batch_size), num_classes)
+    # Batches hold images of one size: padding a smaller image would change its prediction.
+    batches = kseg.data.batch_by_size(ds, args.batch_size)
+    result = engine.evaluate(predictor, batches, num_classes)
     print(format_scores(result, names))
     metrics_path, cm_path = write_evaluation(result, args.output, names)
     print(f"wrote {metrics_path} and {cm_path}")
@@ -315,9 +385,19 @@ def _run_export(args):
     from kseg import export
     from kseg.data import read_image
 
+    if args.format == "saved_model" and args.quantize:
+        raise ValueError(
+            "--quantize applies only to --format tflite (a SavedModel keeps float32 weights). "
+            f"Received: --quantize={args.quantize} with --format=saved_model"
+        )
     model = _load_model(args.model)
     if args.format == "saved_model":
-        export.saved_model(model, args.output)
+        if args.input_size:
+            export.saved_model(
+                model, args.output, input_shape=(*args.input_size, 3), dynamic_size=False
+            )
+        else:
+            export.saved_model(model, args.output)
     else:
         representative = None
         if args.quantize == "int8":

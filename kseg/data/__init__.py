@@ -15,7 +15,7 @@ from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pa
 from kseg.data.folder import folder, folder_pairs
 from kseg.data.io import color_lookup, read_example, read_image, read_label
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
-from kseg.data.pipeline import build_pipeline
+from kseg.data.pipeline import batch_by_size, build_pipeline
 from kseg.data.synthetic import (
     SceneOptions,
     render_scene,
@@ -127,6 +127,7 @@ __all__ = [
     "SYNTHETIC_SPLITS",
     "SceneOptions",
     "VOC_CLASSES",
+    "batch_by_size",
     "build_pipeline",
     "center_crop_or_pad",
     "color_lookup",
