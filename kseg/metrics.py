@@ -32,6 +32,9 @@ __all__ = [
     "PixelAccuracy",
     "MeanAccuracy",
     "FrequencyWeightedIoU",
+    "MeanF1",
+    "ClassIoU",
+    "ClassF1",
 ]
 
 
@@ -248,6 +251,15 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             return tf.reduce_mean(tf.boolean_mask(iou, union > 0))
         if name == "fw_iou":
             return tf.math.divide_no_nan(tf.reduce_sum(truth * iou), total)
+        # F1 = 2 TP / (truth + predicted); undefined (NaN) where a class is in neither.
+        f1 = 2.0 * tp / tf.where(union > 0, truth + pred, 1.0)
+        if name == "mean_f1":
+            return tf.reduce_mean(tf.boolean_mask(f1, union > 0))
+        nan = tf.constant(float("nan"), tf.float64)
+        if name == "class_iou":
+            return tf.where(union[self.class_id] > 0, iou[self.class_id], nan)
+        if name == "class_f1":
+            return tf.where(union[self.class_id] > 0, f1[self.class_id], nan)
         raise ValueError(f"unknown score {name!r}")
 
     def result(self):
@@ -324,3 +336,73 @@ class FrequencyWeightedIoU(ConfusionMatrixMetric):
     """
 
     score_name = "fw_iou"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanF1(ConfusionMatrixMetric):
+    """Streaming mean F1 (Dice) score over the classes present in the truth or the prediction.
+
+    Per class ``F1 = 2 TP / (truth pixels + predicted pixels)``, as in :func:`scores`.
+
+    Example:
+        >>> m = MeanF1(num_classes=2); m.update_state([[0, 0, 1]], [[0, 0, 0]])
+        >>> round(float(m.result()), 4)  # class 0: 4/5, class 1: 0
+        0.4
+    """
+
+    score_name = "mean_f1"
+
+
+def _check_class_id(metric, class_id, num_classes):
+    if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)):
+        raise ValueError(f"{metric}: class_id must be an integer. Received: class_id={class_id!r}")
+    if not 0 <= class_id < num_classes:
+        raise ValueError(
+            f"{metric}: class_id must be in [0, num_classes={num_classes}). "
+            f"Received: class_id={class_id!r}"
+        )
+    return int(class_id)
+
+
+class _ClassScore(ConfusionMatrixMetric):
+    # One class's score; NaN while the class is in neither the truth nor the prediction.
+    prefix = None
+
+    def __init__(self, num_classes, class_id, ignore_index=IGNORE_INDEX, name=None, dtype=None):
+        num_classes = _check_num_classes(num_classes)
+        class_id = _check_class_id(type(self).__name__, class_id, num_classes)
+        super().__init__(num_classes, ignore_index, name or f"{self.prefix}_{class_id}", dtype)
+        self.class_id = class_id
+
+    def get_config(self):
+        return {**super().get_config(), "class_id": self.class_id}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ClassIoU(_ClassScore):
+    """Streaming IoU of one class (``class_id``), logged as ``iou_<class_id>`` by default.
+
+    Use one per class of interest: ``metrics=[ClassIoU(21, c) for c in range(21)]``.
+
+    Example:
+        >>> m = ClassIoU(num_classes=3, class_id=2); m.update_state([[0, 1, 2]], [[0, 2, 2]])
+        >>> float(m.result())  # TP 1, union 2
+        0.5
+    """
+
+    score_name = "class_iou"
+    prefix = "iou"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ClassF1(_ClassScore):
+    """Streaming F1 (Dice) score of one class (``class_id``), logged as ``f1_<class_id>``.
+
+    Example:
+        >>> m = ClassF1(num_classes=3, class_id=2); m.update_state([[0, 1, 2]], [[0, 2, 2]])
+        >>> round(float(m.result()), 4)  # 2 TP / (1 true + 2 predicted)
+        0.6667
+    """
+
+    score_name = "class_f1"
+    prefix = "f1"
