@@ -395,3 +395,31 @@ def test_export_saved_model_and_tflite(tmp_path, capsys):
     assert "--quantize applies only to --format tflite" in err
     assert "Received: --quantize=int8 with --format=saved_model" in err
     assert not bad.exists()
+
+
+def test_cli_and_demo_synthetic_splits_are_those_of_kseg_data_load(tmp_path):
+    import keras
+
+    import kseg
+    from kseg import demo, engine
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(6, 3, padding="same")(inputs))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    out = tmp_path / "eval"
+    common = ["--dataset", "synthetic", "--image-size", "24", "32", "--num-images", "5"]
+    argv = ["evaluate", "--model", str(path), "--split", "test", "--seed", "4", *common]
+    assert main([*argv, "--output", str(out)]) == 0
+    split = kseg.data.load("synthetic", split="test", num_images=5, image_size=(24, 32), seed=4)
+    want = engine.evaluate(model, split.batch(1), 6, progress=False)["confusion_matrix"]
+    got = json.loads((out / "metrics.json").read_text())["confusion_matrix"]
+    np.testing.assert_array_equal(got, want)
+
+    # The demo's training and held-out scenes: the train and val splits of its seed.
+    for name in ("train", "val"):
+        images, labels = demo._split_arrays(name, 3, (24, 32), 2)
+        first = kseg.data.SYNTHETIC_SPLITS[name][0]
+        want_images, want_labels = kseg.data.synthetic_numpy(3, (24, 32), seed=2, first_index=first)
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
