@@ -14,9 +14,7 @@ Example:
     ['P1', 'P2', 'P3', 'P4', 'P5']
 """
 
-from kseg.registry import Registry
-
-BACKBONES = Registry("backbone")
+from kseg.registry import BACKBONES
 
 
 def build(name, inputs, *, output_stride=32, weights=None, **kwargs):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import (
     LayerRecorder,
     check_output_stride,
     load_application_weights,
     stage_strides_and_rates,
 )
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "caffe"
 _BN_EPSILON = 1.001e-5
@@ -145,7 +145,7 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, 
     return features
 
 
-@register("resnet50")
+@BACKBONES.register("resnet50")
 def resnet50(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-50 backbone; see ``resnet``.
 
@@ -158,7 +158,7 @@ def resnet50(inputs, output_stride=32, weights=None, multi_grid=None, stem="stan
     return resnet(inputs, "resnet50", output_stride, weights, multi_grid, stem)
 
 
-@register("resnet101")
+@BACKBONES.register("resnet101")
 def resnet101(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-101 backbone; see ``resnet``.
 

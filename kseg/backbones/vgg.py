@@ -11,19 +11,19 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import (
     LayerRecorder,
     check_output_stride,
     load_application_weights,
     stage_strides_and_rates,
 )
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "caffe"
 _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
-@register("vgg16")
+@BACKBONES.register("vgg16")
 def vgg16(inputs, output_stride=32, weights=None, pool_size=2):
     """Builds VGG16's 13 convolutions on ``inputs`` and returns ``{"P1".."P5"}``.
 

@@ -16,8 +16,8 @@ import os
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import check_output_stride
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "tf"
 _BN_EPSILON = 1e-3
@@ -111,7 +111,7 @@ _EXIT = (
 )
 
 
-@register("xception65", "xception_65")
+@BACKBONES.register("xception65", "xception_65")
 def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
     """Builds the aligned Xception-65 on ``inputs`` and returns ``{"P1".."P5"}``.
 

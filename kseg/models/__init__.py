@@ -10,13 +10,11 @@ Example:
     [...]
 """
 
-from kseg.registry import Registry
-
-MODELS = Registry("model")
+from kseg.registry import MODELS
 
 
 def register(*names):
-    """Decorator registering a model class under one or more names."""
+    """Decorator registering a model class under one or more names (``MODELS.register``)."""
     return MODELS.register(*names)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 
 from kseg.layers.crf import CRFRNN
-from kseg.models import register
 from kseg.models._base import check_input_shape, check_num_classes
 from kseg.models.fcn import FCN
+from kseg.registry import MODELS
 
 
-@register("crfasrnn", "crf_as_rnn")
+@MODELS.register("crfasrnn", "crf_as_rnn")
 @keras.saving.register_keras_serializable(package="kseg")
 class CRFasRNN(keras.Model):
     """FCN-8s + ``kseg.layers.CRFRNN``, trainable end to end.

@@ -14,7 +14,6 @@ from keras import layers
 
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.unpooling import MaxUnpooling2D
-from kseg.models import register
 from kseg.models._base import check_input_shape, check_num_classes
 from kseg.models.segnet import (
     VGG16_CONVS,
@@ -23,6 +22,7 @@ from kseg.models.segnet import (
     conv_bn_relu,
     vgg16_bn_encoder,
 )
+from kseg.registry import MODELS
 
 
 def _positive_int(model, argument, value):
@@ -30,7 +30,7 @@ def _positive_int(model, argument, value):
         raise ValueError(f"{model}: {argument} must be a positive int, received {value!r}")
 
 
-@register("deconvnet")
+@MODELS.register("deconvnet")
 @keras.saving.register_keras_serializable(package="kseg")
 class DeconvNet(keras.Model):
     """DeconvNet: VGG16-BN encoder, fc6/fc7 as convolutions, mirrored deconvolution network.

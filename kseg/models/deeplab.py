@@ -29,8 +29,8 @@ from kseg import backbones
 from kseg.layers.aspp import ASPP
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import Resize
-from kseg.models import register
 from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 
 def trainable_parameter_count(model):
@@ -131,7 +131,7 @@ def _maybe_crf(images, logits, crf, model):
     return _ProbabilitiesToLogits(name="crf_logits")(probabilities)
 
 
-@register("deeplabv1", "deeplab_v1")
+@MODELS.register("deeplabv1", "deeplab_v1")
 @keras.saving.register_keras_serializable(package="kseg")
 class DeepLabV1(_DeepLabBase):
     """DeepLab v1 on VGG16, "LargeFOV" or "7x7".
@@ -205,7 +205,7 @@ class DeepLabV1(_DeepLabBase):
         )
 
 
-@register("deeplabv2", "deeplab_v2")
+@MODELS.register("deeplabv2", "deeplab_v2")
 @keras.saving.register_keras_serializable(package="kseg")
 class DeepLabV2(_DeepLabBase):
     """DeepLab v2: ResNet (output stride 8) or VGG16 with ASPP-L.
@@ -315,7 +315,7 @@ def _backbone_options(backbone, multi_grid, options):
 _V3_BACKBONES = ("resnet50", "resnet101", "mobilenetv2", "xception65")
 
 
-@register("deeplabv3", "deeplab_v3")
+@MODELS.register("deeplabv3", "deeplab_v3")
 @keras.saving.register_keras_serializable(package="kseg")
 class DeepLabV3(_DeepLabBase):
     """DeepLab v3: backbone + ASPP with image pooling + 1×1 classifier, upsampled ×OS.
@@ -419,7 +419,7 @@ class DeepLabV3(_DeepLabBase):
         )
 
 
-@register("deeplabv3plus", "deeplab_v3plus", "deeplabv3+")
+@MODELS.register("deeplabv3plus", "deeplab_v3plus", "deeplabv3+")
 @keras.saving.register_keras_serializable(package="kseg")
 class DeepLabV3Plus(_DeepLabBase):
     """DeepLab v3+: v3's ASPP encoder and a decoder on the stride-4 features.

@@ -15,8 +15,8 @@ from kseg import backbones
 from kseg.layers.crop import CropLike
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import BilinearKernel
-from kseg.models import register
 from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 VARIANTS = ("32s", "16s", "8s")
 
@@ -34,7 +34,7 @@ def _upsample(x, num_classes, factor, name, trainable=True):
     )(x)
 
 
-@register("fcn")
+@MODELS.register("fcn")
 @keras.saving.register_keras_serializable(package="kseg")
 class FCN(keras.Model):
     """FCN-32s / 16s / 8s on VGG16.

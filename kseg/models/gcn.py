@@ -18,8 +18,8 @@ from kseg.layers.crop import CropLike
 from kseg.layers.fft_conv import ALGORITHMS, FFTConv2D
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import BilinearKernel
-from kseg.models import register
 from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 BACKBONES = ("resnet50", "resnet101")
 LEVELS = ("P5", "P4", "P3", "P2")
@@ -57,7 +57,7 @@ def _upsample2(x, channels, name):
     )(x)
 
 
-@register("gcn")
+@MODELS.register("gcn")
 @keras.saving.register_keras_serializable(package="kseg")
 class GCN(keras.Model):
     """Global Convolutional Network with Boundary Refinement on ResNet-50/101.

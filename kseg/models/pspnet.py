@@ -16,8 +16,8 @@ from kseg import backbones
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D
 from kseg.layers.resize import Resize
-from kseg.models import register
 from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 _BACKBONES = ("resnet50", "resnet101")
 
@@ -28,7 +28,7 @@ def _conv_bn_relu(x, filters, kernel_size, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-@register("pspnet")
+@MODELS.register("pspnet")
 @keras.saving.register_keras_serializable(package="kseg")
 class PSPNet(keras.Model):
     """PSPNet with a dilated ResNet and an optional auxiliary head.

@@ -15,8 +15,8 @@ from keras import layers
 from kseg.backbones._pretrained import LayerRecorder, load_application_weights
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from kseg.models import register
 from kseg.models._base import check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 VGG16_FILTERS = (64, 128, 256, 512, 512)
 VGG16_CONVS = (2, 2, 3, 3, 3)
@@ -75,7 +75,7 @@ def vgg16_bn_encoder(x, stage_filters, weights, model):
     return x, skips
 
 
-@register("segnet")
+@MODELS.register("segnet")
 @keras.saving.register_keras_serializable(package="kseg")
 class SegNet(keras.Model):
     """SegNet: VGG16-BN encoder, mirrored decoder upsampling with the encoder's pooling indices.

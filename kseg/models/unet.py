@@ -19,8 +19,8 @@ from keras import layers
 
 from kseg.layers.crop import CropLike, PadToMultiple
 from kseg.layers.image_normalization import ImageNormalization
-from kseg.models import register
 from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.registry import MODELS
 
 VARIANTS = ("same", "paper")
 
@@ -82,7 +82,7 @@ def _conv(x, filters, variant, name):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-@register("unet")
+@MODELS.register("unet")
 @keras.saving.register_keras_serializable(package="kseg")
 class UNet(keras.Model):
     """U-Net, the paper's version or a same-padding BatchNorm version.
