@@ -14,7 +14,13 @@ from keras import layers
 
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.unpooling import MaxUnpooling2D
-from kseg.models._base import check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    check_weights,
+)
 from kseg.models.segnet import (
     VGG16_CONVS,
     VGG16_FILTERS,
@@ -25,14 +31,9 @@ from kseg.models.segnet import (
 from kseg.registry import MODELS
 
 
-def _positive_int(model, argument, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{model}: {argument} must be a positive int, received {value!r}")
-
-
 @MODELS.register("deconvnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeconvNet(keras.Model):
+class DeconvNet(SegmentationModel):
     """DeconvNet: VGG16-BN encoder, fc6/fc7 as convolutions, mirrored deconvolution network.
 
     Parameter count with 21 classes (VOC): 251,839,061 including 66,816 BN weights (33,408 of
@@ -75,8 +76,9 @@ class DeconvNet(keras.Model):
         check_num_classes("DeconvNet", num_classes)
         input_shape = check_input_shape("DeconvNet", input_shape, channels=(3,))
         stage_filters = check_stage_filters("DeconvNet", stage_filters)
-        _positive_int("DeconvNet", "fc_units", fc_units)
-        _positive_int("DeconvNet", "fc_kernel_size", fc_kernel_size)
+        weights = check_weights("DeconvNet", weights)
+        check_positive_int("DeconvNet", "fc_units", fc_units)
+        check_positive_int("DeconvNet", "fc_kernel_size", fc_kernel_size)
         for axis, size in zip(("height", "width"), input_shape[:2]):
             if size is not None and -(-size // 32) < fc_kernel_size:
                 raise ValueError(
@@ -110,24 +112,11 @@ class DeconvNet(keras.Model):
         logits = layers.Conv2D(num_classes, 1, name="logits")(x)
         super().__init__(images, logits, name=name or "deconvnet", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.weights_source = weights
-        self.stage_filters = stage_filters
-        self.fc_units = fc_units
-        self.fc_kernel_size = fc_kernel_size
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "weights": None,  # the weights travel in the .keras file itself
-            "stage_filters": self.stage_filters,
-            "fc_units": self.fc_units,
-            "fc_kernel_size": self.fc_kernel_size,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            weights=weights,
+            stage_filters=stage_filters,
+            fc_units=fc_units,
+            fc_kernel_size=fc_kernel_size,
+        )

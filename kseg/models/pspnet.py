@@ -16,7 +16,16 @@ from kseg import backbones
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D
 from kseg.layers.resize import Resize
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_options,
+    check_positive_ints,
+    check_rate,
+    check_weights,
+)
 from kseg.registry import MODELS
 
 _BACKBONES = ("resnet50", "resnet101")
@@ -30,7 +39,7 @@ def _conv_bn_relu(x, filters, kernel_size, name):
 
 @MODELS.register("pspnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class PSPNet(keras.Model):
+class PSPNet(SegmentationModel):
     """PSPNet with a dilated ResNet and an optional auxiliary head.
 
     With ``auxiliary_head=True`` (default) the model has two outputs, ``[logits,
@@ -88,19 +97,14 @@ class PSPNet(keras.Model):
         input_shape = check_input_shape("PSPNet", input_shape, channels=(3,))
         check_choice("PSPNet", "backbone", backbone, _BACKBONES)
         check_choice("PSPNet", "output_stride", output_stride, (8, 16))
-        bins = tuple(bins)
-        if not bins or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bins
-        ):
-            raise ValueError(f"PSPNet: bins must be positive ints, received {bins!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"PSPNet: dropout must be in [0, 1), received {dropout!r}")
+        bins = check_positive_ints("PSPNet", "bins", bins)
+        check_rate("PSPNet", "dropout", dropout)
         if not aux_loss_weight >= 0:
-            raise ValueError(f"PSPNet: aux_loss_weight must be >= 0, received {aux_loss_weight!r}")
-        if backbone_options is not None and not isinstance(backbone_options, dict):
             raise ValueError(
-                f"PSPNet: backbone_options must be a dict or None, received {backbone_options!r}"
+                f"PSPNet: aux_loss_weight must be >= 0. Received: aux_loss_weight={aux_loss_weight!r}"
             )
+        check_options("PSPNet", "backbone_options", backbone_options)
+        weights = check_weights("PSPNet", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -128,15 +132,18 @@ class PSPNet(keras.Model):
             images, outputs if auxiliary_head else outputs[0], name=name or "pspnet", **kwargs
         )
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.backbone = backbone
-        self.output_stride = output_stride
-        self.bins = bins
-        self.auxiliary_head = auxiliary_head
-        self.aux_loss_weight = aux_loss_weight
-        self.dropout = dropout
-        self.backbone_options = backbone_options
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            output_stride=output_stride,
+            weights=weights,
+            bins=bins,
+            auxiliary_head=auxiliary_head,
+            aux_loss_weight=aux_loss_weight,
+            dropout=dropout,
+            backbone_options=backbone_options,
+        )
 
     @property
     def loss_weights_for_outputs(self):
@@ -153,22 +160,3 @@ class PSPNet(keras.Model):
             1
         """
         return keras.Model(self.input, self.outputs[0], name=f"{self.name}_inference")
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "backbone": self.backbone,
-            "output_stride": self.output_stride,
-            "weights": None,  # the weights travel in the .keras file itself
-            "bins": self.bins,
-            "auxiliary_head": self.auxiliary_head,
-            "aux_loss_weight": self.aux_loss_weight,
-            "dropout": self.dropout,
-            "backbone_options": self.backbone_options,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

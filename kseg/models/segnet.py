@@ -15,7 +15,12 @@ from keras import layers
 from kseg.backbones._pretrained import LayerRecorder, load_application_weights
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from kseg.models._base import check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_input_shape,
+    check_num_classes,
+    check_weights,
+)
 from kseg.registry import MODELS
 
 VGG16_FILTERS = (64, 128, 256, 512, 512)
@@ -77,7 +82,7 @@ def vgg16_bn_encoder(x, stage_filters, weights, model):
 
 @MODELS.register("segnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class SegNet(keras.Model):
+class SegNet(SegmentationModel):
     """SegNet: VGG16-BN encoder, mirrored decoder upsampling with the encoder's pooling indices.
 
     Parameter count with 11 classes (CamVid, the paper's setting): 29,465,227 including the
@@ -113,6 +118,7 @@ class SegNet(keras.Model):
         check_num_classes("SegNet", num_classes)
         input_shape = check_input_shape("SegNet", input_shape, channels=(3,))
         stage_filters = check_stage_filters("SegNet", stage_filters)
+        weights = check_weights("SegNet", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -131,20 +137,9 @@ class SegNet(keras.Model):
                     x = layers.Conv2D(num_classes, 3, padding="same", name="logits")(x)
         super().__init__(images, x, name=name or "segnet", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.weights_source = weights
-        self.stage_filters = stage_filters
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "weights": None,  # the weights travel in the .keras file itself
-            "stage_filters": self.stage_filters,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            weights=weights,
+            stage_filters=stage_filters,
+        )
