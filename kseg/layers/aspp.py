@@ -6,6 +6,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from kseg.layers.conv_block import conv_block_layers
+
 
 def _check_positive_int(argument, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -68,40 +70,17 @@ class ASPP(keras.layers.Layer):
         self.separable = bool(separable)
         self.dropout = dropout
 
-        def conv_bn(name, kernel_size=1, rate=1):
-            return [
-                layers.Conv2D(
-                    filters,
-                    kernel_size,
-                    padding="same",
-                    dilation_rate=rate,
-                    use_bias=False,
-                    name=name,
-                ),
-                layers.BatchNormalization(name=f"{name}_bn"),
-            ]
+        def block(name, kernel_size=1, rate=1, separable=False):
+            # BN after every convolution; call() applies the ReLUs.
+            return conv_block_layers(
+                filters, kernel_size, name, dilation_rate=rate, separable=separable
+            )
 
-        self.branches = [conv_bn("aspp0")]
+        self.branches = [block("aspp0")]
         for index, rate in enumerate(rates, 1):
-            name = f"aspp{index}"
-            if separable:
-                self.branches.append(
-                    [
-                        layers.DepthwiseConv2D(
-                            3,
-                            padding="same",
-                            dilation_rate=rate,
-                            use_bias=False,
-                            name=f"{name}_depthwise",
-                        ),
-                        layers.BatchNormalization(name=f"{name}_depthwise_bn"),
-                    ]
-                    + conv_bn(f"{name}_pointwise")
-                )
-            else:
-                self.branches.append(conv_bn(name, 3, rate))
-        self.pooling_branch = conv_bn("image_pooling") if image_pooling else None
-        self.projection = conv_bn("projection")
+            self.branches.append(block(f"aspp{index}", 3, rate, separable=separable))
+        self.pooling_branch = block("image_pooling") if image_pooling else None
+        self.projection = block("projection")
         self.dropout_layer = layers.Dropout(dropout) if dropout else None
 
     def build(self, input_shape):

@@ -12,6 +12,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kseg.backbones.vgg import (
+    VGG16_CONVS,
+    VGG16_FILTERS,
+    check_stage_filters,
+    vgg16_bn_encoder,
+    vgg_bn_names,
+)
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.unpooling import MaxUnpooling2D
 from kseg.models._base import (
@@ -20,13 +28,6 @@ from kseg.models._base import (
     check_num_classes,
     check_positive_int,
     check_weights,
-)
-from kseg.models.segnet import (
-    VGG16_CONVS,
-    VGG16_FILTERS,
-    check_stage_filters,
-    conv_bn_relu,
-    vgg16_bn_encoder,
 )
 from kseg.registry import MODELS
 
@@ -90,17 +91,17 @@ class DeconvNet(SegmentationModel):
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
         x, skips = vgg16_bn_encoder(x, stage_filters, weights, "DeconvNet")
-        x = layers.Conv2D(fc_units, fc_kernel_size, padding="valid", name="fc6")(x)
-        x = layers.BatchNormalization(name="fc6_bn")(x)
-        x = layers.ReLU(name="fc6_relu")(x)
-        x = layers.Conv2D(fc_units, 1, name="fc7")(x)
-        x = layers.BatchNormalization(name="fc7_bn")(x)
-        x = layers.ReLU(name="fc7_relu")(x)
-        x = layers.Conv2DTranspose(
-            stage_filters[4], fc_kernel_size, padding="valid", name="fc6_deconv"
-        )(x)
-        x = layers.BatchNormalization(name="fc6_deconv_bn")(x)
-        x = layers.ReLU(name="fc6_deconv_relu")(x)
+        x = conv_bn_relu(x, fc_units, fc_kernel_size, "fc6", padding="valid", use_bias=True)
+        x = conv_bn_relu(x, fc_units, 1, "fc7", use_bias=True)
+        x = conv_bn_relu(
+            x,
+            stage_filters[4],
+            fc_kernel_size,
+            "fc6_deconv",
+            padding="valid",
+            transposed=True,
+            use_bias=True,
+        )
         for stage in range(5, 0, -1):
             pre_pool, indices = skips[stage - 1]
             x = MaxUnpooling2D(2, name=f"unpool{stage}")([x, indices, pre_pool])
@@ -108,7 +109,10 @@ class DeconvNet(SegmentationModel):
             for index in range(1, convs + 1):
                 last = index == convs and stage > 1
                 filters = stage_filters[stage - 2] if last else stage_filters[stage - 1]
-                x = conv_bn_relu(x, filters, f"deconv{stage}_conv{index}", transposed=True)
+                name = f"deconv{stage}_conv{index}"  # its BN: "debn{stage}_bn{index}"
+                x = conv_bn_relu(
+                    x, filters, 3, name, transposed=True, use_bias=True, **vgg_bn_names(name)
+                )
         logits = layers.Conv2D(num_classes, 1, name="logits")(x)
         super().__init__(images, logits, name=name or "deconvnet", **kwargs)
 

@@ -27,6 +27,7 @@ from keras import layers
 
 from kseg import backbones
 from kseg.layers.aspp import ASPP
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import Resize
 from kseg.models._base import (
@@ -65,19 +66,6 @@ def _backbone_features(images, model, backbone, allowed, output_stride, weights,
     return backbones.build(
         backbone, x, output_stride=output_stride, weights=weights, **(options or {})
     )
-
-
-def _conv_bn_relu(x, filters, kernel_size, name, separable=False):
-    if separable:
-        x = layers.DepthwiseConv2D(
-            kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise"
-        )(x)
-        x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
-        x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
-        kernel_size, name = 1, f"{name}_pointwise"
-    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -450,15 +438,11 @@ class DeepLabV3Plus(SegmentationModel):
             dropout=0.1,
             name="aspp",
         )(features["P5"])
-        low = layers.Conv2D(decoder_filters, 1, use_bias=False, name="decoder_reduce")(
-            features["P2"]
-        )
-        low = layers.BatchNormalization(name="decoder_reduce_bn")(low)
-        low = layers.ReLU(name="decoder_reduce_relu")(low)
+        low = conv_bn_relu(features["P2"], decoder_filters, 1, "decoder_reduce")
         x = Resize(name="decoder_upsample")([x, low])
         x = layers.Concatenate(name="decoder_concat")([x, low])
-        x = _conv_bn_relu(x, filters, 3, "decoder_conv1", separable=use_separable)
-        x = _conv_bn_relu(x, filters, 3, "decoder_conv2", separable=use_separable)
+        x = conv_bn_relu(x, filters, 3, "decoder_conv1", separable=use_separable)
+        x = conv_bn_relu(x, filters, 3, "decoder_conv2", separable=use_separable)
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         logits = Resize(name="upsample")([x, images])
         super().__init__(images, logits, name=name or "deeplabv3plus", **kwargs)

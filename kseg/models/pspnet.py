@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from kseg import backbones
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D
 from kseg.layers.resize import Resize
@@ -29,12 +30,6 @@ from kseg.models._base import (
 from kseg.registry import MODELS
 
 _BACKBONES = ("resnet50", "resnet101")
-
-
-def _conv_bn_relu(x, filters, kernel_size, name):
-    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
 
 
 @MODELS.register("pspnet")
@@ -116,15 +111,15 @@ class PSPNet(SegmentationModel):
         pyramid = [x]
         for b in bins:
             y = AdaptiveAveragePooling2D(b, name=f"ppm_pool{b}")(x)
-            y = _conv_bn_relu(y, channels // len(bins), 1, f"ppm_conv{b}")
+            y = conv_bn_relu(y, channels // len(bins), 1, f"ppm_conv{b}")
             pyramid.append(Resize(name=f"ppm_upsample{b}")([y, x]))
         x = layers.Concatenate(name="ppm_concat")(pyramid)
-        x = _conv_bn_relu(x, 512, 3, "head_conv")
+        x = conv_bn_relu(x, 512, 3, "head_conv")
         x = layers.Dropout(dropout, name="head_dropout")(x)
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         outputs = [Resize(name="upsample")([x, images])]
         if auxiliary_head:
-            y = _conv_bn_relu(features["P4"], 256, 3, "aux_conv")
+            y = conv_bn_relu(features["P4"], 256, 3, "aux_conv")
             y = layers.Dropout(dropout, name="aux_dropout")(y)
             y = layers.Conv2D(num_classes, 1, name="aux_logits")(y)
             outputs.append(Resize(name="aux_upsample")([y, images]))

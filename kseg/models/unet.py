@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.crop import CropLike, PadToMultiple
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.models._base import (
@@ -82,11 +83,7 @@ def _conv(x, filters, variant, name):
         return layers.Conv2D(
             filters, 3, activation="relu", kernel_initializer="he_normal", name=name
         )(x)
-    x = layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
-    )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    return conv_bn_relu(x, filters, 3, name, kernel_initializer="he_normal")
 
 
 @MODELS.register("unet")
