@@ -434,6 +434,7 @@ def check_layer(
     check_training=True,
     check_dtypes=True,
     tmp_dir=None,
+    input_shapes=None,
 ):
     """Runs the layer contract on ``layer_cls(**init_kwargs)`` called on ``input_data``.
 
@@ -442,7 +443,8 @@ def check_layer(
     agrees with ``compute_output_shape``; a functional model around it predicts (graph mode)
     the eager output and survives a ``.keras`` round-trip; gradients reach every trainable
     weight and are finite; built with ``dtype="float64"`` and ``"mixed_float16"`` its floating
-    outputs have the compute dtype.
+    outputs have the compute dtype. With ``input_shapes`` holding ``None`` sizes, the symbolic
+    call, ``compute_output_shape`` and the graph-mode model run with those sizes unknown.
 
     Args:
         layer_cls: the layer class.
@@ -450,8 +452,14 @@ def check_layer(
         input_data: an array or a list of arrays (first axis the batch).
         expected_output: optional reference for the eager output (array or list).
         atol: tolerance for the comparisons.
-        check_training, check_dtypes: switch those checks off for layers they do not apply to.
+        check_training: switch the gradient check off for layers it does not apply to.
+        check_dtypes: ``True`` checks the policies ``"float64"`` and ``"mixed_float16"``,
+            ``False`` none; a sequence names the policies to check (e.g. ``("float64",)`` for
+            a layer whose compiled op has no float16 kernel).
         tmp_dir: where to save the ``.keras`` file.
+        input_shapes: the shape of each symbolic input without the batch axis, ``None`` for
+            a size unknown when the model is built (e.g. ``(None, None, 3)``); default the
+            shapes of ``input_data``.
 
     Returns:
         The eager output (numpy, or a list of numpy arrays).
@@ -501,7 +509,23 @@ def check_layer(
                 err_msg=f"{name}: eager output differs from expected",
             )
 
-    symbolic_inputs = [keras.Input(x.shape[1:], dtype=str(x.dtype)) for x in inputs_np]
+    if input_shapes is None:
+        input_shapes = [x.shape[1:] for x in inputs_np]
+    elif not multiple:
+        input_shapes = [input_shapes]
+    _check(
+        len(input_shapes) == len(inputs_np),
+        f"{name}: {len(input_shapes)} input_shapes for {len(inputs_np)} inputs",
+    )
+    for shape, x in zip(input_shapes, inputs_np):
+        _check(
+            len(shape) == x.ndim - 1
+            and all(d is None or d == s for d, s in zip(shape, x.shape[1:])),
+            f"{name}: input_shapes entry {tuple(shape)} does not fit the data shape {x.shape}",
+        )
+    symbolic_inputs = [
+        keras.Input(tuple(shape), dtype=str(x.dtype)) for shape, x in zip(input_shapes, inputs_np)
+    ]
     fresh = layer_cls(**init_kwargs)
     symbolic = fresh(call_arg(symbolic_inputs))
     symbolic_list = list(symbolic) if isinstance(symbolic, (list, tuple)) else [symbolic]
@@ -570,8 +594,10 @@ def check_layer(
                 f"{name}: gradient of weight {weight.path} is not finite",
             )
 
+    if check_dtypes is True:
+        check_dtypes = ("float64", "mixed_float16")
     if check_dtypes:
-        for policy in ("float64", "mixed_float16"):
+        for policy in check_dtypes:
             typed = layer_cls(**init_kwargs, dtype=policy)
             cast = [x.astype("float64") if x.dtype.kind == "f" else x for x in inputs_np]
             out = typed(call_arg([tf.constant(x) for x in cast]))

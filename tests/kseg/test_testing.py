@@ -98,3 +98,38 @@ def test_single_checks_pass_a_good_model_and_catch_a_bad_one(tmp_path):
     noisy = keras.Model(inputs, Noisy()(inputs))
     with pytest.raises(AssertionError, match="differs"):
         assert_inference_paths_agree(noisy, images)
+
+
+def test_layer_with_unknown_sizes_and_a_chosen_dtype_list():
+    @keras.saving.register_keras_serializable(package="kseg_test")
+    class FixedHeight(keras.layers.Layer):
+        """Guesses a height of 4 when the height is unknown: wrong for other heights."""
+
+        def call(self, x):
+            return x * 2.0
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], input_shape[1] or 4, *input_shape[2:])
+
+    x = np.ones((2, 6, 3, 1), "float32")
+    out = check_layer(FixedHeight, {}, x, expected_output=2 * x, check_dtypes=("float64",))
+    np.testing.assert_array_equal(out, 2 * x)
+    with pytest.raises(
+        AssertionError, match="symbolic shape \\(None, 4, None, 1\\) does not fit the eager"
+    ):
+        check_layer(FixedHeight, {}, x, input_shapes=(None, None, 1), check_dtypes=False)
+    with pytest.raises(AssertionError, match="does not fit the data shape"):
+        check_layer(FixedHeight, {}, x, input_shapes=(5, None, 1), check_dtypes=False)
+
+
+def test_layer_ignoring_its_dtype_policy_is_caught():
+    @keras.saving.register_keras_serializable(package="kseg_test")
+    class AlwaysFloat32(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.cast(x, "float32")
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    with pytest.raises(AssertionError, match="with dtype 'float64' a float output is float32"):
+        check_layer(AlwaysFloat32, {}, np.ones((1, 2, 2, 1), "float32"))
