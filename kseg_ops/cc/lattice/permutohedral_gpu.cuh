@@ -95,7 +95,8 @@ ElevationConstants<T> MakeElevationConstants(int d) {
   for (int i = 0; i < kMaxFeatureDim; ++i)
     c.scale[i] = i < d ? inv_std / std::sqrt(T((i + 1) * (i + 2))) : T(0);
   c.inv_d1 = T(1) / T(d1);
-  c.limit = T(1 << 28);
+  // As lattice::ElevatedCoordinateLimit: keys stay in int32, float32 keeps the fractions.
+  c.limit = (sizeof(T) < sizeof(double) ? T(1 << 22) : T(1 << 30)) / T(d1);
   return c;
 }
 
@@ -152,11 +153,14 @@ static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, 
     }
     x[0] = acc;
     int32_t* keys = entry_keys + p * d1 * d;
-    if (!ok) {
+    auto mark_bad = [&]() {
       atomicMin(&counters->first_bad_point, static_cast<int32_t>(p));
       // Keys still get defined values so that later kernels stay in bounds.
       for (int i = 0; i < d1 * d; ++i) keys[i] = 0;
       for (int i = 0; i < d1; ++i) entry_weight[p * d1 + i] = T(0);
+    };
+    if (!ok) {
+      mark_bad();
       continue;
     }
     int32_t sum = 0;
@@ -184,10 +188,16 @@ static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, 
         rk[i] -= d1;
         r[i] -= d1;
       }
+      // Out of 0..d only when rounding lost the coordinates' fractions: flag, never index.
+      if (rk[i] < 0 || rk[i] > d) ok = false;
+    }
+    if (!ok) {
+      mark_bad();
+      continue;
     }
     for (int i = 0; i <= d + 1; ++i) b[i] = 0;
     for (int i = 0; i <= d; ++i) {
-      // rk is in [0, d] after the correction above, so both indices are in [0, d + 1].
+      // rk is in [0, d] (checked above), so both indices are in [0, d + 1].
       const T v = E::Mul(E::Sub(x[i], T(r[i])), k.inv_d1);
       b[d - rk[i]] = E::Add(b[d - rk[i]], v);
       b[d + 1 - rk[i]] = E::Sub(b[d + 1 - rk[i]], v);
