@@ -82,11 +82,13 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
     """
     check_output_stride("mobilenet_v2", output_stride)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-        raise ValueError(f"mobilenet_v2: alpha must be a positive number, received {alpha!r}")
+        raise ValueError(
+            f"mobilenet_v2: alpha must be a positive number. Received: alpha={alpha!r}"
+        )
     if weights is not None and alpha not in _ALPHAS_WITH_WEIGHTS:
         raise ValueError(
-            f"mobilenet_v2: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}, "
-            f"received alpha={alpha!r}"
+            f"mobilenet_v2: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}. "
+            f"Received: alpha={alpha!r}"
         )
     track = LayerRecorder()
     x = track(

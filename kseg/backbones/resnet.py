@@ -81,15 +81,17 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, 
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid
         ):
             raise ValueError(
-                f"{depth_name}: multi_grid must be 3 positive ints (one per conv5 block), "
-                f"received {multi_grid!r}"
+                f"{depth_name}: multi_grid must be 3 positive ints (one per conv5 block). "
+                f"Received: multi_grid={multi_grid!r}"
             )
     if stem not in ("standard", "deep"):
-        raise ValueError(f"{depth_name}: stem must be 'standard' or 'deep', received {stem!r}")
+        raise ValueError(
+            f"{depth_name}: stem must be 'standard' or 'deep'. Received: stem={stem!r}"
+        )
     if stem == "deep" and weights is not None:
         raise ValueError(
             f"{depth_name}: keras.applications has no weights for the deep stem; use weights=None "
-            f"with stem='deep', received weights={weights!r}"
+            f"with stem='deep'. Received: weights={weights!r}"
         )
     track = LayerRecorder()
     if stem == "standard":

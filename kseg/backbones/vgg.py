@@ -51,7 +51,7 @@ def vgg16(inputs, output_stride=32, weights=None, pool_size=2):
     """
     check_output_stride("vgg16", output_stride)
     if pool_size not in (2, 3):
-        raise ValueError(f"vgg16: pool_size must be 2 or 3, received {pool_size!r}")
+        raise ValueError(f"vgg16: pool_size must be 2 or 3. Received: pool_size={pool_size!r}")
     track = LayerRecorder()
     schedule = stage_strides_and_rates(output_stride, [2] * 5)
     x = inputs

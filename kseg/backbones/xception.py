@@ -130,7 +130,7 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid
         ):
             raise ValueError(
-                f"xception65: multi_grid must be 3 positive ints, received {multi_grid!r}"
+                f"xception65: multi_grid must be 3 positive ints. Received: multi_grid={multi_grid!r}"
             )
     if weights == "imagenet":
         raise ValueError(
@@ -161,7 +161,9 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
 
     if weights is not None:
         if not isinstance(weights, (str, os.PathLike)) or not os.path.isfile(weights):
-            raise FileNotFoundError(f"xception65: weights file {weights!r} does not exist")
+            raise FileNotFoundError(
+                f"xception65: the weights file does not exist. Received: weights={weights!r}"
+            )
         backbone = keras.Model(inputs, features)
         try:
             backbone.load_weights(os.fspath(weights))

@@ -11,7 +11,7 @@ from kseg.layers.conv_block import conv_block_layers
 
 def _check_positive_int(argument, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"ASPP: {argument} must be a positive int, received {value!r}")
+        raise ValueError(f"ASPP: {argument} must be a positive int. Received: {argument}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -57,13 +57,13 @@ class ASPP(keras.layers.Layer):
             rates = tuple(rates)
         except TypeError:
             raise ValueError(
-                f"ASPP: rates must be a sequence of positive ints, received {rates!r}"
+                f"ASPP: rates must be a sequence of positive ints. Received: rates={rates!r}"
             ) from None
         for rate in rates:
             if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
-                raise ValueError(f"ASPP: rates must be positive ints, received {rates!r}")
+                raise ValueError(f"ASPP: rates must be positive ints. Received: rates={rates!r}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"ASPP: dropout must be in [0, 1), received {dropout!r}")
+            raise ValueError(f"ASPP: dropout must be in [0, 1). Received: dropout={dropout!r}")
         self.filters = filters
         self.rates = rates
         self.image_pooling = bool(image_pooling)
@@ -87,7 +87,7 @@ class ASPP(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
-                f"ASPP: the channel dimension must be known, received shape {input_shape}"
+                f"ASPP: the channel dimension must be known. Received: input_shape={input_shape}"
             )
         feature_shape = (None, None, None, self.filters)
         chains = list(self.branches) + ([self.pooling_branch] if self.pooling_branch else [])
