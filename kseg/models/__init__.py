@@ -33,6 +33,8 @@ def names():
     return MODELS.names()
 
 
+from kseg.models._base import SegmentationModel  # noqa: E402,F401
+
 # Model modules register themselves on import; keep one import per file below.
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
