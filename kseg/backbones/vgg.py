@@ -26,6 +26,8 @@ from kseg.registry import BACKBONES
 
 PREPROCESSING = "caffe"
 _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+VGG16_FILTERS = tuple(filters for filters, _ in _BLOCKS)
+VGG16_CONVS = tuple(convs for _, convs in _BLOCKS)
 
 
 @BACKBONES.register("vgg16")
@@ -82,10 +84,6 @@ def vgg16(inputs, output_stride=32, weights=None, pool_size=2):
 
 
 vgg16.preprocessing = PREPROCESSING
-
-
-VGG16_FILTERS = (64, 128, 256, 512, 512)
-VGG16_CONVS = (2, 2, 3, 3, 3)
 
 
 def check_stage_filters(model, stage_filters):
