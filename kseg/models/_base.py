@@ -223,6 +223,11 @@ class SegmentationModel(keras.Model):
             setattr(self, _ATTRIBUTE_NAMES.get(key, key), value)
 
     def get_config(self):
+        if "_init_config" not in self.__dict__:
+            raise NotImplementedError(
+                f"{type(self).__name__} must call self._store_config(...) with its constructor "
+                "arguments after super().__init__(inputs, outputs)"
+            )
         config = dict(self._init_config)
         if "weights" in config:
             config["weights"] = None  # the weights travel in the .keras file itself

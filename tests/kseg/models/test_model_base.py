@@ -124,6 +124,16 @@ def test_shared_checks_name_the_argument_and_value():
     assert check_weights("FCN", "imagenet") == "imagenet"
 
 
+def test_a_subclass_that_forgets_store_config_is_told():
+    class Forgetful(SegmentationModel):
+        def __init__(self):
+            images = keras.Input((8, 8, 3))
+            super().__init__(images, keras.layers.Conv2D(2, 1)(images))
+
+    with pytest.raises(NotImplementedError, match=r"Forgetful must call self._store_config"):
+        Forgetful().get_config()
+
+
 def _forbid_weight_loading(monkeypatch):
     """Any download or weights-file read fails the test."""
 
