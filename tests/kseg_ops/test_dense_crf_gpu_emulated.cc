@@ -47,9 +47,8 @@ void MakeInputs(const Scene& s, uint32_t seed, std::vector<T>* unary, std::vecto
 
 // The CPU kernel itself (kseg_ops/cc/lattice/dense_crf.h) on the same unary energies.
 template <typename T>
-std::vector<T> ReferenceCrf(const Scene& s, const crf::MeanFieldSettings& settings, float gs,
-                            float bs, float br, const std::vector<T>& unary,
-                            const std::vector<T>& image) {
+std::vector<T> CpuCrf(const Scene& s, const crf::MeanFieldSettings& settings, float gs, float bs,
+                      float br, const std::vector<T>& unary, const std::vector<T>& image) {
   kseg::DenseCrfParams params;
   params.iterations = settings.iterations;
   params.gaussian_sxy = gs;
@@ -77,7 +76,7 @@ void CheckCrf(const Scene& s, int iterations, bool symmetric, double tol) {
   settings.gaussian_compat = 3.f;
   settings.bilateral_compat = 10.f;
   settings.symmetric = symmetric;
-  const std::vector<T> want = ReferenceCrf<T>(s, settings, gs, bs, br, unary, image);
+  const std::vector<T> want = CpuCrf<T>(s, settings, gs, bs, br, unary, image);
 
   const int64_t n = s.h * s.w;
   std::vector<T> features(n * 7, T(-3)), ones(n, T(-3)), norms(2 * n, T(-3)),

@@ -1,7 +1,7 @@
 // GPU functor of Kseg>DenseCrf: per image, the gaussian and bilateral lattices are built once
 // (one host synchronisation for both vertex counts) and the mean-field iterations of
 // kseg_ops/cc/lattice/dense_crf_gpu.cuh run entirely on the op's stream. Same formulas and order
-// of operations as the CPU functor in dense_crf_op.cc.
+// of operations as the CPU mean field of kseg_ops/cc/lattice/dense_crf.h.
 #if GOOGLE_CUDA
 
 #define EIGEN_USE_GPU

@@ -1,4 +1,4 @@
-// CUDA mean-field inference of the dense CRF (see kernels/dense_crf_op.h for the math), free of
+// CUDA mean-field inference of the dense CRF (see dense_crf_params.h for the math), free of
 // TensorFlow: the caller builds the two lattices and passes a filter callback for each, so the
 // same code runs on the GPU (dense_crf_op_gpu.cu.cc) and on the host in emulation (tests).
 #ifndef KSEG_OPS_CC_LATTICE_DENSE_CRF_GPU_CUH_
