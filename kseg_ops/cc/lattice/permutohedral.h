@@ -40,6 +40,9 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "kseg_ops/cc/common/cpu_features.h"
+#include "kseg_ops/cc/common/parallel_for.h"
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && \
     !defined(KSEG_LATTICE_SCALAR_ONLY)
 #include <immintrin.h>
@@ -61,15 +64,9 @@ inline T ElevatedCoordinateLimit(int feature_dim) {
   return bound / T(feature_dim + 1);
 }
 
-// total items, estimated cost of one item in cycles, fn(begin, end).
-using ParallelFor =
-    std::function<void(int64_t, double, const std::function<void(int64_t, int64_t)>&)>;
-
-inline ParallelFor SerialFor() {
-  return [](int64_t total, double, const std::function<void(int64_t, int64_t)>& fn) {
-    if (total > 0) fn(0, total);
-  };
-}
+// total items, estimated cost of one item in cycles, fn(begin, end) (common/parallel_for.h).
+using ::kseg::ParallelFor;
+using ::kseg::SerialFor;
 
 // Point ranges hashed in parallel while building a lattice (a constant, so that the vertex
 // numbering does not depend on the number of threads).
@@ -88,10 +85,7 @@ namespace internal {
 
 #if KSEG_LATTICE_AVX2
 // Whether the CPU runs AVX2 (the library itself targets x86-64-v2).
-inline bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
+inline bool HasAvx2() { return ::kseg::cpu::HasAvx2(); }
 
 // Steps 1-4 of Build (elevation, nearest remainder-0 point, ranks, barycentric weights) for 8
 // float points at a time, one point per lane. Every lane computes exactly the operations of the
@@ -380,10 +374,11 @@ class Permutohedral {
                            const ParallelFor& parallel_for) {
     has_splat_lists_ = false;
     if (d < 1 || d > kMaxFeatureDim)
-      return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) + "], got " +
-             std::to_string(d);
+      return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) +
+             "]. Received: feature_dim=" + std::to_string(d);
     if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
-      return "number of points out of range: " + std::to_string(n);
+      return "the number of points must be in [0, " + std::to_string((int64_t{1} << 31) / (d + 1)) +
+             "). Received: n=" + std::to_string(n);
     // Compile-time dimensions for the common cases let the compiler unroll the per-point math.
     switch (d) {
       case 1:

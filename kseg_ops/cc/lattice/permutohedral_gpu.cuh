@@ -36,6 +36,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kseg_ops/cc/common/gpu_loops.cuh"
+
 namespace kseg {
 namespace lattice {
 namespace gpu {
@@ -44,22 +46,13 @@ namespace gpu {
 // agree). Kept here so that device code does not depend on the CPU header.
 constexpr int kMaxFeatureDim = 16;
 
-constexpr int kThreadsPerBlock = 256;
+using ::kseg::gpu::BlocksFor;
+using ::kseg::gpu::kThreadsPerBlock;
 #if defined(__CUDACC__)
 constexpr int kScanThreads = 1024;
 #else
 constexpr int kScanThreads = 1;  // emulated threads run one after another: no barriers
 #endif
-
-// Blocks for a grid-stride loop over `total` items (kernels loop, so the cap is only a limit).
-inline unsigned int BlocksFor(int64_t total) {
-  const int64_t blocks = (total + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
-}
-
-#define KSEG_GRID_LOOP(i, total)                                                             \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Correctly rounded arithmetic that the compiler may not contract into fused multiply-adds.
 template <typename T>
@@ -594,8 +587,6 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
               accumulate, out, out_stride);
   return cudaGetLastError();
 }
-
-#undef KSEG_GRID_LOOP
 
 }  // namespace gpu
 }  // namespace lattice
