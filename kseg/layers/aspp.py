@@ -73,7 +73,12 @@ class ASPP(keras.layers.Layer):
         def block(name, kernel_size=1, rate=1, separable=False):
             # BN after every convolution; call() applies the ReLUs.
             return conv_block_layers(
-                filters, kernel_size, name, dilation_rate=rate, separable=separable
+                filters,
+                kernel_size,
+                name,
+                dilation_rate=rate,
+                separable=separable,
+                dtype=self.dtype_policy,
             )
 
         self.branches = [block("aspp0")]
@@ -81,7 +86,7 @@ class ASPP(keras.layers.Layer):
             self.branches.append(block(f"aspp{index}", 3, rate, separable=separable))
         self.pooling_branch = block("image_pooling") if image_pooling else None
         self.projection = block("projection")
-        self.dropout_layer = layers.Dropout(dropout) if dropout else None
+        self.dropout_layer = layers.Dropout(dropout, dtype=self.dtype_policy) if dropout else None
 
     def build(self, input_shape):
         channels = input_shape[-1]

@@ -57,13 +57,15 @@ def conv_block_layers(
     kernel_initializer="glorot_uniform",
     epsilon=1e-3,
     bn_name=None,
+    dtype=None,
 ):
     """The block's weighted layers, without ReLU: ``[conv, bn]`` or, separable,
     ``[depthwise, depthwise_bn, pointwise, pointwise_bn]``.
 
     For layers that own their sub-layers and apply the activation themselves (``ASPP``);
     models use ``conv_bn_relu``. ``padding="symmetric"`` gives "valid" convolutions here: the
-    caller pads (``conv_bn_relu`` does). Arguments as ``conv_bn_relu``.
+    caller pads (``conv_bn_relu`` does). Arguments as ``conv_bn_relu``; ``dtype`` (a dtype
+    policy) is given to every layer, so an owning layer's policy reaches them.
 
     Example:
         >>> [layer.name for layer in conv_block_layers(8, 3, "aspp1", separable=True)]
@@ -82,8 +84,9 @@ def conv_block_layers(
                 dilation_rate=dilation_rate,
                 use_bias=False,
                 name=f"{name}_depthwise",
+                dtype=dtype,
             ),
-            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_depthwise_bn"),
+            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_depthwise_bn", dtype=dtype),
             layers.Conv2D(
                 filters,
                 1,
@@ -91,8 +94,9 @@ def conv_block_layers(
                 use_bias=use_bias,
                 kernel_initializer=kernel_initializer,
                 name=f"{name}_pointwise",
+                dtype=dtype,
             ),
-            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_pointwise_bn"),
+            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_pointwise_bn", dtype=dtype),
         ]
     conv = layers.Conv2DTranspose if transposed else layers.Conv2D
     return [
@@ -105,8 +109,9 @@ def conv_block_layers(
             use_bias=use_bias,
             kernel_initializer=kernel_initializer,
             name=name,
+            dtype=dtype,
         ),
-        layers.BatchNormalization(epsilon=epsilon, name=bn_name or f"{name}_bn"),
+        layers.BatchNormalization(epsilon=epsilon, name=bn_name or f"{name}_bn", dtype=dtype),
     ]
 
 
