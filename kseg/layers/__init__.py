@@ -4,6 +4,7 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 """
 
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
+from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
 from kseg.layers.fft_conv import FFTConv2D  # noqa: E402,F401

@@ -10,13 +10,11 @@ Example:
     [...]
 """
 
-from kseg.registry import Registry
-
-MODELS = Registry("model")
+from kseg.registry import MODELS
 
 
 def register(*names):
-    """Decorator registering a model class under one or more names."""
+    """Decorator registering a model class under one or more names (``MODELS.register``)."""
     return MODELS.register(*names)
 
 
@@ -35,8 +33,10 @@ def names():
     return MODELS.names()
 
 
-# Model modules register themselves on import; keep one import per file below.
 from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old name stays)
+from kseg.models._base import SegmentationModel  # noqa: E402,F401
+
+# Model modules register themselves on import; keep one import per file below.
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
