@@ -17,6 +17,9 @@
 #include <memory>
 #include <mutex>
 #include <vector>
+#if defined(__GLIBC__)  // defined by the C++ headers above
+#include <malloc.h>
+#endif
 
 namespace kseg {
 
@@ -47,6 +50,16 @@ struct CacheRegistry {
 inline CacheRegistry& Registry() {
   static CacheRegistry* registry = new CacheRegistry;  // never destroyed: used at exit
   return *registry;
+}
+
+// glibc keeps freed heap memory (in every thread's arena) for the process: after freeing a
+// large scratch, hand the whole free pages back to the system, or the process stays as large.
+inline void ReturnFreedMemory(int64_t bytes) {
+#if defined(__GLIBC__)
+  if (bytes >= (int64_t{16} << 20)) malloc_trim(0);
+#else
+  (void)bytes;
+#endif
 }
 
 }  // namespace internal
@@ -100,24 +113,34 @@ class ScratchCache {
   void Give(std::unique_ptr<Scratch> scratch) {
     const int64_t bytes = scratch->CapacityBytes();
     const int64_t cap = CacheCapBytes();
-    internal::CacheRegistry& r = internal::Registry();
-    std::lock_guard<std::mutex> lock(r.mu);
-    // A refused scratch is freed on return, after the lock (declared before it).
-    if (cached_ || r.held_bytes + bytes > cap) return;
-    cached_ = std::move(scratch);
-    cached_bytes_ = bytes;
-    r.held_bytes += bytes;
+    {
+      internal::CacheRegistry& r = internal::Registry();
+      std::lock_guard<std::mutex> lock(r.mu);
+      if (!cached_ && r.held_bytes + bytes <= cap) {
+        cached_ = std::move(scratch);
+        cached_bytes_ = bytes;
+        r.held_bytes += bytes;
+        return;
+      }
+    }
+    scratch.reset();
+    internal::ReturnFreedMemory(bytes);
   }
 
   // Frees the cached scratch; returns its bytes.
   int64_t Release() {
-    std::unique_ptr<Scratch> drop;  // freed after the lock is released
-    internal::CacheRegistry& r = internal::Registry();
-    std::lock_guard<std::mutex> lock(r.mu);
-    drop = std::move(cached_);
-    const int64_t freed = cached_bytes_;
-    r.held_bytes -= freed;
-    cached_bytes_ = 0;
+    std::unique_ptr<Scratch> drop;
+    int64_t freed = 0;
+    {
+      internal::CacheRegistry& r = internal::Registry();
+      std::lock_guard<std::mutex> lock(r.mu);
+      drop = std::move(cached_);
+      freed = cached_bytes_;
+      r.held_bytes -= freed;
+      cached_bytes_ = 0;
+    }
+    drop.reset();
+    internal::ReturnFreedMemory(freed);
     return freed;
   }
 
