@@ -6,6 +6,8 @@ from kseg_ops import _validation as v
 from kseg_ops._loader import load_ops_library
 
 NORMALIZATIONS = ("symmetric", "after")
+# The most mean-field iterations one call runs (kMaxCrfIterations in dense_crf_params.h).
+MAX_ITERATIONS = 1000
 
 # Mean-field inference is not differentiated: gradients through the op are None (as for
 # tf.argmax), never a "No gradient defined" LookupError. Registered at import, before any use.
@@ -45,7 +47,8 @@ def dense_crf(
         probs: ``[batch, height, width, classes]`` probabilities (or logits with
             ``from_logits=True``); float16/32/64 or bfloat16, finite, classes >= 1.
         images: ``[batch, height, width, 3]`` RGB, uint8 or float in 0..255.
-        iterations: mean-field iterations (>= 0).
+        iterations: mean-field iterations, in [0, ``MAX_ITERATIONS`` = 1000]. A call stops
+            between iterations when its step is cancelled (``tf.errors.CancelledError``).
         gaussian_sxy, bilateral_sxy, bilateral_srgb: kernel widths in pixels / intensity (> 0).
         gaussian_compat, bilateral_compat: Potts weights of the two kernels.
         normalization: ``"symmetric"`` or ``"after"``.
@@ -60,6 +63,14 @@ def dense_crf(
         TypeError: wrong dtypes. ValueError: wrong ranks or shapes, batch/size mismatch,
         classes = 0, empty images, NaN/Inf, bad parameters (eagerly; inside graphs the op
         raises ``InvalidArgumentError`` for what only the values reveal).
+        tf.errors.ResourceExhaustedError: the host memory the call needs is over the budget,
+        which is ``$KSEG_OPS_MEMORY_BUDGET_BYTES`` (read on every call) or half the physical
+        memory. For ``n = height * width`` pixels, ``cp`` = classes rounded up to a multiple
+        of 8 and ``t`` = 4 (float32) or 8 (float64) bytes, a call needs
+        ``n * (t * (10 + 2 * cp) + 183)`` bytes (``255`` for float64) before its lattices are
+        built, then for each lattice of dimension ``d`` (2 and 5) with ``m <= (d + 1) * n``
+        vertices ``8 * m * (d + 2) + 2 * t * (m + 1) * (cp + 1)`` more (``CrfPointBytes`` and
+        ``CrfVertexBytes`` in ``dense_crf.h``). The message names the shape and the bytes.
 
     Example:
         >>> import numpy as np, kseg_ops
@@ -71,6 +82,10 @@ def dense_crf(
         TensorShape([1, 4, 6, 2])
     """
     iterations = v.check_int("iterations", iterations, 0)
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(
+            f"iterations must be in [0, {MAX_ITERATIONS}]. Received: iterations={iterations}"
+        )
     gaussian_sxy = v.check_positive("gaussian_sxy", gaussian_sxy)
     bilateral_sxy = v.check_positive("bilateral_sxy", bilateral_sxy)
     bilateral_srgb = v.check_positive("bilateral_srgb", bilateral_srgb)

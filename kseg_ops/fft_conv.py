@@ -57,6 +57,11 @@ def fft_conv2d(x, kernel, padding="SAME", strides=1, dilations=1, name=None):
             "VALID", an unknown padding, strides or dilations other than 1.
         tf.errors.InvalidArgumentError: NaN or infinity in ``x`` or ``kernel`` (raised by the
             kernel, which names the tensor and the first bad index).
+        tf.errors.ResourceExhaustedError: the host memory the call (or its gradient) needs is
+            over the budget (``$KSEG_OPS_MEMORY_BUDGET_BYTES``, read on every call, or half the
+            physical memory); the count (kernel and tile spectra, per-thread workspaces) is
+            given in ``fft_conv_core.h``, and the message names the shapes and the bytes.
+        tf.errors.CancelledError: the step was cancelled; the kernels stop between tile groups.
 
     Example:
         >>> import numpy as np, tensorflow as tf, kseg_ops

@@ -35,6 +35,13 @@ def lattice_filter(values, features, transpose=False, name=None):
             ``|features[..., k]| * scale_k`` must stay below ``2^30 / (feature_dim + 1)``; the
             message gives the bound on the offending axis) — eagerly; in graphs the op raises
             InvalidArgumentError.
+        tf.errors.ResourceExhaustedError: the host memory the call needs is over the budget
+            (``$KSEG_OPS_MEMORY_BUDGET_BYTES``, read on every call, or half the physical
+            memory): ``n * (d + 1) * (8 + 2 * t) + n * (5 * d + 2)`` bytes before the lattice is
+            built (``d`` = feature_dim, ``t`` = 4 or 8 bytes per value), then
+            ``8 * m * (d + 2) + 2 * t * (m + 1) * cp`` more for its ``m`` vertices
+            (``cp`` = channels rounded up to a multiple of 8). The message names the shapes and
+            the bytes.
 
     Example:
         >>> import numpy as np, kseg_ops
