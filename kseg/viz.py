@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from kseg import fileio
 from kseg.data.palette import IGNORE_INDEX, voc_colormap
 
 __all__ = ["colorize", "overlay", "panel", "save_png", "plot_confusion_matrix"]
@@ -97,7 +98,8 @@ def panel(image, truth=None, prediction=None, palette=None):
 
 def save_png(array, path):
     """Writes an RGB ``uint8`` array to ``path`` as PNG and returns the path."""
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, format="PNG")
+    with fileio.atomic_path(path) as temporary:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(temporary, format="PNG")
     return path
 
 
@@ -145,5 +147,6 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize=True, title="Con
                     color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black",
                 )
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    with fileio.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
     return path

@@ -16,8 +16,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from kseg import fileio
 from kseg.data.folder import _check_dir, example_reader
-from kseg.data.io import IMAGE_EXTENSIONS
+from kseg.data.io import IMAGE_EXTENSIONS, check_file_id
 from kseg.data.palette import IGNORE_INDEX, voc_colormap
 from kseg.data.pipeline import build_pipeline
 
@@ -81,6 +82,7 @@ def voc_pairs(root, split="train"):
         raise ValueError(f"split file {split_path!r} is empty: it lists no image ids")
     image_paths, mask_paths = [], []
     for line, image_id in enumerate(ids, start=1):
+        check_file_id(image_id, f"line {line} of {split_path!r}")
         candidates = [os.path.join(root, "JPEGImages", image_id + ext) for ext in IMAGE_EXTENSIONS]
         image_path = next((p for p in candidates if os.path.isfile(p)), None)
         if image_path is None:
@@ -175,8 +177,9 @@ def _split_indices(splits, count):
         )
     resolved, start = {}, 0
     for name, value in splits.items():
-        if not isinstance(name, str) or not name or os.sep in name:
-            raise ValueError(f"split names must be non-empty file names, received {name!r}")
+        if not isinstance(name, str):
+            raise ValueError(f"split names must be strings. Received: split={name!r}")
+        check_file_id(name, "splits")
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             if value < 0:
                 raise ValueError(f"split {name!r} has a negative count {value}")
@@ -262,13 +265,16 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
                 f"example {index}: label values must be in [0, 255], found "
                 f"{int(label.min())}..{int(label.max())}"
             )
-        name = name_format.format(index)
-        Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB").save(
-            os.path.join(image_dir, name + ".jpg"), quality=int(quality), subsampling=0
-        )
+        name = check_file_id(name_format.format(index), f"name_format {name_format!r}")
+        # Each file is written under a temporary name and renamed: a kill leaves no torn file.
+        with fileio.atomic_path(os.path.join(image_dir, name + ".jpg")) as temporary:
+            Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB").save(
+                temporary, format="JPEG", quality=int(quality), subsampling=0
+            )
         mask = Image.fromarray(label.astype(np.uint8), "P")
         mask.putpalette(colour_map)
-        mask.save(os.path.join(label_dir, name + ".png"))
+        with fileio.atomic_path(os.path.join(label_dir, name + ".png")) as temporary:
+            mask.save(temporary, format="PNG")
         written.append(index)
 
     if split_indices is None:
@@ -281,6 +287,8 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
     split_ids = {}
     for split, indices in split_indices.items():
         split_ids[split] = [name_format.format(i) for i in indices]
-        with open(os.path.join(sets_dir, split + ".txt"), "w", encoding="utf-8") as handle:
+        with fileio.atomic_open(
+            os.path.join(sets_dir, split + ".txt"), "w", encoding="utf-8"
+        ) as handle:
             handle.write("".join(f"{image_id}\n" for image_id in split_ids[split]))
     return split_ids
