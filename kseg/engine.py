@@ -42,9 +42,11 @@ def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, 
         0.005359
     """
     if not (isinstance(total_steps, (int, np.integer)) and total_steps > 0):
-        raise ValueError(f"total_steps must be a positive integer, received {total_steps!r}")
+        raise ValueError(
+            f"total_steps must be a positive integer. Received: total_steps={total_steps!r}"
+        )
     if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, received {learning_rate!r}")
+        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
     poly = keras.optimizers.schedules.PolynomialDecay(
         learning_rate,
         decay_steps=int(total_steps),
@@ -112,7 +114,9 @@ def compile_model(
     elif optimizer == "sgd":
         opt = keras.optimizers.SGD(schedule, momentum=0.9)
     else:
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', received {optimizer!r}")
+        raise ValueError(
+            f"optimizer must be 'adamw', 'adam' or 'sgd'. Received: optimizer={optimizer!r}"
+        )
     if metrics is None:
         metrics = [
             kseg_metrics.MeanIoU(num_classes, ignore_index=ignore_index),
@@ -157,7 +161,7 @@ class FlipAverage:
         for axes in flips:
             if not set(axes) <= {1, 2}:
                 raise ValueError(
-                    f"FlipAverage flips axes 1 (height) and 2 (width) only, received {axes!r}"
+                    f"FlipAverage flips axes 1 (height) and 2 (width) only. Received: axes={axes!r}"
                 )
         self.model = model
         self.flips = flips
@@ -184,7 +188,9 @@ def predict_labels(model, images, batch_size=8):
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape [N, H, W, 3], received {images.shape}")
+        raise ValueError(
+            f"images must have shape [N, H, W, 3]. Received: images.shape={images.shape}"
+        )
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or Inf values")
     labels = []

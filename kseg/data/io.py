@@ -74,8 +74,8 @@ def color_lookup(palette):
             colours = None
         if colours is None or colours.ndim != 2 or colours.shape[1] != 3:
             raise ValueError(
-                "palette must be a dict {(r, g, b): class} or a sequence of (r, g, b) colours, "
-                f"received {palette!r}"
+                "palette must be a dict {(r, g, b): class} or a sequence of (r, g, b) colours. "
+                f"Received: palette={palette!r}"
             )
         items = [(tuple(colour), index) for index, colour in enumerate(colours.tolist())]
     if not items:
@@ -92,7 +92,7 @@ def color_lookup(palette):
             )
         if not isinstance(index, numbers.Integral) or not 0 <= index <= 255:
             raise ValueError(
-                f"palette class for colour {tuple(colour)} must be an integer in [0, 255], received {index!r}"
+                f"palette class for colour {tuple(colour)} must be an integer in [0, 255]. Received: class={index!r}"
             )
         keys.append((int(colour[0]) << 16) | (int(colour[1]) << 8) | int(colour[2]))
         classes.append(int(index))

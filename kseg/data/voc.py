@@ -50,7 +50,9 @@ VOC_CLASSES = (
 
 def _split_file(root, split):
     if not isinstance(split, str) or not split or os.sep in split:
-        raise ValueError(f"split must be a split name such as 'train' or 'val', received {split!r}")
+        raise ValueError(
+            f"split must be a split name such as 'train' or 'val'. Received: split={split!r}"
+        )
     sets_dir = os.path.join(root, "ImageSets", "Segmentation")
     path = os.path.join(sets_dir, split + ".txt")
     if not os.path.isfile(path):
@@ -159,7 +161,7 @@ def _examples(dataset_or_arrays):
     if not isinstance(dataset_or_arrays, (tuple, list)) or len(dataset_or_arrays) != 2:
         raise ValueError(
             "dataset_or_arrays must be a tf.data.Dataset of (image, label) or a pair "
-            f"(images, labels) of arrays, received {type(dataset_or_arrays).__name__}"
+            f"(images, labels) of arrays. Received: {type(dataset_or_arrays).__name__}"
         )
     images, labels = dataset_or_arrays
     if len(images) != len(labels):
@@ -173,7 +175,7 @@ def _split_indices(splits, count):
         return None
     if not isinstance(splits, dict) or not splits:
         raise ValueError(
-            f"splits must be a non-empty dict {{name: indices or count}}, received {splits!r}"
+            f"splits must be a non-empty dict {{name: indices or count}}. Received: splits={splits!r}"
         )
     resolved, start = {}, 0
     for name, value in splits.items():
@@ -190,7 +192,7 @@ def _split_indices(splits, count):
                 indices = [int(i) for i in value]
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"split {name!r} must be a count or an iterable of integer indices, received {value!r}"
+                    f"split {name!r} must be a count or an iterable of integer indices. Received: {name}={value!r}"
                 ) from None
         if count is not None:
             outside = [i for i in indices if not 0 <= i < count]
@@ -226,9 +228,9 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
         >>> write_voc(scenes, "synthetic_voc", splits={"train": 80, "val": 20})  # doctest: +SKIP
     """
     if not isinstance(root, (str, os.PathLike)):
-        raise ValueError(f"root must be a path, received {root!r}")
+        raise ValueError(f"root must be a path. Received: root={root!r}")
     if not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an integer in [1, 100], received {quality!r}")
+        raise ValueError(f"quality must be an integer in [1, 100]. Received: quality={quality!r}")
     count = None
     if isinstance(dataset_or_arrays, (tuple, list)) and len(dataset_or_arrays) == 2:
         count = len(dataset_or_arrays[0])

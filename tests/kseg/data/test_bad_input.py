@@ -166,14 +166,15 @@ def test_folder_errors_at_creation(tmp_path):
 def test_pipeline_argument_errors(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
     with pytest.raises(
-        ValueError, match="batch_size must be a positive integer or None, received 0"
+        ValueError, match="batch_size must be a positive integer or None. Received: batch_size=0"
     ):
         voc(tmp_path, "train", batch_size=0)
     with pytest.raises(
-        ValueError, match="augment must be True, False or a kseg.data.Augment, received 'yes'"
+        ValueError,
+        match="augment must be True, False or a kseg.data.Augment. Received: augment='yes'",
     ):
         voc(tmp_path, "train", augment="yes")
-    with pytest.raises(ValueError, match=r"crop_size must be .* received -3"):
+    with pytest.raises(ValueError, match=r"crop_size must be .*. Received: crop_size=-3"):
         voc(tmp_path, "train", crop_size=-3)
 
 
