@@ -131,7 +131,9 @@ class SceneOptions:
         ):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number. Received: {name}={value!r}")
+                raise ValueError(
+                    f"{name} must be a non-negative number. Received: {name}={value!r}"
+                )
         if self.illumination >= 1:
             raise ValueError(f"illumination must be below 1. Received: {self.illumination!r}")
         if self.shading >= 1:
