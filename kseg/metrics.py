@@ -44,7 +44,9 @@ def _check_num_classes(num_classes):
         or not isinstance(num_classes, (int, np.integer))
         or num_classes < 1
     ):
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     return int(num_classes)
 
 
@@ -131,7 +133,7 @@ def scores(cm):
     """
     cm = np.asarray(cm, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"confusion matrix must be square [C, C], received shape {cm.shape}")
+        raise ValueError(f"confusion matrix must be square [C, C]. Received: shape={cm.shape}")
     if np.any(cm < 0) or not np.all(np.isfinite(cm)):
         raise ValueError("confusion matrix must hold finite non-negative counts")
     true_positives = np.diag(cm)
@@ -187,7 +189,9 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         if ignore_index is not None and (
             isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
         ):
-            raise ValueError(f"ignore_index must be an integer or None, received {ignore_index!r}")
+            raise ValueError(
+                f"ignore_index must be an integer or None. Received: ignore_index={ignore_index!r}"
+            )
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.total_cm = self.add_variable(
             shape=(self.num_classes, self.num_classes),

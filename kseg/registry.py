@@ -31,7 +31,7 @@ class Registry:
 
     def get(self, name: str):
         if not isinstance(name, str):
-            raise TypeError(f"{self.kind} name must be a string, received {name!r}")
+            raise TypeError(f"{self.kind} name must be a string. Received: name={name!r}")
         try:
             return self._items[name.lower()]
         except KeyError:

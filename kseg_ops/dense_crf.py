@@ -92,34 +92,38 @@ def dense_crf(
     gaussian_compat = v.check_finite_number("gaussian_compat", gaussian_compat)
     bilateral_compat = v.check_finite_number("bilateral_compat", bilateral_compat)
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        raise ValueError(
+            f"normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+        )
     if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be a bool, got {from_logits!r}")
+        raise TypeError(f"from_logits must be a bool. Received: from_logits={from_logits!r}")
     with tf.name_scope(name or "dense_crf"):
         probs = v.to_tensor("probs", probs)
         images = v.to_tensor("images", images)
         if not probs.dtype.is_floating:
             raise TypeError(
-                f"probs must be a float tensor (float16/32/64, bfloat16), got {probs.dtype.name}"
+                f"probs must be a float tensor (float16/32/64, bfloat16). Received: probs.dtype={probs.dtype.name}"
             )
         if not (images.dtype == tf.uint8 or images.dtype.is_floating):
-            raise TypeError(f"images must be uint8 or float, got {images.dtype.name}")
+            raise TypeError(
+                f"images must be uint8 or float. Received: images.dtype={images.dtype.name}"
+            )
         v.check_rank("probs", probs, 4, "[batch, height, width, classes]")
         v.check_rank("images", images, 4, "[batch, height, width, 3]")
         ps, ims = probs.shape, images.shape
         if ims[3] is not None and ims[3] != 3:
-            raise ValueError(f"images must have 3 (RGB) channels, got shape {tuple(ims)}")
+            raise ValueError(f"images must have 3 (RGB) channels. Received: shape={tuple(ims)}")
         for axis, what in ((0, "batch size"), (1, "height"), (2, "width")):
             if ps[axis] is not None and ims[axis] is not None and ps[axis] != ims[axis]:
                 raise ValueError(
                     f"probs {tuple(ps)} and images {tuple(ims)} must have the same {what}"
                 )
         if ps[3] == 0:
-            raise ValueError(f"probs must have at least one class, got shape {tuple(ps)}")
+            raise ValueError(f"probs must have at least one class. Received: shape={tuple(ps)}")
         for axis, what in ((1, "height"), (2, "width")):
             if ps[axis] == 0 or ims[axis] == 0:
                 raise ValueError(
-                    f"images must not be empty, got {what} 0 (probs {tuple(ps)}, "
+                    f"images must not be empty. Received: {what}=0 (probs {tuple(ps)}, "
                     f"images {tuple(ims)})"
                 )
         compute_dtype = tf.float64 if probs.dtype == tf.float64 else tf.float32

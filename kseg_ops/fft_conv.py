@@ -28,8 +28,8 @@ def _check_unit(name, value):
         isinstance(s, bool) or not isinstance(s, int) or s != 1 for s in values
     ):
         raise ValueError(
-            f"fft_conv2d supports only {name}=1 (the FFT computes every output position), "
-            f"got {name}={value!r}; use tf.nn.conv2d for other {name}"
+            f"fft_conv2d supports only {name}=1 (the FFT computes every output position); use "
+            f"tf.nn.conv2d for other {name}. Received: {name}={value!r}"
         )
 
 
@@ -75,13 +75,13 @@ def fft_conv2d(x, kernel, padding="SAME", strides=1, dilations=1, name=None):
         x = v.to_tensor("x", x)
         kernel = v.to_tensor("kernel", kernel)
         if x.dtype not in (tf.float32, tf.float64):
-            raise TypeError(f"x must be float32 or float64, got {x.dtype.name}")
+            raise TypeError(f"x must be float32 or float64. Received: x.dtype={x.dtype.name}")
         if kernel.dtype != x.dtype:
             raise TypeError(
-                f"kernel must have the dtype of x ({x.dtype.name}), got {kernel.dtype.name}"
+                f"kernel must have the dtype of x ({x.dtype.name}), Received: kernel.dtype={kernel.dtype.name}"
             )
         if not isinstance(padding, str) or padding.upper() not in PADDINGS:
-            raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+            raise ValueError(f"padding must be 'SAME' or 'VALID'. Received: padding={padding!r}")
         padding = padding.upper()
         _check_unit("strides", strides)
         _check_unit("dilations", dilations)

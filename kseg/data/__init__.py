@@ -51,7 +51,7 @@ def _load_folder(root, split, images_dir=None, masks_dir=None, **kwargs):
             )
         return folder(images_dir, masks_dir, **kwargs)
     if root is None:
-        raise ValueError("root must be the dataset folder, received None")
+        raise ValueError("root must be the dataset folder. Received: root=None")
     parts = () if split is None else (split,)
     return folder(
         os.path.join(root, "images", *parts), os.path.join(root, "masks", *parts), **kwargs
@@ -66,7 +66,7 @@ def _load_synthetic(root, split, **kwargs):
 
     if split not in SYNTHETIC_SPLITS:
         raise ValueError(
-            f"synthetic split must be one of {', '.join(SYNTHETIC_SPLITS)}, received {split!r}"
+            f"synthetic split must be one of {', '.join(SYNTHETIC_SPLITS)}. Received: split={split!r}"
         )
     first_index, default_count = SYNTHETIC_SPLITS[split]
     pipeline_keys = (

@@ -19,7 +19,7 @@ def resolve_augment(augment, crop_size, seed):
         return None, crop_size
     if not isinstance(augment, Augment):
         raise ValueError(
-            f"augment must be True, False or a kseg.data.Augment, received {augment!r}"
+            f"augment must be True, False or a kseg.data.Augment. Received: augment={augment!r}"
         )
     if crop_size is not None and augment.crop_size not in (None, crop_size):
         raise ValueError(
@@ -64,15 +64,19 @@ def build_pipeline(
     ``deterministic=True`` (seed 0 unless given) gives identical batches on every run.
     """
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-        raise ValueError(f"seed must be an integer or None, received {seed!r}")
+        raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
     if not isinstance(deterministic, bool):
-        raise ValueError(f"deterministic must be True or False, received {deterministic!r}")
+        raise ValueError(
+            f"deterministic must be True or False. Received: deterministic={deterministic!r}"
+        )
     if batch_size is not None and (
         not isinstance(batch_size, numbers.Integral)
         or isinstance(batch_size, bool)
         or batch_size < 1
     ):
-        raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}")
+        raise ValueError(
+            f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}"
+        )
     if deterministic and seed is None:
         seed = 0
     augment, crop_size = resolve_augment(augment, crop_size, seed)

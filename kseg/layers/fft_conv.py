@@ -38,7 +38,9 @@ def _pair(name, value):
     if len(pair) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair
     ):
-        raise ValueError(f"FFTConv2D: {name} must be an int or a pair of ints, received {value!r}")
+        raise ValueError(
+            f"FFTConv2D: {name} must be an int or a pair of ints. Received: {name}={value!r}"
+        )
     return tuple(int(v) for v in pair)
 
 
@@ -99,28 +101,34 @@ class FFTConv2D(keras.layers.Layer):
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(filters, numbers.Integral) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"FFTConv2D: filters must be a positive int, received {filters!r}")
+            raise ValueError(
+                f"FFTConv2D: filters must be a positive int. Received: filters={filters!r}"
+            )
         kernel_size = _pair("kernel_size", kernel_size)
         if min(kernel_size) < 1:
-            raise ValueError(f"FFTConv2D: kernel_size must be positive, received {kernel_size!r}")
+            raise ValueError(
+                f"FFTConv2D: kernel_size must be positive. Received: kernel_size={kernel_size!r}"
+            )
         if _pair("strides", strides) != (1, 1):
             raise ValueError(
-                f"FFTConv2D: only strides=1 is supported (an FFT computes every output position), "
-                f"received strides={strides!r}; use keras.layers.Conv2D for strided convolutions"
+                f"FFTConv2D: only strides=1 is supported (an FFT computes every output position); use "
+                f"keras.layers.Conv2D for strided convolutions. Received: strides={strides!r}"
             )
         if _pair("dilation_rate", dilation_rate) != (1, 1):
             raise ValueError(
-                f"FFTConv2D: only dilation_rate=1 is supported, received {dilation_rate!r}"
+                f"FFTConv2D: only dilation_rate=1 is supported. Received: dilation_rate={dilation_rate!r}"
             )
         if data_format not in (None, "channels_last"):
             raise ValueError(
-                f"FFTConv2D: only data_format='channels_last' is supported, received {data_format!r}"
+                f"FFTConv2D: only data_format='channels_last' is supported. Received: data_format={data_format!r}"
             )
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(f"FFTConv2D: padding must be 'valid' or 'same', received {padding!r}")
+            raise ValueError(
+                f"FFTConv2D: padding must be 'valid' or 'same'. Received: padding={padding!r}"
+            )
         if algorithm not in ALGORITHMS:
             raise ValueError(
-                f"FFTConv2D: algorithm must be one of {ALGORITHMS}, received {algorithm!r}"
+                f"FFTConv2D: algorithm must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}"
             )
         self.filters = int(filters)
         self.kernel_size = kernel_size
@@ -141,7 +149,7 @@ class FFTConv2D(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
-                f"FFTConv2D: the channel dimension of the input must be known, received shape {input_shape}"
+                f"FFTConv2D: the channel dimension of the input must be known. Received: shape={input_shape}"
             )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
         self.kernel = self.add_weight(

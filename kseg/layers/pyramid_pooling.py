@@ -31,7 +31,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
             raise ValueError(
-                f"AdaptiveAveragePooling2D: bins must be a positive int, received {bins!r}"
+                f"AdaptiveAveragePooling2D: bins must be a positive int. Received: bins={bins!r}"
             )
         self.bins = bins
 

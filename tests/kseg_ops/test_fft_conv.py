@@ -187,13 +187,16 @@ def test_other_argument_errors():
         kseg_ops.fft_conv2d(x, k, strides=2)
     with pytest.raises(ValueError, match=r"dilations=\(2, 2\)"):
         kseg_ops.fft_conv2d(x, k, dilations=(2, 2))
-    with pytest.raises(ValueError, match="padding must be 'SAME' or 'VALID', got 'FULL'"):
+    with pytest.raises(
+        ValueError, match="padding must be 'SAME' or 'VALID'. Received: padding='FULL'"
+    ):
         kseg_ops.fft_conv2d(x, k, padding="FULL")
     with pytest.raises(
-        TypeError, match="kernel must have the dtype of x \\(float32\\), got float64"
+        TypeError,
+        match="kernel must have the dtype of x \\(float32\\). Received: kernel.dtype=float64",
     ):
         kseg_ops.fft_conv2d(x, k.astype(np.float64))
-    with pytest.raises(TypeError, match="x must be float32 or float64, got int32"):
+    with pytest.raises(TypeError, match="x must be float32 or float64. Received: x.dtype=int32"):
         kseg_ops.fft_conv2d(x.astype(np.int32), k)
     # Accepted spellings of unit stride and lower-case padding.
     y = kseg_ops.fft_conv2d(x, k, padding="valid", strides=(1, 1, 1, 1), dilations=[1, 1])

@@ -292,7 +292,7 @@ def test_flip_average_averages_the_four_flips():
     )
     with pytest.raises(ValueError, match="at least one flip"):
         FlipAverage(model, flips=())
-    with pytest.raises(ValueError, match=r"received \(3,\)"):
+    with pytest.raises(ValueError, match=r"Received: axes=\(3,\)"):
         FlipAverage(model, flips=((3,),))
 
 

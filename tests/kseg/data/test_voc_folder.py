@@ -36,7 +36,7 @@ def test_voc_colormap_matches_the_devkit_bit_layout():
     assert cmap[15].tolist() == [192, 128, 128]  # person
     assert cmap[255].tolist() == [224, 224, 192]  # ignore border
     with pytest.raises(
-        ValueError, match="num_colors must be an integer in \\[1, 256\\], received 300"
+        ValueError, match="num_colors must be an integer in \\[1, 256\\]. Received: num_colors=300"
     ):
         voc_colormap(300)
 

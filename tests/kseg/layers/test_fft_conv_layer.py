@@ -185,25 +185,28 @@ def test_auto_uses_the_chosen_path(monkeypatch):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(filters=0, kernel_size=3), "filters must be a positive int, received 0"),
-        (dict(filters=2, kernel_size=(3, 0)), r"kernel_size must be positive, received \(3, 0\)"),
+        (dict(filters=0, kernel_size=3), "filters must be a positive int. Received: filters=0"),
+        (
+            dict(filters=2, kernel_size=(3, 0)),
+            r"kernel_size must be positive. Received: kernel_size=\(3, 0\)",
+        ),
         (dict(filters=2, kernel_size=3, strides=2), "only strides=1 is supported.*strides=2"),
         (
             dict(filters=2, kernel_size=3, dilation_rate=2),
-            "only dilation_rate=1 is supported, received 2",
+            "only dilation_rate=1 is supported. Received: dilation_rate=2",
         ),
         (
             dict(filters=2, kernel_size=3, padding="causal"),
-            "padding must be 'valid' or 'same', received 'causal'",
+            "padding must be 'valid' or 'same'. Received: padding='causal'",
         ),
         (
             dict(filters=2, kernel_size=3, algorithm="winograd"),
-            "algorithm must be one of .* received 'winograd'",
+            "algorithm must be one of .*. Received: algorithm='winograd'",
         ),
         (dict(filters=2, kernel_size=3, data_format="channels_first"), "channels_last"),
         (
             dict(filters=2, kernel_size="3"),
-            "kernel_size must be an int or a pair of ints, received '3'",
+            "kernel_size must be an int or a pair of ints. Received: kernel_size='3'",
         ),
     ],
 )
