@@ -32,6 +32,11 @@ MATRIX = {
         "kwargs": {"stage_filters": (8, 8, 16, 16, 16), "fc_units": 32, "fc_kernel_size": 2},
     },
     "unet": {"kwargs": {"base_filters": 8, "depth": 3}},
+    # real-time family (issue 15): narrow or shallow versions of the paper configurations
+    "enet": {"kwargs": {"alpha": 0.5}},
+    "erfnet": {"kwargs": {"alpha": 0.25}},
+    "espnet": {"kwargs": {"p": 1, "q": 1}},
+    "espnetv2": {"kwargs": {"s": 0.5, "decoder_channels": 8}},
     # Full VGG16 convolutions with narrow fc6/fc7 (the paper's 4096-wide ones make 134 M).
     "fcn": {"kwargs": {"variant": "8s", "fc_channels": 32}, "slow": "VGG16 at full width"},
     # Full-width VGG/ResNet without pretraining diverge at Adam's 1e-3 on a batch of 2.
