@@ -36,11 +36,14 @@ def names():
 from kseg.models._base import SegmentationModel  # noqa: E402,F401
 
 # Model modules register themselves on import; keep one import per file below.
+from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
+from kseg.models.fast_scnn import FastSCNN  # noqa: E402,F401
 from kseg.models.fcn import FCN  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
+from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
