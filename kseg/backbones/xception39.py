@@ -7,7 +7,7 @@ pooling, then three stages of [4, 8, 4] blocks. A block is three separable convo
 (depthwise 3×3 + BN, pointwise 1×1 + BN + ReLU; the last without ReLU) from ``c`` to ``c``
 to ``4c`` channels (``c`` = 16, 32, 64), added to the input (or, in the first, strided block
 of a stage, to a separable-convolution projection) and passed through a ReLU. Outputs have 64,
-128 and 256 channels at strides 8, 16 and 32; 0.25 M parameters. No pretrained weights here.
+128 and 256 channels at strides 8, 16 and 32; 306,264 parameters. No pretrained weights here.
 Inputs are normalised in "torch" mode.
 """
 

@@ -112,7 +112,7 @@ class BiSeNetV1(_AuxiliaryOutputs, SegmentationModel):
     0.60 M / 0.30 M for training): ResNet-18 12,894,163, Xception39 1,548,779. The paper's
     figures, 49.0 M and 5.8 M ([?], second-hand), fit neither this network nor any reading
     of the paper: ResNet-18 alone has 11.2 M convolution weights and 49.0 M would be four
-    times the whole model, and Xception39 (0.25 M, as released) leaves no room for 5.8 M.
+    times the whole model, and Xception39 (0.31 M, as released) leaves no room for 5.8 M.
     We follow the authors' released code. Multiply-adds at 360×640 (the paper's speed
     setting, ``kseg.bench.profile``): ResNet-18 11.58 B, Xception39 3.07 B, close to the
     2.9 G / 10.8 G "FLOPs" of the paper's speed table, which are therefore multiply-adds.
