@@ -114,8 +114,9 @@ class BiSeNetV1(_AuxiliaryOutputs, SegmentationModel):
     of the paper: ResNet-18 alone has 11.2 M convolution weights and 49.0 M would be four
     times the whole model, and Xception39 (0.31 M, as released) leaves no room for 5.8 M.
     We follow the authors' released code. Multiply-adds at 360×640 (the paper's speed
-    setting, ``kseg.bench.profile``): ResNet-18 11.58 B, Xception39 3.07 B, close to the
-    2.9 G / 10.8 G "FLOPs" of the paper's speed table, which are therefore multiply-adds.
+    setting, ``kseg.bench.profile``): ResNet-18 11.58 B, Xception39 3.07 B; the paper's speed
+    table is quoted as 10.8 G / 2.9 G "FLOPs" (not in REFERENCE_NUMBERS, unchecked), which
+    would make those multiply-adds.
 
     Good for: real-time street scenes on a GPU or a phone; the ResNet-18 path is the accurate
     one (Cityscapes test 74.7 in the paper), Xception39 the fast one (68.4 at 105 fps).
