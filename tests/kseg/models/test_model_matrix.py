@@ -72,6 +72,11 @@ MATRIX = {
         "learning_rate": 1e-5,
         "slow": "ResNet-50 at full width",
     },
+    # two-branch and cascade real-time models: small widths, auxiliary/cascade outputs on
+    "bisenetv1": {"kwargs": {"backbone": "xception39"}},
+    "bisenetv2": {"kwargs": {"alpha": 0.25, "head_channels": 32}},
+    "fastscnn": {"kwargs": {"alpha": 0.25}},
+    "icnet": {"kwargs": {"alpha": 0.125}},
     # zero-initialised scorers (as FCN) and dropout 0.5: the loss starts at exactly ln(3) and
     # the first steps move it by dropout noise; 6 steps (as its own test) bring it down
     "crfasrnn": {
