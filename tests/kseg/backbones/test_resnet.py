@@ -112,8 +112,8 @@ def test_bad_arguments(tmp_path):
     corrupt.write_bytes(b"not a weights file")
     with pytest.raises(ValueError, match="corrupt.weights.h5"):
         backbone_model("resnet50", weights=str(corrupt))
-    with pytest.raises(ValueError, match="Unknown backbone 'resnet18'"):
-        backbone_model("resnet18")
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet19'"):
+        backbone_model("resnet19")
 
 
 def test_deep_stem():
