@@ -44,6 +44,11 @@ and its horizontal, vertical and double flips (the single-pass figure is reporte
 """
 
 
+PANEL_SIZE = 256
+"""Smallest side of each picture panel in pixels: scenes are enlarged by an integer factor
+(nearest neighbour) so that the boundaries the model gets right or wrong can be seen."""
+
+
 def run(
     output_dir="kseg_runs/demo",
     epochs=None,
@@ -57,7 +62,8 @@ def run(
     """Trains, evaluates and predicts; returns the evaluation dict plus the written paths.
 
     Writes into ``output_dir``: ``model.keras``, ``metrics.json``, ``confusion_matrix.png``,
-    and ``prediction_<i>.png`` panels (image | truth | prediction | overlay).
+    and ``prediction_<i>.png`` panels (image | truth | prediction | overlay), each tile enlarged
+    to at least ``PANEL_SIZE`` pixels.
     """
     import keras
 
@@ -148,10 +154,11 @@ def run(
 
     print(f"[4/4] predicting {num_pictures} held-out scenes")
     predicted = engine.predict_labels(predictor, val_images[:num_pictures])
+    scale = viz.scale_for((height, width), PANEL_SIZE)
     pictures = []
     for i in range(min(num_pictures, len(predicted))):
         path = os.path.join(output_dir, f"prediction_{i}.png")
-        viz.save_png(viz.panel(val_images[i], val_labels[i], predicted[i]), path)
+        viz.save_png(viz.panel(val_images[i], val_labels[i], predicted[i], scale=scale), path)
         pictures.append(path)
 
     elapsed = time.time() - started
