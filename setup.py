@@ -239,7 +239,10 @@ setup(
     ext_modules=[_ops_extension()],
     cmdclass={"build_ext": BuildOps},
     install_requires=[
-        "keras>=3.10",
+        # Published safe_mode bypasses and loader flaws fixed by 3.14: CVE-2025-1550 (< 3.9),
+        # CVE-2025-8747 and CVE-2025-9906 (< 3.11.0), CVE-2025-9905 (HDF5, < 3.11.3),
+        # GHSA-hqp4-2352-xf5r (archive path traversal, < 3.14.0).
+        "keras>=3.14",
         "numpy>=1.26",
         "pillow>=10",
         "matplotlib>=3.7",

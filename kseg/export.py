@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from kseg import fileio
+
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "logits"
@@ -115,7 +117,9 @@ def saved_model(model, path, input_shape=None, dynamic_size=True):
         fn=serve,
         input_signature=[tf.TensorSpec((None,) + shape, tf.float32, name=SIGNATURE_INPUT)],
     )
-    archive.write_out(path, verbose=False)
+    # Written beside the final path and swapped in: a server never loads a half-written model.
+    with fileio.atomic_directory(path) as folder:
+        archive.write_out(folder, verbose=False)
     return path
 
 
@@ -237,10 +241,7 @@ def tflite(
             f"TFLite conversion of {model.name!r} (quantize={quantize!r}, built-in ops only) "
             f"failed: {error}"
         ) from error
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as file:
-        file.write(flatbuffer)
+    fileio.write_bytes(path, flatbuffer)
     return path
 
 

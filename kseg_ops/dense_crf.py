@@ -7,6 +7,10 @@ from kseg_ops._loader import load_ops_library
 
 NORMALIZATIONS = ("symmetric", "after")
 
+# Mean-field inference is not differentiated: gradients through the op are None (as for
+# tf.argmax), never a "No gradient defined" LookupError. Registered at import, before any use.
+tf.no_gradient("Kseg>DenseCrf")
+
 
 def dense_crf(
     probs,
@@ -31,7 +35,11 @@ def dense_crf(
     permutohedral-lattice filter normalised symmetrically (``"symmetric"``, the reference's
     default: ``D^-1/2 L D^-1/2``) or after filtering (``"after"``, DeepLab's 2011 code:
     ``D^-1 L``). Both lattices are built once per image; the op runs on TF's CPU threads.
-    Not differentiable (use ``kseg.layers.CRFRNN`` to train through a CRF).
+
+    Not differentiable: the op is registered with ``tf.no_gradient``, so a ``tf.GradientTape``
+    gradient through it is ``None`` (for ``probs`` and ``images`` alike). To train through a
+    CRF use ``kseg.layers.CRFRNN`` (mean field unrolled from differentiable ops), or build one
+    from ``kseg_ops.lattice_filter``, which has a gradient.
 
     Args:
         probs: ``[batch, height, width, classes]`` probabilities (or logits with

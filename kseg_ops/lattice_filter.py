@@ -31,7 +31,10 @@ def lattice_filter(values, features, transpose=False, name=None):
     Raises:
         TypeError: non-float or mismatched dtypes.
         ValueError: wrong ranks, mismatched batch/n, channels = 0, feature_dim out of range,
-            non-finite features (eagerly; in graphs the op raises InvalidArgumentError).
+            non-finite features, or features too large for the lattice's int32 keys (every
+            ``|features[..., k]| * scale_k`` must stay below ``2^30 / (feature_dim + 1)``; the
+            message gives the bound on the offending axis) — eagerly; in graphs the op raises
+            InvalidArgumentError.
 
     Example:
         >>> import numpy as np, kseg_ops
@@ -68,7 +71,11 @@ def lattice_filter(values, features, transpose=False, name=None):
         if not isinstance(transpose, bool):
             raise TypeError(f"transpose must be a bool, got {transpose!r}")
         v.check_finite_values("features", features)
-        return load_ops_library().kseg_lattice_filter(values, features, transpose=transpose)
+        # Eagerly, what the kernel finds in the values (features too large for the lattice's
+        # int32 keys) is a ValueError like the other argument errors.
+        return v.value_errors_from_kernel(
+            lambda: load_ops_library().kseg_lattice_filter(values, features, transpose=transpose)
+        )
 
 
 @tf.RegisterGradient("Kseg>LatticeFilter")

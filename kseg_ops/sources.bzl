@@ -13,7 +13,14 @@ OPS_CPU_SRCS = [
 
 # Headers the CPU sources include.
 OPS_HDRS = [
+    "kseg_ops/cc/common/cpu_features.h",
+    "kseg_ops/cc/common/non_finite.h",
+    "kseg_ops/cc/common/parallel_for.h",
     "kseg_ops/cc/lattice/permutohedral.h",
+    "kseg_ops/cc/lattice/dense_crf.h",
+    "kseg_ops/cc/lattice/dense_crf_params.h",
+    "kseg_ops/cc/lattice/scratch_cache.h",
+    "kseg_ops/cc/lattice/simd.h",
     "kseg_ops/cc/kernels/lattice_filter_op.h",
     "kseg_ops/cc/kernels/dense_crf_op.h",
     "kseg_ops/cc/kernels/cpu_parallel.h",
@@ -31,6 +38,7 @@ OPS_GPU_SRCS = [
 
 # Headers only the CUDA sources include.
 OPS_GPU_HDRS = [
+    "kseg_ops/cc/common/gpu_loops.cuh",
     "kseg_ops/cc/lattice/permutohedral_gpu.cuh",
     "kseg_ops/cc/kernels/lattice_gpu_glue.cu.h",
     "kseg_ops/cc/lattice/dense_crf_gpu.cuh",

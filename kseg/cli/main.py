@@ -19,6 +19,9 @@ import os
 import sys
 import time
 
+# Reporting lives in kseg.report (shared with kseg.demo); the names stay importable from here.
+from kseg.report import format_scores, write_evaluation
+
 COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -129,39 +132,45 @@ def _fail(message):
     return 2
 
 
+DEFAULT_CROP_SIZE = (512, 512)
+"""Training crop of the voc and folder datasets when ``--crop-size`` is not given."""
+
+
 def _dataset(args, split, training=False, crop_size=None):
-    """Returns (unbatched dataset, num_classes, class names or None)."""
+    """Returns (unbatched dataset, num_classes, class names or None) from ``kseg.data.load``."""
     import kseg
 
     name = args.dataset.lower()
+    options = {"augment": True, "crop_size": crop_size, "seed": args.seed} if training else {}
     if name == "synthetic":
-        default_count = 512 if split == "train" else 64
-        count = args.num_images or default_count
-        # Splits are disjoint: each split draws scenes from its own seed.
-        seed = args.seed * 1000 + {"train": 0, "val": 1, "test": 2}.get(split, 3)
-        ds = kseg.data.synthetic(count, image_size=tuple(args.image_size), seed=seed)
-        return ds, len(kseg.data.SYNTHETIC_CLASSES), list(kseg.data.SYNTHETIC_CLASSES)
+        names = list(kseg.data.SYNTHETIC_CLASSES)
+        options.pop("crop_size", None)  # scenes are drawn at --image-size
+        if args.num_images is not None:
+            options["num_images"] = args.num_images
+        options.update(image_size=tuple(args.image_size), seed=args.seed, augment=False)
+        return kseg.data.load("synthetic", split=split, **options), len(names), names
     if name == "voc":
         if not args.data_root:
             raise ValueError("--data-root is required for the voc dataset")
         num_classes = args.num_classes or 21
-        options = {"augment": training, "crop_size": crop_size} if training else {}
-        return (
-            kseg.data.voc(args.data_root, split, num_classes=num_classes, **options),
-            num_classes,
-            None,
-        )
+        dataset = kseg.data.load("voc", args.data_root, split, num_classes=num_classes, **options)
+        return dataset, num_classes, None
     if name == "folder":
         if not (args.images_dir and args.masks_dir):
             raise ValueError("--images-dir and --masks-dir are required for the folder dataset")
         if not args.num_classes:
             raise ValueError("--num-classes is required for the folder dataset")
-        options = {"augment": training, "crop_size": crop_size} if training else {}
-        dataset = kseg.data.folder(
-            args.images_dir, args.masks_dir, num_classes=args.num_classes, **options
+        dataset = kseg.data.load(
+            "folder",
+            images_dir=args.images_dir,
+            masks_dir=args.masks_dir,
+            num_classes=args.num_classes,
+            **options,
         )
         return dataset, args.num_classes, None
-    raise ValueError(f"unknown dataset {args.dataset!r}; valid: synthetic, voc, folder")
+    raise ValueError(
+        f"unknown dataset; valid: synthetic, voc, folder. Received: --dataset={args.dataset!r}"
+    )
 
 
 def _input_shape(args):
@@ -240,51 +249,6 @@ def _load_model(path):
         return kseg.load_model(path)
     except Exception as error:  # Keras raises many types for corrupt archives
         raise ValueError(f"could not load model file {path!r}: {error}") from error
-
-
-def format_scores(result, class_names=None):
-    """Formats an ``evaluate`` result as a plain-text table (one line per class + the means)."""
-    lines = [
-        f"pixel accuracy  {result['pixel_accuracy']:.4f}",
-        f"mean accuracy   {result['mean_accuracy']:.4f}",
-        f"mean IoU        {result['mean_iou']:.4f}",
-        f"fw IoU          {result['fw_iou']:.4f}",
-        "",
-        f"{'class':<14}{'IoU':>8}{'prec.':>8}{'recall':>8}{'F1':>8}",
-    ]
-    for c, iou in enumerate(result["iou"]):
-        name = class_names[c] if class_names else str(c)
-        lines.append(
-            f"{name:<14}{iou:8.4f}{result['precision'][c]:8.4f}{result['recall'][c]:8.4f}{result['f1'][c]:8.4f}"
-        )
-    return "\n".join(lines)
-
-
-def _jsonable(result):
-    out = {}
-    for key, value in result.items():
-        if hasattr(value, "tolist"):
-            value = value.tolist()
-        out[key] = value
-    return json.loads(json.dumps(out, default=float).replace("NaN", "null"))
-
-
-def write_evaluation(result, output_dir, class_names=None):
-    """Writes metrics.json and confusion_matrix.png into ``output_dir``; returns their paths."""
-    from kseg import viz
-
-    os.makedirs(output_dir, exist_ok=True)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    record = _jsonable(result)
-    if class_names:
-        record["class_names"] = list(class_names)
-    with open(metrics_path, "w") as f:
-        json.dump(record, f, indent=2)
-    names = class_names or [str(i) for i in range(len(result["iou"]))]
-    cm_path = viz.plot_confusion_matrix(
-        result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), names
-    )
-    return metrics_path, cm_path
 
 
 def _run_evaluate(args):

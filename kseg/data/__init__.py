@@ -39,9 +39,17 @@ def _load_voc(root, split, **kwargs):
 
 
 @DATASETS.register("folder")
-def _load_folder(root, split, **kwargs):
+def _load_folder(root, split, images_dir=None, masks_dir=None, **kwargs):
     import os
 
+    if images_dir is not None or masks_dir is not None:
+        # Explicit folders (the CLI's --images-dir/--masks-dir) replace the root layout.
+        if images_dir is None or masks_dir is None:
+            raise ValueError(
+                "images_dir and masks_dir must be given together. "
+                f"Received: images_dir={images_dir!r}, masks_dir={masks_dir!r}"
+            )
+        return folder(images_dir, masks_dir, **kwargs)
     if root is None:
         raise ValueError("root must be the dataset folder, received None")
     parts = () if split is None else (split,)
@@ -92,7 +100,8 @@ def load(name, root=None, split="train", **kwargs):
 
     - ``"voc"``: :func:`voc` on ``root``.
     - ``"folder"``: :func:`folder` on ``root/images/<split>`` and ``root/masks/<split>``
-      (``split=None``: ``root/images`` and ``root/masks``).
+      (``split=None``: ``root/images`` and ``root/masks``), or on ``images_dir`` and
+      ``masks_dir`` when these keywords are given (``root`` and ``split`` are then unused).
     - ``"synthetic"``: the embedded scenes (``root`` is not used); ``split`` "train", "val"
       or "test" selects disjoint scene ranges (see :data:`SYNTHETIC_SPLITS`); keyword
       arguments of :func:`synthetic` (``num_images``, ``image_size``, ``num_classes``,

@@ -248,3 +248,26 @@ def test_float32_fast_path_matches_float64_on_a_multi_range_image():
     ).numpy()[0]
     assert (q64.argmax(-1) != probs.argmax(-1)).mean() > 0.01
     np.testing.assert_allclose(q32, q64, atol=2e-5)
+
+
+def test_gradient_through_the_crf_is_none_not_an_error():
+    """The op is registered non-differentiable: eager and graph gradients are None."""
+    image, probs = small_scene(0, h=8, w=10, c=3)
+    probs = tf.constant(probs[None])
+    images = tf.constant(image[None].astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([probs, images])
+        q = kseg_ops.dense_crf(probs, images, iterations=2)
+        loss = tf.reduce_sum(q * tf.range(3, dtype=q.dtype))
+        loss_with_a_path_around = loss + 2.0 * tf.reduce_sum(probs)
+    assert tape.gradient(loss, probs) is None
+    assert tape.gradient(loss, images) is None
+    # A path around the CRF still gets its gradient (the CRF branch contributes nothing).
+    grad = tape.gradient(loss_with_a_path_around, probs)
+    np.testing.assert_array_equal(grad.numpy(), np.full(probs.shape, 2.0, np.float32))
+
+    @tf.function
+    def graph_gradient(p, i):
+        return tf.gradients(tf.reduce_sum(kseg_ops.dense_crf(p, i, iterations=1)), [p, i])
+
+    assert graph_gradient(probs, images) == [None, None]

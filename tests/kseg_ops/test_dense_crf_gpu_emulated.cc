@@ -1,7 +1,6 @@
 // The CUDA mean-field inference of dense_crf_gpu.cuh (features, normalisers, softmax, the
 // pairwise term from both lattices), run on the host through cuda_host_emulation.h, against the
-// CPU lattice of permutohedral.h driven step by step as the CPU kernel documents it
-// (dense_crf_op.h). Built and run by tests/kseg_ops/test_gpu_kernels.py.
+// CPU kernel's own mean field (dense_crf.h). Built and run by tests/kseg_ops/test_gpu_kernels.py.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,15 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "kseg_ops/cc/lattice/dense_crf.h"
 #include "kseg_ops/cc/lattice/dense_crf_gpu.cuh"
-#include "kseg_ops/cc/lattice/permutohedral.h"
 #include "kseg_ops/cc/testing/mini_test.h"
 #include "tests/kseg_ops/emulated_lattice.h"
 
 namespace {
 
-using kseg::lattice::FilterWorkspace;
-using kseg::lattice::Permutohedral;
 using kseg::lattice::SerialFor;
 using kseg::testing::EmulatedLattice;
 namespace crf = kseg::crf::gpu;
@@ -48,55 +45,24 @@ void MakeInputs(const Scene& s, uint32_t seed, std::vector<T>* unary, std::vecto
   }
 }
 
+// The CPU kernel itself (kseg_ops/cc/lattice/dense_crf.h) on the same unary energies.
 template <typename T>
-void Softmax(const T* unary, const T* pairwise, int channels, T* q) {
-  T m = -INFINITY;
-  for (int c = 0; c < channels; ++c) m = std::max(m, (pairwise ? pairwise[c] : T(0)) - unary[c]);
-  T sum = 0;
-  for (int c = 0; c < channels; ++c)
-    sum += (q[c] = std::exp((pairwise ? pairwise[c] : T(0)) - unary[c] - m));
-  for (int c = 0; c < channels; ++c) q[c] /= sum;
-}
-
-// The documented inference with the CPU lattice.
-template <typename T>
-std::vector<T> ReferenceCrf(const Scene& s, const crf::MeanFieldSettings& settings, float gs,
-                            float bs, float br, const std::vector<T>& unary,
-                            const std::vector<T>& image) {
-  const int64_t n = s.h * s.w;
-  const int c = s.channels;
-  std::vector<T> fg(n * 2), fb(n * 5);
-  const T inv_gs = T(1) / T(gs), inv_bs = T(1) / T(bs), inv_br = T(1) / T(br);
-  for (int64_t p = 0; p < n; ++p) {
-    const T x = T(p % s.w), y = T(p / s.w);
-    fg[p * 2] = x * inv_gs;
-    fg[p * 2 + 1] = y * inv_gs;
-    fb[p * 5] = x * inv_bs;
-    fb[p * 5 + 1] = y * inv_bs;
-    for (int k = 0; k < 3; ++k) fb[p * 5 + 2 + k] = image[p * 3 + k] * inv_br;
-  }
-  Permutohedral<T> lg, lb;
-  KSEG_EXPECT(lg.Build(fg.data(), n, 2, 2, SerialFor()).empty());
-  KSEG_EXPECT(lb.Build(fb.data(), n, 5, 5, SerialFor()).empty());
-  FilterWorkspace<T> ws;
-  std::vector<T> ones(n, T(1)), ng(n), nb(n);
-  lg.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, ng.data(), 1, &ws,
-            SerialFor());
-  lb.Filter(ones.data(), 1, 1, nullptr, nullptr, T(1), false, false, nb.data(), 1, &ws,
-            SerialFor());
-  for (int64_t p = 0; p < n; ++p) {
-    ng[p] = settings.symmetric ? T(1) / std::sqrt(ng[p] + T(1e-20)) : T(1) / (ng[p] + T(1e-20));
-    nb[p] = settings.symmetric ? T(1) / std::sqrt(nb[p] + T(1e-20)) : T(1) / (nb[p] + T(1e-20));
-  }
-  std::vector<T> q(n * c), pairwise(n * c);
-  for (int64_t p = 0; p < n; ++p) Softmax<T>(&unary[p * c], nullptr, c, &q[p * c]);
-  for (int it = 0; it < settings.iterations; ++it) {
-    lg.Filter(q.data(), c, c, settings.symmetric ? ng.data() : nullptr, ng.data(),
-              T(settings.gaussian_compat), false, false, pairwise.data(), c, &ws, SerialFor());
-    lb.Filter(q.data(), c, c, settings.symmetric ? nb.data() : nullptr, nb.data(),
-              T(settings.bilateral_compat), false, true, pairwise.data(), c, &ws, SerialFor());
-    for (int64_t p = 0; p < n; ++p) Softmax<T>(&unary[p * c], &pairwise[p * c], c, &q[p * c]);
-  }
+std::vector<T> CpuCrf(const Scene& s, const crf::MeanFieldSettings& settings, float gs, float bs,
+                      float br, const std::vector<T>& unary, const std::vector<T>& image) {
+  kseg::DenseCrfParams params;
+  params.iterations = settings.iterations;
+  params.gaussian_sxy = gs;
+  params.gaussian_compat = settings.gaussian_compat;
+  params.bilateral_sxy = bs;
+  params.bilateral_srgb = br;
+  params.bilateral_compat = settings.bilateral_compat;
+  params.normalization =
+      settings.symmetric ? kseg::CrfNormalization::kSymmetric : kseg::CrfNormalization::kAfter;
+  params.scores = kseg::CrfScores::kUnary;
+  std::vector<T> q(unary.size(), T(-1));
+  const std::string error = kseg::crf::DenseCrfCpu<T>(params, unary.data(), image.data(), 1, s.h,
+                                                      s.w, s.channels, q.data(), SerialFor());
+  KSEG_EXPECT(error.empty());
   return q;
 }
 
@@ -110,7 +76,7 @@ void CheckCrf(const Scene& s, int iterations, bool symmetric, double tol) {
   settings.gaussian_compat = 3.f;
   settings.bilateral_compat = 10.f;
   settings.symmetric = symmetric;
-  const std::vector<T> want = ReferenceCrf<T>(s, settings, gs, bs, br, unary, image);
+  const std::vector<T> want = CpuCrf<T>(s, settings, gs, bs, br, unary, image);
 
   const int64_t n = s.h * s.w;
   std::vector<T> features(n * 7, T(-3)), ones(n, T(-3)), norms(2 * n, T(-3)),

@@ -88,13 +88,14 @@ bool Check(std::mt19937& rng, const Geometry& g, const kseg::fft::TilePlan& tp, 
   std::vector<T> dy = Random<T>(rng, g.batch * g.out_h * g.out_w * g.cout);
   std::vector<double> xd(x.begin(), x.end()), kd(k.begin(), k.end()), dyd(dy.begin(), dy.end());
   std::vector<T> out(dy.size()), dx(x.size()), dk(k.size());
-  std::string err = impl::Correlate<T>(g, tp, x.data(), k.data(), out.data(), kseg::fft::SerialFor);
+  std::string err =
+      impl::Correlate<T>(g, tp, x.data(), k.data(), out.data(), kseg::fft::SerialFor());
   if (err.empty())
-    err =
-        impl::CorrelateBackpropInput<T>(g, dy.data(), k.data(), dx.data(), 1, kseg::fft::SerialFor);
+    err = impl::CorrelateBackpropInput<T>(g, dy.data(), k.data(), dx.data(), 1,
+                                          kseg::fft::SerialFor());
   if (err.empty())
     err = impl::CorrelateBackpropFilter<T>(g, tp, x.data(), dy.data(), dk.data(),
-                                           kseg::fft::SerialFor);
+                                           kseg::fft::SerialFor());
   if (!err.empty()) {
     std::printf("FAIL %s: error %s\n", what, err.c_str());
     return false;

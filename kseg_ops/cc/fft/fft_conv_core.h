@@ -27,18 +27,15 @@
 #include <string>
 #include <vector>
 
+#include "kseg_ops/cc/common/parallel_for.h"
+
 namespace kseg {
 namespace fft {
 
-// Runs fn(begin, end) over disjoint sub-ranges covering [0, total), possibly in parallel.
-// cost_per_unit is a rough count of floating point operations per unit (for sharding).
-using ParallelFor = std::function<void(int64_t total, int64_t cost_per_unit,
-                                       const std::function<void(int64_t, int64_t)>& fn)>;
-
-// A ParallelFor that runs everything on the calling thread.
-inline void SerialFor(int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
-  if (total > 0) fn(0, total);
-}
+// Work is spread with kseg::ParallelFor (common/parallel_for.h); the cost per unit is a rough
+// count of floating point operations.
+using ::kseg::ParallelFor;
+using ::kseg::SerialFor;
 
 // Shapes of one correlation (see the formula at the top of this file).
 struct Geometry {

@@ -42,10 +42,6 @@ struct ComplexOf<double> {
   using Type = double2;
 };
 
-#define KSEG_FFT_GRID_LOOP(i, total)                                                         \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
 // An NHWC tensor cut into tiles of tile_h x tile_w (the output tiling of the plan).
 struct TileGrid {
   int64_t batch, height, width, channels;
@@ -63,7 +59,7 @@ __global__ void PackWindowsKernel(const T* __restrict__ src, TileGrid grid, int6
                                   T* __restrict__ dst) {
   const int64_t tiles = grid.tiles_y * grid.tiles_x;
   const int64_t items = grid.batch * tiles;
-  KSEG_FFT_GRID_LOOP(idx, group * grid.channels * p * q) {
+  KSEG_GRID_LOOP(idx, group * grid.channels * p * q) {
     const int64_t v = idx % q;
     const int64_t u = (idx / q) % p;
     const int64_t c = (idx / (p * q)) % grid.channels;
@@ -88,7 +84,7 @@ template <typename T>
 __global__ void PackKernelKernel(const T* __restrict__ kernel, int64_t kh, int64_t kw, int64_t n_in,
                                  int64_t n_out, bool flip, int64_t p, int64_t q,
                                  T* __restrict__ dst) {
-  KSEG_FFT_GRID_LOOP(idx, n_in * n_out * p * q) {
+  KSEG_GRID_LOOP(idx, n_in * n_out * p * q) {
     const int64_t j = idx % q;
     const int64_t i = (idx / q) % p;
     const int64_t slice = idx / (p * q);
@@ -112,7 +108,7 @@ __global__ void ContractKernel(int64_t m_count, int64_t n_count, int64_t k_count
                                const C* __restrict__ b, int64_t b_k, int64_t b_n, bool accumulate,
                                C* __restrict__ out) {
   const int64_t n_tiles = (n_count + kTileN - 1) / kTileN;
-  KSEG_FFT_GRID_LOOP(idx, m_count * n_tiles * f_count) {
+  KSEG_GRID_LOOP(idx, m_count * n_tiles * f_count) {
     const int64_t f = idx % f_count;
     const int64_t nt = (idx / f_count) % n_tiles;
     const int64_t m = idx / (f_count * n_tiles);
@@ -150,7 +146,7 @@ __global__ void UnpackTilesKernel(const T* __restrict__ src, TileGrid grid, int6
                                   T* __restrict__ dst) {
   const int64_t tiles = grid.tiles_y * grid.tiles_x;
   const int64_t items = grid.batch * tiles;
-  KSEG_FFT_GRID_LOOP(idx, group * grid.tile_h * grid.tile_w * grid.channels) {
+  KSEG_GRID_LOOP(idx, group * grid.tile_h * grid.tile_w * grid.channels) {
     const int64_t c = idx % grid.channels;
     const int64_t v = (idx / grid.channels) % grid.tile_w;
     const int64_t u = (idx / (grid.channels * grid.tile_w)) % grid.tile_h;
@@ -166,8 +162,6 @@ __global__ void UnpackTilesKernel(const T* __restrict__ src, TileGrid grid, int6
         scale * src[((g * grid.channels + c) * p + u) * q + v];
   }
 }
-
-#undef KSEG_FFT_GRID_LOOP
 
 constexpr int kContractTile = 4;
 

@@ -1,21 +1,14 @@
 // Device functor behind the Kseg>DenseCrf op (mean-field inference of the fully connected CRF,
-// Kraehenbuehl & Koltun 2011). The CPU specialisation lives in dense_crf_op.cc, the GPU one in
-// dense_crf_op_gpu.cu.cc. Both follow the reference implementation's conventions:
-//   Q0 = softmax(-unary); repeat `iterations` times:
-//   Q = softmax(-unary + sum_k compat_k * Kn_k(Q)),
-// with two kernels k: gaussian, features (x / gaussian_sxy, y / gaussian_sxy), and bilateral,
-// features (x / bilateral_sxy, y / bilateral_sxy, r / bilateral_srgb, g / .., b / ..), x the
-// column, y the row, rgb in 0..255. L_k is the permutohedral filter of permutohedral.h (the pixel
-// itself included) and D_k = diag(L_k 1):
-//   kSymmetric: Kn = D^-1/2 L D^-1/2 (the reference's default),
-//   kAfter:     Kn = D^-1 L          (DeepLab's 2011 code),
-// where D^-1/2 is computed as 1 / sqrt(D + 1e-20) and D^-1 as 1 / (D + 1e-20).
+// Kraehenbuehl & Koltun 2011; the math is in lattice/dense_crf_params.h). The CPU
+// specialisation (dense_crf_op.cc) runs lattice/dense_crf.h, the GPU one (dense_crf_op_gpu.cu.cc)
+// lattice/dense_crf_gpu.cuh.
 #ifndef KSEG_OPS_CC_KERNELS_DENSE_CRF_OP_H_
 #define KSEG_OPS_CC_KERNELS_DENSE_CRF_OP_H_
 
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kseg_ops/cc/lattice/dense_crf_params.h"
 
 namespace Eigen {
 struct ThreadPoolDevice;
@@ -27,24 +20,6 @@ class OpKernelContext;
 }  // namespace tensorflow
 
 namespace kseg {
-
-enum class CrfNormalization { kSymmetric = 0, kAfter = 1 };
-
-// What the op's first input holds: unary energies, probabilities (unary = -log(clip(p,
-// kProbabilityClip, 1)), as the reference computes it) or logits (unary = -logits).
-enum class CrfScores { kUnary = 0, kProbabilities = 1, kLogits = 2 };
-constexpr double kProbabilityClip = 1e-5;
-
-struct DenseCrfParams {
-  int iterations = 10;
-  float gaussian_sxy = 3.f;
-  float gaussian_compat = 3.f;
-  float bilateral_sxy = 80.f;
-  float bilateral_srgb = 13.f;
-  float bilateral_compat = 10.f;
-  CrfNormalization normalization = CrfNormalization::kSymmetric;
-  CrfScores scores = CrfScores::kUnary;
-};
 
 namespace functor {
 

@@ -1,7 +1,7 @@
 // GPU functor of Kseg>DenseCrf: per image, the gaussian and bilateral lattices are built once
 // (one host synchronisation for both vertex counts) and the mean-field iterations of
 // kseg_ops/cc/lattice/dense_crf_gpu.cuh run entirely on the op's stream. Same formulas and order
-// of operations as the CPU functor in dense_crf_op.cc.
+// of operations as the CPU mean field of kseg_ops/cc/lattice/dense_crf.h.
 #if GOOGLE_CUDA
 
 #define EIGEN_USE_GPU
@@ -25,28 +25,11 @@ namespace {
 using lattice::gpu::BlocksFor;
 using lattice::gpu::kThreadsPerBlock;
 
-#define KSEG_CRF_GRID_LOOP(i, total)                                                         \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-__device__ inline bool IsFinite(float x) { return isfinite(x); }
-__device__ inline bool IsFinite(double x) { return isfinite(x); }
-
-// first[0] = smallest flat index of a non-finite value in `data`, left alone if there is none
-// (the caller initialises it to `size`).
-template <typename T>
-__global__ void FirstNonFiniteKernel(const T* __restrict__ data, int64_t size,
-                                     unsigned long long* first) {
-  KSEG_CRF_GRID_LOOP(i, size) {
-    if (!IsFinite(data[i])) atomicMin(first, static_cast<unsigned long long>(i));
-  }
-}
-
 // unary[i] from scores[i] as `kind` says (see CrfScores).
 template <typename T>
 __global__ void UnaryFromScoresKernel(const T* __restrict__ scores, int64_t size, int kind,
                                       T* __restrict__ unary) {
-  KSEG_CRF_GRID_LOOP(i, size) {
+  KSEG_GRID_LOOP(i, size) {
     const T x = scores[i];
     if (kind == static_cast<int>(CrfScores::kProbabilities))
       unary[i] = -log(fmin(fmax(x, T(kProbabilityClip)), T(1)));
@@ -55,25 +38,6 @@ __global__ void UnaryFromScoresKernel(const T* __restrict__ scores, int64_t size
     else
       unary[i] = x;
   }
-}
-
-#undef KSEG_CRF_GRID_LOOP
-
-const char* ScoresName(CrfScores kind) {
-  switch (kind) {
-    case CrfScores::kProbabilities:
-      return "probabilities";
-    case CrfScores::kLogits:
-      return "logits";
-    default:
-      return "unary";
-  }
-}
-
-// "(b, y, x, c) (flat index f)" for flat index f of a [batch, h, w, depth] tensor.
-std::string IndexString(int64_t flat, int64_t h, int64_t w, int64_t depth) {
-  return absl::StrCat("(", flat / (h * w * depth), ", ", flat / (w * depth) % h, ", ",
-                      flat / depth % w, ", ", flat % depth, ") (flat index ", flat, ")");
 }
 
 }  // namespace
@@ -93,33 +57,16 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(
 
   // Non-finite inputs, reported as the CPU kernel does (one synchronisation for both).
   {
-    tensorflow::Tensor first_holder;
-    unsigned long long* first = nullptr;
-    KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, 2, &first_holder, &first));
-    const unsigned long long sizes[2] = {static_cast<unsigned long long>(batch * n * channels),
-                                         static_cast<unsigned long long>(batch * n * 3)};
-    KSEG_GPU_RETURN_IF_ERROR(
-        CudaStatus(cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
-                   "dense CRF input check"));
-    FirstNonFiniteKernel<T><<<BlocksFor(batch * n * channels), kThreadsPerBlock, 0, stream>>>(
-        scores, batch * n * channels, first);
-    FirstNonFiniteKernel<T><<<BlocksFor(batch * n * 3), kThreadsPerBlock, 0, stream>>>(
-        image, batch * n * 3, first + 1);
-    unsigned long long found[2] = {0, 0};
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "dense CRF input check"));
-    KSEG_GPU_RETURN_IF_ERROR(
-        CudaStatus(cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
-                   "dense CRF input check"));
-    // Also keeps `sizes` alive until its copy has run.
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), "dense CRF input check"));
-    // Same wording as the CPU kernel (the offending value is not copied back).
-    if (found[0] < sizes[0])
-      return absl::InvalidArgumentError(absl::StrCat(ScoresName(params.scores),
-                                                     " holds a non-finite value at index ",
-                                                     IndexString(found[0], h, w, channels)));
-    if (found[1] < sizes[1])
+    int64_t index[2];
+    T value[2];
+    KSEG_GPU_RETURN_IF_ERROR(gpu_glue::FindNonFinite(ctx, stream, scores, batch * n * channels,
+                                                     image, batch * n * 3, index, value));
+    if (index[0] >= 0)
       return absl::InvalidArgumentError(
-          absl::StrCat("image holds a non-finite value at index ", IndexString(found[1], h, w, 3)));
+          NonFiniteMessage(ScoresName(params.scores), index[0], {batch, h, w, channels}, value[0]));
+    if (index[1] >= 0)
+      return absl::InvalidArgumentError(
+          NonFiniteMessage("image", index[1], {batch, h, w, 3}, value[1]));
   }
 
   // The unary energies: the input itself, or converted from probabilities / logits.
@@ -176,13 +123,13 @@ absl::Status DenseCrf<Eigen::GpuDevice, T>::operator()(
     lattice::gpu::BuildCounters counters[2];
     KSEG_GPU_RETURN_IF_ERROR(gpu_glue::ReadCounters(stream, device_counters, 2, counters));
     // Same wording as the CPU kernel.
-    KSEG_GPU_RETURN_IF_ERROR(gaussian.Finish(
-        ctx, stream, counters[0],
-        absl::StrCat("gaussian_sxy = ", params.gaussian_sxy, " makes pixel positions unusable")));
-    KSEG_GPU_RETURN_IF_ERROR(bilateral.Finish(
-        ctx, stream, counters[1],
-        absl::StrCat("image (batch element ", b, ") with bilateral_sxy = ", params.bilateral_sxy,
-                     ", bilateral_srgb = ", params.bilateral_srgb)));
+    for (int k = 0; k < 2; ++k) {
+      const std::string build_error = (k == 0 ? gaussian : bilateral).BuildError(counters[k]);
+      if (!build_error.empty())
+        return absl::InvalidArgumentError(CrfLatticeError(params, k == 1, b, build_error));
+    }
+    KSEG_GPU_RETURN_IF_ERROR(gaussian.Finish(ctx, stream, counters[0], "gaussian lattice"));
+    KSEG_GPU_RETURN_IF_ERROR(bilateral.Finish(ctx, stream, counters[1], "bilateral lattice"));
     error = crf::gpu::RunMeanField<T>(stream, settings, n, channels, un, ones, norms, pairwise,
                                       q_out, filter_with(&gaussian), filter_with(&bilateral));
     if (!filter_status.ok()) return filter_status;

@@ -14,7 +14,10 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kseg_ops/cc/common/cpu_features.h"
+#include "kseg_ops/cc/common/non_finite.h"
 #include "kseg_ops/cc/fft/fft_conv_core.h"
+#include "kseg_ops/cc/kernels/cpu_parallel.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -55,43 +58,20 @@ enum class Isa { kGeneric, kAvx2, kAvx512 };
 
 Isa BestIsa() {
 #if KSEG_FFT_MULTI_ISA
-  static const Isa isa = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma"))
-      return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-    return Isa::kGeneric;
-  }();
-  return isa;
-#else
-  return Isa::kGeneric;
+  if (cpu::HasAvx512()) return Isa::kAvx512;
+  if (cpu::HasAvx2Fma()) return Isa::kAvx2;
 #endif
-}
-
-fft::ParallelFor MakeFftParallelFor(const CPUDevice& d) {
-  return
-      [&d](int64_t total, int64_t cost_per_unit, const std::function<void(int64_t, int64_t)>& fn) {
-        if (total <= 0) return;
-        d.parallelFor(
-            static_cast<Eigen::Index>(total),
-            Eigen::TensorOpCost(0, 0, static_cast<double>(std::max<int64_t>(cost_per_unit, 1))),
-            [&fn](Eigen::Index begin, Eigen::Index end) { fn(begin, end); });
-      };
+  return Isa::kGeneric;
 }
 
 // FFT spreads a NaN or infinity over a whole tile (a direct convolution keeps it local), so
 // non-finite values are refused up front with the tensor's name and the first bad index.
 template <typename T>
-absl::Status CheckFinite(const char* name, const T* data, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(data[i]))
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " holds a non-finite value (", static_cast<double>(data[i]),
-                       ") at flat index ", i, "; the FFT convolution needs finite inputs"));
-  }
-  return absl::OkStatus();
+absl::Status CheckFinite(const char* name, const T* data, int64_t n, const CPUDevice& d) {
+  const int64_t bad = FirstNonFinite(data, n, MakeParallelFor(d));
+  if (bad < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      NonFiniteMessage(name, bad, {}, static_cast<double>(data[bad]), kFftNeedsFinite));
 }
 
 absl::Status FromCore(const std::string& error) {
@@ -124,7 +104,7 @@ absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPU
                                                  T* output) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
-  const fft::ParallelFor parallel_for = MakeFftParallelFor(d);
+  const fft::ParallelFor parallel_for = MakeParallelFor(d);
   KSEG_FFT_DISPATCH(Correlate<T>(g, tp, input, kernel, output, parallel_for));
 }
 
@@ -134,7 +114,7 @@ absl::Status FftConv2DBackpropInput<CPUDevice, T>::operator()(
     int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw, int64_t cout, bool padding_same,
     T* grad_input) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
-  const fft::ParallelFor parallel_for = MakeFftParallelFor(d);
+  const fft::ParallelFor parallel_for = MakeParallelFor(d);
   KSEG_FFT_DISPATCH(
       CorrelateBackpropInput<T>(g, grad_output, kernel, grad_input, d.numThreads(), parallel_for));
 }
@@ -148,7 +128,7 @@ absl::Status FftConv2DBackpropFilter<CPUDevice, T>::operator()(OpKernelContext* 
                                                                bool padding_same, T* grad_kernel) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
-  const fft::ParallelFor parallel_for = MakeFftParallelFor(d);
+  const fft::ParallelFor parallel_for = MakeParallelFor(d);
   KSEG_FFT_DISPATCH(
       CorrelateBackpropFilter<T>(g, tp, input, grad_output, grad_kernel, parallel_for));
 }
@@ -175,12 +155,13 @@ absl::Status ReadShapes(const Tensor& input, const Tensor& kernel, bool padding_
                         ConvShapes* s) {
   if (input.dims() != 4)
     return absl::InvalidArgumentError(
-        absl::StrCat("input must have rank 4 [batch, height, width, channels], got shape ",
+        absl::StrCat("input must have rank 4 [batch, height, width, channels]. Received: "
+                     "input.shape=",
                      input.shape().DebugString()));
   if (kernel.dims() != 4)
     return absl::InvalidArgumentError(
         absl::StrCat("filter must have rank 4 [kernel_height, kernel_width, in_channels, "
-                     "out_channels], got shape ",
+                     "out_channels]. Received: filter.shape=",
                      kernel.shape().DebugString()));
   s->batch = input.dim_size(0);
   s->h = input.dim_size(1);
@@ -191,28 +172,33 @@ absl::Status ReadShapes(const Tensor& input, const Tensor& kernel, bool padding_
   s->cout = kernel.dim_size(3);
   if (kernel.dim_size(2) != s->cin)
     return absl::InvalidArgumentError(
-        absl::StrCat("filter ", kernel.shape().DebugString(), " expects ", kernel.dim_size(2),
-                     " input channels but input ", input.shape().DebugString(), " has ", s->cin));
+        absl::StrCat("filter expects ", kernel.dim_size(2), " input channels but input has ",
+                     s->cin, ". Received: filter.shape=", kernel.shape().DebugString(),
+                     ", input.shape=", input.shape().DebugString()));
   if (s->h < 1 || s->w < 1 || s->cin < 1)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input height, width and channels must be >= 1, got shape ", input.shape().DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input height, width and channels must be >= 1. Received: input.shape=",
+                     input.shape().DebugString()));
   if (s->kh < 1 || s->kw < 1 || s->cout < 1)
     return absl::InvalidArgumentError(
-        absl::StrCat("filter height, width and out_channels must be >= 1, got shape ",
+        absl::StrCat("filter height, width and out_channels must be >= 1. Received: filter.shape=",
                      kernel.shape().DebugString()));
   if (!padding_same && (s->kh > s->h || s->kw > s->w))
     return absl::InvalidArgumentError(
         absl::StrCat("with padding VALID the filter (", s->kh, "x", s->kw,
-                     ") must not be larger than the input image (", s->h, "x", s->w, ")"));
+                     ") must not be larger than the input image (", s->h, "x", s->w,
+                     "). Received: filter.shape=", kernel.shape().DebugString(),
+                     ", input.shape=", input.shape().DebugString()));
   // Keeps every index the core computes (tile buffers, spectra) far inside int64.
   const double pixels = static_cast<double>(s->h) * static_cast<double>(s->w) *
                         static_cast<double>(std::max(s->cin, s->cout));
   const double taps = static_cast<double>(s->kh) * static_cast<double>(s->kw) *
                       static_cast<double>(s->cin) * static_cast<double>(s->cout);
   if (pixels > 1e12 || taps > 1e10)
-    return absl::InvalidArgumentError(absl::StrCat("input ", input.shape().DebugString(),
-                                                   " with filter ", kernel.shape().DebugString(),
-                                                   " is too large"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input and filter are too large for the FFT convolution. Received: "
+                     "input.shape=",
+                     input.shape().DebugString(), ", filter.shape=", kernel.shape().DebugString()));
   s->out_h = padding_same ? s->h : s->h - s->kh + 1;
   s->out_w = padding_same ? s->w : s->w - s->kw + 1;
   return absl::OkStatus();
@@ -243,8 +229,10 @@ class FftConv2DOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {s.batch, s.out_h, s.out_w, s.cout}, &output));
     if (output->NumElements() == 0) return;
     if (std::is_same<Device, CPUDevice>::value) {
-      OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements()));
-      OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements()));
+      OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements(),
+                                      ctx->eigen_device<CPUDevice>()));
+      OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements(),
+                                      ctx->eigen_device<CPUDevice>()));
     }
     OP_REQUIRES_OK(
         ctx, functor::FftConv2D<Device, T>()(
@@ -271,17 +259,18 @@ class FftConv2DBackpropInputOp : public OpKernel {
     ConvShapes s;
     OP_REQUIRES_OK(ctx, ReadShapes(input, kernel, same_, &s));
     const tensorflow::TensorShape want({s.batch, s.out_h, s.out_w, s.cout});
-    OP_REQUIRES(
-        ctx, grad_output.shape() == want,
-        absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
-                                                ", got ", grad_output.shape().DebugString())));
+    OP_REQUIRES(ctx, grad_output.shape() == want,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "grad_output must have shape ", want.DebugString(),
+                    ". Received: grad_output.shape=", grad_output.shape().DebugString())));
     Tensor* grad_input = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, input.shape(), &grad_input));
     if (grad_input->NumElements() == 0) return;
     if (std::is_same<Device, CPUDevice>::value) {
-      OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements()));
-      OP_REQUIRES_OK(
-          ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
+      OP_REQUIRES_OK(ctx, CheckFinite("filter", kernel.flat<T>().data(), kernel.NumElements(),
+                                      ctx->eigen_device<CPUDevice>()));
+      OP_REQUIRES_OK(ctx, CheckFinite("grad_output", grad_output.flat<T>().data(),
+                                      grad_output.NumElements(), ctx->eigen_device<CPUDevice>()));
     }
     OP_REQUIRES_OK(ctx, functor::FftConv2DBackpropInput<Device, T>()(
                             ctx, ctx->eigen_device<Device>(), grad_output.flat<T>().data(),
@@ -308,10 +297,10 @@ class FftConv2DBackpropFilterOp : public OpKernel {
     ConvShapes s;
     OP_REQUIRES_OK(ctx, ReadShapes(input, kernel, same_, &s));
     const tensorflow::TensorShape want({s.batch, s.out_h, s.out_w, s.cout});
-    OP_REQUIRES(
-        ctx, grad_output.shape() == want,
-        absl::InvalidArgumentError(absl::StrCat("grad_output must have shape ", want.DebugString(),
-                                                ", got ", grad_output.shape().DebugString())));
+    OP_REQUIRES(ctx, grad_output.shape() == want,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "grad_output must have shape ", want.DebugString(),
+                    ". Received: grad_output.shape=", grad_output.shape().DebugString())));
     Tensor* grad_kernel = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, kernel.shape(), &grad_kernel));
     if (grad_kernel->NumElements() == 0) return;
@@ -321,9 +310,10 @@ class FftConv2DBackpropFilterOp : public OpKernel {
       return;
     }
     if (std::is_same<Device, CPUDevice>::value) {
-      OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements()));
-      OP_REQUIRES_OK(
-          ctx, CheckFinite("grad_output", grad_output.flat<T>().data(), grad_output.NumElements()));
+      OP_REQUIRES_OK(ctx, CheckFinite("input", input.flat<T>().data(), input.NumElements(),
+                                      ctx->eigen_device<CPUDevice>()));
+      OP_REQUIRES_OK(ctx, CheckFinite("grad_output", grad_output.flat<T>().data(),
+                                      grad_output.NumElements(), ctx->eigen_device<CPUDevice>()));
     }
     OP_REQUIRES_OK(ctx, functor::FftConv2DBackpropFilter<Device, T>()(
                             ctx, ctx->eigen_device<Device>(), input.flat<T>().data(),

@@ -24,6 +24,10 @@ class OpKernelContext;
 }  // namespace tensorflow
 
 namespace kseg {
+
+// Follows the index in the message of a non-finite input (CPU and GPU kernels).
+constexpr char kFftNeedsFinite[] = "; the FFT convolution needs finite inputs";
+
 namespace functor {
 
 // Forward: input [batch, h, w, cin], kernel [kh, kw, cin, cout] -> output [batch, out_h, out_w,

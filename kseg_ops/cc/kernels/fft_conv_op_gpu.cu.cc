@@ -183,23 +183,6 @@ class FftPlan {
   bool created_ = false;
 };
 
-#define KSEG_FFT_GRID_LOOP(i, total)                                                         \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-__device__ inline bool IsFinite(float x) { return isfinite(x); }
-__device__ inline bool IsFinite(double x) { return isfinite(x); }
-
-template <typename T>
-__global__ void FirstNonFiniteKernel(const T* __restrict__ data, int64_t size,
-                                     unsigned long long* first) {
-  KSEG_FFT_GRID_LOOP(i, size) {
-    if (!IsFinite(data[i])) atomicMin(first, static_cast<unsigned long long>(i));
-  }
-}
-
-#undef KSEG_FFT_GRID_LOOP
-
 // ---------------------------------------------------------------------------------------------
 // Host side.
 
@@ -208,38 +191,15 @@ template <typename T>
 absl::Status CheckFiniteOnDevice(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
                                  const char* name_a, const T* a, int64_t size_a, const char* name_b,
                                  const T* b, int64_t size_b) {
-  tensorflow::Tensor holder;
-  unsigned long long* first = nullptr;
-  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, 2, &holder, &first));
-  const unsigned long long sizes[2] = {static_cast<unsigned long long>(size_a),
-                                       static_cast<unsigned long long>(size_b)};
+  int64_t index[2];
+  T value[2];
   KSEG_GPU_RETURN_IF_ERROR(
-      CudaStatus(cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream),
-                 "FFT convolution input check"));
-  if (size_a > 0)
-    FirstNonFiniteKernel<T><<<BlocksFor(size_a), kThreadsPerBlock, 0, stream>>>(a, size_a, first);
-  if (size_b > 0)
-    FirstNonFiniteKernel<T>
-        <<<BlocksFor(size_b), kThreadsPerBlock, 0, stream>>>(b, size_b, first + 1);
-  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "FFT convolution input check"));
-  unsigned long long found[2] = {0, 0};
-  KSEG_GPU_RETURN_IF_ERROR(
-      CudaStatus(cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream),
-                 "FFT convolution input check"));
-  KSEG_GPU_RETURN_IF_ERROR(
-      CudaStatus(cudaStreamSynchronize(stream), "FFT convolution input check"));
+      gpu_glue::FindNonFinite(ctx, stream, a, size_a, b, size_b, index, value));
   for (int which = 0; which < 2; ++which) {
-    if (found[which] >= sizes[which]) continue;
-    const T* data = which == 0 ? a : b;
-    T value = T(0);
-    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
-        cudaMemcpyAsync(&value, data + found[which], sizeof(T), cudaMemcpyDeviceToHost, stream),
-        "FFT convolution input check"));
-    KSEG_GPU_RETURN_IF_ERROR(
-        CudaStatus(cudaStreamSynchronize(stream), "FFT convolution input check"));
-    return absl::InvalidArgumentError(absl::StrCat(
-        which == 0 ? name_a : name_b, " holds a non-finite value (", static_cast<double>(value),
-        ") at flat index ", found[which], "; the FFT convolution needs finite inputs"));
+    if (index[which] >= 0)
+      return absl::InvalidArgumentError(NonFiniteMessage(which == 0 ? name_a : name_b, index[which],
+                                                         {}, static_cast<double>(value[which]),
+                                                         kFftNeedsFinite));
   }
   return absl::OkStatus();
 }

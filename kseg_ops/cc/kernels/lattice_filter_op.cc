@@ -60,30 +60,34 @@ class LatticeFilterOp : public OpKernel {
     const Tensor& values = ctx->input(0);
     const Tensor& features = ctx->input(1);
     OP_REQUIRES(ctx, values.dims() == 3,
-                absl::InvalidArgumentError(
-                    absl::StrCat("values must have rank 3 [batch, n, channels], got shape ",
-                                 values.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "values must have rank 3 [batch, n, channels]. Received: values.shape=",
+                    values.shape().DebugString())));
     OP_REQUIRES(ctx, features.dims() == 3,
                 absl::InvalidArgumentError(
-                    absl::StrCat("features must have rank 3 [batch, n, feature_dim], got shape ",
+                    absl::StrCat("features must have rank 3 [batch, n, feature_dim]. Received: "
+                                 "features.shape=",
                                  features.shape().DebugString())));
     OP_REQUIRES(
         ctx,
         values.dim_size(0) == features.dim_size(0) && values.dim_size(1) == features.dim_size(1),
-        absl::InvalidArgumentError(absl::StrCat("values ", values.shape().DebugString(),
-                                                " and features ", features.shape().DebugString(),
-                                                " must agree in batch and n")));
+        absl::InvalidArgumentError(absl::StrCat(
+            "values and features must agree in batch and n. Received: values.shape=",
+            values.shape().DebugString(), ", features.shape=", features.shape().DebugString())));
     const int64_t feature_dim = features.dim_size(2);
-    OP_REQUIRES(
-        ctx, feature_dim >= 1 && feature_dim <= lattice::kMaxFeatureDim,
-        absl::InvalidArgumentError(absl::StrCat("features' last dimension must be in [1, ",
-                                                lattice::kMaxFeatureDim, "], got ", feature_dim)));
+    OP_REQUIRES(ctx, feature_dim >= 1 && feature_dim <= lattice::kMaxFeatureDim,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "features' last dimension must be in [1, ", lattice::kMaxFeatureDim,
+                    "]. Received: features.shape=", features.shape().DebugString())));
     OP_REQUIRES(ctx, values.dim_size(2) >= 1 && values.dim_size(2) <= (1 << 20),
                 absl::InvalidArgumentError(absl::StrCat(
-                    "values' channel dimension must be in [1, 2^20], got ", values.dim_size(2))));
-    OP_REQUIRES(ctx, values.dim_size(1) < (int64_t{1} << 31) / (feature_dim + 1),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "values hold too many points per batch element: ", values.dim_size(1))));
+                    "values' channel dimension must be in [1, 2^20]. Received: values.shape=",
+                    values.shape().DebugString())));
+    OP_REQUIRES(
+        ctx, values.dim_size(1) < (int64_t{1} << 31) / (feature_dim + 1),
+        absl::InvalidArgumentError(absl::StrCat(
+            "values must hold fewer than ", (int64_t{1} << 31) / (feature_dim + 1),
+            " points per batch element. Received: values.shape=", values.shape().DebugString())));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, values.shape(), &output));
     if (values.NumElements() == 0) return;

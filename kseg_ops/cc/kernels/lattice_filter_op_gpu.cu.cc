@@ -20,9 +20,9 @@ absl::Status LatticeFilter<Eigen::GpuDevice, T>::operator()(
     tensorflow::OpKernelContext* ctx, const Eigen::GpuDevice& d, const T* features, const T* values,
     int64_t batch, int64_t n, int feature_dim, int channels, bool transpose, T* output) {
   if (batch < 0 || n < 0 || channels < 0)
-    return absl::InvalidArgumentError("batch, n and channels must be >= 0, got " +
-                                      std::to_string(batch) + ", " + std::to_string(n) + ", " +
-                                      std::to_string(channels));
+    return absl::InvalidArgumentError(
+        "batch, n and channels must be >= 0. Received: batch=" + std::to_string(batch) +
+        ", n=" + std::to_string(n) + ", channels=" + std::to_string(channels));
   cudaStream_t stream = d.stream();
   gpu_glue::GpuLattice<T> lattice;
   for (int64_t b = 0; b < batch; ++b) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "kseg_ops/cc/common/non_finite.h"
 #include "kseg_ops/cc/lattice/permutohedral_gpu.cuh"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -53,6 +54,46 @@ absl::Status AllocateArray(tensorflow::OpKernelContext* ctx, int64_t count,
   return s;
 }
 
+// The first non-finite element of each of two device arrays a [size_a] and b [size_b] (one
+// synchronisation for both): index[i] is its flat index or -1, value[i] the value there (0 when
+// none), for i = 0 (a) and 1 (b).
+template <typename T>
+absl::Status FindNonFinite(tensorflow::OpKernelContext* ctx, cudaStream_t stream, const T* a,
+                           int64_t size_a, const T* b, int64_t size_b, int64_t index[2],
+                           T value[2]) {
+  tensorflow::Tensor holder;
+  unsigned long long* first = nullptr;
+  KSEG_GPU_RETURN_IF_ERROR(AllocateArray(ctx, 2, &holder, &first));
+  const T* data[2] = {a, b};
+  const unsigned long long sizes[2] = {static_cast<unsigned long long>(size_a),
+                                       static_cast<unsigned long long>(size_b)};
+  const char* what = "checking the inputs for NaN and infinity";
+  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
+      cudaMemcpyAsync(first, sizes, sizeof(sizes), cudaMemcpyHostToDevice, stream), what));
+  for (int i = 0; i < 2; ++i) {
+    if (sizes[i] > 0)
+      FirstNonFiniteKernel<T>
+          <<<gpu::BlocksFor(static_cast<int64_t>(sizes[i])), gpu::kThreadsPerBlock, 0, stream>>>(
+              data[i], static_cast<int64_t>(sizes[i]), first + i);
+  }
+  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), what));
+  unsigned long long found[2] = {0, 0};
+  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
+      cudaMemcpyAsync(found, first, sizeof(found), cudaMemcpyDeviceToHost, stream), what));
+  // Also keeps `sizes` alive until its copy has run.
+  KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), what));
+  for (int i = 0; i < 2; ++i) {
+    index[i] = found[i] < sizes[i] ? static_cast<int64_t>(found[i]) : -1;
+    value[i] = T(0);
+    if (index[i] < 0) continue;
+    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(&value[i], data[i] + index[i], sizeof(T), cudaMemcpyDeviceToHost, stream),
+        what));
+    KSEG_GPU_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream), what));
+  }
+  return absl::OkStatus();
+}
+
 // Copies `count` counter blocks to the host and waits for the stream: the one synchronisation
 // per lattice build (the vertex count sizes everything that follows).
 inline absl::Status ReadCounters(cudaStream_t stream,
@@ -77,10 +118,12 @@ class GpuLattice {
                      int64_t n, int d, int64_t feature_stride) {
     if (d < 1 || d > lattice::gpu::kMaxFeatureDim)
       return absl::InvalidArgumentError("feature dimension must be in [1, " +
-                                        std::to_string(lattice::gpu::kMaxFeatureDim) + "], got " +
-                                        std::to_string(d));
+                                        std::to_string(lattice::gpu::kMaxFeatureDim) +
+                                        "]. Received: feature_dim=" + std::to_string(d));
     if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
-      return absl::InvalidArgumentError("number of points out of range: " + std::to_string(n));
+      return absl::InvalidArgumentError("the number of points must be in [0, " +
+                                        std::to_string((int64_t{1} << 31) / (d + 1)) +
+                                        "). Received: n=" + std::to_string(n));
     if (phase_one_base_ == nullptr || n != n_ || d != d_) {
       const int64_t bytes = lattice::gpu::CarvePhaseOne<T>(nullptr, n, d, &buffers_);
       absl::Status s = AllocateBytes(ctx, bytes, &phase_one_, &phase_one_base_);
@@ -96,16 +139,21 @@ class GpuLattice {
 
   const lattice::gpu::BuildCounters* device_counters() const { return buffers_.counters; }
 
+  // Why the features of the last Start cannot make a lattice (as the CPU lattice words it), or
+  // an empty string, given the counters read back after Start.
+  std::string BuildError(const lattice::gpu::BuildCounters& counters) const {
+    if (counters.first_bad_point >= n_) return std::string();
+    const double limit = static_cast<double>(1 << 28) / (d_ + 1);
+    return "feature of point " + std::to_string(counters.first_bad_point) +
+           " is not finite or too large for the lattice (|feature| must stay below about " +
+           std::to_string(limit) + ")";
+  }
+
   // Phase two, given the counters read back after Start. `what` names the features in errors.
   absl::Status Finish(tensorflow::OpKernelContext* ctx, cudaStream_t stream,
                       const lattice::gpu::BuildCounters& counters, const std::string& what) {
-    if (counters.first_bad_point < n_) {
-      const double limit = static_cast<double>(1 << 28) / (d_ + 1);
-      return absl::InvalidArgumentError(
-          what + ": feature of point " + std::to_string(counters.first_bad_point) +
-          " is not finite or too large for the lattice (|feature| must stay below about " +
-          std::to_string(limit) + ")");
-    }
+    const std::string error = BuildError(counters);
+    if (!error.empty()) return absl::InvalidArgumentError(what + ": " + error);
     if (counters.table_full != 0 || counters.vertex_count < 0 ||
         counters.vertex_count > n_ * (d_ + 1))
       return absl::InternalError(what + ": lattice hash table overflow (" +

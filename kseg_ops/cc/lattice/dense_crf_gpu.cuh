@@ -1,4 +1,4 @@
-// CUDA mean-field inference of the dense CRF (see kernels/dense_crf_op.h for the math), free of
+// CUDA mean-field inference of the dense CRF (see dense_crf_params.h for the math), free of
 // TensorFlow: the caller builds the two lattices and passes a filter callback for each, so the
 // same code runs on the GPU (dense_crf_op_gpu.cu.cc) and on the host in emulation (tests).
 #ifndef KSEG_OPS_CC_LATTICE_DENSE_CRF_GPU_CUH_
@@ -17,10 +17,6 @@ namespace gpu {
 using lattice::gpu::BlocksFor;
 using lattice::gpu::kThreadsPerBlock;
 
-#define KSEG_CRF_GRID_LOOP(i, total)                                                         \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
 __device__ inline float ExpOf(float x) { return expf(x); }
 __device__ inline double ExpOf(double x) { return exp(x); }
 
@@ -30,7 +26,7 @@ template <typename T>
 static __global__ void CrfFeaturesKernel(const T* __restrict__ image, int64_t n, int64_t w,
                                          T inv_gs, T inv_bs, T inv_br, T* __restrict__ gaussian,
                                          T* __restrict__ bilateral) {
-  KSEG_CRF_GRID_LOOP(p, n) {
+  KSEG_GRID_LOOP(p, n) {
     const T x = T(p % w), y = T(p / w);
     gaussian[p * 2] = x * inv_gs;
     gaussian[p * 2 + 1] = y * inv_gs;
@@ -45,13 +41,13 @@ static __global__ void CrfFeaturesKernel(const T* __restrict__ image, int64_t n,
 
 template <typename T>
 static __global__ void FillKernel(T* __restrict__ data, int64_t size, T value) {
-  KSEG_CRF_GRID_LOOP(i, size) data[i] = value;
+  KSEG_GRID_LOOP(i, size) data[i] = value;
 }
 
 // D = L 1 -> D^-1/2 (symmetric) or D^-1 (after), in place.
 template <typename T>
 static __global__ void NormaliserKernel(T* __restrict__ norm, int64_t n, bool symmetric) {
-  KSEG_CRF_GRID_LOOP(p, n) {
+  KSEG_GRID_LOOP(p, n) {
     norm[p] = symmetric ? T(1) / sqrt(norm[p] + T(1e-20)) : T(1) / (norm[p] + T(1e-20));
   }
 }
@@ -60,7 +56,7 @@ static __global__ void NormaliserKernel(T* __restrict__ norm, int64_t n, bool sy
 template <typename T>
 static __global__ void SoftmaxKernel(const T* __restrict__ unary, const T* __restrict__ pairwise,
                                      int64_t n, int channels, T* __restrict__ q) {
-  KSEG_CRF_GRID_LOOP(p, n) {
+  KSEG_GRID_LOOP(p, n) {
     const T* un = unary + p * channels;
     const T* pw = pairwise ? pairwise + p * channels : nullptr;
     T* out = q + p * channels;
@@ -80,8 +76,6 @@ static __global__ void SoftmaxKernel(const T* __restrict__ unary, const T* __res
     for (int c = 0; c < channels; ++c) out[c] *= inv;
   }
 }
-
-#undef KSEG_CRF_GRID_LOOP
 
 inline std::string LaunchError(cudaError_t err, const char* what) {
   return err == cudaSuccess ? std::string() : std::string("CUDA launch failed in ") + what;

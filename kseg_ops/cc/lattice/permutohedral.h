@@ -40,6 +40,9 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "kseg_ops/cc/common/cpu_features.h"
+#include "kseg_ops/cc/common/parallel_for.h"
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && \
     !defined(KSEG_LATTICE_SCALAR_ONLY)
 #include <immintrin.h>
@@ -52,15 +55,18 @@ namespace lattice {
 // Largest supported feature dimension (the dense CRF needs 5).
 constexpr int kMaxFeatureDim = 16;
 
-// total items, estimated cost of one item in cycles, fn(begin, end).
-using ParallelFor =
-    std::function<void(int64_t, double, const std::function<void(int64_t, int64_t)>&)>;
-
-inline ParallelFor SerialFor() {
-  return [](int64_t total, double, const std::function<void(int64_t, int64_t)>& fn) {
-    if (total > 0) fn(0, total);
-  };
+// Bound on |feature * scale| per axis that keeps every lattice key inside int32 (see Build).
+// float32 keeps about 24 bits: beyond 2^22 the embedding's fractions (which decide the simplex)
+// are lost, so float32 features are held to a tighter bound than float64 ones.
+template <typename T>
+inline T ElevatedCoordinateLimit(int feature_dim) {
+  const T bound = sizeof(T) < sizeof(double) ? T(1 << 22) : T(1 << 30);
+  return bound / T(feature_dim + 1);
 }
+
+// total items, estimated cost of one item in cycles, fn(begin, end) (common/parallel_for.h).
+using ::kseg::ParallelFor;
+using ::kseg::SerialFor;
 
 // Point ranges hashed in parallel while building a lattice (a constant, so that the vertex
 // numbering does not depend on the number of threads).
@@ -79,10 +85,7 @@ namespace internal {
 
 #if KSEG_LATTICE_AVX2
 // Whether the CPU runs AVX2 (the library itself targets x86-64-v2).
-inline bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
+inline bool HasAvx2() { return ::kseg::cpu::HasAvx2(); }
 
 // Steps 1-4 of Build (elevation, nearest remainder-0 point, ranks, barycentric weights) for 8
 // float points at a time, one point per lane. Every lane computes exactly the operations of the
@@ -146,6 +149,20 @@ __attribute__((target("avx2"))) void EmbedPoints8(const float* features, int64_t
     const __m256i shift = _mm256_sub_epi32(up, down);
     rk[i] = _mm256_add_epi32(rk[i], shift);
     r[i] = _mm256_add_epi32(r[i], shift);
+  }
+  // Ranks outside 0..d (rounding lost the elevated coordinates' fractions) would index out of
+  // bounds below and in the vertex keys: flag the point instead.
+  __m256i bad_rank = _mm256_setzero_si256();
+  const __m256i vd = _mm256_set1_epi32(d);
+  for (int i = 0; i <= d; ++i)
+    bad_rank =
+        _mm256_or_si256(bad_rank, _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), rk[i]),
+                                                  _mm256_cmpgt_epi32(rk[i], vd)));
+  const int bad_rank_lanes = _mm256_movemask_ps(_mm256_castsi256_ps(bad_rank));
+  if (bad_rank_lanes) {
+    for (int l = 0; l < 8; ++l)
+      if ((bad_rank_lanes >> l) & 1) overflow[p0 + l] = 1;
+    for (int i = 0; i <= d; ++i) rk[i] = _mm256_andnot_si256(bad_rank, rk[i]);
   }
   // b[d - rk_i] += v_i and b[d + 1 - rk_i] -= v_i, ranks being a permutation of 0..d: with
   // at[j] the v of rank d - j, b_0 = at[0] + (1 - at[d]) and b_j = at[j] - at[j - 1].
@@ -357,10 +374,11 @@ class Permutohedral {
                            const ParallelFor& parallel_for) {
     has_splat_lists_ = false;
     if (d < 1 || d > kMaxFeatureDim)
-      return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) + "], got " +
-             std::to_string(d);
+      return "feature dimension must be in [1, " + std::to_string(kMaxFeatureDim) +
+             "]. Received: feature_dim=" + std::to_string(d);
     if (n < 0 || n >= (int64_t{1} << 31) / (d + 1))
-      return "number of points out of range: " + std::to_string(n);
+      return "the number of points must be in [0, " + std::to_string((int64_t{1} << 31) / (d + 1)) +
+             "). Received: n=" + std::to_string(n);
     // Compile-time dimensions for the common cases let the compiler unroll the per-point math.
     switch (d) {
       case 1:
@@ -402,8 +420,10 @@ class Permutohedral {
     T scale[kMaxFeatureDim];
     const T inv_std = std::sqrt(T(2) / T(3)) * T(d1);
     for (int i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(T((i + 1) * (i + 2)));
-    // Coordinates beyond this cannot be held as int32 keys (also catches NaN/Inf).
-    const T limit = T(1 << 28);
+    // Keys are int32: with every |feature * scale| below 2^30 / (d + 1), each elevated coordinate
+    // stays below 2^30 in magnitude, and so do the keys, their neighbours and the rank sums
+    // (also catches NaN/Inf).
+    const T limit = ElevatedCoordinateLimit<T>(d);
     std::vector<uint8_t>& overflow = scratch_overflow_;
     overflow.assign(n, 0);
 
@@ -457,6 +477,12 @@ class Permutohedral {
           const int32_t shift = (rk[i] < 0 ? d1 : 0) - (rk[i] >= d1 ? d1 : 0);
           rk[i] += shift;
           r[i] += shift;
+          // Out of 0..d only when rounding lost the coordinates' fractions: flag, never index.
+          if (rk[i] < 0 || rk[i] > d) ok = false;
+        }
+        if (!ok) {
+          overflow[p] = 1;
+          continue;
         }
         for (int i = 0; i <= d + 1; ++i) b[i] = 0;
         for (int i = 0; i <= d; ++i) {
@@ -471,10 +497,25 @@ class Permutohedral {
       }
     });
     for (int64_t p = 0; p < n; ++p) {
-      if (overflow[p])
-        return "feature of point " + std::to_string(p) +
-               " is not finite or too large for the lattice (|feature| must stay below about " +
-               std::to_string(static_cast<double>(limit) / d1) + ")";
+      if (!overflow[p]) continue;
+      const T* f = features + p * feature_stride;
+      int axis = 0;
+      for (int i = 0; i < d; ++i) {
+        if (!(std::fabs(f[i] * scale[i]) < limit)) {
+          axis = i;
+          break;
+        }
+      }
+      if (std::fabs(f[axis] * scale[axis]) < limit)
+        return "features of point " + std::to_string(p) + " are too large for the lattice's " +
+               "precision (the embedding lost their fractions); scale them down or use float64. " +
+               "Received: features[" + std::to_string(p) +
+               ", 0]=" + std::to_string(static_cast<double>(f[0]));
+      return "features of point " + std::to_string(p) + " are not finite or too large for the " +
+             "lattice's int32 keys: |features[..., " + std::to_string(axis) + "]| must be below " +
+             std::to_string(static_cast<double>(limit / scale[axis])) + " with feature_dim " +
+             std::to_string(d) + ". Received: features[" + std::to_string(p) + ", " +
+             std::to_string(axis) + "]=" + std::to_string(static_cast<double>(f[axis]));
     }
 
     // Hash the simplex vertices. Neighbouring points often share a simplex: reuse its vertices.

@@ -36,6 +36,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kseg_ops/cc/common/gpu_loops.cuh"
+
 namespace kseg {
 namespace lattice {
 namespace gpu {
@@ -44,22 +46,13 @@ namespace gpu {
 // agree). Kept here so that device code does not depend on the CPU header.
 constexpr int kMaxFeatureDim = 16;
 
-constexpr int kThreadsPerBlock = 256;
+using ::kseg::gpu::BlocksFor;
+using ::kseg::gpu::kThreadsPerBlock;
 #if defined(__CUDACC__)
 constexpr int kScanThreads = 1024;
 #else
 constexpr int kScanThreads = 1;  // emulated threads run one after another: no barriers
 #endif
-
-// Blocks for a grid-stride loop over `total` items (kernels loop, so the cap is only a limit).
-inline unsigned int BlocksFor(int64_t total) {
-  const int64_t blocks = (total + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
-}
-
-#define KSEG_GRID_LOOP(i, total)                                                             \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Correctly rounded arithmetic that the compiler may not contract into fused multiply-adds.
 template <typename T>
@@ -95,7 +88,8 @@ ElevationConstants<T> MakeElevationConstants(int d) {
   for (int i = 0; i < kMaxFeatureDim; ++i)
     c.scale[i] = i < d ? inv_std / std::sqrt(T((i + 1) * (i + 2))) : T(0);
   c.inv_d1 = T(1) / T(d1);
-  c.limit = T(1 << 28);
+  // As lattice::ElevatedCoordinateLimit: keys stay in int32, float32 keeps the fractions.
+  c.limit = (sizeof(T) < sizeof(double) ? T(1 << 22) : T(1 << 30)) / T(d1);
   return c;
 }
 
@@ -152,11 +146,14 @@ static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, 
     }
     x[0] = acc;
     int32_t* keys = entry_keys + p * d1 * d;
-    if (!ok) {
+    auto mark_bad = [&]() {
       atomicMin(&counters->first_bad_point, static_cast<int32_t>(p));
       // Keys still get defined values so that later kernels stay in bounds.
       for (int i = 0; i < d1 * d; ++i) keys[i] = 0;
       for (int i = 0; i < d1; ++i) entry_weight[p * d1 + i] = T(0);
+    };
+    if (!ok) {
+      mark_bad();
       continue;
     }
     int32_t sum = 0;
@@ -184,10 +181,16 @@ static __global__ void ElevateKernel(const T* __restrict__ features, int64_t n, 
         rk[i] -= d1;
         r[i] -= d1;
       }
+      // Out of 0..d only when rounding lost the coordinates' fractions: flag, never index.
+      if (rk[i] < 0 || rk[i] > d) ok = false;
+    }
+    if (!ok) {
+      mark_bad();
+      continue;
     }
     for (int i = 0; i <= d + 1; ++i) b[i] = 0;
     for (int i = 0; i <= d; ++i) {
-      // rk is in [0, d] after the correction above, so both indices are in [0, d + 1].
+      // rk is in [0, d] (checked above), so both indices are in [0, d + 1].
       const T v = E::Mul(E::Sub(x[i], T(r[i])), k.inv_d1);
       b[d - rk[i]] = E::Add(b[d - rk[i]], v);
       b[d + 1 - rk[i]] = E::Sub(b[d + 1 - rk[i]], v);
@@ -584,8 +587,6 @@ cudaError_t LaunchFilter(cudaStream_t stream, const LatticeView<T>& lat, const T
               accumulate, out, out_stride);
   return cudaGetLastError();
 }
-
-#undef KSEG_GRID_LOOP
 
 }  // namespace gpu
 }  // namespace lattice

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import kseg
 import kseg_ops
+from kseg.testing import check_layer
 
 
 def scene(b=2, h=12, w=10, c=3, seed=0):
@@ -190,3 +191,31 @@ def test_models_build_and_load_without_the_op_library(tmp_path):
     assert "SHAPE (None, 32, 32, 4)" in out.stdout
     assert "LOADED (None, 32, 32, 4) 3" in out.stdout
     assert "RUN-ERROR True" in out.stdout
+
+
+def test_dense_crf_contract_with_the_shared_harness(tmp_path):
+    images, logits = scene()
+    expected = kseg_ops.dense_crf(logits, images, iterations=3, from_logits=True).numpy()
+    check_layer(
+        kseg.layers.DenseCRF,
+        {"iterations": 3},
+        [images, logits],
+        expected_output=expected,
+        atol=1e-5,
+        input_shapes=[(None, None, 3), (None, None, 3)],
+        tmp_dir=tmp_path,
+    )
+
+
+def test_crf_rnn_contract_with_the_shared_harness(tmp_path):
+    images, logits = scene(c=4, seed=2)
+    out = check_layer(
+        kseg.layers.CRFRNN,
+        {"iterations": 2},
+        [images, logits],
+        atol=1e-5,
+        input_shapes=[(None, None, 3), (None, None, 4)],
+        tmp_dir=tmp_path,
+    )
+    # the mean field moves the unaries: the output is not the input
+    assert np.abs(out - logits).max() > 1e-3

@@ -6,6 +6,7 @@ import pytest
 
 from kseg.layers.crop import CropLike, PadToMultiple
 from kseg.layers.resize import BilinearKernel, Resize, bilinear_kernel_1d
+from kseg.testing import check_layer
 
 
 @pytest.mark.parametrize("anchor", ["top_left", "center"])
@@ -67,4 +68,32 @@ def test_bilinear_transposed_conv_equals_bilinear_resize_inside(factor):
     assert a.shape == b.shape == (2, 6 * factor, 5 * factor, 3)
     np.testing.assert_allclose(
         a[:, factor:-factor, factor:-factor], b[:, factor:-factor, factor:-factor], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("anchor", ["top_left", "center"])
+def test_crop_like_contract_with_the_shared_harness(anchor, tmp_path):
+    x = np.random.default_rng(3).normal(size=(2, 9, 8, 3)).astype("float32")
+    reference = np.zeros((2, 4, 5, 1), "float32")
+    top, left = (2, 1) if anchor == "center" else (0, 0)
+    check_layer(
+        CropLike,
+        {"anchor": anchor},
+        [x, reference],
+        expected_output=x[:, top : top + 4, left : left + 5],
+        input_shapes=[(None, None, 3), (None, None, 1)],
+        tmp_dir=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("input_shape", [(5, 17, 2), (None, None, 2)])
+def test_pad_to_multiple_contract_with_the_shared_harness(input_shape, tmp_path):
+    x = np.random.default_rng(4).normal(size=(2, 5, 17, 2)).astype("float32")
+    check_layer(
+        PadToMultiple,
+        {"multiple": 8},
+        x,
+        expected_output=np.pad(x, ((0, 0), (0, 3), (0, 7), (0, 0))),
+        input_shapes=input_shape,
+        tmp_dir=tmp_path,
     )

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kseg.layers import FFTConv2D
 from kseg.layers.fft_conv import choose_algorithm, estimate_seconds, fft_plan
+from kseg.testing import check_layer
 
 
 def _pair(algorithm, kernel_size, padding, filters=5, channels=3, **kwargs):
@@ -250,3 +251,26 @@ def test_nan_input_is_refused():
     x[0, 3, 3, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="input holds a non-finite value"):
         layer(x)
+
+
+@pytest.mark.parametrize("algorithm,padding", [("fft", "same"), ("fft", "valid"), ("auto", "same")])
+def test_layer_contract_with_the_shared_harness(algorithm, padding, tmp_path):
+    # Seeded initialisers give every instance the same weights, so Conv2D gives the reference.
+    kwargs = {
+        "filters": 3,
+        "kernel_size": (5, 4),
+        "padding": padding,
+        "kernel_initializer": keras.initializers.RandomNormal(seed=1),
+        "bias_initializer": keras.initializers.RandomUniform(seed=2),
+    }
+    x = np.random.default_rng(7).standard_normal((2, 9, 11, 2)).astype("float32")
+    expected = keras.layers.Conv2D(**kwargs)(x).numpy()
+    check_layer(
+        FFTConv2D,
+        {**kwargs, "algorithm": algorithm},
+        x,
+        expected_output=expected,
+        atol=1e-4,
+        input_shapes=(None, None, 2),
+        tmp_dir=tmp_path,
+    )

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kseg.layers import AdaptiveAveragePooling2D
+from kseg.testing import check_layer
 
 
 def adaptive_average_reference(x, bins):
@@ -36,3 +37,17 @@ def test_shape_config_and_errors():
     assert AdaptiveAveragePooling2D.from_config(layer.get_config()).bins == 3
     with pytest.raises(ValueError, match="bins.*0"):
         AdaptiveAveragePooling2D(0)
+
+
+@pytest.mark.parametrize("input_shape", [(13, 7, 3), (None, None, 3)])
+def test_layer_contract_with_the_shared_harness(input_shape, tmp_path):
+    x = np.random.default_rng(2).normal(size=(2, 13, 7, 3)).astype("float32")
+    check_layer(
+        AdaptiveAveragePooling2D,
+        {"bins": 3},
+        x,
+        expected_output=adaptive_average_reference(x.astype("float64"), 3),
+        atol=1e-5,
+        input_shapes=input_shape,
+        tmp_dir=tmp_path,
+    )

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kseg.layers import Resize
+from kseg.testing import check_layer
 
 
 def bilinear_reference(x, out_h, out_w):
@@ -91,3 +92,30 @@ def test_bad_calls():
         Resize()(x)
     with pytest.raises(ValueError, match="not both"):
         Resize(scale=2)([x, x])
+
+
+@pytest.mark.parametrize("input_shape", [(5, 7, 3), (None, None, 3)])
+def test_scale_contract_with_the_shared_harness(input_shape, tmp_path):
+    x = np.random.default_rng(5).normal(size=(2, 5, 7, 3)).astype("float32")
+    check_layer(
+        Resize,
+        {"scale": (2, 0.5)},
+        x,
+        expected_output=bilinear_reference(x.astype("float64"), 10, 3),
+        atol=1e-5,
+        input_shapes=input_shape,
+        tmp_dir=tmp_path,
+    )
+
+
+def test_reference_contract_with_the_shared_harness(tmp_path):
+    x = np.random.default_rng(6).normal(size=(2, 6, 5, 4)).astype("float32")
+    check_layer(
+        Resize,
+        {"interpolation": "bilinear"},
+        [x, np.zeros((2, 9, 11, 1), "float32")],
+        expected_output=bilinear_reference(x.astype("float64"), 9, 11),
+        atol=1e-5,
+        input_shapes=[(None, None, 4), (None, None, 1)],
+        tmp_dir=tmp_path,
+    )

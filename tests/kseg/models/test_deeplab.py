@@ -3,17 +3,17 @@
 import keras
 import numpy as np
 import pytest
-from segmentation_checks import (
-    assert_inference_paths_agree,
-    assert_keras_round_trip,
-    assert_training_reduces_loss,
-    synthetic_batch,
-)
 
 import kseg
 from kseg.layers import ASPP, Resize
 from kseg.models import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from kseg.models.deeplab import trainable_parameter_count
+from kseg.testing import (
+    assert_inference_paths_agree,
+    assert_keras_round_trip,
+    assert_training_reduces_loss,
+    synthetic_batch,
+)
 
 
 def within(value, published, tolerance):
@@ -234,7 +234,7 @@ def test_builds_at_several_sizes(name, build):
 @pytest.mark.parametrize("name,build", configs())
 def test_inference_paths_and_round_trip(name, build, tmp_path):
     model = build(4, (None, None, 3))
-    images, _ = synthetic_batch(72, 57, num_images=2)
+    images, _ = synthetic_batch(2, 72, 57, num_classes=6, kind="scenes")
     logits = assert_inference_paths_agree(model, images)
     assert logits.shape == (2, 72, 57, 4) and np.isfinite(logits).all()
     assert_keras_round_trip(model, images, str(tmp_path / f"{name}.keras"))
@@ -244,7 +244,7 @@ def test_inference_paths_and_round_trip(name, build, tmp_path):
 @pytest.mark.parametrize("name,build", configs())
 def test_training_reduces_loss(name, build):
     model = build(6, (None, None, 3))
-    images, labels = synthetic_batch(64, 48, num_images=2)
+    images, labels = synthetic_batch(2, 64, 48, num_classes=6, kind="scenes")
     assert_training_reduces_loss(
         model, images, labels, steps=8, learning_rate=1e-3 if "v1" not in name else 1e-4
     )
@@ -258,7 +258,7 @@ def test_mobile_v3_trains_quickly():
         backbone_options={"alpha": 0.35},
         output_stride=8,
     )
-    images, labels = synthetic_batch(64, 48, num_images=2)
+    images, labels = synthetic_batch(2, 64, 48, num_classes=6, kind="scenes")
     assert_training_reduces_loss(model, images, labels, steps=8, learning_rate=3e-3)
 
 
@@ -288,7 +288,7 @@ def test_create_and_bad_arguments():
 
 def test_dense_crf_option_refines_the_logits(tmp_path):
     model = DeepLabV1(num_classes=3, input_shape=(None, None, 3), crf={"iterations": 3})
-    images, _ = synthetic_batch(40, 52, num_images=1)
+    images, _ = synthetic_batch(1, 40, 52, num_classes=6, kind="scenes")
     refined = model.predict(images, verbose=0)
     raw = keras.Model(model.input, model.get_layer("upsample").output).predict(images, verbose=0)
     expected = kseg.layers.DenseCRF(iterations=3)([images, raw]).numpy()

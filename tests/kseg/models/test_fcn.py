@@ -3,16 +3,16 @@
 import keras
 import numpy as np
 import pytest
-from segmentation_checks import (
+
+import kseg
+from kseg.layers.resize import bilinear_kernel_1d
+from kseg.models import FCN
+from kseg.testing import (
     assert_inference_paths_agree,
     assert_keras_round_trip,
     assert_training_reduces_loss,
     synthetic_batch,
 )
-
-import kseg
-from kseg.layers.resize import bilinear_kernel_1d
-from kseg.models import FCN
 
 
 def expected_fcn_params(num_classes, variant):
@@ -130,7 +130,7 @@ def randomise(model, seed=0):
 def test_save_and_inference_paths(tmp_path):
     model = small_fcn("8s", num_classes=6)
     randomise(model)
-    images, _ = synthetic_batch(72, 56, num_images=2)
+    images, _ = synthetic_batch(2, 72, 56, num_classes=6, kind="scenes")
     logits = assert_inference_paths_agree(model, images)
     assert logits.shape == (2, 72, 56, 6) and np.abs(logits).max() > 0
     assert_keras_round_trip(model, images, str(tmp_path / "fcn.keras"))
@@ -139,7 +139,7 @@ def test_save_and_inference_paths(tmp_path):
 @pytest.mark.slow
 def test_training_reduces_loss():
     model = small_fcn("8s", num_classes=6)
-    images, labels = synthetic_batch(72, 56, num_images=2)
+    images, labels = synthetic_batch(2, 72, 56, num_classes=6, kind="scenes")
     assert_training_reduces_loss(model, images, labels, steps=6, learning_rate=1e-4)
 
 

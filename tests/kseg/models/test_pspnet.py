@@ -3,16 +3,16 @@
 import keras
 import numpy as np
 import pytest
-from segmentation_checks import (
-    assert_inference_paths_agree,
-    assert_keras_round_trip,
-    synthetic_batch,
-)
 
 import kseg
 from kseg.layers import AdaptiveAveragePooling2D
 from kseg.models import PSPNet
 from kseg.models.deeplab import trainable_parameter_count
+from kseg.testing import (
+    assert_inference_paths_agree,
+    assert_keras_round_trip,
+    synthetic_batch,
+)
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_pyramid_branch_values(small_model):
 
 
 def test_two_outputs_and_single_output_inference_model(small_model, tmp_path):
-    images, _ = synthetic_batch(65, 50, num_images=2)
+    images, _ = synthetic_batch(2, 65, 50, num_classes=6, kind="scenes")
     main, aux = small_model.predict(images, verbose=0)
     assert main.shape == aux.shape == (2, 65, 50, 5)
     single = small_model.inference_model()
@@ -80,7 +80,7 @@ def test_two_outputs_and_single_output_inference_model(small_model, tmp_path):
 
 @pytest.mark.slow
 def test_keras_round_trip_with_two_outputs(small_model, tmp_path):
-    images, _ = synthetic_batch(48, 40, num_images=1)
+    images, _ = synthetic_batch(1, 48, 40, num_classes=6, kind="scenes")
     path = str(tmp_path / "pspnet.keras")
     small_model.save(path)
     loaded = keras.saving.load_model(path)
@@ -96,7 +96,7 @@ def test_auxiliary_loss_is_weighted_in_fit():
     model = PSPNet(
         num_classes=4, backbone="resnet50", input_shape=(48, 40, 3), bins=(1, 2), dropout=0.0
     )
-    images, labels = synthetic_batch(48, 40, num_images=2, num_classes=4)
+    images, labels = synthetic_batch(2, 48, 40, num_classes=4, kind="scenes")
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -116,7 +116,7 @@ def test_auxiliary_loss_weight_in_evaluate():
     model = PSPNet(
         num_classes=3, backbone="resnet50", input_shape=(40, 40, 3), bins=(1,), output_stride=16
     )
-    images, labels = synthetic_batch(40, 40, num_images=1, num_classes=3)
+    images, labels = synthetic_batch(1, 40, 40, num_classes=3, kind="scenes")
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(loss=[ce, ce], loss_weights=model.loss_weights_for_outputs)
     main, aux = model(images, training=False)
@@ -137,7 +137,7 @@ def test_single_output_variant_round_trips(tmp_path):
         output_stride=16,
         bins=(1, 3),
     )
-    images, _ = synthetic_batch(50, 66, num_images=1)
+    images, _ = synthetic_batch(1, 50, 66, num_classes=6, kind="scenes")
     assert model.predict(images, verbose=0).shape == (1, 50, 66, 3)
     assert_inference_paths_agree(model, images)
     assert_keras_round_trip(model, images, str(tmp_path / "pspnet_single.keras"))

@@ -3,16 +3,16 @@
 import keras
 import numpy as np
 import pytest
-from segmentation_checks import (
+
+import kseg
+from kseg.models import UNet
+from kseg.models.unet import nearest_paper_sizes, paper_output_size
+from kseg.testing import (
     assert_inference_paths_agree,
     assert_keras_round_trip,
     assert_training_reduces_loss,
     synthetic_batch,
 )
-
-import kseg
-from kseg.models import UNet
-from kseg.models.unet import nearest_paper_sizes, paper_output_size
 
 
 def paper_parameter_count(in_channels=1, num_classes=2, base=64, depth=4):
@@ -95,7 +95,7 @@ def small_paper_unet(num_classes=3):
 def test_paper_variant_small_trains_and_round_trips(tmp_path):
     model = small_paper_unet()
     assert tuple(model.output_shape) == (None, 20, 4, 3)
-    images, labels = synthetic_batch(204, 188, num_images=2, num_classes=3)
+    images, labels = synthetic_batch(2, 204, 188, num_classes=3, kind="scenes")
     # The paper's output covers the centre of the input: 92 pixels are lost on each side.
     assert_training_reduces_loss(
         model, images, labels[:, 92:-92, 92:-92], steps=10, learning_rate=3e-3
@@ -133,7 +133,7 @@ def test_same_variant_padding_does_not_leak_into_the_image_area():
 
 def test_same_variant_trains_and_round_trips(tmp_path):
     model = kseg.models.create("unet", num_classes=6, input_shape=(None, None, 3), base_filters=4)
-    images, labels = synthetic_batch(48, 40, num_images=2)
+    images, labels = synthetic_batch(2, 48, 40, num_classes=6, kind="scenes")
     assert_training_reduces_loss(model, images, labels, steps=8, learning_rate=3e-3)
     assert_inference_paths_agree(model, images)
     assert_keras_round_trip(model, images, str(tmp_path / "unet.keras"))
