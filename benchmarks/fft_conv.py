@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 import kseg_ops
-from kseg.layers import fft_conv as fft_model
-from kseg.layers.fft_conv import FFTConv2D, choose_algorithm, fft_plan
+from kseg.layers.fft_conv import FFTConv2D
+from kseg_ops import fft_conv as fft_model
+from kseg_ops.fft_conv import choose_algorithm, fft_plan
 
 
 def _time(fn, repeats):
@@ -128,7 +129,7 @@ def measure(batch, size, channels, k, repeats, backward):
 
 
 def calibrate(rows):
-    """Fits the cost-model constants of kseg/layers/fft_conv.py to the measured rows.
+    """Fits the cost-model constants of kseg_ops/fft_conv.py to the measured rows.
 
     Forward rows: tf.nn.conv2d seconds per MAdd, median per kernel size; FFT seconds per
     transform unit and per product unit, least squares on relative error. Forward+backward rows

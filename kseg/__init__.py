@@ -18,14 +18,18 @@ import importlib
 _SUBMODULES = (
     "backbones",
     "bench",
+    "constants",
     "data",
     "demo",
     "engine",
     "export",
+    "fileio",
     "layers",
+    "loss_weights",
     "losses",
     "metrics",
     "models",
+    "report",
     "testing",
     "viz",
 )

@@ -45,12 +45,12 @@ def _check_input_shape(model, input_shape):
         input_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
     if input_shape is None or any(d is None for d in input_shape):
         raise ValueError(
-            f"input_shape must give every dimension (height, width, channels), received "
-            f"{input_shape!r}; the model's own input is {_model_input_shape(model)!r}"
+            f"input_shape must give every dimension (height, width, channels). Received: "
+            f"input_shape={input_shape!r}; the model's own input is {_model_input_shape(model)!r}"
         )
     input_shape = tuple(int(d) for d in input_shape)
     if any(d <= 0 for d in input_shape):
-        raise ValueError(f"input_shape must be positive, received {input_shape!r}")
+        raise ValueError(f"input_shape must be positive. Received: input_shape={input_shape!r}")
     declared = _model_input_shape(model)
     if declared is not None:
         if len(declared) != len(input_shape) or any(
@@ -221,7 +221,9 @@ def profile(model, input_shape=None, dtype="float32"):
         (73728, 328, ['BatchNormalization'])
     """
     if not hasattr(model, "count_params"):
-        raise TypeError(f"model must be a Keras model, received {type(model).__name__}")
+        raise TypeError(
+            f"model must be a Keras model, Received: model of type {type(model).__name__}"
+        )
     input_shape = _check_input_shape(model, input_shape)
     concrete = _trace(model, input_shape, dtype)
 
@@ -303,7 +305,7 @@ def fps(model, input_shape=None, batch=1, warmup=2, runs=10, seed=0):
 
     for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, received {value!r}")
+            raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
     input_shape = _check_input_shape(model, input_shape)
     images = tf.constant(
         np.random.default_rng(seed).uniform(0, 255, (batch,) + input_shape).astype("float32")

@@ -85,7 +85,7 @@ def run(
     import keras
 
     import kseg
-    from kseg import engine, viz
+    from kseg import engine, fileio, viz
     from kseg.report import format_scores, write_evaluation
 
     recipe = dict(RECIPE)
@@ -150,7 +150,7 @@ def run(
         verbose=verbose,
     )
     model_path = os.path.join(output_dir, "model.keras")
-    model.save(model_path)
+    fileio.save_model(model, model_path)
 
     print("[3/4] evaluating on the held-out scenes")
     import tensorflow as tf

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kseg import losses, viz
+from kseg import fileio, losses, viz
 from kseg import metrics as kseg_metrics
+from kseg.constants import IGNORE_INDEX
 
 __all__ = [
     "poly_schedule",
@@ -41,9 +42,11 @@ def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, 
         0.005359
     """
     if not (isinstance(total_steps, (int, np.integer)) and total_steps > 0):
-        raise ValueError(f"total_steps must be a positive integer, received {total_steps!r}")
+        raise ValueError(
+            f"total_steps must be a positive integer. Received: total_steps={total_steps!r}"
+        )
     if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, received {learning_rate!r}")
+        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
     poly = keras.optimizers.schedules.PolynomialDecay(
         learning_rate,
         decay_steps=int(total_steps),
@@ -84,7 +87,7 @@ def compile_model(
     num_classes,
     learning_rate=1e-3,
     total_steps=1000,
-    ignore_index=255,
+    ignore_index=IGNORE_INDEX,
     loss=None,
     optimizer="adamw",
     weight_decay=1e-4,
@@ -111,7 +114,9 @@ def compile_model(
     elif optimizer == "sgd":
         opt = keras.optimizers.SGD(schedule, momentum=0.9)
     else:
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', received {optimizer!r}")
+        raise ValueError(
+            f"optimizer must be 'adamw', 'adam' or 'sgd'. Received: optimizer={optimizer!r}"
+        )
     if metrics is None:
         metrics = [
             kseg_metrics.MeanIoU(num_classes, ignore_index=ignore_index),
@@ -156,7 +161,7 @@ class FlipAverage:
         for axes in flips:
             if not set(axes) <= {1, 2}:
                 raise ValueError(
-                    f"FlipAverage flips axes 1 (height) and 2 (width) only, received {axes!r}"
+                    f"FlipAverage flips axes 1 (height) and 2 (width) only. Received: axes={axes!r}"
                 )
         self.model = model
         self.flips = flips
@@ -183,7 +188,9 @@ def predict_labels(model, images, batch_size=8):
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape [N, H, W, 3], received {images.shape}")
+        raise ValueError(
+            f"images must have shape [N, H, W, 3]. Received: images.shape={images.shape}"
+        )
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or Inf values")
     labels = []
@@ -193,7 +200,7 @@ def predict_labels(model, images, batch_size=8):
     return np.concatenate(labels, axis=0)
 
 
-def evaluate(model, dataset, num_classes, ignore_index=255, progress=True):
+def evaluate(model, dataset, num_classes, ignore_index=IGNORE_INDEX, progress=True):
     """Evaluates ``model`` on a dataset of (image, label) batches; returns ``kseg.metrics.scores`` + the matrix.
 
     Images may differ in size between batches. The returned dict also holds
@@ -258,3 +265,73 @@ class ImageSummary(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+def _previous_path(path):
+    root, extension = os.path.splitext(path)
+    return f"{root}.previous{extension}"
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever ``monitor`` improves, atomically, keeping the previous best.
+
+    Each save writes a temporary file beside ``filepath`` and renames it over the old one, so a
+    kill during a save leaves a complete file; the file it replaces is kept as
+    ``<name>.previous.keras``, which :func:`load_checkpoint` falls back to if the newest is
+    unreadable.
+
+    Example:
+        >>> checkpoint = BestModelCheckpoint("runs/best.keras", monitor="val_mean_iou")
+        >>> # model.fit(..., callbacks=[checkpoint])
+    """
+
+    def __init__(self, filepath, monitor="val_mean_iou", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+        self.filepath = os.fspath(filepath)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or not self._improved(float(value)):
+            return
+        self.best = float(value)
+        if os.path.exists(self.filepath):
+            # The current best stays at its path until the new one replaces it.
+            fileio.keep_copy(self.filepath, _previous_path(self.filepath))
+        fileio.save_model(self.model, self.filepath)
+
+
+def load_checkpoint(filepath, warn=print):
+    """Loads ``filepath``; if it is unreadable, says so by name and loads the previous one.
+
+    The previous checkpoint is ``<name>.previous.keras`` as :class:`BestModelCheckpoint` keeps
+    it. Raises ``ValueError`` naming both files when neither loads.
+
+    Example:
+        >>> model = load_checkpoint("runs/best.keras")  # doctest: +SKIP
+    """
+    import kseg
+
+    errors = []
+    for path in (os.fspath(filepath), _previous_path(os.fspath(filepath))):
+        if not os.path.isfile(path):
+            errors.append(f"{path!r} does not exist")
+            continue
+        try:
+            model = kseg.load_model(path)
+        except Exception as error:  # noqa: BLE001 -- Keras raises many types for corrupt files
+            errors.append(f"{path!r} is unreadable ({type(error).__name__}: {error})")
+            continue
+        if errors:
+            warn(f"checkpoint {errors[0]}; using the previous one, {path!r}")
+        return model
+    raise ValueError(f"no loadable checkpoint: {'; '.join(errors)}")

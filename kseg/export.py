@@ -38,7 +38,9 @@ def _check_model(model):
     import keras
 
     if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, received {type(model).__name__}")
+        raise TypeError(
+            f"model must be a keras.Model, Received: model of type {type(model).__name__}"
+        )
     if len(model.inputs) != 1:
         raise ValueError(
             f"model must take one image input, {model.name!r} has {len(model.inputs)} inputs"
@@ -55,8 +57,8 @@ def _resolve_input_shape(model, input_shape):
         shape = None
     if shape is None or len(shape) != len(declared) or any(d is not None and d <= 0 for d in shape):
         raise ValueError(
-            f"input_shape must be (height, width, channels) with positive ints or None, "
-            f"received {input_shape!r}"
+            f"input_shape must be (height, width, channels) with positive ints or None. "
+            f"Received: input_shape={input_shape!r}"
         )
     for d, s in zip(declared, shape):
         if d is not None and s != d:
@@ -141,8 +143,8 @@ def _representative_dataset(representative_data, input_shape, limit):
                 images = images[None]
             if images.ndim != 4:
                 raise ValueError(
-                    f"representative_data must yield images [B, H, W, C], received shape "
-                    f"{images.shape}"
+                    f"representative_data must yield images [B, H, W, C]. Received: "
+                    f"shape={images.shape}"
                 )
             for image in images:
                 if input_shape is not None and any(
@@ -202,10 +204,12 @@ def tflite(
 
     _check_model(model)
     if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, received {quantize!r}")
+        raise ValueError(
+            f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
+        )
     if not isinstance(num_calibration_images, int) or num_calibration_images < 1:
         raise ValueError(
-            f"num_calibration_images must be a positive int, received {num_calibration_images!r}"
+            f"num_calibration_images must be a positive int. Received: num_calibration_images={num_calibration_images!r}"
         )
     shape = _resolve_input_shape(model, input_shape)
     path = os.fspath(path)
@@ -284,7 +288,7 @@ def run_tflite(path, images, num_threads=None):
     input_detail = interpreter.get_input_details()[0]
     images = np.asarray(images, np.float32)
     if images.ndim != 4:
-        raise ValueError(f"images must be [B, H, W, C], received shape {images.shape}")
+        raise ValueError(f"images must be [B, H, W, C]. Received: shape={images.shape}")
     outputs = []
     allocated_shape = None
     for image in images:
@@ -294,7 +298,7 @@ def run_tflite(path, images, num_threads=None):
             if any(e != -1 and e != s for e, s in zip(expected, batch.shape)):
                 raise ValueError(
                     f"TFLite model {os.fspath(path)!r} expects input {expected}, "
-                    f"received an image of shape {image.shape}"
+                    f"Received: image.shape={image.shape}"
                 )
             interpreter.resize_tensor_input(input_detail["index"], batch.shape)
             interpreter.allocate_tensors()

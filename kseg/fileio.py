@@ -129,6 +129,27 @@ def save_model(model, path, **kwargs):
         model.save(temporary, **kwargs)
 
 
+def keep_copy(path, copy_path):
+    """Makes ``copy_path`` a copy of ``path`` atomically (a hard link where the file system allows).
+
+    ``path`` itself is not touched, so a reader always finds it complete.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> write_bytes(os.path.join(folder, "best.keras"), b"model")
+        >>> keep_copy(os.path.join(folder, "best.keras"), os.path.join(folder, "best.previous.keras"))
+        >>> open(os.path.join(folder, "best.previous.keras"), "rb").read()
+        b'model'
+    """
+    with atomic_path(copy_path) as temporary:
+        os.remove(temporary)
+        try:
+            os.link(path, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+
+
 def _backup_path(path):
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.previous")

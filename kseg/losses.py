@@ -17,7 +17,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CrossEntropy", "Dice", "Focal", "WeightedSum", "class_weights_from_frequency"]
+from kseg.constants import IGNORE_INDEX
+from kseg.loss_weights import unet_weight_map
+
+__all__ = [
+    "CrossEntropy",
+    "Dice",
+    "Focal",
+    "WeightedSum",
+    "class_weights_from_frequency",
+    "unet_weight_map",
+]
 
 _EPSILON = 1e-7
 
@@ -47,7 +57,7 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
 
     def __init__(
         self,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -58,7 +68,9 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
         if ignore_index is not None and (
             isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
         ):
-            raise ValueError(f"ignore_index must be an integer or None, received {ignore_index!r}")
+            raise ValueError(
+                f"ignore_index must be an integer or None. Received: ignore_index={ignore_index!r}"
+            )
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         if class_weights is not None:
             weights = np.asarray(class_weights, dtype=np.float64)
@@ -69,7 +81,7 @@ class _PixelLoss(_Combinable, keras.losses.Loss):
                 or np.any(weights < 0)
             ):
                 raise ValueError(
-                    f"class_weights must be a non-empty 1-D list of finite non-negative numbers, received {class_weights!r}"
+                    f"class_weights must be a non-empty 1-D list of finite non-negative numbers. Received: class_weights={class_weights!r}"
                 )
             class_weights = [float(w) for w in weights]
         self.class_weights = class_weights
@@ -147,7 +159,7 @@ class CrossEntropy(_PixelLoss):
 
     def __init__(
         self,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -179,7 +191,7 @@ class Focal(_PixelLoss):
     def __init__(
         self,
         gamma=2.0,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -193,7 +205,7 @@ class Focal(_PixelLoss):
             or not np.isfinite(gamma)
             or gamma < 0
         ):
-            raise ValueError(f"gamma must be a finite number >= 0, received {gamma!r}")
+            raise ValueError(f"gamma must be a finite number >= 0. Received: gamma={gamma!r}")
         self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):
@@ -227,7 +239,7 @@ class Dice(_PixelLoss):
     def __init__(
         self,
         smooth=1.0,
-        ignore_index=255,
+        ignore_index=IGNORE_INDEX,
         class_weights=None,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -241,7 +253,7 @@ class Dice(_PixelLoss):
             or not np.isfinite(smooth)
             or smooth < 0
         ):
-            raise ValueError(f"smooth must be a finite number >= 0, received {smooth!r}")
+            raise ValueError(f"smooth must be a finite number >= 0. Received: smooth={smooth!r}")
         self.smooth = float(smooth)
 
     def call(self, y_true, y_pred):
@@ -283,11 +295,13 @@ class WeightedSum(_Combinable, keras.losses.Loss):
         ]
         if not losses or not all(isinstance(loss, keras.losses.Loss) for loss in losses):
             raise ValueError(
-                f"losses must be a non-empty list of keras.losses.Loss, received {losses!r}"
+                f"losses must be a non-empty list of keras.losses.Loss. Received: losses={losses!r}"
             )
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
         if len(weights) != len(losses) or not all(np.isfinite(w) for w in weights):
-            raise ValueError(f"weights must be {len(losses)} finite numbers, received {weights!r}")
+            raise ValueError(
+                f"weights must be {len(losses)} finite numbers. Received: weights={weights!r}"
+            )
         self.losses = list(losses)
         self.weights = weights
 
@@ -311,7 +325,7 @@ class WeightedSum(_Combinable, keras.losses.Loss):
         return cls(**config)
 
 
-def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=255):
+def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=IGNORE_INDEX):
     """Class weights that grow as classes get rarer: ``w_c ∝ frequency_c ** -power``.
 
     ``power=1`` is inverse-frequency balancing (median-frequency balancing up to scale, as
@@ -340,14 +354,16 @@ def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=25
         or not isinstance(num_classes, (int, np.integer))
         or num_classes < 1
     ):
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     if (
         isinstance(power, bool)
         or not isinstance(power, (int, float, np.number))
         or not np.isfinite(power)
         or power < 0
     ):
-        raise ValueError(f"power must be a finite number >= 0, received {power!r}")
+        raise ValueError(f"power must be a finite number >= 0. Received: power={power!r}")
     pairs = not isinstance(labels, (np.ndarray, list, tuple, tf.Tensor))
     counts = np.zeros(num_classes, dtype=np.int64)
     for batch in labels if pairs else [labels]:
@@ -360,7 +376,7 @@ def class_weights_from_frequency(labels, num_classes, power=0.5, ignore_index=25
             fractional = values[~np.isfinite(values) | (values != np.round(values))]
             if fractional.size:
                 raise ValueError(
-                    f"labels must be integers, received the value {float(fractional[0])}"
+                    f"labels must be integers. Received: a label value {float(fractional[0])}"
                 )
         values = values.astype(np.int64)
         bad = values[(values < 0) | (values >= num_classes)]

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kseg.constants import IGNORE_INDEX
+
 __all__ = [
     "confusion_matrix",
     "scores",
@@ -30,6 +32,9 @@ __all__ = [
     "PixelAccuracy",
     "MeanAccuracy",
     "FrequencyWeightedIoU",
+    "MeanF1",
+    "ClassIoU",
+    "ClassF1",
 ]
 
 
@@ -39,7 +44,9 @@ def _check_num_classes(num_classes):
         or not isinstance(num_classes, (int, np.integer))
         or num_classes < 1
     ):
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     return int(num_classes)
 
 
@@ -54,7 +61,7 @@ def _labels_from_prediction(y_true, y_pred, num_classes):
     return y_pred
 
 
-def confusion_matrix(y_true, y_pred, num_classes, ignore_index=255):
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=IGNORE_INDEX):
     """Counts (truth, prediction) pairs over all pixels that are not ``ignore_index``.
 
     Args:
@@ -126,7 +133,7 @@ def scores(cm):
     """
     cm = np.asarray(cm, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"confusion matrix must be square [C, C], received shape {cm.shape}")
+        raise ValueError(f"confusion matrix must be square [C, C]. Received: shape={cm.shape}")
     if np.any(cm < 0) or not np.all(np.isfinite(cm)):
         raise ValueError("confusion matrix must hold finite non-negative counts")
     true_positives = np.diag(cm)
@@ -176,13 +183,15 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
 
     score_name = "mean_iou"
 
-    def __init__(self, num_classes, ignore_index=255, name=None, dtype=None):
+    def __init__(self, num_classes, ignore_index=IGNORE_INDEX, name=None, dtype=None):
         super().__init__(name=name or self.score_name, dtype=dtype)
         self.num_classes = _check_num_classes(num_classes)
         if ignore_index is not None and (
             isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
         ):
-            raise ValueError(f"ignore_index must be an integer or None, received {ignore_index!r}")
+            raise ValueError(
+                f"ignore_index must be an integer or None. Received: ignore_index={ignore_index!r}"
+            )
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.total_cm = self.add_variable(
             shape=(self.num_classes, self.num_classes),
@@ -246,6 +255,15 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             return tf.reduce_mean(tf.boolean_mask(iou, union > 0))
         if name == "fw_iou":
             return tf.math.divide_no_nan(tf.reduce_sum(truth * iou), total)
+        # F1 = 2 TP / (truth + predicted); undefined (NaN) where a class is in neither.
+        f1 = 2.0 * tp / tf.where(union > 0, truth + pred, 1.0)
+        if name == "mean_f1":
+            return tf.reduce_mean(tf.boolean_mask(f1, union > 0))
+        nan = tf.constant(float("nan"), tf.float64)
+        if name == "class_iou":
+            return tf.where(union[self.class_id] > 0, iou[self.class_id], nan)
+        if name == "class_f1":
+            return tf.where(union[self.class_id] > 0, f1[self.class_id], nan)
         raise ValueError(f"unknown score {name!r}")
 
     def result(self):
@@ -322,3 +340,73 @@ class FrequencyWeightedIoU(ConfusionMatrixMetric):
     """
 
     score_name = "fw_iou"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanF1(ConfusionMatrixMetric):
+    """Streaming mean F1 (Dice) score over the classes present in the truth or the prediction.
+
+    Per class ``F1 = 2 TP / (truth pixels + predicted pixels)``, as in :func:`scores`.
+
+    Example:
+        >>> m = MeanF1(num_classes=2); m.update_state([[0, 0, 1]], [[0, 0, 0]])
+        >>> round(float(m.result()), 4)  # class 0: 4/5, class 1: 0
+        0.4
+    """
+
+    score_name = "mean_f1"
+
+
+def _check_class_id(metric, class_id, num_classes):
+    if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)):
+        raise ValueError(f"{metric}: class_id must be an integer. Received: class_id={class_id!r}")
+    if not 0 <= class_id < num_classes:
+        raise ValueError(
+            f"{metric}: class_id must be in [0, num_classes={num_classes}). "
+            f"Received: class_id={class_id!r}"
+        )
+    return int(class_id)
+
+
+class _ClassScore(ConfusionMatrixMetric):
+    # One class's score; NaN while the class is in neither the truth nor the prediction.
+    prefix = None
+
+    def __init__(self, num_classes, class_id, ignore_index=IGNORE_INDEX, name=None, dtype=None):
+        num_classes = _check_num_classes(num_classes)
+        class_id = _check_class_id(type(self).__name__, class_id, num_classes)
+        super().__init__(num_classes, ignore_index, name or f"{self.prefix}_{class_id}", dtype)
+        self.class_id = class_id
+
+    def get_config(self):
+        return {**super().get_config(), "class_id": self.class_id}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ClassIoU(_ClassScore):
+    """Streaming IoU of one class (``class_id``), logged as ``iou_<class_id>`` by default.
+
+    Use one per class of interest: ``metrics=[ClassIoU(21, c) for c in range(21)]``.
+
+    Example:
+        >>> m = ClassIoU(num_classes=3, class_id=2); m.update_state([[0, 1, 2]], [[0, 2, 2]])
+        >>> float(m.result())  # TP 1, union 2
+        0.5
+    """
+
+    score_name = "class_iou"
+    prefix = "iou"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ClassF1(_ClassScore):
+    """Streaming F1 (Dice) score of one class (``class_id``), logged as ``f1_<class_id>``.
+
+    Example:
+        >>> m = ClassF1(num_classes=3, class_id=2); m.update_state([[0, 1, 2]], [[0, 2, 2]])
+        >>> round(float(m.result()), 4)  # 2 TP / (1 true + 2 predicted)
+        0.6667
+    """
+
+    score_name = "class_f1"
+    prefix = "f1"

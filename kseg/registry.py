@@ -31,7 +31,7 @@ class Registry:
 
     def get(self, name: str):
         if not isinstance(name, str):
-            raise TypeError(f"{self.kind} name must be a string, received {name!r}")
+            raise TypeError(f"{self.kind} name must be a string. Received: name={name!r}")
         try:
             return self._items[name.lower()]
         except KeyError:
@@ -44,3 +44,9 @@ class Registry:
 
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name.lower() in self._items
+
+
+# The two registries live here, not in the packages that list them: a model or backbone file
+# registers itself by importing this module, which imports nothing of kseg (no import circle).
+MODELS = Registry("model")
+BACKBONES = Registry("backbone")

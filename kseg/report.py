@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from kseg import fileio
+
 
 def format_scores(result, class_names=None):
     """Formats an ``evaluate`` result as a plain-text table (one line per class + the means).
@@ -65,7 +67,7 @@ def write_evaluation(result, output_dir, class_names=None):
     record = _jsonable(result)
     if class_names:
         record["class_names"] = list(class_names)
-    with open(metrics_path, "w") as f:
+    with fileio.atomic_open(metrics_path, "w") as f:
         json.dump(record, f, indent=2)
     names = class_names or [str(i) for i in range(len(result["iou"]))]
     cm_path = viz.plot_confusion_matrix(

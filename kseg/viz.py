@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from kseg import fileio
 from kseg.data.palette import IGNORE_INDEX, voc_colormap
 
 __all__ = [
@@ -38,10 +39,10 @@ def colorize(labels, palette=None):
     if labels.ndim == 3 and labels.shape[-1] == 1:
         labels = labels[..., 0]
     if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label map, received shape {labels.shape}")
+        raise ValueError(f"labels must be a 2-D label map. Received: shape={labels.shape}")
     palette = voc_colormap() if palette is None else np.asarray(palette, dtype=np.uint8)
     if palette.ndim != 2 or palette.shape[1] != 3:
-        raise ValueError(f"palette must have shape [K, 3], received {palette.shape}")
+        raise ValueError(f"palette must have shape [K, 3]. Received: palette.shape={palette.shape}")
     labels = labels.astype(np.int64)
     bad = (labels < 0) | ((labels >= len(palette)) & (labels != IGNORE_INDEX))
     if np.any(bad):
@@ -59,7 +60,7 @@ def _as_uint8_image(image):
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be [H, W, 3] or [H, W], received shape {image.shape}")
+        raise ValueError(f"image must be [H, W, 3] or [H, W]. Received: shape={image.shape}")
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
     if image.dtype != np.uint8:
@@ -75,7 +76,7 @@ def overlay(image, labels, alpha=0.5, palette=None):
         dtype('uint8')
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], received {alpha!r}")
+        raise ValueError(f"alpha must be in [0, 1]. Received: alpha={alpha!r}")
     image = _as_uint8_image(image)
     colors = colorize(labels, palette)
     if colors.shape[:2] != image.shape[:2]:
@@ -142,7 +143,8 @@ def panel(image, truth=None, prediction=None, palette=None, scale=1):
 
 def save_png(array, path):
     """Writes an RGB ``uint8`` array to ``path`` as PNG and returns the path."""
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, format="PNG")
+    with fileio.atomic_path(path) as temporary:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(temporary, format="PNG")
     return path
 
 
@@ -159,7 +161,7 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize=True, title="Con
 
     cm = np.asarray(cm, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"confusion matrix must be square [C, C], received shape {cm.shape}")
+        raise ValueError(f"confusion matrix must be square [C, C]. Received: shape={cm.shape}")
     num_classes = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
@@ -190,5 +192,6 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize=True, title="Con
                     color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black",
                 )
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    with fileio.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
     return path

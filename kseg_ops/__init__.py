@@ -12,8 +12,17 @@ Example:
 """
 
 from kseg_ops._loader import library_path, load_ops_library
+from kseg_ops.cached_memory import cached_memory_bytes, release_cached_memory
 from kseg_ops.dense_crf import dense_crf
 from kseg_ops.fft_conv import fft_conv2d
 from kseg_ops.lattice_filter import lattice_filter
 
-__all__ = ["dense_crf", "fft_conv2d", "lattice_filter", "library_path", "load_ops_library"]
+__all__ = [
+    "cached_memory_bytes",
+    "dense_crf",
+    "fft_conv2d",
+    "lattice_filter",
+    "library_path",
+    "load_ops_library",
+    "release_cached_memory",
+]

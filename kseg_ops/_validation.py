@@ -14,19 +14,19 @@ def check_positive(name, value):
         or not isinstance(value, numbers.Real)
         or not (math.isfinite(value) and value > 0)
     ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise ValueError(f"{name} must be a positive finite number. Received: {name}={value!r}")
     return float(value)
 
 
 def check_finite_number(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
     return float(value)
 
 
 def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
     return int(value)
 
 
@@ -38,16 +38,18 @@ def to_tensor(name, value):
         array = np.asarray(value)
     except Exception as e:  # ragged lists and the like
         raise TypeError(
-            f"{name} must be an array or tensor, got {type(value).__name__}: {e}"
+            f"{name} must be an array or tensor ({e}). Received: {name} of type {type(value).__name__}"
         ) from e
     if array.dtype == object or array.dtype.kind in "USV":
-        raise TypeError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
+        raise TypeError(f"{name} must hold numbers. Received: an array of dtype {array.dtype}")
     return tf.convert_to_tensor(array)
 
 
 def check_rank(name, tensor, rank, layout):
     if tensor.shape.rank is not None and tensor.shape.rank != rank:
-        raise ValueError(f"{name} must have rank {rank} {layout}, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must have rank {rank} {layout}. Received: shape={tuple(tensor.shape)}"
+        )
 
 
 def value_errors_from_kernel(call):

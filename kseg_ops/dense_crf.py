@@ -6,6 +6,8 @@ from kseg_ops import _validation as v
 from kseg_ops._loader import load_ops_library
 
 NORMALIZATIONS = ("symmetric", "after")
+# The most mean-field iterations one call runs (kMaxCrfIterations in dense_crf_params.h).
+MAX_ITERATIONS = 1000
 
 # Mean-field inference is not differentiated: gradients through the op are None (as for
 # tf.argmax), never a "No gradient defined" LookupError. Registered at import, before any use.
@@ -45,7 +47,8 @@ def dense_crf(
         probs: ``[batch, height, width, classes]`` probabilities (or logits with
             ``from_logits=True``); float16/32/64 or bfloat16, finite, classes >= 1.
         images: ``[batch, height, width, 3]`` RGB, uint8 or float in 0..255.
-        iterations: mean-field iterations (>= 0).
+        iterations: mean-field iterations, in [0, ``MAX_ITERATIONS`` = 1000]. A call stops
+            between iterations when its step is cancelled (``tf.errors.CancelledError``).
         gaussian_sxy, bilateral_sxy, bilateral_srgb: kernel widths in pixels / intensity (> 0).
         gaussian_compat, bilateral_compat: Potts weights of the two kernels.
         normalization: ``"symmetric"`` or ``"after"``.
@@ -60,6 +63,14 @@ def dense_crf(
         TypeError: wrong dtypes. ValueError: wrong ranks or shapes, batch/size mismatch,
         classes = 0, empty images, NaN/Inf, bad parameters (eagerly; inside graphs the op
         raises ``InvalidArgumentError`` for what only the values reveal).
+        tf.errors.ResourceExhaustedError: the host memory the call needs is over the budget,
+        which is ``$KSEG_OPS_MEMORY_BUDGET_BYTES`` (read on every call) or half the physical
+        memory. For ``n = height * width`` pixels, ``cp`` = classes rounded up to a multiple
+        of 8 and ``t`` = 4 (float32) or 8 (float64) bytes, a call needs
+        ``n * (t * (10 + 2 * cp) + 183)`` bytes (``255`` for float64) before its lattices are
+        built, then for each lattice of dimension ``d`` (2 and 5) with ``m <= (d + 1) * n``
+        vertices ``8 * m * (d + 2) + 2 * t * (m + 1) * (cp + 1)`` more (``CrfPointBytes`` and
+        ``CrfVertexBytes`` in ``dense_crf.h``). The message names the shape and the bytes.
 
     Example:
         >>> import numpy as np, kseg_ops
@@ -71,40 +82,48 @@ def dense_crf(
         TensorShape([1, 4, 6, 2])
     """
     iterations = v.check_int("iterations", iterations, 0)
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(
+            f"iterations must be in [0, {MAX_ITERATIONS}]. Received: iterations={iterations}"
+        )
     gaussian_sxy = v.check_positive("gaussian_sxy", gaussian_sxy)
     bilateral_sxy = v.check_positive("bilateral_sxy", bilateral_sxy)
     bilateral_srgb = v.check_positive("bilateral_srgb", bilateral_srgb)
     gaussian_compat = v.check_finite_number("gaussian_compat", gaussian_compat)
     bilateral_compat = v.check_finite_number("bilateral_compat", bilateral_compat)
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        raise ValueError(
+            f"normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+        )
     if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be a bool, got {from_logits!r}")
+        raise TypeError(f"from_logits must be a bool. Received: from_logits={from_logits!r}")
     with tf.name_scope(name or "dense_crf"):
         probs = v.to_tensor("probs", probs)
         images = v.to_tensor("images", images)
         if not probs.dtype.is_floating:
             raise TypeError(
-                f"probs must be a float tensor (float16/32/64, bfloat16), got {probs.dtype.name}"
+                f"probs must be a float tensor (float16/32/64, bfloat16). Received: probs.dtype={probs.dtype.name}"
             )
         if not (images.dtype == tf.uint8 or images.dtype.is_floating):
-            raise TypeError(f"images must be uint8 or float, got {images.dtype.name}")
+            raise TypeError(
+                f"images must be uint8 or float. Received: images.dtype={images.dtype.name}"
+            )
         v.check_rank("probs", probs, 4, "[batch, height, width, classes]")
         v.check_rank("images", images, 4, "[batch, height, width, 3]")
         ps, ims = probs.shape, images.shape
         if ims[3] is not None and ims[3] != 3:
-            raise ValueError(f"images must have 3 (RGB) channels, got shape {tuple(ims)}")
+            raise ValueError(f"images must have 3 (RGB) channels. Received: shape={tuple(ims)}")
         for axis, what in ((0, "batch size"), (1, "height"), (2, "width")):
             if ps[axis] is not None and ims[axis] is not None and ps[axis] != ims[axis]:
                 raise ValueError(
                     f"probs {tuple(ps)} and images {tuple(ims)} must have the same {what}"
                 )
         if ps[3] == 0:
-            raise ValueError(f"probs must have at least one class, got shape {tuple(ps)}")
+            raise ValueError(f"probs must have at least one class. Received: shape={tuple(ps)}")
         for axis, what in ((1, "height"), (2, "width")):
             if ps[axis] == 0 or ims[axis] == 0:
                 raise ValueError(
-                    f"images must not be empty, got {what} 0 (probs {tuple(ps)}, "
+                    f"images must not be empty. Received: {what}=0 (probs {tuple(ps)}, "
                     f"images {tuple(ims)})"
                 )
         compute_dtype = tf.float64 if probs.dtype == tf.float64 else tf.float32

@@ -35,6 +35,13 @@ def lattice_filter(values, features, transpose=False, name=None):
             ``|features[..., k]| * scale_k`` must stay below ``2^30 / (feature_dim + 1)``; the
             message gives the bound on the offending axis) — eagerly; in graphs the op raises
             InvalidArgumentError.
+        tf.errors.ResourceExhaustedError: the host memory the call needs is over the budget
+            (``$KSEG_OPS_MEMORY_BUDGET_BYTES``, read on every call, or half the physical
+            memory): ``n * (d + 1) * (8 + 2 * t) + n * (5 * d + 2)`` bytes before the lattice is
+            built (``d`` = feature_dim, ``t`` = 4 or 8 bytes per value), then
+            ``8 * m * (d + 2) + 2 * t * (m + 1) * cp`` more for its ``m`` vertices
+            (``cp`` = channels rounded up to a multiple of 8). The message names the shapes and
+            the bytes.
 
     Example:
         >>> import numpy as np, kseg_ops
@@ -48,11 +55,13 @@ def lattice_filter(values, features, transpose=False, name=None):
         values = v.to_tensor("values", values)
         features = v.to_tensor("features", features)
         if values.dtype not in (tf.float32, tf.float64):
-            raise TypeError(f"values must be float32 or float64, got {values.dtype.name}")
+            raise TypeError(
+                f"values must be float32 or float64. Received: values.dtype={values.dtype.name}"
+            )
         if features.dtype != values.dtype:
             raise TypeError(
-                f"features must have the dtype of values ({values.dtype.name}), "
-                f"got {features.dtype.name}"
+                f"features must have the dtype of values ({values.dtype.name}). "
+                f"Received: features.dtype={features.dtype.name}"
             )
         v.check_rank("values", values, 3, "[batch, n, channels]")
         v.check_rank("features", features, 3, "[batch, n, feature_dim]")
@@ -63,13 +72,13 @@ def lattice_filter(values, features, transpose=False, name=None):
                     f"values {tuple(vs)} and features {tuple(fs)} must have the same {what} size"
                 )
         if vs[2] == 0:
-            raise ValueError(f"values must have at least one channel, got shape {tuple(vs)}")
+            raise ValueError(f"values must have at least one channel. Received: shape={tuple(vs)}")
         if fs[2] is not None and not 1 <= fs[2] <= MAX_FEATURE_DIM:
             raise ValueError(
-                f"features' last dimension must be in [1, {MAX_FEATURE_DIM}], got shape {tuple(fs)}"
+                f"features' last dimension must be in [1, {MAX_FEATURE_DIM}]. Received: shape={tuple(fs)}"
             )
         if not isinstance(transpose, bool):
-            raise TypeError(f"transpose must be a bool, got {transpose!r}")
+            raise TypeError(f"transpose must be a bool. Received: transpose={transpose!r}")
         v.check_finite_values("features", features)
         # Eagerly, what the kernel finds in the values (features too large for the lattice's
         # int32 keys) is a ValueError like the other argument errors.

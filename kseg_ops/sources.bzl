@@ -6,9 +6,11 @@ OPS_CPU_SRCS = [
     "kseg_ops/cc/kernels/lattice_filter_op.cc",
     "kseg_ops/cc/kernels/dense_crf_op.cc",
     "kseg_ops/cc/kernels/fft_conv_op.cc",
+    "kseg_ops/cc/kernels/cached_memory_op.cc",
     "kseg_ops/cc/ops/lattice_filter_ops.cc",
     "kseg_ops/cc/ops/dense_crf_ops.cc",
     "kseg_ops/cc/ops/fft_conv_ops.cc",
+    "kseg_ops/cc/ops/cached_memory_ops.cc",
 ]
 
 # Headers the CPU sources include.
@@ -16,6 +18,7 @@ OPS_HDRS = [
     "kseg_ops/cc/common/cpu_features.h",
     "kseg_ops/cc/common/non_finite.h",
     "kseg_ops/cc/common/parallel_for.h",
+    "kseg_ops/cc/common/run_control.h",
     "kseg_ops/cc/lattice/permutohedral.h",
     "kseg_ops/cc/lattice/dense_crf.h",
     "kseg_ops/cc/lattice/dense_crf_params.h",
@@ -24,6 +27,7 @@ OPS_HDRS = [
     "kseg_ops/cc/kernels/lattice_filter_op.h",
     "kseg_ops/cc/kernels/dense_crf_op.h",
     "kseg_ops/cc/kernels/cpu_parallel.h",
+    "kseg_ops/cc/kernels/op_limits.h",
     "kseg_ops/cc/kernels/fft_conv_op.h",
     "kseg_ops/cc/fft/fft_conv_core.h",
     "kseg_ops/cc/fft/fft_conv_impl.inc",

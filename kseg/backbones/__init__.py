@@ -14,9 +14,7 @@ Example:
     ['P1', 'P2', 'P3', 'P4', 'P5']
 """
 
-from kseg.registry import Registry
-
-BACKBONES = Registry("backbone")
+from kseg.registry import BACKBONES
 
 
 def build(name, inputs, *, output_stride=32, weights=None, **kwargs):
@@ -44,4 +42,5 @@ def register(*names):
 
 
 # Backbone modules register themselves on import.
-from kseg.backbones import mobilenet_v2, resnet, vgg, xception  # noqa: E402,F401
+from kseg.backbones import mobilenet_v2, resnet, resnet18, vgg, xception, xception39  # noqa: E402,F401
+from kseg.backbones.vgg import vgg16_bn_encoder  # noqa: E402,F401

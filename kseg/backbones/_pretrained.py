@@ -21,7 +21,7 @@ class LayerRecorder:
 def check_output_stride(backbone, output_stride, allowed=(8, 16, 32)):
     if output_stride not in allowed:
         raise ValueError(
-            f"{backbone}: output_stride must be one of {allowed}, received {output_stride!r}"
+            f"{backbone}: output_stride must be one of {allowed}. Received: output_stride={output_stride!r}"
         )
 
 
@@ -67,11 +67,13 @@ def load_application_weights(
         return
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(
-            f"{backbone}: weights must be None, 'imagenet' or a file path, received {weights!r}"
+            f"{backbone}: weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
         )
     weights = os.fspath(weights)
     if weights != "imagenet" and not os.path.isfile(weights):
-        raise FileNotFoundError(f"{backbone}: weights file {weights!r} does not exist")
+        raise FileNotFoundError(
+            f"{backbone}: the weights file does not exist. Received: weights={weights!r}"
+        )
     if input_channels != 3:
         raise ValueError(
             f"{backbone}: pretrained weights need 3 input channels, the input has {input_channels}"

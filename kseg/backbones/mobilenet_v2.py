@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import LayerRecorder, check_output_stride, load_application_weights
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "tf"
 # (expansion, output channels, stride) of blocks 0..16, from the paper's Table 2.
@@ -57,7 +57,7 @@ def _bn(name, track):
     return track(layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=name))
 
 
-@register("mobilenetv2", "mobilenet_v2")
+@BACKBONES.register("mobilenetv2", "mobilenet_v2")
 def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
     """Builds MobileNetV2 on ``inputs`` and returns ``{"P1".."P5"}``.
 
@@ -82,11 +82,13 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
     """
     check_output_stride("mobilenet_v2", output_stride)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-        raise ValueError(f"mobilenet_v2: alpha must be a positive number, received {alpha!r}")
+        raise ValueError(
+            f"mobilenet_v2: alpha must be a positive number. Received: alpha={alpha!r}"
+        )
     if weights is not None and alpha not in _ALPHAS_WITH_WEIGHTS:
         raise ValueError(
-            f"mobilenet_v2: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}, "
-            f"received alpha={alpha!r}"
+            f"mobilenet_v2: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}. "
+            f"Received: alpha={alpha!r}"
         )
     track = LayerRecorder()
     x = track(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import (
     LayerRecorder,
     check_output_stride,
     load_application_weights,
     stage_strides_and_rates,
 )
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "caffe"
 _BN_EPSILON = 1.001e-5
@@ -81,15 +81,17 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, 
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid
         ):
             raise ValueError(
-                f"{depth_name}: multi_grid must be 3 positive ints (one per conv5 block), "
-                f"received {multi_grid!r}"
+                f"{depth_name}: multi_grid must be 3 positive ints (one per conv5 block). "
+                f"Received: multi_grid={multi_grid!r}"
             )
     if stem not in ("standard", "deep"):
-        raise ValueError(f"{depth_name}: stem must be 'standard' or 'deep', received {stem!r}")
+        raise ValueError(
+            f"{depth_name}: stem must be 'standard' or 'deep'. Received: stem={stem!r}"
+        )
     if stem == "deep" and weights is not None:
         raise ValueError(
             f"{depth_name}: keras.applications has no weights for the deep stem; use weights=None "
-            f"with stem='deep', received weights={weights!r}"
+            f"with stem='deep'. Received: weights={weights!r}"
         )
     track = LayerRecorder()
     if stem == "standard":
@@ -145,7 +147,7 @@ def resnet(inputs, depth_name, output_stride=32, weights=None, multi_grid=None, 
     return features
 
 
-@register("resnet50")
+@BACKBONES.register("resnet50")
 def resnet50(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-50 backbone; see ``resnet``.
 
@@ -158,7 +160,7 @@ def resnet50(inputs, output_stride=32, weights=None, multi_grid=None, stem="stan
     return resnet(inputs, "resnet50", output_stride, weights, multi_grid, stem)
 
 
-@register("resnet101")
+@BACKBONES.register("resnet101")
 def resnet101(inputs, output_stride=32, weights=None, multi_grid=None, stem="standard"):
     """ResNet-101 backbone; see ``resnet``.
 

@@ -16,52 +16,40 @@ import os
 import keras
 from keras import layers
 
-from kseg.backbones import register
 from kseg.backbones._pretrained import check_output_stride
+from kseg.layers.conv_block import conv_bn_relu
+from kseg.registry import BACKBONES
 
 PREPROCESSING = "tf"
 _BN_EPSILON = 1e-3
 
 
-def _strided_padding(x, kernel_size, rate, stride, name):
-    # DeepLab's fixed padding: symmetric, so outputs stay aligned with the input grid.
-    if stride == 1:
-        return x, "same"
-    effective = kernel_size + (kernel_size - 1) * (rate - 1)
-    total = effective - 1
-    return layers.ZeroPadding2D(((total // 2, total - total // 2),) * 2, name=f"{name}_pad")(
-        x
-    ), "valid"
+def separable_unit(x, filters, name, stride=1, rate=1, relu_inside=False):
+    """Depthwise 3×3 + BN (+ReLU), pointwise 1×1 + BN (+ReLU): DeepLab's separable conv.
 
+    Strided units pad symmetrically first (``{name}_pad``), as DeepLab does.
 
-def _conv_bn(x, filters, kernel_size, stride, name, relu=True):
-    x, padding = _strided_padding(x, kernel_size, 1, stride, name)
-    x = layers.Conv2D(
-        filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=name
-    )(x)
-    x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
-
-
-def separable_conv_bn(x, filters, name, stride=1, rate=1, relu_inside=False):
-    """Depthwise 3×3 + BN (+ReLU), pointwise 1×1 + BN (+ReLU): DeepLab's separable conv."""
-    x, padding = _strided_padding(x, 3, rate, stride, name)
-    x = layers.DepthwiseConv2D(
+    Example:
+        >>> import keras
+        >>> y = separable_unit(keras.Input((9, 9, 4)), 8, "unit", stride=2)
+        >>> tuple(y.shape[1:])
+        (5, 5, 8)
+    """
+    return conv_bn_relu(
+        x,
+        filters,
         3,
+        name,
         strides=stride,
-        padding=padding,
         dilation_rate=rate,
-        use_bias=False,
-        name=f"{name}_depthwise",
-    )(x)
-    x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_depthwise_bn")(x)
-    if relu_inside:
-        x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
-    x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_pointwise_bn")(x)
-    if relu_inside:
-        x = layers.Activation("relu", name=f"{name}_pointwise_relu")(x)
-    return x
+        padding="symmetric",
+        separable=True,
+        epsilon=_BN_EPSILON,
+        relu=relu_inside,
+    )
+
+
+separable_conv_bn = separable_unit  # the name before the shared block
 
 
 def _xception_module(x, depths, skip, stride, rate, name, relu_inside=False, unit_rates=(1, 1, 1)):
@@ -75,7 +63,7 @@ def _xception_module(x, depths, skip, stride, rate, name, relu_inside=False, uni
     for i, depth in enumerate(depths):
         if not relu_inside:
             residual = layers.Activation("relu", name=f"{name}_sepconv{i + 1}_pre_relu")(residual)
-        residual = separable_conv_bn(
+        residual = separable_unit(
             residual,
             depth,
             name=f"{name}_sepconv{i + 1}",
@@ -111,7 +99,7 @@ _EXIT = (
 )
 
 
-@register("xception65", "xception_65")
+@BACKBONES.register("xception65", "xception_65")
 def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
     """Builds the aligned Xception-65 on ``inputs`` and returns ``{"P1".."P5"}``.
 
@@ -142,15 +130,17 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in multi_grid
         ):
             raise ValueError(
-                f"xception65: multi_grid must be 3 positive ints, received {multi_grid!r}"
+                f"xception65: multi_grid must be 3 positive ints. Received: multi_grid={multi_grid!r}"
             )
     if weights == "imagenet":
         raise ValueError(
             "xception65: keras.applications has no weights for DeepLab's aligned Xception-65; "
             "use weights=None or a path to weights saved from this backbone"
         )
-    x = _conv_bn(inputs, 32, 3, 2, "entry_conv1")
-    x = _conv_bn(x, 64, 3, 1, "entry_conv2")
+    x = conv_bn_relu(
+        inputs, 32, 3, "entry_conv1", strides=2, padding="symmetric", epsilon=_BN_EPSILON
+    )
+    x = conv_bn_relu(x, 64, 3, "entry_conv2", epsilon=_BN_EPSILON)
     features = {"P1": x}
     current_stride, rate = 2, 1
     for name, depths, skip, stride, relu_inside in _ENTRY + _MIDDLE + _EXIT:
@@ -171,7 +161,9 @@ def xception65(inputs, output_stride=32, weights=None, multi_grid=None):
 
     if weights is not None:
         if not isinstance(weights, (str, os.PathLike)) or not os.path.isfile(weights):
-            raise FileNotFoundError(f"xception65: weights file {weights!r} does not exist")
+            raise FileNotFoundError(
+                f"xception65: the weights file does not exist. Received: weights={weights!r}"
+            )
         backbone = keras.Model(inputs, features)
         try:
             backbone.load_weights(os.fspath(weights))

@@ -26,6 +26,30 @@ COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+def _positive_int(text):
+    """argparse type: an int >= 1 (0 and negatives are errors, not silent defaults)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer. Received: {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {value}")
+    return value
+
+
+def _positive_float(text):
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number. Received: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number. Received: {text}")
+    return value
+
+
 def _add_dataset_arguments(parser, split_default):
     group = parser.add_argument_group("dataset")
     group.add_argument(
@@ -38,17 +62,19 @@ def _add_dataset_arguments(parser, split_default):
         "--split", default=split_default, help=f"split name (default: {split_default})"
     )
     group.add_argument(
-        "--num-classes", type=int, help="number of classes (default: 6 synthetic, 21 voc)"
+        "--num-classes", type=_positive_int, help="number of classes (default: 6 synthetic, 21 voc)"
     )
     group.add_argument(
         "--image-size",
-        type=int,
+        type=_positive_int,
         nargs=2,
         default=(128, 128),
         metavar=("H", "W"),
         help="synthetic scene size (default: 128 128)",
     )
-    group.add_argument("--num-images", type=int, default=None, help="synthetic: number of scenes")
+    group.add_argument(
+        "--num-images", type=_positive_int, default=None, help="synthetic: number of scenes"
+    )
     group.add_argument("--seed", type=int, default=0, help="synthetic scenes seed / shuffling seed")
 
 
@@ -62,14 +88,30 @@ def _build_parser():
     train.add_argument("--model", default="unet", help="model name (see `kseg bench --list`)")
     train.add_argument("--backbone", help="backbone name, for models that take one")
     train.add_argument("--weights", help="backbone weights: imagenet or a weights file")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--epochs", type=_positive_int, default=10)
+    train.add_argument("--batch-size", type=_positive_int, default=8)
     train.add_argument(
-        "--lr", type=float, default=1e-3, help="initial learning rate of the poly schedule"
+        "--lr",
+        type=_positive_float,
+        default=1e-3,
+        help="initial learning rate of the poly schedule",
     )
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd"))
     train.add_argument(
-        "--crop-size", type=int, nargs=2, metavar=("H", "W"), help="training crop (folder datasets)"
+        "--crop-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="random training crop of the voc and folder datasets, padded with the ImageNet mean "
+        "(labels with 255) where an image is smaller (default: 512 512)",
+    )
+    train.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of the model's builder, e.g. base_filters=16 (repeatable; VALUE is read "
+        "as a Python literal, else as a string)",
     )
     train.add_argument("--val-split", default="val")
     train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
@@ -79,7 +121,12 @@ def _build_parser():
         "evaluate", help="evaluate a saved model; writes metrics.json and confusion_matrix.png"
     )
     evaluate.add_argument("--model", required=True, help="a .keras file")
-    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        help="images per batch; images of different sizes go into different batches",
+    )
     evaluate.add_argument("--output", default="kseg_runs/evaluate")
     evaluate.add_argument(
         "--flip-average",
@@ -101,30 +148,63 @@ def _build_parser():
     export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"))
-    export.add_argument("--quantize", default=None, choices=("float16", "dynamic", "int8"))
     export.add_argument(
-        "--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size (TFLite)"
+        "--quantize",
+        default=None,
+        choices=("float16", "dynamic", "int8"),
+        help="TFLite weight/activation quantization (an error with --format saved_model)",
+    )
+    export.add_argument(
+        "--input-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="fixed input size (default: TFLite the model's, SavedModel any)",
     )
     export.add_argument("--calibration-images", help="folder of images for int8 calibration")
     export.add_argument("--output", required=True)
 
     bench = sub.add_parser("bench", help="parameters and multiply-adds of the model zoo")
     bench.add_argument("--models", nargs="*", help="model names (default: all)")
-    bench.add_argument("--input-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    bench.add_argument(
+        "--input-size", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W")
+    )
     bench.add_argument("--list", action="store_true", help="only list the model names")
 
     demo = sub.add_parser("demo", help="train, evaluate and predict on built-in synthetic scenes")
     demo.add_argument("--output", default="kseg_runs/demo")
-    demo.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     demo.add_argument(
-        "--num-train", type=int, default=None, help="override the recipe's training scenes"
+        "--epochs", type=_positive_int, default=None, help="override the recipe's epochs"
     )
     demo.add_argument(
-        "--num-val", type=int, default=None, help="override the recipe's held-out scenes"
+        "--num-train",
+        type=_positive_int,
+        default=None,
+        help="override the recipe's training scenes",
     )
-    demo.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    demo.add_argument(
+        "--num-val", type=_positive_int, default=None, help="override the recipe's held-out scenes"
+    )
+    demo.add_argument("--image-size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
     demo.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _user_errors():
+    """Errors caused by the input (files, arguments, data), reported in one line, no traceback."""
+    kinds = (ValueError, TypeError, OSError)
+    tf = sys.modules.get("tensorflow")  # OpError is only possible once TF is imported
+    return kinds + ((tf.errors.OpError,) if tf is not None else ())
+
+
+def _one_line(error):
+    # OSError names its file (PermissionError included); OpError keeps its first line.
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
+        text = f"{error.strerror or error}: {error.filename!r}"
+    else:
+        text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _fail(message):
@@ -173,6 +253,45 @@ def _dataset(args, split, training=False, crop_size=None):
     )
 
 
+def _model_options(model_name, options):
+    """Parses ``--model-option KEY=VALUE`` strings, checked against the model's signature."""
+    import ast
+    import inspect
+
+    import kseg
+
+    builder = kseg.models.MODELS.get(model_name)
+    # Named parameters only: a model's **kwargs go to keras.Model, not to the architecture.
+    parameters = inspect.signature(builder).parameters
+    valid = sorted(
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in ("self", "num_classes", "input_shape")
+    )
+    parsed = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--model-option must be KEY=VALUE. Received: --model-option={option}")
+        if key in ("num_classes", "input_shape"):
+            raise ValueError(
+                f"--model-option {key} is set by the dataset, not by an option. "
+                f"Received: --model-option={option}"
+            )
+        if key not in valid:
+            raise ValueError(
+                f"model {model_name!r} has no option {key!r}; valid: {', '.join(valid)}. "
+                f"Received: --model-option={option}"
+            )
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text  # plain words (a backbone name) are strings
+    return parsed
+
+
 def _input_shape(args):
     # Real datasets train on crops and validate on whole images of any size.
     if args.dataset == "synthetic":
@@ -184,12 +303,13 @@ def _run_train(args):
     import keras
 
     import kseg
-    from kseg import engine
+    from kseg import engine, fileio
 
-    train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=args.crop_size)
-    val_args = argparse.Namespace(**vars(args))
-    val_ds, _, _ = _dataset(val_args, args.val_split)
-    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args)}
+    options = _model_options(args.model, args.model_option)
+    crop_size = tuple(args.crop_size) if args.crop_size else DEFAULT_CROP_SIZE
+    train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=crop_size)
+    val_ds, _, _ = _dataset(args, args.val_split)
+    kwargs = {"num_classes": num_classes, "input_shape": _input_shape(args), **options}
     if args.backbone:
         kwargs["backbone"] = args.backbone
     if args.weights:
@@ -211,11 +331,8 @@ def _run_train(args):
     os.makedirs(args.output, exist_ok=True)
     samples = list(val_ds.take(4).as_numpy_iterator())
     callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(args.output, "best.keras"),
-            monitor="val_mean_iou",
-            mode="max",
-            save_best_only=True,
+        engine.BestModelCheckpoint(
+            os.path.join(args.output, "best.keras"), monitor="val_mean_iou", mode="max"
         ),
         keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
     ]
@@ -230,8 +347,8 @@ def _run_train(args):
         train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks
     )
     final_path = os.path.join(args.output, "model.keras")
-    model.save(final_path)
-    with open(os.path.join(args.output, "history.json"), "w") as f:
+    fileio.save_model(model, final_path)
+    with fileio.atomic_open(os.path.join(args.output, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
     print(
         f"saved {final_path} (best by val mIoU: {os.path.join(args.output, 'best.keras')}); "
@@ -252,12 +369,15 @@ def _load_model(path):
 
 
 def _run_evaluate(args):
+    import kseg
     from kseg import engine
 
     model = _load_model(args.model)
     ds, num_classes, names = _dataset(args, args.split)
     predictor = engine.FlipAverage(model) if args.flip_average else model
-    result = engine.evaluate(predictor, ds.batch(args.batch_size), num_classes)
+    # Batches hold images of one size: padding a smaller image would change its prediction.
+    batches = kseg.data.batch_by_size(ds, args.batch_size)
+    result = engine.evaluate(predictor, batches, num_classes)
     print(format_scores(result, names))
     metrics_path, cm_path = write_evaluation(result, args.output, names)
     print(f"wrote {metrics_path} and {cm_path}")
@@ -282,6 +402,26 @@ def _image_files(inputs):
     return files
 
 
+def _output_stems(files):
+    """One distinct output name per input: ``a/x.jpg`` and ``b/x.png`` never overwrite each other.
+
+    Names are the file stems; where two inputs share a stem, their paths below the inputs'
+    common folder are used instead (separators and the extension's dot become ``_``).
+    """
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in files]
+    counts = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    absolute = [os.path.abspath(path) for path in files]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    result = []
+    for stem, path in zip(stems, absolute):
+        if counts[stem] > 1:
+            stem = os.path.relpath(path, common).replace(os.sep, "_").replace(".", "_")
+        result.append(stem)
+    return result
+
+
 def _run_predict(args):
     import keras
 
@@ -294,6 +434,7 @@ def _run_predict(args):
     files = _image_files(args.inputs)
     bar = keras.utils.Progbar(len(files), unit_name="image")
     fixed = model.input_shape[1:3]
+    stems = _output_stems(files)
     for i, path in enumerate(files):
         image = read_image(path)
         if None not in fixed and image.shape[:2] != tuple(fixed):
@@ -301,7 +442,7 @@ def _run_predict(args):
 
             image = tf.image.resize(image, fixed).numpy()
         labels = engine.predict_labels(predictor, image[None])[0]
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = stems[i]
         viz.save_png(viz.colorize(labels), os.path.join(args.output, f"{stem}_mask.png"))
         viz.save_png(viz.overlay(image, labels), os.path.join(args.output, f"{stem}_overlay.png"))
         bar.update(i + 1)
@@ -315,9 +456,19 @@ def _run_export(args):
     from kseg import export
     from kseg.data import read_image
 
+    if args.format == "saved_model" and args.quantize:
+        raise ValueError(
+            "--quantize applies only to --format tflite (a SavedModel keeps float32 weights). "
+            f"Received: --quantize={args.quantize} with --format=saved_model"
+        )
     model = _load_model(args.model)
     if args.format == "saved_model":
-        export.saved_model(model, args.output)
+        if args.input_size:
+            export.saved_model(
+                model, args.output, input_shape=(*args.input_size, 3), dynamic_size=False
+            )
+        else:
+            export.saved_model(model, args.output)
     else:
         representative = None
         if args.quantize == "int8":
@@ -375,8 +526,10 @@ def main(argv=None):
     started = time.time()
     try:
         code = runner(args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        return _fail(str(error))
+    except Exception as error:  # noqa: BLE001 -- the expected kinds end in one line, exit 2
+        if not isinstance(error, _user_errors()):
+            raise
+        return _fail(_one_line(error))
     if args.command in ("train", "demo"):
         print(f"done in {time.time() - started:.0f} s")
     return code

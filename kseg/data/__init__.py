@@ -15,7 +15,7 @@ from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pa
 from kseg.data.folder import folder, folder_pairs
 from kseg.data.io import color_lookup, read_example, read_image, read_label
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
-from kseg.data.pipeline import build_pipeline
+from kseg.data.pipeline import batch_by_size, build_pipeline
 from kseg.data.synthetic import (
     SceneOptions,
     render_scene,
@@ -51,7 +51,7 @@ def _load_folder(root, split, images_dir=None, masks_dir=None, **kwargs):
             )
         return folder(images_dir, masks_dir, **kwargs)
     if root is None:
-        raise ValueError("root must be the dataset folder, received None")
+        raise ValueError("root must be the dataset folder. Received: root=None")
     parts = () if split is None else (split,)
     return folder(
         os.path.join(root, "images", *parts), os.path.join(root, "masks", *parts), **kwargs
@@ -66,7 +66,7 @@ def _load_synthetic(root, split, **kwargs):
 
     if split not in SYNTHETIC_SPLITS:
         raise ValueError(
-            f"synthetic split must be one of {', '.join(SYNTHETIC_SPLITS)}, received {split!r}"
+            f"synthetic split must be one of {', '.join(SYNTHETIC_SPLITS)}. Received: split={split!r}"
         )
     first_index, default_count = SYNTHETIC_SPLITS[split]
     pipeline_keys = (
@@ -127,6 +127,7 @@ __all__ = [
     "SYNTHETIC_SPLITS",
     "SceneOptions",
     "VOC_CLASSES",
+    "batch_by_size",
     "build_pipeline",
     "center_crop_or_pad",
     "color_lookup",

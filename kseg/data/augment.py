@@ -30,8 +30,8 @@ def _check_size(name, size, allow_none=False):
         )
     ):
         raise ValueError(
-            f"{name} must be a positive integer or a pair (height, width) of positive integers, "
-            f"received {size!r}"
+            f"{name} must be a positive integer or a pair (height, width) of positive integers. "
+            f"Received: {name}={size!r}"
         )
     return int(pair[0]), int(pair[1])
 
@@ -44,7 +44,7 @@ def _check_amount(name, value, upper=None):
         or (upper is not None and value > upper)
     ):
         allowed = f"in [0, {upper}]" if upper is not None else ">= 0"
-        raise ValueError(f"{name} must be a number {allowed}, received {value!r}")
+        raise ValueError(f"{name} must be a number {allowed}. Received: {name}={value!r}")
     return float(value)
 
 
@@ -57,7 +57,7 @@ def _check_pad_value(image_pad_value):
         or not all(isinstance(v, numbers.Real) and 0 <= v <= 255 for v in image_pad_value)
     ):
         raise ValueError(
-            f"image_pad_value must be a number or an RGB triple in [0, 255], received {image_pad_value!r}"
+            f"image_pad_value must be a number or an RGB triple in [0, 255]. Received: image_pad_value={image_pad_value!r}"
         )
     return tuple(float(v) for v in image_pad_value)
 
@@ -155,14 +155,16 @@ class Augment:
             or not 0 < scale_range[0] <= scale_range[1]
         ):
             raise ValueError(
-                f"scale_range must be a pair (min, max) with 0 < min <= max, received {scale_range!r}"
+                f"scale_range must be a pair (min, max) with 0 < min <= max. Received: scale_range={scale_range!r}"
             )
         if not isinstance(flip, bool):
-            raise ValueError(f"flip must be True or False, received {flip!r}")
+            raise ValueError(f"flip must be True or False. Received: flip={flip!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-            raise ValueError(f"seed must be an integer or None, received {seed!r}")
+            raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
         if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
-            raise ValueError(f"ignore_index must be an integer, received {ignore_index!r}")
+            raise ValueError(
+                f"ignore_index must be an integer. Received: ignore_index={ignore_index!r}"
+            )
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.crop_size = _check_size("crop_size", crop_size, allow_none=True)
         self.flip = flip

@@ -39,7 +39,7 @@ def example_reader(palette=None, num_classes=None, ignore_index=IGNORE_INDEX):
 
 def _check_dir(name, path):
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"{name} must be a path, received {path!r}")
+        raise ValueError(f"{name} must be a path. Received: {name}={path!r}")
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{name} {path!r} is not a directory")

@@ -21,6 +21,12 @@ def _open(path, what):
         with Image.open(path) as opened:
             opened.load()
             return path, opened.copy()
+    except Image.DecompressionBombError as error:
+        # PIL refuses images past twice Image.MAX_IMAGE_PIXELS (a zip-bomb defence).
+        raise ValueError(
+            f"{what} {path!r} is too large to decode safely ({error}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{what} {path!r} is corrupt or not an image: {error}") from None
 
@@ -68,8 +74,8 @@ def color_lookup(palette):
             colours = None
         if colours is None or colours.ndim != 2 or colours.shape[1] != 3:
             raise ValueError(
-                "palette must be a dict {(r, g, b): class} or a sequence of (r, g, b) colours, "
-                f"received {palette!r}"
+                "palette must be a dict {(r, g, b): class} or a sequence of (r, g, b) colours. "
+                f"Received: palette={palette!r}"
             )
         items = [(tuple(colour), index) for index, colour in enumerate(colours.tolist())]
     if not items:
@@ -86,7 +92,7 @@ def color_lookup(palette):
             )
         if not isinstance(index, numbers.Integral) or not 0 <= index <= 255:
             raise ValueError(
-                f"palette class for colour {tuple(colour)} must be an integer in [0, 255], received {index!r}"
+                f"palette class for colour {tuple(colour)} must be an integer in [0, 255]. Received: class={index!r}"
             )
         keys.append((int(colour[0]) << 16) | (int(colour[1]) << 8) | int(colour[2]))
         classes.append(int(index))
@@ -172,3 +178,30 @@ def read_example(image_path, label_path, palette=None, num_classes=None, ignore_
             f"but its image {name(image_path)!r} is {image.shape[0]}x{image.shape[1]}"
         )
     return image, label
+
+
+def check_file_id(file_id, where):
+    """Raises unless ``file_id`` names a file inside its folder (no folders, no ``..``).
+
+    Dataset split lists and name patterns give ids that are joined to a dataset root; an id
+    such as ``../../etc/passwd`` or ``/tmp/x`` would read or write outside it.
+
+    Example:
+        >>> check_file_id("2007_000032", "line 1 of train.txt")
+        '2007_000032'
+    """
+    text = str(file_id)
+    if (
+        not text
+        or text in (".", "..")
+        or "/" in text
+        or "\\" in text
+        or "\x00" in text
+        or os.path.isabs(text)
+        or (os.altsep and os.altsep in text)
+    ):
+        raise ValueError(
+            f"id {text!r} ({where}) is not a plain file name: ids must not hold folders, '..' "
+            f"or absolute paths, so that they stay inside the dataset root. Received: id={text!r}"
+        )
+    return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from kseg.constants import IGNORE_INDEX  # noqa: F401 (kseg.data.palette.IGNORE_INDEX stays public)
 
 SYNTHETIC_CLASSES = ("background", "ellipse", "rectangle", "triangle", "ring", "bars")
 """Class names of :func:`kseg.data.synthetic`, indexed by label value."""
@@ -22,7 +22,9 @@ def voc_colormap(num_colors: int = 256) -> np.ndarray:
         [[0, 0, 0], [128, 0, 0], [192, 128, 128], [224, 224, 192]]
     """
     if not isinstance(num_colors, (int, np.integer)) or not 1 <= num_colors <= 256:
-        raise ValueError(f"num_colors must be an integer in [1, 256], received {num_colors!r}")
+        raise ValueError(
+            f"num_colors must be an integer in [1, 256]. Received: num_colors={num_colors!r}"
+        )
     index = np.arange(num_colors)
     colors = np.zeros((num_colors, 3), dtype=np.int64)
     for bit in range(8):

@@ -19,7 +19,7 @@ def resolve_augment(augment, crop_size, seed):
         return None, crop_size
     if not isinstance(augment, Augment):
         raise ValueError(
-            f"augment must be True, False or a kseg.data.Augment, received {augment!r}"
+            f"augment must be True, False or a kseg.data.Augment. Received: augment={augment!r}"
         )
     if crop_size is not None and augment.crop_size not in (None, crop_size):
         raise ValueError(
@@ -64,15 +64,19 @@ def build_pipeline(
     ``deterministic=True`` (seed 0 unless given) gives identical batches on every run.
     """
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-        raise ValueError(f"seed must be an integer or None, received {seed!r}")
+        raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
     if not isinstance(deterministic, bool):
-        raise ValueError(f"deterministic must be True or False, received {deterministic!r}")
+        raise ValueError(
+            f"deterministic must be True or False. Received: deterministic={deterministic!r}"
+        )
     if batch_size is not None and (
         not isinstance(batch_size, numbers.Integral)
         or isinstance(batch_size, bool)
         or batch_size < 1
     ):
-        raise ValueError(f"batch_size must be a positive integer or None, received {batch_size!r}")
+        raise ValueError(
+            f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}"
+        )
     if deterministic and seed is None:
         seed = 0
     augment, crop_size = resolve_augment(augment, crop_size, seed)
@@ -105,3 +109,36 @@ def build_pipeline(
     options = tf.data.Options()
     options.deterministic = deterministic
     return examples.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_by_size(dataset, batch_size):
+    """Batches an unbatched ``(image, label)`` dataset, putting only same-size images together.
+
+    For evaluation at full size: padding a smaller image to its batch's size would change the
+    prediction near its border, so images of different sizes go into different batches
+    (the order changes, not the set of examples). Fixed-size datasets are batched in order.
+
+    Example:
+        >>> import kseg
+        >>> ds = kseg.data.synthetic(3, (32, 48)).concatenate(kseg.data.synthetic(2, (40, 40)))
+        >>> sorted(tuple(x.shape) for x, _ in batch_by_size(ds, 2))
+        [(1, 32, 48, 3), (2, 32, 48, 3), (2, 40, 40, 3)]
+    """
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    if dataset.element_spec[1].shape.is_fully_defined():
+        return dataset.batch(batch_size)
+
+    def size_key(image, label):
+        shape = tf.shape(label, out_type=tf.int64)
+        return shape[0] * (1 << 32) + shape[1]
+
+    return dataset.group_by_window(
+        size_key, lambda _, window: window.batch(batch_size), window_size=batch_size
+    )

@@ -75,7 +75,9 @@ class SceneOptions:
             or not isinstance(difficulty, numbers.Real)
             or not 0.0 <= difficulty <= 1.0
         ):
-            raise ValueError(f"difficulty must be a number in [0, 1], received {difficulty!r}")
+            raise ValueError(
+                f"difficulty must be a number in [0, 1]. Received: difficulty={difficulty!r}"
+            )
         d = float(difficulty)
         t = d * d  # clutter grows slowly at first: the default 0.5 is a quarter of the way
         return cls(
@@ -103,14 +105,16 @@ class SceneOptions:
                 or not low_bound < value[0] <= value[1]
             ):
                 raise ValueError(
-                    f"{name} must be a pair (min, max) with {low_bound} < min <= max, "
-                    f"received {value!r}"
+                    f"{name} must be a pair (min, max) with {low_bound} < min <= max. "
+                    f"Received: {name}={value!r}"
                 )
 
         for name in ("min_objects", "max_objects"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, received {value!r}")
+                raise ValueError(
+                    f"{name} must be a non-negative integer. Received: {name}={value!r}"
+                )
         if self.min_objects > self.max_objects:
             raise ValueError(
                 f"min_objects ({self.min_objects}) must not exceed max_objects ({self.max_objects})"
@@ -127,18 +131,20 @@ class SceneOptions:
         ):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, received {value!r}")
+                raise ValueError(
+                    f"{name} must be a non-negative number. Received: {name}={value!r}"
+                )
         if self.illumination >= 1:
-            raise ValueError(f"illumination must be below 1, received {self.illumination!r}")
+            raise ValueError(f"illumination must be below 1. Received: {self.illumination!r}")
         if self.shading >= 1:
-            raise ValueError(f"shading must be below 1, received {self.shading!r}")
+            raise ValueError(f"shading must be below 1. Received: {self.shading!r}")
         if self.hue_spread > 180:
             raise ValueError(
-                f"hue_spread must be at most 180 degrees, received {self.hue_spread!r}"
+                f"hue_spread must be at most 180 degrees. Received: {self.hue_spread!r}"
             )
         if self.min_contrast > 200:
             raise ValueError(
-                f"min_contrast must be at most 200 (0..255 RGB distance), received {self.min_contrast!r}"
+                f"min_contrast must be at most 200 (0..255 RGB distance). Received: {self.min_contrast!r}"
             )
 
 
@@ -152,15 +158,15 @@ def _check_image_size(image_size):
         or min(image_size) < 8
     ):
         raise ValueError(
-            f"image_size must be an integer or a pair (height, width) of integers >= 8, "
-            f"received {image_size!r}"
+            f"image_size must be an integer or a pair (height, width) of integers >= 8. "
+            f"Received: image_size={image_size!r}"
         )
     return int(image_size[0]), int(image_size[1])
 
 
 def _check_nonnegative_int(name, value):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, received {value!r}")
+        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
     return int(value)
 
 
@@ -172,7 +178,7 @@ def _check_num_classes(num_classes):
     ):
         raise ValueError(
             f"num_classes must be an integer in [2, {len(SYNTHETIC_CLASSES)}] "
-            f"(background + up to {len(SYNTHETIC_CLASSES) - 1} shapes), received {num_classes!r}"
+            f"(background + up to {len(SYNTHETIC_CLASSES) - 1} shapes). Received: num_classes={num_classes!r}"
         )
     return int(num_classes)
 
@@ -284,7 +290,7 @@ def render_scene(
     if options is None:
         options = SceneOptions.from_difficulty()
     elif not isinstance(options, SceneOptions):
-        raise ValueError(f"options must be a SceneOptions or None, received {options!r}")
+        raise ValueError(f"options must be a SceneOptions or None. Received: options={options!r}")
     seed = _check_nonnegative_int("seed", seed)
     index = _check_nonnegative_int("index", index)
     rng = np.random.default_rng([seed, index, _STREAM_SALT])

@@ -16,8 +16,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from kseg import fileio
 from kseg.data.folder import _check_dir, example_reader
-from kseg.data.io import IMAGE_EXTENSIONS
+from kseg.data.io import IMAGE_EXTENSIONS, check_file_id
 from kseg.data.palette import IGNORE_INDEX, voc_colormap
 from kseg.data.pipeline import build_pipeline
 
@@ -49,7 +50,9 @@ VOC_CLASSES = (
 
 def _split_file(root, split):
     if not isinstance(split, str) or not split or os.sep in split:
-        raise ValueError(f"split must be a split name such as 'train' or 'val', received {split!r}")
+        raise ValueError(
+            f"split must be a split name such as 'train' or 'val'. Received: split={split!r}"
+        )
     sets_dir = os.path.join(root, "ImageSets", "Segmentation")
     path = os.path.join(sets_dir, split + ".txt")
     if not os.path.isfile(path):
@@ -81,6 +84,7 @@ def voc_pairs(root, split="train"):
         raise ValueError(f"split file {split_path!r} is empty: it lists no image ids")
     image_paths, mask_paths = [], []
     for line, image_id in enumerate(ids, start=1):
+        check_file_id(image_id, f"line {line} of {split_path!r}")
         candidates = [os.path.join(root, "JPEGImages", image_id + ext) for ext in IMAGE_EXTENSIONS]
         image_path = next((p for p in candidates if os.path.isfile(p)), None)
         if image_path is None:
@@ -157,7 +161,7 @@ def _examples(dataset_or_arrays):
     if not isinstance(dataset_or_arrays, (tuple, list)) or len(dataset_or_arrays) != 2:
         raise ValueError(
             "dataset_or_arrays must be a tf.data.Dataset of (image, label) or a pair "
-            f"(images, labels) of arrays, received {type(dataset_or_arrays).__name__}"
+            f"(images, labels) of arrays. Received: {type(dataset_or_arrays).__name__}"
         )
     images, labels = dataset_or_arrays
     if len(images) != len(labels):
@@ -171,12 +175,13 @@ def _split_indices(splits, count):
         return None
     if not isinstance(splits, dict) or not splits:
         raise ValueError(
-            f"splits must be a non-empty dict {{name: indices or count}}, received {splits!r}"
+            f"splits must be a non-empty dict {{name: indices or count}}. Received: splits={splits!r}"
         )
     resolved, start = {}, 0
     for name, value in splits.items():
-        if not isinstance(name, str) or not name or os.sep in name:
-            raise ValueError(f"split names must be non-empty file names, received {name!r}")
+        if not isinstance(name, str):
+            raise ValueError(f"split names must be strings. Received: split={name!r}")
+        check_file_id(name, "splits")
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             if value < 0:
                 raise ValueError(f"split {name!r} has a negative count {value}")
@@ -187,7 +192,7 @@ def _split_indices(splits, count):
                 indices = [int(i) for i in value]
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"split {name!r} must be a count or an iterable of integer indices, received {value!r}"
+                    f"split {name!r} must be a count or an iterable of integer indices. Received: {name}={value!r}"
                 ) from None
         if count is not None:
             outside = [i for i in indices if not 0 <= i < count]
@@ -223,9 +228,9 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
         >>> write_voc(scenes, "synthetic_voc", splits={"train": 80, "val": 20})  # doctest: +SKIP
     """
     if not isinstance(root, (str, os.PathLike)):
-        raise ValueError(f"root must be a path, received {root!r}")
+        raise ValueError(f"root must be a path. Received: root={root!r}")
     if not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an integer in [1, 100], received {quality!r}")
+        raise ValueError(f"quality must be an integer in [1, 100]. Received: quality={quality!r}")
     count = None
     if isinstance(dataset_or_arrays, (tuple, list)) and len(dataset_or_arrays) == 2:
         count = len(dataset_or_arrays[0])
@@ -262,13 +267,16 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
                 f"example {index}: label values must be in [0, 255], found "
                 f"{int(label.min())}..{int(label.max())}"
             )
-        name = name_format.format(index)
-        Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB").save(
-            os.path.join(image_dir, name + ".jpg"), quality=int(quality), subsampling=0
-        )
+        name = check_file_id(name_format.format(index), f"name_format {name_format!r}")
+        # Each file is written under a temporary name and renamed: a kill leaves no torn file.
+        with fileio.atomic_path(os.path.join(image_dir, name + ".jpg")) as temporary:
+            Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB").save(
+                temporary, format="JPEG", quality=int(quality), subsampling=0
+            )
         mask = Image.fromarray(label.astype(np.uint8), "P")
         mask.putpalette(colour_map)
-        mask.save(os.path.join(label_dir, name + ".png"))
+        with fileio.atomic_path(os.path.join(label_dir, name + ".png")) as temporary:
+            mask.save(temporary, format="PNG")
         written.append(index)
 
     if split_indices is None:
@@ -281,6 +289,8 @@ def write_voc(dataset_or_arrays, root, splits=None, *, quality=95, name_format="
     split_ids = {}
     for split, indices in split_indices.items():
         split_ids[split] = [name_format.format(i) for i in indices]
-        with open(os.path.join(sets_dir, split + ".txt"), "w", encoding="utf-8") as handle:
+        with fileio.atomic_open(
+            os.path.join(sets_dir, split + ".txt"), "w", encoding="utf-8"
+        ) as handle:
             handle.write("".join(f"{image_id}\n" for image_id in split_ids[split]))
     return split_ids

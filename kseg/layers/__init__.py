@@ -4,10 +4,27 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 """
 
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
+from kseg.layers.bisenet import (  # noqa: E402,F401
+    attention_refinement,
+    bilateral_guided_aggregation,
+    context_embedding,
+    feature_fusion,
+    gather_expand,
+    stem_block,
+)
+from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
+from kseg.layers.fast_scnn import (  # noqa: E402,F401
+    global_feature_extractor,
+    learning_to_downsample,
+)
 from kseg.layers.fft_conv import FFTConv2D  # noqa: E402,F401
+from kseg.layers.icnet import cascade_feature_fusion  # noqa: E402,F401
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
-from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D  # noqa: E402,F401
+from kseg.layers.pyramid_pooling import (  # noqa: E402,F401
+    AdaptiveAveragePooling2D,
+    pyramid_pooling_module,
+)
 from kseg.layers.resize import Resize  # noqa: E402,F401
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa: E402,F401

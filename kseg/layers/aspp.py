@@ -6,10 +6,12 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from kseg.layers.conv_block import conv_block_layers
+
 
 def _check_positive_int(argument, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"ASPP: {argument} must be a positive int, received {value!r}")
+        raise ValueError(f"ASPP: {argument} must be a positive int. Received: {argument}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -55,60 +57,42 @@ class ASPP(keras.layers.Layer):
             rates = tuple(rates)
         except TypeError:
             raise ValueError(
-                f"ASPP: rates must be a sequence of positive ints, received {rates!r}"
+                f"ASPP: rates must be a sequence of positive ints. Received: rates={rates!r}"
             ) from None
         for rate in rates:
             if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
-                raise ValueError(f"ASPP: rates must be positive ints, received {rates!r}")
+                raise ValueError(f"ASPP: rates must be positive ints. Received: rates={rates!r}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"ASPP: dropout must be in [0, 1), received {dropout!r}")
+            raise ValueError(f"ASPP: dropout must be in [0, 1). Received: dropout={dropout!r}")
         self.filters = filters
         self.rates = rates
         self.image_pooling = bool(image_pooling)
         self.separable = bool(separable)
         self.dropout = dropout
 
-        def conv_bn(name, kernel_size=1, rate=1):
-            return [
-                layers.Conv2D(
-                    filters,
-                    kernel_size,
-                    padding="same",
-                    dilation_rate=rate,
-                    use_bias=False,
-                    name=name,
-                ),
-                layers.BatchNormalization(name=f"{name}_bn"),
-            ]
+        def block(name, kernel_size=1, rate=1, separable=False):
+            # BN after every convolution; call() applies the ReLUs.
+            return conv_block_layers(
+                filters,
+                kernel_size,
+                name,
+                dilation_rate=rate,
+                separable=separable,
+                dtype=self.dtype_policy,
+            )
 
-        self.branches = [conv_bn("aspp0")]
+        self.branches = [block("aspp0")]
         for index, rate in enumerate(rates, 1):
-            name = f"aspp{index}"
-            if separable:
-                self.branches.append(
-                    [
-                        layers.DepthwiseConv2D(
-                            3,
-                            padding="same",
-                            dilation_rate=rate,
-                            use_bias=False,
-                            name=f"{name}_depthwise",
-                        ),
-                        layers.BatchNormalization(name=f"{name}_depthwise_bn"),
-                    ]
-                    + conv_bn(f"{name}_pointwise")
-                )
-            else:
-                self.branches.append(conv_bn(name, 3, rate))
-        self.pooling_branch = conv_bn("image_pooling") if image_pooling else None
-        self.projection = conv_bn("projection")
-        self.dropout_layer = layers.Dropout(dropout) if dropout else None
+            self.branches.append(block(f"aspp{index}", 3, rate, separable=separable))
+        self.pooling_branch = block("image_pooling") if image_pooling else None
+        self.projection = block("projection")
+        self.dropout_layer = layers.Dropout(dropout, dtype=self.dtype_policy) if dropout else None
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
-                f"ASPP: the channel dimension must be known, received shape {input_shape}"
+                f"ASPP: the channel dimension must be known. Received: input_shape={input_shape}"
             )
         feature_shape = (None, None, None, self.filters)
         chains = list(self.branches) + ([self.pooling_branch] if self.pooling_branch else [])

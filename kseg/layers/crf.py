@@ -18,19 +18,25 @@ from kseg_ops.dense_crf import NORMALIZATIONS
 
 def _check_pair_shapes(layer, input_shape):
     if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-        raise ValueError(f"{layer}: expects [images, scores], got input shape {input_shape!r}")
+        raise ValueError(
+            f"{layer}: expects [images, scores], Received: input_shape={input_shape!r}"
+        )
     images, scores = (tuple(s) for s in input_shape)
     if len(images) != 4 or images[-1] not in (3, None):
-        raise ValueError(f"{layer}: images must be [batch, height, width, 3], got {images}")
+        raise ValueError(
+            f"{layer}: images must be [batch, height, width, 3]. Received: images={images}"
+        )
     if len(scores) != 4:
-        raise ValueError(f"{layer}: scores must be [batch, height, width, classes], got {scores}")
+        raise ValueError(
+            f"{layer}: scores must be [batch, height, width, classes]. Received: scores={scores}"
+        )
     for axis, what in ((1, "height"), (2, "width")):
         if images[axis] is not None and scores[axis] is not None and images[axis] != scores[axis]:
             raise ValueError(
                 f"{layer}: images {images} and scores {scores} must have the same {what}"
             )
     if scores[-1] == 0:
-        raise ValueError(f"{layer}: scores must have at least one class, got {scores}")
+        raise ValueError(f"{layer}: scores must have at least one class. Received: scores={scores}")
     return images, scores
 
 
@@ -97,10 +103,12 @@ class DenseCRF(keras.layers.Layer):
         )
         if normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"DenseCRF: normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+                f"DenseCRF: normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
             )
         if not isinstance(from_logits, bool):
-            raise ValueError(f"DenseCRF: from_logits must be a bool, got {from_logits!r}")
+            raise ValueError(
+                f"DenseCRF: from_logits must be a bool. Received: from_logits={from_logits!r}"
+            )
         self.normalization = normalization
         self.from_logits = from_logits
         self.supports_jit = False

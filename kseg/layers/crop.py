@@ -32,7 +32,9 @@ class CropLike(keras.layers.Layer):
     def __init__(self, anchor="top_left", **kwargs):
         super().__init__(**kwargs)
         if anchor not in _ANCHORS:
-            raise ValueError(f"CropLike: anchor must be one of {_ANCHORS}, received {anchor!r}")
+            raise ValueError(
+                f"CropLike: anchor must be one of {_ANCHORS}. Received: anchor={anchor!r}"
+            )
         self.anchor = anchor
 
     def call(self, inputs):
@@ -72,7 +74,7 @@ class PadToMultiple(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
             raise ValueError(
-                f"PadToMultiple: multiple must be a positive int, received {multiple!r}"
+                f"PadToMultiple: multiple must be a positive int. Received: multiple={multiple!r}"
             )
         self.multiple = multiple
 

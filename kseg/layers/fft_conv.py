@@ -1,207 +1,36 @@
-"""FFTConv2D: a drop-in for ``keras.layers.Conv2D`` that convolves by FFT where that is faster."""
+"""FFTConv2D: a drop-in for ``keras.layers.Conv2D`` that convolves by FFT where that is faster.
+
+The cost model behind ``algorithm="auto"`` (``fft_plan``, ``estimate_seconds``,
+``choose_algorithm`` and the calibrated constants) lives beside the op in
+:mod:`kseg_ops.fft_conv`; the names stay importable from here.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
 import numbers
-import os
 
 import keras
 import tensorflow as tf
 
+# Re-exported: these were defined here before the cost model moved next to the op.
+from kseg_ops.fft_conv import (  # noqa: F401
+    DIRECT_SECONDS_FIXED,
+    DIRECT_SECONDS_PER_MADD,
+    DIRECT_TRAINING_FACTOR,
+    DIRECT_TRAINING_FACTOR_LARGE_ONEDNN,
+    FFT_SECONDS_FIXED,
+    FFT_SECONDS_PER_PRODUCT_UNIT,
+    FFT_SECONDS_PER_TRANSFORM_UNIT,
+    FFT_TRAINING_FACTOR,
+    NOMINAL_SIZE,
+    ONEDNN_SLOW_BACKPROP_AREA,
+    choose_algorithm,
+    direct_seconds_per_madd,
+    estimate_seconds,
+    fft_plan,
+)
+
 ALGORITHMS = ("auto", "fft", "direct")
-
-# Cost model of "auto", fitted by `benchmarks/fft_conv.py --calibrate` (see benchmarks/RESULTS.md
-# for the run): forward seconds of tf.nn.conv2d per multiply-add by kernel size (oneDNN's speed
-# per MAdd varies with the kernel: Winograd-like 3x3 paths, blocking of large kernels), linear
-# in k between the calibrated sizes; FFT seconds per transform unit and per product unit of
-# `fft_plan` (transforms of the input/output tiles and kernel, and the per-frequency channel
-# contraction); fixed per-call overheads.
-DIRECT_SECONDS_PER_MADD = {
-    3: 1.09e-11,
-    5: 7.77e-12,
-    7: 8.75e-12,
-    11: 1.05e-11,
-    15: 8.78e-12,
-    21: 7.55e-12,
-    31: 7.08e-12,
-}
-DIRECT_SECONDS_FIXED = 5.0e-5
-FFT_SECONDS_PER_TRANSFORM_UNIT = 1.89e-10
-FFT_SECONDS_PER_PRODUCT_UNIT = 1.06e-10
-FFT_SECONDS_FIXED = 2.0e-4
-# Forward + backward over forward (training: gradients for the input and the kernel). The FFT
-# backward runs two FFT convolutions of about the forward's cost. TensorFlow's oneDNN
-# Conv2DBackpropFilter is pathologically slow from 13x13 kernels up (80 s against 0.05 s at
-# 11x11 for 2x128x128x32), hence the separate factor there.
-FFT_TRAINING_FACTOR = 3.66
-DIRECT_TRAINING_FACTOR = 3.08
-DIRECT_TRAINING_FACTOR_LARGE_ONEDNN = 1000.0
-ONEDNN_SLOW_BACKPROP_AREA = 13 * 13
-# Image size "auto" assumes when height/width are unknown while tracing.
-NOMINAL_SIZE = 256
-
-
-def _fast_size(n, even):
-    m = max(n, 2 if even else 1)
-    while True:
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        if r == 1 and (not even or m % 2 == 0):
-            return m
-        m += 1
-
-
-@functools.lru_cache(maxsize=1024)
-def fft_plan(
-    batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding="SAME"
-):
-    """The tiling the FFT kernel chooses (a mirror of ``ChooseTilePlan`` in fft_conv_core.h).
-
-    Returns a dict with the FFT size ``(nh, nw)``, tile counts and the model cost in FFT units
-    (``cost`` = ``transform_units`` + ``product_units``).
-
-    Example:
-        >>> fft_plan(2, 256, 256, 32, 15, 15, 32)["fft_size"]
-        (40, 100)
-    """
-    if padding.upper() == "SAME":
-        out_h, out_w = height, width
-    else:
-        out_h, out_w = height - kernel_height + 1, width - kernel_width + 1
-    max_h = _fast_size(out_h + kernel_height - 1, False)
-    max_w = _fast_size(out_w + kernel_width - 1, True)
-    budget = 512 << 20
-    best = None
-    nh = _fast_size(kernel_height, False)
-    while nh <= max_h:
-        nw = _fast_size(kernel_width, True)
-        while nw <= max_w:
-            tiles_y = -(-out_h // (nh - kernel_height + 1))
-            tiles_x = -(-out_w // (nw - kernel_width + 1))
-            tiles = tiles_y * tiles_x
-            freqs = nh * (nw // 2 + 1)
-            logs = math.log2(nh) + math.log2(nw)
-            b = max(batch, 1)
-            fft = (
-                (1.7 * b * tiles * (in_channels + out_channels) + 2.2 * in_channels * out_channels)
-                * freqs
-                * logs
-            )
-            product = b * tiles * freqs * in_channels * out_channels
-            cost = fft + product
-            kernel_bytes = 8.0 * freqs * in_channels * out_channels
-            fits = kernel_bytes <= budget
-            key = (not fits, cost if fits else kernel_bytes)
-            if best is None or key < best[0]:
-                best = (
-                    key,
-                    {
-                        "fft_size": (nh, nw),
-                        "tiles": (tiles_y, tiles_x),
-                        "cost": cost,
-                        "transform_units": fft,
-                        "product_units": product,
-                    },
-                )
-            nw = _fast_size(nw + 1, True)
-        nh = _fast_size(nh + 1, False)
-    return best[1]
-
-
-def _onednn_enabled():
-    # TensorFlow's own switch: on by default for x86-64 Linux builds.
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
-
-
-def direct_seconds_per_madd(kernel_height, kernel_width):
-    """Calibrated forward seconds per MAdd of ``tf.nn.conv2d``, interpolated linearly in k."""
-    k = math.sqrt(kernel_height * kernel_width)
-    sizes = sorted(DIRECT_SECONDS_PER_MADD)
-    if k <= sizes[0]:
-        return DIRECT_SECONDS_PER_MADD[sizes[0]]
-    for lo, hi in zip(sizes, sizes[1:]):
-        if k <= hi:
-            t = (k - lo) / (hi - lo)
-            return (1 - t) * DIRECT_SECONDS_PER_MADD[lo] + t * DIRECT_SECONDS_PER_MADD[hi]
-    return DIRECT_SECONDS_PER_MADD[sizes[-1]]
-
-
-def estimate_seconds(
-    batch,
-    height,
-    width,
-    in_channels,
-    kernel_height,
-    kernel_width,
-    out_channels,
-    padding="SAME",
-    training=False,
-):
-    """Model times of one call: ``{"fft": seconds, "direct": seconds}``.
-
-    ``training=True`` estimates forward + backward (gradients for input and kernel).
-
-    Example:
-        >>> t = estimate_seconds(2, 256, 256, 32, 15, 15, 32)
-        >>> t["fft"] < t["direct"]
-        True
-    """
-    if padding.upper() == "SAME":
-        out_h, out_w = height, width
-    else:
-        out_h, out_w = height - kernel_height + 1, width - kernel_width + 1
-    madds = batch * out_h * out_w * in_channels * out_channels * kernel_height * kernel_width
-    direct = DIRECT_SECONDS_FIXED + madds * direct_seconds_per_madd(kernel_height, kernel_width)
-    plan = fft_plan(
-        batch, height, width, in_channels, kernel_height, kernel_width, out_channels, padding
-    )
-    fft = (
-        FFT_SECONDS_FIXED
-        + plan["transform_units"] * FFT_SECONDS_PER_TRANSFORM_UNIT
-        + plan["product_units"] * FFT_SECONDS_PER_PRODUCT_UNIT
-    )
-    if training:
-        slow = _onednn_enabled() and kernel_height * kernel_width >= ONEDNN_SLOW_BACKPROP_AREA
-        direct *= DIRECT_TRAINING_FACTOR_LARGE_ONEDNN if slow else DIRECT_TRAINING_FACTOR
-        fft *= FFT_TRAINING_FACTOR
-    return {"fft": fft, "direct": direct}
-
-
-def choose_algorithm(
-    batch,
-    height,
-    width,
-    in_channels,
-    kernel_height,
-    kernel_width,
-    out_channels,
-    padding="SAME",
-    training=False,
-):
-    """What ``algorithm="auto"`` runs for these static sizes: "fft" or "direct".
-
-    Example:
-        >>> choose_algorithm(2, 256, 256, 32, 3, 3, 32)
-        'direct'
-        >>> choose_algorithm(2, 256, 256, 32, 31, 31, 32)
-        'fft'
-    """
-    t = estimate_seconds(
-        batch,
-        height,
-        width,
-        in_channels,
-        kernel_height,
-        kernel_width,
-        out_channels,
-        padding,
-        training,
-    )
-    return "fft" if t["fft"] < t["direct"] else "direct"
 
 
 def _pair(name, value):
@@ -209,7 +38,9 @@ def _pair(name, value):
     if len(pair) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair
     ):
-        raise ValueError(f"FFTConv2D: {name} must be an int or a pair of ints, received {value!r}")
+        raise ValueError(
+            f"FFTConv2D: {name} must be an int or a pair of ints. Received: {name}={value!r}"
+        )
     return tuple(int(v) for v in pair)
 
 
@@ -270,28 +101,34 @@ class FFTConv2D(keras.layers.Layer):
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(filters, numbers.Integral) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"FFTConv2D: filters must be a positive int, received {filters!r}")
+            raise ValueError(
+                f"FFTConv2D: filters must be a positive int. Received: filters={filters!r}"
+            )
         kernel_size = _pair("kernel_size", kernel_size)
         if min(kernel_size) < 1:
-            raise ValueError(f"FFTConv2D: kernel_size must be positive, received {kernel_size!r}")
+            raise ValueError(
+                f"FFTConv2D: kernel_size must be positive. Received: kernel_size={kernel_size!r}"
+            )
         if _pair("strides", strides) != (1, 1):
             raise ValueError(
-                f"FFTConv2D: only strides=1 is supported (an FFT computes every output position), "
-                f"received strides={strides!r}; use keras.layers.Conv2D for strided convolutions"
+                f"FFTConv2D: only strides=1 is supported (an FFT computes every output position); use "
+                f"keras.layers.Conv2D for strided convolutions. Received: strides={strides!r}"
             )
         if _pair("dilation_rate", dilation_rate) != (1, 1):
             raise ValueError(
-                f"FFTConv2D: only dilation_rate=1 is supported, received {dilation_rate!r}"
+                f"FFTConv2D: only dilation_rate=1 is supported. Received: dilation_rate={dilation_rate!r}"
             )
         if data_format not in (None, "channels_last"):
             raise ValueError(
-                f"FFTConv2D: only data_format='channels_last' is supported, received {data_format!r}"
+                f"FFTConv2D: only data_format='channels_last' is supported. Received: data_format={data_format!r}"
             )
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(f"FFTConv2D: padding must be 'valid' or 'same', received {padding!r}")
+            raise ValueError(
+                f"FFTConv2D: padding must be 'valid' or 'same'. Received: padding={padding!r}"
+            )
         if algorithm not in ALGORITHMS:
             raise ValueError(
-                f"FFTConv2D: algorithm must be one of {ALGORITHMS}, received {algorithm!r}"
+                f"FFTConv2D: algorithm must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}"
             )
         self.filters = int(filters)
         self.kernel_size = kernel_size
@@ -312,7 +149,7 @@ class FFTConv2D(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
-                f"FFTConv2D: the channel dimension of the input must be known, received shape {input_shape}"
+                f"FFTConv2D: the channel dimension of the input must be known. Received: shape={input_shape}"
             )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
         self.kernel = self.add_weight(

@@ -39,15 +39,17 @@ class ImageNormalization(keras.layers.Layer):
     def __init__(self, mode="caffe", **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
-            raise ValueError(f"ImageNormalization: mode must be one of {MODES}, received {mode!r}")
+            raise ValueError(
+                f"ImageNormalization: mode must be one of {MODES}. Received: mode={mode!r}"
+            )
         self.mode = mode
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if self.mode in ("caffe", "torch") and channels != 3:
             raise ValueError(
-                f"ImageNormalization: mode {self.mode!r} needs 3-channel RGB input, "
-                f"received {channels} channels (use mode='tf', 'unit' or 'none')"
+                f"ImageNormalization: mode {self.mode!r} needs 3-channel RGB input (use mode='tf', 'unit' "
+                f"or 'none' otherwise). Received: channels={channels}"
             )
         self.built = True
 

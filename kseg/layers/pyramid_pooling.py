@@ -31,7 +31,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
             raise ValueError(
-                f"AdaptiveAveragePooling2D: bins must be a positive int, received {bins!r}"
+                f"AdaptiveAveragePooling2D: bins must be a positive int. Received: bins={bins!r}"
             )
         self.bins = bins
 
@@ -56,3 +56,42 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         config = super().get_config()
         config.update(bins=self.bins)
         return config
+
+
+def pyramid_pooling_module(x, bins, name, branch_filters=None, merge="concat"):
+    """PSPNet's pyramid pooling module on a Keras tensor, in the two forms the cascade and
+    real-time networks use.
+
+    Each bin count ``b`` average-pools ``x`` to ``b × b`` (``AdaptiveAveragePooling2D``), and
+    the result is upsampled bilinearly to ``x``'s size. ``merge="concat"`` (PSPNet, Fast-SCNN)
+    reduces each pooled map with a 1×1 convolution + BN + ReLU to ``branch_filters`` channels
+    (default ``channels // len(bins)``) and concatenates ``[x, branches...]``;
+    ``merge="sum"`` (ICNet) adds the pooled maps to ``x`` without convolutions.
+
+    Example:
+        >>> import keras
+        >>> x = keras.Input((12, 16, 32))
+        >>> tuple(pyramid_pooling_module(x, (1, 2, 3, 6), "ppm").shape)
+        (None, 12, 16, 64)
+        >>> tuple(pyramid_pooling_module(x, (1, 2), "ppm_sum", merge="sum").shape)
+        (None, 12, 16, 32)
+    """
+    from keras import layers
+
+    from kseg.layers.conv_block import conv_bn_relu
+    from kseg.layers.resize import Resize
+
+    if merge not in ("concat", "sum"):
+        raise ValueError(
+            f"pyramid_pooling_module: merge must be 'concat' or 'sum'. Received: merge={merge!r}"
+        )
+    bins = tuple(bins)
+    branches = [x]
+    for b in bins:
+        y = AdaptiveAveragePooling2D(b, name=f"{name}_pool{b}")(x)
+        if merge == "concat":
+            y = conv_bn_relu(y, branch_filters or x.shape[-1] // len(bins), 1, f"{name}_conv{b}")
+        branches.append(Resize(name=f"{name}_upsample{b}")([y, x]))
+    if merge == "sum":
+        return layers.Add(name=f"{name}_sum")(branches)
+    return layers.Concatenate(name=f"{name}_concat")(branches)

@@ -43,12 +43,12 @@ class Resize(keras.layers.Layer):
                 isinstance(s, numbers.Real) and not isinstance(s, bool) and s > 0 for s in pair
             ):
                 raise ValueError(
-                    f"Resize: scale must be a positive number or a pair of them, received {scale!r}"
+                    f"Resize: scale must be a positive number or a pair of them. Received: scale={scale!r}"
                 )
             scale = tuple(float(s) for s in pair)
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(
-                f"Resize: interpolation must be one of {_INTERPOLATIONS}, received {interpolation!r}"
+                f"Resize: interpolation must be one of {_INTERPOLATIONS}. Received: interpolation={interpolation!r}"
             )
         self.scale = scale
         self.interpolation = interpolation
@@ -57,7 +57,7 @@ class Resize(keras.layers.Layer):
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 2:
                 raise ValueError(
-                    f"Resize: expected [x, reference], received a list of {len(inputs)} tensors"
+                    f"Resize: expected [x, reference]. Received: a list of {len(inputs)} tensors"
                 )
             if self.scale is not None:
                 raise ValueError(
@@ -129,7 +129,9 @@ def bilinear_kernel_1d(factor):
     import numpy as np
 
     if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-        raise ValueError(f"bilinear kernel: factor must be a positive int, received {factor!r}")
+        raise ValueError(
+            f"bilinear kernel: factor must be a positive int. Received: factor={factor!r}"
+        )
     size = 2 * factor - factor % 2
     center = factor - 1 if size % 2 == 1 else factor - 0.5
     return 1.0 - np.abs(np.arange(size) - center) / factor
@@ -156,7 +158,7 @@ class BilinearKernel(keras.initializers.Initializer):
         kh, kw, out_channels, in_channels = shape
         if kh != kw:
             raise ValueError(
-                f"BilinearKernel: kernel must be square, received shape {tuple(shape)}"
+                f"BilinearKernel: kernel must be square. Received: shape={tuple(shape)}"
             )
         factor = (kh + 1) // 2
         if 2 * factor - factor % 2 != kh:

@@ -44,8 +44,8 @@ def _normalize_pool_size(pool_size):
         or pool_size[0] * pool_size[1] < 2
     ):
         raise ValueError(
-            f"pool_size must be a positive int or a pair of positive ints (not both 1), "
-            f"received {pool_size!r}"
+            f"pool_size must be a positive int or a pair of positive ints (not both 1). "
+            f"Received: pool_size={pool_size!r}"
         )
     return tuple(int(p) for p in pool_size)
 
@@ -57,7 +57,7 @@ def _ceil_div(a, b):
 def _static_channels(x, what):
     channels = x.shape[-1]
     if channels is None:
-        raise ValueError(f"{what} needs a known number of channels, received shape {x.shape}")
+        raise ValueError(f"{what} needs a known number of channels. Received: shape={x.shape}")
     return int(channels)
 
 
@@ -167,7 +167,7 @@ def window_to_flat_index(indices, input_shape, pool_size=(2, 2)):
     indices = tf.cast(indices, tf.int64)
     if len(input_shape) != 4:
         raise ValueError(
-            f"input_shape must be (batch, height, width, channels), received {input_shape!r}"
+            f"input_shape must be (batch, height, width, channels). Received: input_shape={input_shape!r}"
         )
     height, width, channels = (int(d) for d in input_shape[1:])
     shape = tf.shape(indices, out_type=tf.int64)
@@ -214,8 +214,8 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(
-                f"{self.name} expects a 4-D input [batch, height, width, channels], "
-                f"received shape {tuple(input_shape)!r}"
+                f"{self.name} expects a 4-D input [batch, height, width, channels]. "
+                f"Received: shape={tuple(input_shape)!r}"
             )
         b, h, w, c = input_shape
         shape = (b, _ceil_div(h, self.pool_size[0]), _ceil_div(w, self.pool_size[1]), c)
@@ -259,14 +259,14 @@ class MaxUnpooling2D(keras.layers.Layer):
     def _check_inputs(self, shapes):
         if not isinstance(shapes, (list, tuple)) or len(shapes) not in (2, 3):
             raise ValueError(
-                f"{self.name} expects [values, indices] or [values, indices, pre_pool], "
-                f"received {len(shapes) if isinstance(shapes, (list, tuple)) else shapes!r} inputs"
+                f"{self.name} expects [values, indices] or [values, indices, pre_pool]. "
+                f"Received: {len(shapes) if isinstance(shapes, (list, tuple)) else shapes!r} inputs"
             )
         values, indices = tuple(shapes[0]), tuple(shapes[1])
         if len(values) != 4 or len(indices) != 4:
             raise ValueError(
-                f"{self.name}: values and indices must be 4-D, received shapes {values!r} and "
-                f"{indices!r}"
+                f"{self.name}: values and indices must be 4-D. Received: "
+                f"values.shape={values!r}, indices.shape={indices!r}"
             )
         for a, b in zip(values, indices):
             if a is not None and b is not None and a != b:

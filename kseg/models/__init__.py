@@ -10,13 +10,11 @@ Example:
     [...]
 """
 
-from kseg.registry import Registry
-
-MODELS = Registry("model")
+from kseg.registry import MODELS
 
 
 def register(*names):
-    """Decorator registering a model class under one or more names."""
+    """Decorator registering a model class under one or more names (``MODELS.register``)."""
     return MODELS.register(*names)
 
 
@@ -35,13 +33,21 @@ def names():
     return MODELS.names()
 
 
+from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old name stays)
+from kseg.models._base import SegmentationModel  # noqa: E402,F401
+
 # Model modules register themselves on import; keep one import per file below.
+from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
+from kseg.models.enet import ENet  # noqa: E402,F401
+from kseg.models.erfnet import ERFNet  # noqa: E402,F401
+from kseg.models.espnet import ESPNet, ESPNetV2  # noqa: E402,F401
+from kseg.models.fast_scnn import FastSCNN  # noqa: E402,F401
 from kseg.models.fcn import FCN  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
+from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
-from kseg.models.unet_weight_map import unet_weight_map  # noqa: E402,F401

@@ -5,14 +5,19 @@ from __future__ import annotations
 import keras
 
 from kseg.layers.crf import CRFRNN
-from kseg.models import register
-from kseg.models._base import check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_input_shape,
+    check_num_classes,
+    check_weights,
+)
 from kseg.models.fcn import FCN
+from kseg.registry import MODELS
 
 
-@register("crfasrnn", "crf_as_rnn")
+@MODELS.register("crfasrnn", "crf_as_rnn")
 @keras.saving.register_keras_serializable(package="kseg")
-class CRFasRNN(keras.Model):
+class CRFasRNN(SegmentationModel):
     """FCN-8s + ``kseg.layers.CRFRNN``, trainable end to end.
 
     The FCN-8s scores are the CRF's unaries; the CRF's image features come from the same RGB
@@ -50,6 +55,7 @@ class CRFasRNN(keras.Model):
     ):
         check_num_classes("CRFasRNN", num_classes)
         input_shape = check_input_shape("CRFasRNN", input_shape, channels=(3,))
+        weights = check_weights("CRFasRNN", weights)
 
         images = keras.Input(input_shape, name="images")
         fcn = FCN(
@@ -71,28 +77,13 @@ class CRFasRNN(keras.Model):
         logits = crf([images, unary])
         super().__init__(images, logits, name=name or "crf_as_rnn", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.iterations = iterations
-        self.theta_alpha = theta_alpha
-        self.theta_beta = theta_beta
-        self.theta_gamma = theta_gamma
-        self.weights_source = weights
-        self.fc_channels = fc_channels
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "iterations": self.iterations,
-            "theta_alpha": self.theta_alpha,
-            "theta_beta": self.theta_beta,
-            "theta_gamma": self.theta_gamma,
-            "weights": None,  # weights travel in the .keras file itself
-            "fc_channels": self.fc_channels,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            iterations=iterations,
+            theta_alpha=theta_alpha,
+            theta_beta=theta_beta,
+            theta_gamma=theta_gamma,
+            weights=weights,
+            fc_channels=fc_channels,
+        )

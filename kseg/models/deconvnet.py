@@ -12,27 +12,29 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.layers.image_normalization import ImageNormalization
-from kseg.layers.unpooling import MaxUnpooling2D
-from kseg.models import register
-from kseg.models._base import check_input_shape, check_num_classes
-from kseg.models.segnet import (
+from kseg.backbones.vgg import (
     VGG16_CONVS,
     VGG16_FILTERS,
     check_stage_filters,
-    conv_bn_relu,
     vgg16_bn_encoder,
+    vgg_bn_names,
 )
+from kseg.layers.conv_block import conv_bn_relu
+from kseg.layers.image_normalization import ImageNormalization
+from kseg.layers.unpooling import MaxUnpooling2D
+from kseg.models._base import (
+    SegmentationModel,
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 
-def _positive_int(model, argument, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{model}: {argument} must be a positive int, received {value!r}")
-
-
-@register("deconvnet")
+@MODELS.register("deconvnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeconvNet(keras.Model):
+class DeconvNet(SegmentationModel):
     """DeconvNet: VGG16-BN encoder, fc6/fc7 as convolutions, mirrored deconvolution network.
 
     Parameter count with 21 classes (VOC): 251,839,061 including 66,816 BN weights (33,408 of
@@ -75,8 +77,9 @@ class DeconvNet(keras.Model):
         check_num_classes("DeconvNet", num_classes)
         input_shape = check_input_shape("DeconvNet", input_shape, channels=(3,))
         stage_filters = check_stage_filters("DeconvNet", stage_filters)
-        _positive_int("DeconvNet", "fc_units", fc_units)
-        _positive_int("DeconvNet", "fc_kernel_size", fc_kernel_size)
+        weights = check_weights("DeconvNet", weights)
+        check_positive_int("DeconvNet", "fc_units", fc_units)
+        check_positive_int("DeconvNet", "fc_kernel_size", fc_kernel_size)
         for axis, size in zip(("height", "width"), input_shape[:2]):
             if size is not None and -(-size // 32) < fc_kernel_size:
                 raise ValueError(
@@ -88,17 +91,17 @@ class DeconvNet(keras.Model):
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
         x, skips = vgg16_bn_encoder(x, stage_filters, weights, "DeconvNet")
-        x = layers.Conv2D(fc_units, fc_kernel_size, padding="valid", name="fc6")(x)
-        x = layers.BatchNormalization(name="fc6_bn")(x)
-        x = layers.ReLU(name="fc6_relu")(x)
-        x = layers.Conv2D(fc_units, 1, name="fc7")(x)
-        x = layers.BatchNormalization(name="fc7_bn")(x)
-        x = layers.ReLU(name="fc7_relu")(x)
-        x = layers.Conv2DTranspose(
-            stage_filters[4], fc_kernel_size, padding="valid", name="fc6_deconv"
-        )(x)
-        x = layers.BatchNormalization(name="fc6_deconv_bn")(x)
-        x = layers.ReLU(name="fc6_deconv_relu")(x)
+        x = conv_bn_relu(x, fc_units, fc_kernel_size, "fc6", padding="valid", use_bias=True)
+        x = conv_bn_relu(x, fc_units, 1, "fc7", use_bias=True)
+        x = conv_bn_relu(
+            x,
+            stage_filters[4],
+            fc_kernel_size,
+            "fc6_deconv",
+            padding="valid",
+            transposed=True,
+            use_bias=True,
+        )
         for stage in range(5, 0, -1):
             pre_pool, indices = skips[stage - 1]
             x = MaxUnpooling2D(2, name=f"unpool{stage}")([x, indices, pre_pool])
@@ -106,28 +109,18 @@ class DeconvNet(keras.Model):
             for index in range(1, convs + 1):
                 last = index == convs and stage > 1
                 filters = stage_filters[stage - 2] if last else stage_filters[stage - 1]
-                x = conv_bn_relu(x, filters, f"deconv{stage}_conv{index}", transposed=True)
+                name = f"deconv{stage}_conv{index}"  # its BN: "debn{stage}_bn{index}"
+                x = conv_bn_relu(
+                    x, filters, 3, name, transposed=True, use_bias=True, **vgg_bn_names(name)
+                )
         logits = layers.Conv2D(num_classes, 1, name="logits")(x)
         super().__init__(images, logits, name=name or "deconvnet", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.weights_source = weights
-        self.stage_filters = stage_filters
-        self.fc_units = fc_units
-        self.fc_kernel_size = fc_kernel_size
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "weights": None,  # the weights travel in the .keras file itself
-            "stage_filters": self.stage_filters,
-            "fc_units": self.fc_units,
-            "fc_kernel_size": self.fc_kernel_size,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            weights=weights,
+            stage_filters=stage_filters,
+            fc_units=fc_units,
+            fc_kernel_size=fc_kernel_size,
+        )

@@ -27,10 +27,20 @@ from keras import layers
 
 from kseg import backbones
 from kseg.layers.aspp import ASPP
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import Resize
-from kseg.models import register
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_options,
+    check_positive_ints,
+    check_rate,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 
 def trainable_parameter_count(model):
@@ -51,55 +61,11 @@ def _check_backbone(model, backbone, allowed):
 
 def _backbone_features(images, model, backbone, allowed, output_stride, weights, options):
     builder = _check_backbone(model, backbone, allowed)
-    if options is not None and not isinstance(options, dict):
-        raise ValueError(f"{model}: backbone_options must be a dict or None, received {options!r}")
+    check_options(model, "backbone_options", options)
     x = ImageNormalization(builder.preprocessing, name="normalize")(images)
     return backbones.build(
         backbone, x, output_stride=output_stride, weights=weights, **(options or {})
     )
-
-
-def _conv_bn_relu(x, filters, kernel_size, name, separable=False):
-    if separable:
-        x = layers.DepthwiseConv2D(
-            kernel_size, padding="same", use_bias=False, name=f"{name}_depthwise"
-        )(x)
-        x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
-        x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
-        kernel_size, name = 1, f"{name}_pointwise"
-    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
-
-
-def _check_output_stride(model, output_stride, allowed):
-    check_choice(model, "output_stride", output_stride, allowed)
-
-
-class _DeepLabBase(keras.Model):
-    """Shared config handling: every constructor argument is stored and returned by get_config."""
-
-    _config_keys: tuple = ()
-
-    def _store_config(self, **config):
-        self._init_config = dict(config)
-        for key, value in config.items():
-            # `weights` and `input_shape` are read-only properties of keras.Model.
-            setattr(
-                self,
-                {"weights": "weights_source", "input_shape": "input_shape_"}.get(key, key),
-                value,
-            )
-
-    def get_config(self):
-        config = {key: self._init_config[key] for key in self._config_keys}
-        config["weights"] = None  # the weights travel in the .keras file itself
-        config["name"] = self.name
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -125,15 +91,15 @@ def _maybe_crf(images, logits, crf, model):
         ) from error
     if not isinstance(crf, dict):
         raise ValueError(
-            f"{model}: crf must be None or a dict of DenseCRF arguments, received {crf!r}"
+            f"{model}: crf must be None or a dict of DenseCRF arguments. Received: crf={crf!r}"
         )
     probabilities = DenseCRF(name="crf", **crf)([images, logits])
     return _ProbabilitiesToLogits(name="crf_logits")(probabilities)
 
 
-@register("deeplabv1", "deeplab_v1")
+@MODELS.register("deeplabv1", "deeplab_v1")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeepLabV1(_DeepLabBase):
+class DeepLabV1(SegmentationModel):
     """DeepLab v1 on VGG16, "LargeFOV" or "7x7".
 
     DeepLab's VGG16 uses 3×3 stride-2 max pools (padding 1) and stride-1 3×3 pool4/pool5,
@@ -158,8 +124,6 @@ class DeepLabV1(_DeepLabBase):
         (None, 67, 90, 5)
     """
 
-    _config_keys = ("num_classes", "input_shape", "variant", "weights", "dropout", "crf")
-
     def __init__(
         self,
         num_classes=21,
@@ -174,8 +138,8 @@ class DeepLabV1(_DeepLabBase):
         check_num_classes("DeepLabV1", num_classes)
         input_shape = check_input_shape("DeepLabV1", input_shape, channels=(3,))
         check_choice("DeepLabV1", "variant", variant, ("largefov", "7x7"))
-        if not 0 <= dropout < 1:
-            raise ValueError(f"DeepLabV1: dropout must be in [0, 1), received {dropout!r}")
+        check_rate("DeepLabV1", "dropout", dropout)
+        weights = check_weights("DeepLabV1", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -205,9 +169,9 @@ class DeepLabV1(_DeepLabBase):
         )
 
 
-@register("deeplabv2", "deeplab_v2")
+@MODELS.register("deeplabv2", "deeplab_v2")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeepLabV2(_DeepLabBase):
+class DeepLabV2(SegmentationModel):
     """DeepLab v2: ResNet (output stride 8) or VGG16 with ASPP-L.
 
     ResNet: four 3×3 classifiers on the conv5 features at rates 6/12/18/24, summed (the
@@ -229,8 +193,6 @@ class DeepLabV2(_DeepLabBase):
         (None, 65, 50, 3)
     """
 
-    _config_keys = ("num_classes", "input_shape", "backbone", "weights", "rates", "crf")
-
     def __init__(
         self,
         num_classes=21,
@@ -244,11 +206,8 @@ class DeepLabV2(_DeepLabBase):
     ):
         check_num_classes("DeepLabV2", num_classes)
         input_shape = check_input_shape("DeepLabV2", input_shape, channels=(3,))
-        rates = tuple(rates)
-        if not rates or not all(
-            isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rates
-        ):
-            raise ValueError(f"DeepLabV2: rates must be positive ints, received {rates!r}")
+        rates = check_positive_ints("DeepLabV2", "rates", rates)
+        weights = check_weights("DeepLabV2", weights)
 
         images = keras.Input(input_shape, name="images")
         if backbone == "vgg16":
@@ -306,7 +265,8 @@ def _backbone_options(backbone, multi_grid, options):
     if multi_grid is not None:
         if backbone not in ("resnet50", "resnet101", "xception65"):
             raise ValueError(
-                f"multi_grid applies to ResNet and Xception-65 backbones, not {backbone!r}"
+                f"multi_grid applies to ResNet and Xception-65 backbones. "
+                f"Received: backbone={backbone!r}"
             )
         options["multi_grid"] = tuple(multi_grid)
     return options
@@ -315,9 +275,9 @@ def _backbone_options(backbone, multi_grid, options):
 _V3_BACKBONES = ("resnet50", "resnet101", "mobilenetv2", "xception65")
 
 
-@register("deeplabv3", "deeplab_v3")
+@MODELS.register("deeplabv3", "deeplab_v3")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeepLabV3(_DeepLabBase):
+class DeepLabV3(SegmentationModel):
     """DeepLab v3: backbone + ASPP with image pooling + 1×1 classifier, upsampled ×OS.
 
     Paper configuration: ResNet-101 with DeepLab's "beta" stem (three 3×3 convolutions,
@@ -356,19 +316,6 @@ class DeepLabV3(_DeepLabBase):
         (None, 70, 50, 4)
     """
 
-    _config_keys = (
-        "num_classes",
-        "input_shape",
-        "backbone",
-        "output_stride",
-        "weights",
-        "aspp",
-        "aspp_rates",
-        "multi_grid",
-        "filters",
-        "backbone_options",
-    )
-
     def __init__(
         self,
         num_classes=21,
@@ -387,7 +334,8 @@ class DeepLabV3(_DeepLabBase):
         check_num_classes("DeepLabV3", num_classes)
         input_shape = check_input_shape("DeepLabV3", input_shape, channels=(3,))
         _check_backbone("DeepLabV3", backbone, _V3_BACKBONES)
-        _check_output_stride("DeepLabV3", output_stride, (8, 16, 32))
+        check_choice("DeepLabV3", "output_stride", output_stride, (8, 16, 32))
+        weights = check_weights("DeepLabV3", weights)
         if multi_grid == "default":
             multi_grid = (1, 2, 4) if backbone.startswith("resnet") else None
         rates = (
@@ -419,9 +367,9 @@ class DeepLabV3(_DeepLabBase):
         )
 
 
-@register("deeplabv3plus", "deeplab_v3plus", "deeplabv3+")
+@MODELS.register("deeplabv3plus", "deeplab_v3plus", "deeplabv3+")
 @keras.saving.register_keras_serializable(package="kseg")
-class DeepLabV3Plus(_DeepLabBase):
+class DeepLabV3Plus(SegmentationModel):
     """DeepLab v3+: v3's ASPP encoder and a decoder on the stride-4 features.
 
     Decoder: the ASPP output (dropout 0.1) is upsampled bilinearly to the stride-4 feature
@@ -453,20 +401,6 @@ class DeepLabV3Plus(_DeepLabBase):
         (None, 75, 60, 6)
     """
 
-    _config_keys = (
-        "num_classes",
-        "input_shape",
-        "backbone",
-        "output_stride",
-        "weights",
-        "aspp_rates",
-        "multi_grid",
-        "separable",
-        "filters",
-        "decoder_filters",
-        "backbone_options",
-    )
-
     def __init__(
         self,
         num_classes=21,
@@ -486,7 +420,8 @@ class DeepLabV3Plus(_DeepLabBase):
         check_num_classes("DeepLabV3Plus", num_classes)
         input_shape = check_input_shape("DeepLabV3Plus", input_shape, channels=(3,))
         _check_backbone("DeepLabV3Plus", backbone, _V3_BACKBONES)
-        _check_output_stride("DeepLabV3Plus", output_stride, (8, 16, 32))
+        check_choice("DeepLabV3Plus", "output_stride", output_stride, (8, 16, 32))
+        weights = check_weights("DeepLabV3Plus", weights)
         use_separable = (backbone == "xception65") if separable is None else bool(separable)
         rates = _default_rates(output_stride) if aspp_rates is None else tuple(aspp_rates)
 
@@ -503,15 +438,11 @@ class DeepLabV3Plus(_DeepLabBase):
             dropout=0.1,
             name="aspp",
         )(features["P5"])
-        low = layers.Conv2D(decoder_filters, 1, use_bias=False, name="decoder_reduce")(
-            features["P2"]
-        )
-        low = layers.BatchNormalization(name="decoder_reduce_bn")(low)
-        low = layers.ReLU(name="decoder_reduce_relu")(low)
+        low = conv_bn_relu(features["P2"], decoder_filters, 1, "decoder_reduce")
         x = Resize(name="decoder_upsample")([x, low])
         x = layers.Concatenate(name="decoder_concat")([x, low])
-        x = _conv_bn_relu(x, filters, 3, "decoder_conv1", separable=use_separable)
-        x = _conv_bn_relu(x, filters, 3, "decoder_conv2", separable=use_separable)
+        x = conv_bn_relu(x, filters, 3, "decoder_conv1", separable=use_separable)
+        x = conv_bn_relu(x, filters, 3, "decoder_conv2", separable=use_separable)
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         logits = Resize(name="upsample")([x, images])
         super().__init__(images, logits, name=name or "deeplabv3plus", **kwargs)

@@ -15,8 +15,16 @@ from kseg import backbones
 from kseg.layers.crop import CropLike
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import BilinearKernel
-from kseg.models import register
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    check_rate,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 VARIANTS = ("32s", "16s", "8s")
 
@@ -34,9 +42,9 @@ def _upsample(x, num_classes, factor, name, trainable=True):
     )(x)
 
 
-@register("fcn")
+@MODELS.register("fcn")
 @keras.saving.register_keras_serializable(package="kseg")
-class FCN(keras.Model):
+class FCN(SegmentationModel):
     """FCN-32s / 16s / 8s on VGG16.
 
     Differences from the Caffe model, and why: convolutions and pools use "same" padding
@@ -80,10 +88,9 @@ class FCN(keras.Model):
         check_num_classes("FCN", num_classes)
         input_shape = check_input_shape("FCN", input_shape, channels=(3,))
         check_choice("FCN", "variant", variant, VARIANTS)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"FCN: dropout must be in [0, 1), received {dropout!r}")
-        if not isinstance(fc_channels, int) or isinstance(fc_channels, bool) or fc_channels < 1:
-            raise ValueError(f"FCN: fc_channels must be a positive int, received {fc_channels!r}")
+        check_rate("FCN", "dropout", dropout)
+        check_positive_int("FCN", "fc_channels", fc_channels)
+        weights = check_weights("FCN", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -117,26 +124,12 @@ class FCN(keras.Model):
         logits = CropLike("top_left", name="crop_to_input")([logits, images])
         super().__init__(images, logits, name=name or f"fcn{variant}", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.variant = variant
-        self.weights_source = weights
-        self.learn_final_upsampling = learn_final_upsampling
-        self.dropout = dropout
-        self.fc_channels = fc_channels
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "variant": self.variant,
-            "weights": None,  # weights travel in the .keras file itself
-            "learn_final_upsampling": self.learn_final_upsampling,
-            "dropout": self.dropout,
-            "fc_channels": self.fc_channels,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            variant=variant,
+            weights=weights,
+            learn_final_upsampling=learn_final_upsampling,
+            dropout=dropout,
+            fc_channels=fc_channels,
+        )

@@ -18,8 +18,15 @@ from kseg.layers.crop import CropLike
 from kseg.layers.fft_conv import ALGORITHMS, FFTConv2D
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import BilinearKernel
-from kseg.models import register
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 BACKBONES = ("resnet50", "resnet101")
 LEVELS = ("P5", "P4", "P3", "P2")
@@ -57,9 +64,9 @@ def _upsample2(x, channels, name):
     )(x)
 
 
-@register("gcn")
+@MODELS.register("gcn")
 @keras.saving.register_keras_serializable(package="kseg")
-class GCN(keras.Model):
+class GCN(SegmentationModel):
     """Global Convolutional Network with Boundary Refinement on ResNet-50/101.
 
     The GCN branches are ``FFTConv2D`` layers: with ``fft_algorithm="auto"`` each one runs by FFT
@@ -97,8 +104,8 @@ class GCN(keras.Model):
         input_shape = check_input_shape("GCN", input_shape, channels=(3,))
         check_choice("GCN", "backbone", backbone, BACKBONES)
         check_choice("GCN", "fft_algorithm", fft_algorithm, ALGORITHMS)
-        if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
-            raise ValueError(f"GCN: kernel_size must be a positive int, received {kernel_size!r}")
+        check_positive_int("GCN", "kernel_size", kernel_size)
+        weights = check_weights("GCN", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -121,24 +128,11 @@ class GCN(keras.Model):
         logits = _boundary_refinement(scores, num_classes, "br_full")
         super().__init__(images, logits, name=name or f"gcn_{backbone}", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.backbone = backbone
-        self.kernel_size = kernel_size
-        self.weights_source = weights
-        self.fft_algorithm = fft_algorithm
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "backbone": self.backbone,
-            "kernel_size": self.kernel_size,
-            "weights": None,  # weights travel in the .keras file itself
-            "fft_algorithm": self.fft_algorithm,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            kernel_size=kernel_size,
+            weights=weights,
+            fft_algorithm=fft_algorithm,
+        )

@@ -13,24 +13,28 @@ import keras
 from keras import layers
 
 from kseg import backbones
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D
 from kseg.layers.resize import Resize
-from kseg.models import register
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_options,
+    check_positive_ints,
+    check_rate,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 _BACKBONES = ("resnet50", "resnet101")
 
 
-def _conv_bn_relu(x, filters, kernel_size, name):
-    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
-
-
-@register("pspnet")
+@MODELS.register("pspnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class PSPNet(keras.Model):
+class PSPNet(SegmentationModel):
     """PSPNet with a dilated ResNet and an optional auxiliary head.
 
     With ``auxiliary_head=True`` (default) the model has two outputs, ``[logits,
@@ -88,19 +92,14 @@ class PSPNet(keras.Model):
         input_shape = check_input_shape("PSPNet", input_shape, channels=(3,))
         check_choice("PSPNet", "backbone", backbone, _BACKBONES)
         check_choice("PSPNet", "output_stride", output_stride, (8, 16))
-        bins = tuple(bins)
-        if not bins or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bins
-        ):
-            raise ValueError(f"PSPNet: bins must be positive ints, received {bins!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"PSPNet: dropout must be in [0, 1), received {dropout!r}")
+        bins = check_positive_ints("PSPNet", "bins", bins)
+        check_rate("PSPNet", "dropout", dropout)
         if not aux_loss_weight >= 0:
-            raise ValueError(f"PSPNet: aux_loss_weight must be >= 0, received {aux_loss_weight!r}")
-        if backbone_options is not None and not isinstance(backbone_options, dict):
             raise ValueError(
-                f"PSPNet: backbone_options must be a dict or None, received {backbone_options!r}"
+                f"PSPNet: aux_loss_weight must be >= 0. Received: aux_loss_weight={aux_loss_weight!r}"
             )
+        check_options("PSPNet", "backbone_options", backbone_options)
+        weights = check_weights("PSPNet", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -112,15 +111,15 @@ class PSPNet(keras.Model):
         pyramid = [x]
         for b in bins:
             y = AdaptiveAveragePooling2D(b, name=f"ppm_pool{b}")(x)
-            y = _conv_bn_relu(y, channels // len(bins), 1, f"ppm_conv{b}")
+            y = conv_bn_relu(y, channels // len(bins), 1, f"ppm_conv{b}")
             pyramid.append(Resize(name=f"ppm_upsample{b}")([y, x]))
         x = layers.Concatenate(name="ppm_concat")(pyramid)
-        x = _conv_bn_relu(x, 512, 3, "head_conv")
+        x = conv_bn_relu(x, 512, 3, "head_conv")
         x = layers.Dropout(dropout, name="head_dropout")(x)
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         outputs = [Resize(name="upsample")([x, images])]
         if auxiliary_head:
-            y = _conv_bn_relu(features["P4"], 256, 3, "aux_conv")
+            y = conv_bn_relu(features["P4"], 256, 3, "aux_conv")
             y = layers.Dropout(dropout, name="aux_dropout")(y)
             y = layers.Conv2D(num_classes, 1, name="aux_logits")(y)
             outputs.append(Resize(name="aux_upsample")([y, images]))
@@ -128,15 +127,18 @@ class PSPNet(keras.Model):
             images, outputs if auxiliary_head else outputs[0], name=name or "pspnet", **kwargs
         )
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.backbone = backbone
-        self.output_stride = output_stride
-        self.bins = bins
-        self.auxiliary_head = auxiliary_head
-        self.aux_loss_weight = aux_loss_weight
-        self.dropout = dropout
-        self.backbone_options = backbone_options
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            output_stride=output_stride,
+            weights=weights,
+            bins=bins,
+            auxiliary_head=auxiliary_head,
+            aux_loss_weight=aux_loss_weight,
+            dropout=dropout,
+            backbone_options=backbone_options,
+        )
 
     @property
     def loss_weights_for_outputs(self):
@@ -153,22 +155,3 @@ class PSPNet(keras.Model):
             1
         """
         return keras.Model(self.input, self.outputs[0], name=f"{self.name}_inference")
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "backbone": self.backbone,
-            "output_stride": self.output_stride,
-            "weights": None,  # the weights travel in the .keras file itself
-            "bins": self.bins,
-            "auxiliary_head": self.auxiliary_head,
-            "aux_loss_weight": self.aux_loss_weight,
-            "dropout": self.dropout,
-            "backbone_options": self.backbone_options,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -12,72 +12,28 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kseg.backbones._pretrained import LayerRecorder, load_application_weights
+from kseg.backbones.vgg import (  # noqa: F401 - moved names, re-exported
+    VGG16_CONVS,
+    VGG16_FILTERS,
+    check_stage_filters,
+    vgg16_bn_encoder,
+    vgg_bn_names,
+)
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
-from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from kseg.models import register
-from kseg.models._base import check_input_shape, check_num_classes
-
-VGG16_FILTERS = (64, 128, 256, 512, 512)
-VGG16_CONVS = (2, 2, 3, 3, 3)
-
-
-def check_stage_filters(model, stage_filters):
-    """Validates five positive ints (the width of VGG16's five stages); returns a tuple."""
-    try:
-        filters = tuple(stage_filters)
-    except TypeError:
-        filters = None
-    if (
-        filters is None
-        or len(filters) != 5
-        or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters)
-    ):
-        raise ValueError(
-            f"{model}: stage_filters must be 5 positive ints (VGG16: {VGG16_FILTERS}), "
-            f"received {stage_filters!r}"
-        )
-    return filters
+from kseg.layers.unpooling import MaxUnpooling2D
+from kseg.models._base import (
+    SegmentationModel,
+    check_input_shape,
+    check_num_classes,
+    check_weights,
+)
+from kseg.registry import MODELS
 
 
-def conv_bn_relu(x, filters, name, transposed=False):
-    """3×3 convolution (or transposed convolution), batch norm, ReLU."""
-    conv = layers.Conv2DTranspose if transposed else layers.Conv2D
-    x = conv(filters, 3, padding="same", name=name)(x)
-    x = layers.BatchNormalization(name=name.replace("conv", "bn"))(x)
-    return layers.ReLU(name=name.replace("conv", "relu"))(x)
-
-
-def vgg16_bn_encoder(x, stage_filters, weights, model):
-    """VGG16's convolutions with BN + ReLU and index-remembering ceil-mode 2×2 pools.
-
-    Returns ``(pooled, skips)``; ``skips[i] = (pre_pool_tensor, indices)`` for stage ``i+1``.
-    Convolutions are named ``block{i}_conv{j}`` as in ``keras.applications.VGG16``, so its
-    ImageNet convolution weights load by name (the BN layers keep their initial values).
-    """
-    recorder = LayerRecorder()
-    skips = []
-    for stage, (filters, convs) in enumerate(zip(stage_filters, VGG16_CONVS), 1):
-        for index in range(1, convs + 1):
-            name = f"block{stage}_conv{index}"
-            x = recorder(layers.Conv2D(filters, 3, padding="same", name=name))(x)
-            x = layers.BatchNormalization(name=f"block{stage}_bn{index}")(x)
-            x = layers.ReLU(name=f"block{stage}_relu{index}")(x)
-        pre_pool = x
-        x, indices = MaxPoolingWithArgmax2D(2, name=f"block{stage}_pool")(x)
-        skips.append((pre_pool, indices))
-    if weights is not None and tuple(stage_filters) != VGG16_FILTERS:
-        raise ValueError(
-            f"{model}: pretrained weights need stage_filters={VGG16_FILTERS}, "
-            f"received {tuple(stage_filters)}"
-        )
-    load_application_weights(model, recorder.layers, keras.applications.VGG16, weights, 3)
-    return x, skips
-
-
-@register("segnet")
+@MODELS.register("segnet")
 @keras.saving.register_keras_serializable(package="kseg")
-class SegNet(keras.Model):
+class SegNet(SegmentationModel):
     """SegNet: VGG16-BN encoder, mirrored decoder upsampling with the encoder's pooling indices.
 
     Parameter count with 11 classes (CamVid, the paper's setting): 29,465,227 including the
@@ -113,6 +69,7 @@ class SegNet(keras.Model):
         check_num_classes("SegNet", num_classes)
         input_shape = check_input_shape("SegNet", input_shape, channels=(3,))
         stage_filters = check_stage_filters("SegNet", stage_filters)
+        weights = check_weights("SegNet", weights)
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
@@ -123,28 +80,18 @@ class SegNet(keras.Model):
             convs = VGG16_CONVS[stage - 1]
             for index in range(convs, 0, -1):
                 conv_name = f"decoder{stage}_conv{index}"
-                if index > 1:
-                    x = conv_bn_relu(x, stage_filters[stage - 1], conv_name)
-                elif stage > 1:
-                    x = conv_bn_relu(x, stage_filters[stage - 2], conv_name)
+                if index > 1 or stage > 1:
+                    filters = stage_filters[stage - 1] if index > 1 else stage_filters[stage - 2]
+                    x = conv_bn_relu(
+                        x, filters, 3, conv_name, use_bias=True, **vgg_bn_names(conv_name)
+                    )
                 else:
                     x = layers.Conv2D(num_classes, 3, padding="same", name="logits")(x)
         super().__init__(images, x, name=name or "segnet", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.weights_source = weights
-        self.stage_filters = stage_filters
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "weights": None,  # the weights travel in the .keras file itself
-            "stage_filters": self.stage_filters,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            weights=weights,
+            stage_filters=stage_filters,
+        )

@@ -17,10 +17,18 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.crop import CropLike, PadToMultiple
 from kseg.layers.image_normalization import ImageNormalization
-from kseg.models import register
-from kseg.models._base import check_choice, check_input_shape, check_num_classes
+from kseg.models._base import (
+    SegmentationModel,
+    check_choice,
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    check_rate,
+)
+from kseg.registry import MODELS
 
 VARIANTS = ("same", "paper")
 
@@ -75,16 +83,12 @@ def _conv(x, filters, variant, name):
         return layers.Conv2D(
             filters, 3, activation="relu", kernel_initializer="he_normal", name=name
         )(x)
-    x = layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
-    )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+    return conv_bn_relu(x, filters, 3, name, kernel_initializer="he_normal")
 
 
-@register("unet")
+@MODELS.register("unet")
 @keras.saving.register_keras_serializable(package="kseg")
-class UNet(keras.Model):
+class UNet(SegmentationModel):
     """U-Net, the paper's version or a same-padding BatchNorm version.
 
     ``UNet(num_classes=2, input_shape=(572, 572, 1), variant="paper")`` has exactly
@@ -128,12 +132,11 @@ class UNet(keras.Model):
         check_num_classes("UNet", num_classes)
         input_shape = check_input_shape("UNet", input_shape)
         check_choice("UNet", "variant", variant, VARIANTS)
-        for argument, value in (("base_filters", base_filters), ("depth", depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"UNet: {argument} must be a positive int, received {value!r}")
+        check_positive_int("UNet", "base_filters", base_filters)
+        check_positive_int("UNet", "depth", depth)
+        if dropout is not None:
+            check_rate("UNet", "dropout", dropout)
         rate = (0.5 if variant == "paper" else 0.0) if dropout is None else dropout
-        if not 0 <= rate < 1:
-            raise ValueError(f"UNet: dropout must be in [0, 1), received {dropout!r}")
         if variant == "paper":
             for axis, size in zip(("height", "width"), input_shape[:2]):
                 if size is not None and paper_output_size(size, depth) is None:
@@ -175,24 +178,11 @@ class UNet(keras.Model):
             logits = CropLike("top_left", name="crop_to_input")([logits, images])
         super().__init__(images, logits, name=name or "unet", **kwargs)
 
-        self.num_classes = num_classes
-        self.input_shape_ = input_shape
-        self.variant = variant
-        self.base_filters = base_filters
-        self.depth = depth
-        self.dropout = dropout
-
-    def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape_,
-            "variant": self.variant,
-            "base_filters": self.base_filters,
-            "depth": self.depth,
-            "dropout": self.dropout,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._store_config(
+            num_classes=num_classes,
+            input_shape=input_shape,
+            variant=variant,
+            base_filters=base_filters,
+            depth=depth,
+            dropout=dropout,
+        )

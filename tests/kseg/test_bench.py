@@ -147,3 +147,14 @@ def test_zoo_rows_and_table_profile_registered_models():
     assert rows[0]["madds"] == encoder + decoder
     table = bench.format_rows(rows)
     assert table.splitlines()[2].startswith("| segnet | 32x32x3 | 0.00 |")
+
+
+def test_fps_is_batch_over_the_median_timed_call(monkeypatch):
+    import types
+
+    model = _model([keras.layers.Conv2D(2, 1)], (None, None, 3))
+    # A fake clock: the three timed calls take 0.5 s, 0.1 s and 0.2 s (median 0.2 s).
+    ticks = iter([10.0, 10.5, 20.0, 20.1, 30.0, 30.2])
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    assert bench.fps(model, (8, 8, 3), batch=4, warmup=1, runs=3) == pytest.approx(4 / 0.2)
+    assert next(ticks, None) is None  # exactly two readings per timed call, none in warm-up

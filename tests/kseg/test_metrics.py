@@ -149,3 +149,92 @@ def test_bad_labels_name_the_value():
 def test_all_ignore_gives_nan_not_garbage():
     s = metrics.scores(metrics.confusion_matrix(np.full((2, 2), 255), np.zeros((2, 2), int), 3))
     assert math.isnan(s["mean_iou"]) and math.isnan(s["pixel_accuracy"]) and math.isnan(s["fw_iou"])
+
+
+def test_per_class_iou_and_f1_stream_like_the_definitions():
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        y_true, y_pred, c = random_case(rng)
+        want = reference_scores(y_true, y_pred, c)
+        streaming = {"mean_f1": metrics.MeanF1(c)}
+        for class_id in range(c):
+            streaming[("iou", class_id)] = metrics.ClassIoU(c, class_id)
+            streaming[("f1", class_id)] = metrics.ClassF1(c, class_id)
+        for metric in streaming.values():
+            for image in range(len(y_true)):  # one image per update: streaming
+                metric.update_state(y_true[image : image + 1], y_pred[image : image + 1])
+
+        def assert_float32_close(actual, expected):
+            # Keras metrics return float32: compare to its rounding.
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6, equal_nan=True)
+
+        present = want["f1"][~np.isnan(want["f1"])]
+        assert_float32_close(
+            float(streaming["mean_f1"].result()), present.mean() if present.size else np.nan
+        )
+        for class_id in range(c):
+            assert_float32_close(
+                float(streaming[("iou", class_id)].result()), want["iou"][class_id]
+            )
+            assert_float32_close(float(streaming[("f1", class_id)].result()), want["f1"][class_id])
+
+
+def test_class_metrics_hand_made_values_names_config_and_errors():
+    # truth 0 0 1 1 2, prediction 0 1 1 1 1: class 1 TP 2, truth 2, predicted 4.
+    y_true, y_pred = np.array([[0, 0, 1, 1, 2]]), np.array([[0, 1, 1, 1, 1]])
+    iou, f1 = metrics.ClassIoU(3, 1), metrics.ClassF1(3, 1)
+    iou.update_state(y_true, y_pred)
+    f1.update_state(y_true, y_pred)
+    assert float(iou.result()) == pytest.approx(2 / 4)
+    assert float(f1.result()) == pytest.approx(4 / 6)
+    assert (iou.name, f1.name) == ("iou_1", "f1_1")
+    mean_f1 = metrics.MeanF1(3)
+    mean_f1.update_state(y_true, y_pred)
+    assert float(mean_f1.result()) == pytest.approx((2 / 3 + 4 / 6 + 0) / 3)
+    clone = metrics.ClassF1.from_config(f1.get_config())
+    assert (clone.num_classes, clone.class_id, clone.name) == (3, 1, "f1_1")
+    with pytest.raises(ValueError, match=r"class_id must be in \[0, num_classes=3\)"):
+        metrics.ClassIoU(3, 3)
+    with pytest.raises(ValueError, match="Received: class_id='1'"):
+        metrics.ClassF1(3, "1")
+
+
+def test_class_metrics_in_fit_logs():
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[metrics.ClassIoU(3, 2), metrics.MeanF1(3)],
+    )
+    x = np.random.default_rng(0).normal(size=(4, 4, 4, 3)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, (4, 4, 4)).astype(np.int32)
+    result = model.evaluate(x, y, batch_size=2, return_dict=True, verbose=0)
+    want = metrics.scores(metrics.confusion_matrix(y, model.predict(x, verbose=0), 3))
+    assert result["iou_2"] == pytest.approx(want["iou"][2], abs=1e-6)
+    assert result["mean_f1"] == pytest.approx(np.nanmean(want["f1"]), abs=1e-6)
+
+
+def test_normalized_confusion_matrix_values():
+    # Rows are truth: each row divided by its sum; the row of a class absent from the truth is NaN.
+    cm = np.array([[6, 2, 0, 0], [1, 3, 0, 4], [0, 0, 0, 0], [0, 5, 0, 5]])
+    want = np.array(
+        [
+            [0.75, 0.25, 0.0, 0.0],
+            [0.125, 0.375, 0.0, 0.5],
+            [np.nan] * 4,
+            [0.0, 0.5, 0.0, 0.5],
+        ]
+    )
+    assert_close(metrics.scores(cm)["normalized_confusion_matrix"], want)
+    rng = np.random.default_rng(3)
+    y_true, y_pred, c = random_case(rng)
+    cm = metrics.confusion_matrix(y_true, y_pred, c)
+    normalized = metrics.scores(cm)["normalized_confusion_matrix"]
+    for t in range(c):
+        counted = (y_true == t).sum()
+        for p in range(c):
+            expected = ((y_true == t) & (y_pred == p)).sum() / counted if counted else np.nan
+            assert_close(normalized[t, p], expected)

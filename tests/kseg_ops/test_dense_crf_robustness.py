@@ -69,9 +69,12 @@ def test_non_finite_and_dtypes():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(iterations=-1), "iterations must be an integer >= 0, got -1"),
+        (dict(iterations=-1), "iterations must be an integer >= 0. Received: iterations=-1"),
         (dict(iterations=2.5), "iterations must be an integer"),
-        (dict(gaussian_sxy=0), "gaussian_sxy must be a positive finite number, got 0"),
+        (
+            dict(gaussian_sxy=0),
+            "gaussian_sxy must be a positive finite number. Received: gaussian_sxy=0",
+        ),
         (dict(bilateral_srgb=float("nan")), "bilateral_srgb must be a positive finite"),
         (dict(bilateral_sxy=-3), "bilateral_sxy must be a positive"),
         (dict(gaussian_compat=float("inf")), "gaussian_compat must be a finite number"),

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import kseg_ops
+from kseg_ops import fft_conv
 
 
 def _relative_error(got, want):
@@ -186,14 +187,56 @@ def test_other_argument_errors():
         kseg_ops.fft_conv2d(x, k, strides=2)
     with pytest.raises(ValueError, match=r"dilations=\(2, 2\)"):
         kseg_ops.fft_conv2d(x, k, dilations=(2, 2))
-    with pytest.raises(ValueError, match="padding must be 'SAME' or 'VALID', got 'FULL'"):
+    with pytest.raises(
+        ValueError, match="padding must be 'SAME' or 'VALID'. Received: padding='FULL'"
+    ):
         kseg_ops.fft_conv2d(x, k, padding="FULL")
     with pytest.raises(
-        TypeError, match="kernel must have the dtype of x \\(float32\\), got float64"
+        TypeError,
+        match="kernel must have the dtype of x \\(float32\\). Received: kernel.dtype=float64",
     ):
         kseg_ops.fft_conv2d(x, k.astype(np.float64))
-    with pytest.raises(TypeError, match="x must be float32 or float64, got int32"):
+    with pytest.raises(TypeError, match="x must be float32 or float64. Received: x.dtype=int32"):
         kseg_ops.fft_conv2d(x.astype(np.int32), k)
     # Accepted spellings of unit stride and lower-case padding.
     y = kseg_ops.fft_conv2d(x, k, padding="valid", strides=(1, 1, 1, 1), dilations=[1, 1])
     assert y.shape == (1, 6, 6, 2)
+
+
+# The cost model of FFTConv2D(algorithm="auto"), kept beside the op.
+
+
+def test_training_choice_avoids_the_slow_onednn_kernel_gradient(monkeypatch):
+    # oneDNN's Conv2DBackpropFilter is pathological from 13x13 up: training picks the FFT there
+    # even where the forward pass alone would run direct.
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(fft_conv, "DIRECT_SECONDS_PER_MADD", {3: 1e-13, 31: 1e-13})
+    assert fft_conv.choose_algorithm(2, 128, 128, 32, 15, 15, 32) == "direct"
+    assert fft_conv.choose_algorithm(2, 128, 128, 32, 15, 15, 32, training=True) == "fft"
+    assert fft_conv.choose_algorithm(2, 128, 128, 32, 11, 11, 32, training=True) == "direct"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert fft_conv.choose_algorithm(2, 128, 128, 32, 15, 15, 32, training=True) == "direct"
+
+
+def test_direct_rate_interpolates_between_calibrated_kernel_sizes(monkeypatch):
+    monkeypatch.setattr(fft_conv, "DIRECT_SECONDS_PER_MADD", {3: 1.0, 7: 3.0, 15: 5.0})
+    assert fft_conv.direct_seconds_per_madd(3, 3) == 1.0
+    assert fft_conv.direct_seconds_per_madd(5, 5) == 2.0
+    assert fft_conv.direct_seconds_per_madd(11, 11) == 4.0
+    assert fft_conv.direct_seconds_per_madd(1, 1) == 1.0
+    assert fft_conv.direct_seconds_per_madd(31, 31) == 5.0
+    assert fft_conv.direct_seconds_per_madd(3, 27) == 3.5  # non-square: k = sqrt(kh * kw) = 9
+
+
+def test_auto_choice_follows_the_cost_model():
+    # Small kernels run direct, large ones by FFT (the crossover measured by the benchmark).
+    assert fft_conv.choose_algorithm(2, 256, 256, 32, 3, 3, 32) == "direct"
+    assert fft_conv.choose_algorithm(2, 256, 256, 32, 31, 31, 32) == "fft"
+    t = fft_conv.estimate_seconds(2, 256, 256, 32, 15, 15, 32)
+    assert t["fft"] < t["direct"]
+    # The plan mirrors the C++ chooser: an FFT size of 2^a 3^b 5^c covering kernel + tile.
+    plan = fft_conv.fft_plan(2, 256, 256, 32, 15, 15, 32)
+    nh, nw = plan["fft_size"]
+    assert nh >= 15 and nw >= 15 and nw % 2 == 0
+    ty, tx = plan["tiles"]
+    assert ty * (nh - 14) >= 256 and tx * (nw - 14) >= 256

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "kseg_ops/cc/common/parallel_for.h"
+#include "kseg_ops/cc/common/run_control.h"
 
 namespace kseg {
 namespace fft {
@@ -191,6 +192,50 @@ inline TilePlan ChooseTilePlan(const Geometry& g, int64_t bytes_per_value, int64
   group = std::max<int64_t>(group, 2 * std::max<int64_t>(num_threads, 1));
   best.group = std::min(group, items);
   return best;
+}
+
+// Host memory of the three correlations, counted before they allocate (t = bytes per value,
+// `threads` = shards running at once, F = nh (nw / 2 + 1) frequencies of the plan):
+//   W(lanes, tmp) = 2 nh (nw / 2 + 1) lanes + 4 (nw / 2) lanes + 2 tmp   (one thread's Workspace)
+//   Correlate:      2 F cin cout (kernel spectrum) + threads W(cout, F cout) (its transform)
+//                   + group 2 F (cin + cout) (tile spectra) + threads (W(cin) + W(cout))
+//   BackpropInput:  kh kw cin cout (flipped kernel) + Correlate of InputGradientGeometry
+//   BackpropFilter: 2 F cin cout (cross spectra) + group 2 F (cin + cout)
+//                   + threads (W(max(cin, cout)) + W(cout, F cout))
+// all times t. Counted in double and capped at int64's maximum so that huge shapes compare.
+inline double WorkspaceValues(const TilePlan& tp, int64_t lanes, double tmp = 0) {
+  const double half = static_cast<double>(tp.nw / 2);
+  return (2.0 * tp.nh * (half + 1) + 4.0 * half) * lanes + 2.0 * tmp;
+}
+
+inline int64_t SaturatedBytes(double values, int64_t t) {
+  const double bytes = values * static_cast<double>(t);
+  return bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
+}
+
+inline int64_t CorrelateBytes(const Geometry& g, const TilePlan& tp, int64_t t, int64_t threads) {
+  const double freqs = static_cast<double>(tp.frequencies());
+  const double cin = static_cast<double>(g.cin), cout = static_cast<double>(g.cout);
+  const double items = std::max<double>(1.0, static_cast<double>(g.batch) * tp.tiles());
+  const double group = std::min<double>(static_cast<double>(std::max<int64_t>(tp.group, 1)), items);
+  const double th = static_cast<double>(std::max<int64_t>(threads, 1));
+  return SaturatedBytes(2 * freqs * cin * cout + th * WorkspaceValues(tp, g.cout, freqs * cout) +
+                            group * 2 * freqs * (cin + cout) +
+                            th * (WorkspaceValues(tp, g.cin) + WorkspaceValues(tp, g.cout)),
+                        t);
+}
+
+inline int64_t BackpropFilterBytes(const Geometry& g, const TilePlan& tp, int64_t t,
+                                   int64_t threads) {
+  const double freqs = static_cast<double>(tp.frequencies());
+  const double cin = static_cast<double>(g.cin), cout = static_cast<double>(g.cout);
+  const double items = std::max<double>(1.0, static_cast<double>(g.batch) * tp.tiles());
+  const double group = std::min<double>(static_cast<double>(std::max<int64_t>(tp.group, 1)), items);
+  const double th = static_cast<double>(std::max<int64_t>(threads, 1));
+  return SaturatedBytes(2 * freqs * cin * cout + group * 2 * freqs * (cin + cout) +
+                            th * (WorkspaceValues(tp, std::max(g.cin, g.cout)) +
+                                  WorkspaceValues(tp, g.cout, freqs * cout)),
+                        t);
 }
 
 // Twiddle factors and stage list of a complex FFT of length n (n a product of 2, 3, 5).

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "kseg_ops/cc/common/non_finite.h"
 #include "kseg_ops/cc/kernels/cpu_parallel.h"
+#include "kseg_ops/cc/kernels/op_limits.h"
 #include "kseg_ops/cc/lattice/dense_crf.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -35,9 +36,12 @@ absl::Status DenseCrf<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUD
                                                 const DenseCrfParams& params, const T* scores,
                                                 const T* image, int64_t batch, int64_t h, int64_t w,
                                                 int channels, T* q) {
-  const std::string error =
-      crf::DenseCrfCpu(params, scores, image, batch, h, w, channels, q, MakeParallelFor(d));
-  return error.empty() ? absl::OkStatus() : absl::InvalidArgumentError(error);
+  RunControl control = MakeRunControl(ctx);
+  return CatchBadAlloc("the dense CRF", crf::CrfSizes(batch, h, w, channels), [&] {
+    const std::string error = crf::DenseCrfCpu(params, scores, image, batch, h, w, channels, q,
+                                               MakeParallelFor(d), /*allow_wide=*/true, &control);
+    return CoreStatus(control, error);
+  });
 }
 
 template struct DenseCrf<CPUDevice, float>;
@@ -60,6 +64,8 @@ class DenseCrfOp : public OpKernel {
  public:
   explicit DenseCrfOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("iterations", &params_.iterations));
+    const std::string iterations_error = CrfIterationsError(params_.iterations);
+    OP_REQUIRES(ctx, iterations_error.empty(), absl::InvalidArgumentError(iterations_error));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("gaussian_sxy", &params_.gaussian_sxy));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("gaussian_compat", &params_.gaussian_compat));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bilateral_sxy", &params_.bilateral_sxy));

@@ -18,6 +18,7 @@
 #include "kseg_ops/cc/common/non_finite.h"
 #include "kseg_ops/cc/fft/fft_conv_core.h"
 #include "kseg_ops/cc/kernels/cpu_parallel.h"
+#include "kseg_ops/cc/kernels/op_limits.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -74,27 +75,33 @@ absl::Status CheckFinite(const char* name, const T* data, int64_t n, const CPUDe
       NonFiniteMessage(name, bad, {}, static_cast<double>(data[bad]), kFftNeedsFinite));
 }
 
-absl::Status FromCore(const std::string& error) {
-  return error.empty() ? absl::OkStatus() : absl::InvalidArgumentError(error);
-}
-
 }  // namespace
 
 namespace functor {
 
 #if KSEG_FFT_MULTI_ISA
-#define KSEG_FFT_DISPATCH(call)            \
-  switch (BestIsa()) {                     \
-    case Isa::kAvx512:                     \
-      return FromCore(fft::avx512::call);  \
-    case Isa::kAvx2:                       \
-      return FromCore(fft::avx2::call);    \
-    default:                               \
-      return FromCore(fft::generic::call); \
+#define KSEG_FFT_DISPATCH(call)                       \
+  switch (BestIsa()) {                                \
+    case Isa::kAvx512:                                \
+      return CoreStatus(control, fft::avx512::call);  \
+    case Isa::kAvx2:                                  \
+      return CoreStatus(control, fft::avx2::call);    \
+    default:                                          \
+      return CoreStatus(control, fft::generic::call); \
   }
 #else
-#define KSEG_FFT_DISPATCH(call) return FromCore(fft::generic::call);
+#define KSEG_FFT_DISPATCH(call) return CoreStatus(control, fft::generic::call);
 #endif
+
+// The shapes an FFT error names.
+inline std::string FftSizes(int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t kh,
+                            int64_t kw, int64_t cout) {
+  return absl::StrCat("input.shape=[", batch, ", ", h, ", ", w, ", ", cin, "], filter.shape=[", kh,
+                      ", ", kw, ", ", cin, ", ", cout, "]");
+}
+
+// Shards of one parallel_for run on the pool's threads and on the caller.
+inline int64_t Shards(const CPUDevice& d) { return d.numThreads() + 1; }
 
 template <typename T>
 absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPUDevice& d,
@@ -104,8 +111,15 @@ absl::Status FftConv2D<CPUDevice, T>::operator()(OpKernelContext* ctx, const CPU
                                                  T* output) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
+  const std::string sizes = FftSizes(batch, h, w, cin, kh, kw, cout);
+  RunControl control = MakeRunControl(ctx);
+  const std::string error = CheckBudget(&control, fft::CorrelateBytes(g, tp, sizeof(T), Shards(d)),
+                                        "the FFT convolution", sizes);
+  if (!error.empty()) return CoreStatus(control, error);
   const fft::ParallelFor parallel_for = MakeParallelFor(d);
-  KSEG_FFT_DISPATCH(Correlate<T>(g, tp, input, kernel, output, parallel_for));
+  return CatchBadAlloc("the FFT convolution", sizes, [&]() -> absl::Status {
+    KSEG_FFT_DISPATCH(Correlate<T>(g, tp, input, kernel, output, parallel_for, &control));
+  });
 }
 
 template <typename T>
@@ -114,9 +128,21 @@ absl::Status FftConv2DBackpropInput<CPUDevice, T>::operator()(
     int64_t h, int64_t w, int64_t cin, int64_t kh, int64_t kw, int64_t cout, bool padding_same,
     T* grad_input) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
+  // The input gradient is a correlation on the transposed geometry, plus the flipped kernel.
+  const fft::Geometry t = fft::InputGradientGeometry(g);
+  const int64_t bytes = fft::CorrelateBytes(t, fft::ChooseTilePlan(t, sizeof(T), d.numThreads()),
+                                            sizeof(T), Shards(d)) +
+                        fft::SaturatedBytes(static_cast<double>(kh) * kw * cin * cout, sizeof(T));
+  const std::string sizes = FftSizes(batch, h, w, cin, kh, kw, cout);
+  RunControl control = MakeRunControl(ctx);
+  const std::string error =
+      CheckBudget(&control, bytes, "the FFT convolution's input gradient", sizes);
+  if (!error.empty()) return CoreStatus(control, error);
   const fft::ParallelFor parallel_for = MakeParallelFor(d);
-  KSEG_FFT_DISPATCH(
-      CorrelateBackpropInput<T>(g, grad_output, kernel, grad_input, d.numThreads(), parallel_for));
+  return CatchBadAlloc("the FFT convolution's input gradient", sizes, [&]() -> absl::Status {
+    KSEG_FFT_DISPATCH(CorrelateBackpropInput<T>(g, grad_output, kernel, grad_input, d.numThreads(),
+                                                parallel_for, &control));
+  });
 }
 
 template <typename T>
@@ -128,9 +154,17 @@ absl::Status FftConv2DBackpropFilter<CPUDevice, T>::operator()(OpKernelContext* 
                                                                bool padding_same, T* grad_kernel) {
   const fft::Geometry g = fft::ConvGeometry(batch, h, w, cin, kh, kw, cout, padding_same);
   const fft::TilePlan tp = fft::ChooseTilePlan(g, sizeof(T), d.numThreads());
+  const std::string sizes = FftSizes(batch, h, w, cin, kh, kw, cout);
+  RunControl control = MakeRunControl(ctx);
+  const std::string error =
+      CheckBudget(&control, fft::BackpropFilterBytes(g, tp, sizeof(T), Shards(d)),
+                  "the FFT convolution's filter gradient", sizes);
+  if (!error.empty()) return CoreStatus(control, error);
   const fft::ParallelFor parallel_for = MakeParallelFor(d);
-  KSEG_FFT_DISPATCH(
-      CorrelateBackpropFilter<T>(g, tp, input, grad_output, grad_kernel, parallel_for));
+  return CatchBadAlloc("the FFT convolution's filter gradient", sizes, [&]() -> absl::Status {
+    KSEG_FFT_DISPATCH(
+        CorrelateBackpropFilter<T>(g, tp, input, grad_output, grad_kernel, parallel_for, &control));
+  });
 }
 
 #undef KSEG_FFT_DISPATCH

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kseg_ops/cc/kernels/cpu_parallel.h"
+#include "kseg_ops/cc/kernels/op_limits.h"
 #include "kseg_ops/cc/lattice/permutohedral.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
@@ -30,18 +31,34 @@ absl::Status LatticeFilter<CPUDevice, T>::operator()(OpKernelContext* ctx, const
                                                      const T* features, const T* values,
                                                      int64_t batch, int64_t n, int feature_dim,
                                                      int channels, bool transpose, T* output) {
+  // Host bytes: Permutohedral::PointBytes(n, feature_dim) before building, plus
+  // VertexBytes(padded channels) once the vertex count is known (see permutohedral.h).
+  const std::string sizes =
+      absl::StrCat("values.shape=[", batch, ", ", n, ", ", channels, "], features.shape=[", batch,
+                   ", ", n, ", ", feature_dim, "]");
+  RunControl control = MakeRunControl(ctx);
+  const int64_t point_bytes = lattice::Permutohedral<T>::PointBytes(n, feature_dim);
+  std::string error = CheckBudget(&control, point_bytes, "lattice_filter", sizes);
+  if (!error.empty()) return CoreStatus(control, error);
   const lattice::ParallelFor parallel_for = MakeParallelFor(d);
-  lattice::Permutohedral<T> lat;
-  lattice::FilterWorkspace<T> workspace;
-  for (int64_t b = 0; b < batch; ++b) {
-    const std::string error =
-        lat.Build(features + b * n * feature_dim, n, feature_dim, feature_dim, parallel_for);
-    if (!error.empty())
-      return absl::InvalidArgumentError(absl::StrCat("features (batch element ", b, "): ", error));
-    lat.Filter(values + b * n * channels, channels, channels, nullptr, nullptr, T(1), transpose,
-               false, output + b * n * channels, channels, &workspace, parallel_for);
-  }
-  return absl::OkStatus();
+  return CatchBadAlloc("lattice_filter", sizes, [&] {
+    lattice::Permutohedral<T> lat;
+    lattice::FilterWorkspace<T> workspace;
+    for (int64_t b = 0; b < batch; ++b) {
+      if (control.Cancelled()) return absl::CancelledError("lattice_filter was cancelled");
+      error = lat.Build(features + b * n * feature_dim, n, feature_dim, feature_dim, parallel_for);
+      if (!error.empty())
+        return absl::InvalidArgumentError(
+            absl::StrCat("features (batch element ", b, "): ", error));
+      error = CheckBudget(
+          &control, point_bytes + lat.VertexBytes(lattice::PaddedChannels(channels)),
+          "lattice_filter", absl::StrCat(sizes, " (lattice vertices: ", lat.num_vertices(), ")"));
+      if (!error.empty()) return CoreStatus(control, error);
+      lat.Filter(values + b * n * channels, channels, channels, nullptr, nullptr, T(1), transpose,
+                 false, output + b * n * channels, channels, &workspace, parallel_for);
+    }
+    return absl::OkStatus();
+  });
 }
 
 template struct LatticeFilter<CPUDevice, float>;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kseg_ops/cc/common/parallel_for.h"
+#include "kseg_ops/cc/common/run_control.h"
 #include "kseg_ops/cc/lattice/dense_crf_params.h"
 #include "kseg_ops/cc/lattice/permutohedral.h"
 #include "kseg_ops/cc/lattice/scratch_cache.h"
@@ -577,6 +578,9 @@ struct MeanFieldInputs {
   FilterWorkspace<T>* ws_b = nullptr;
   bool wide = false;   // the AVX2 + FMA kernels may run (UseWideKernels)
   T* q_out = nullptr;  // [n, channels]
+  // Polled between iterations: a cancelled call stops early (the caller reports it).
+  const RunControl* control = nullptr;
+  bool Cancelled() const { return control != nullptr && control->Cancelled(); }
 };
 
 // Runs the whole mean field fused (CanFuse must hold) on the op's scores [n, channels];
@@ -618,6 +622,7 @@ void FusedMeanField(const MeanFieldInputs<T>& in, const ParallelFor& parallel_fo
     pass.n = n;
     pass.channels = in.channels;
     for (int it = 0; it <= params.iterations; ++it) {
+      if (in.Cancelled()) return;
       const bool last = it == params.iterations;
       pass.buf_g = last ? nullptr : bufs_g;
       pass.buf_b = last ? nullptr : bufs_b;
@@ -688,6 +693,7 @@ void MeanField(const MeanFieldInputs<T>& in, const ParallelFor& parallel_for) {
   T* q_work = q_work_buffer.data();
   const bool wide = in.wide;
   for (int it = 0; it <= params.iterations; ++it) {
+    if (in.Cancelled()) return;
     UpdateArgs<T> args{unary_padded.data(), q_work,    &gaussian, &bilateral, nullptr, nullptr,
                        in.norm_g,           in.norm_b, compat_g,  compat_b,   cp};
     if (it > 0) {
@@ -722,20 +728,53 @@ void RunMeanField(const MeanFieldInputs<T>& in, const ParallelFor& parallel_for)
 }
 
 // Buffers and lattices of one DenseCrfCpu call. The last one used is kept for the next call
-// (up to kCachedScratchBytes; see scratch_cache.h).
+// while it fits the cache's cap (see scratch_cache.h).
 template <typename T>
 struct CrfScratch {
   std::vector<T> gaussian_features, bilateral_features, ones, norm_g, norm_b;
   CrfScratchBuffers<T> buffers;
   Permutohedral<T> gaussian, bilateral;
   FilterWorkspace<T> workspace, ws_g, ws_b;
+
+  // Everything this scratch keeps allocated.
+  int64_t CapacityBytes() const {
+    size_t values = gaussian_features.capacity() + bilateral_features.capacity() + ones.capacity() +
+                    norm_g.capacity() + norm_b.capacity() + buffers.unary.capacity() +
+                    buffers.q_work.capacity() + buffers.parts.capacity();
+    return static_cast<int64_t>(values * sizeof(T)) + gaussian.CapacityBytes() +
+           bilateral.CapacityBytes() + workspace.CapacityBytes() + ws_g.CapacityBytes() +
+           ws_b.CapacityBytes();
+  }
 };
-constexpr int64_t kCachedScratchBytes = int64_t{512} << 20;
 
 template <typename T>
 ScratchCache<CrfScratch<T>>& GetScratchCache() {
-  static ScratchCache<CrfScratch<T>>* cache = new ScratchCache<CrfScratch<T>>(kCachedScratchBytes);
+  static ScratchCache<CrfScratch<T>>* cache = new ScratchCache<CrfScratch<T>>();
   return *cache;
+}
+
+// Host bytes one DenseCrfCpu call needs for images of n pixels and rows of cp padded channels
+// (t = sizeof(T)), before its lattices are built:
+//   t n (7 features + 3 normalisers + 2 cp unary and Q rows)
+//   + Permutohedral::PointBytes(n, 2) + Permutohedral::PointBytes(n, 5).
+template <typename T>
+int64_t CrfPointBytes(int64_t n, int cp) {
+  return static_cast<int64_t>(sizeof(T)) * n * (7 + 3 + 2 * int64_t{cp}) +
+         Permutohedral<T>::PointBytes(n, 2) + Permutohedral<T>::PointBytes(n, 5);
+}
+// Once built: VertexBytes(cp) of both lattices, the filter of ones (2 (m + 1) t each) and the
+// fused mean field's range buffers (`part_rows` rows of cp values).
+template <typename T>
+int64_t CrfVertexBytes(const Permutohedral<T>& gaussian, const Permutohedral<T>& bilateral, int cp,
+                       int64_t part_rows) {
+  const int64_t t = sizeof(T);
+  return gaussian.VertexBytes(cp) + bilateral.VertexBytes(cp) +
+         2 * t * (gaussian.num_vertices() + bilateral.num_vertices() + 2) + part_rows * cp * t;
+}
+
+inline std::string CrfSizes(int64_t batch, int64_t h, int64_t w, int channels) {
+  return "scores.shape=[" + std::to_string(batch) + ", " + std::to_string(h) + ", " +
+         std::to_string(w) + ", " + std::to_string(channels) + "]";
 }
 
 // Dense CRF inference for `batch` images: scores [batch, h, w, channels] (as params.scores
@@ -746,9 +785,15 @@ ScratchCache<CrfScratch<T>>& GetScratchCache() {
 template <typename T>
 std::string DenseCrfCpu(const DenseCrfParams& params, const T* scores, const T* image,
                         int64_t batch, int64_t h, int64_t w, int channels, T* q,
-                        const ParallelFor& parallel_for, bool allow_wide = true) {
+                        const ParallelFor& parallel_for, bool allow_wide = true,
+                        RunControl* control = nullptr) {
+  std::string error = CrfIterationsError(params.iterations);
+  if (!error.empty()) return error;
   const int64_t n = h * w;
   const int cp = lattice::PaddedChannels(channels);
+  const int64_t point_bytes = CrfPointBytes<T>(n, cp);
+  error = CheckBudget(control, point_bytes, "the dense CRF", CrfSizes(batch, h, w, channels));
+  if (!error.empty()) return error;
   std::unique_ptr<CrfScratch<T>> scratch = GetScratchCache<T>().Take();
   std::vector<T>& gaussian_features = scratch->gaussian_features;
   std::vector<T>& bilateral_features = scratch->bilateral_features;
@@ -766,17 +811,13 @@ std::string DenseCrfCpu(const DenseCrfParams& params, const T* scores, const T* 
   FilterWorkspace<T>& ws_b = scratch->ws_b;
   struct GiveBack {
     std::unique_ptr<CrfScratch<T>>& scratch;
-    int64_t bytes;
-    ~GiveBack() {
-      const int64_t total =
-          bytes + scratch->gaussian.MemoryBytes() + scratch->bilateral.MemoryBytes();
-      GetScratchCache<T>().Give(std::move(scratch), total);
-    }
-  } give_back{scratch, static_cast<int64_t>(sizeof(T)) * n * (2 + 5 + 2 * cp + 3)};
+    ~GiveBack() { GetScratchCache<T>().Give(std::move(scratch)); }
+  } give_back{scratch};
   const bool symmetric = params.normalization == CrfNormalization::kSymmetric;
   const bool wide = allow_wide && UseWideKernels<T>();
 
   for (int64_t b = 0; b < batch; ++b) {
+    if (control != nullptr && control->Cancelled()) return CancelledError(control, "the dense CRF");
     const T* img = image + b * n * 3;
     const T* un = scores + b * n * channels;
     const T inv_gs = T(1) / T(params.gaussian_sxy), inv_bs = T(1) / T(params.bilateral_sxy),
@@ -794,8 +835,8 @@ std::string DenseCrfCpu(const DenseCrfParams& params, const T* scores, const T* 
         f[4] = img[p * 3 + 2] * inv_br;
       }
     });
-    std::string error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for,
-                                       /*with_splat_lists=*/false);
+    error = gaussian.Build(gaussian_features.data(), n, 2, 2, parallel_for,
+                           /*with_splat_lists=*/false);
     if (!error.empty()) return CrfLatticeError(params, /*bilateral=*/false, b, error);
     error = bilateral.Build(bilateral_features.data(), n, 5, 5, parallel_for,
                             /*with_splat_lists=*/false);
@@ -807,6 +848,14 @@ std::string DenseCrfCpu(const DenseCrfParams& params, const T* scores, const T* 
     const PartBuffers pg = MakePartBuffers(gaussian, parts, parallel_for);
     const PartBuffers pb = MakePartBuffers(bilateral, parts, parallel_for);
     const bool fused = CanFuse<T>(cp, pg, pb, wide);
+    error = CheckBudget(control,
+                        point_bytes + CrfVertexBytes(gaussian, bilateral, cp,
+                                                     fused ? pg.total_rows + pb.total_rows : 0),
+                        "the dense CRF",
+                        CrfSizes(batch, h, w, channels) + " (lattice vertices: gaussian=" +
+                            std::to_string(gaussian.num_vertices()) +
+                            ", bilateral=" + std::to_string(bilateral.num_vertices()) + ")");
+    if (!error.empty()) return error;
     const PartBuffers* fused_g = fused ? &pg : nullptr;
     const PartBuffers* fused_b = fused ? &pb : nullptr;
     // Normalisers from the filter of ones: D^-1/2 (symmetric) or D^-1 (after).
@@ -853,7 +902,9 @@ std::string DenseCrfCpu(const DenseCrfParams& params, const T* scores, const T* 
     in.ws_b = &ws_b;
     in.wide = wide;
     in.q_out = q + b * n * channels;
+    in.control = control;
     RunMeanField(in, parallel_for);
+    if (in.Cancelled()) return CancelledError(control, "the dense CRF");
   }
   return std::string();
 }

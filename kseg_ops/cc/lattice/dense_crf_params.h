@@ -26,6 +26,17 @@ enum class CrfNormalization { kSymmetric = 0, kAfter = 1 };
 enum class CrfScores { kUnary = 0, kProbabilities = 1, kLogits = 2 };
 constexpr double kProbabilityClip = 1e-5;
 
+// The most mean-field iterations one call runs (the reference converges within tens; the cap
+// bounds how long a call can take). The op and the Python wrapper refuse more.
+constexpr int kMaxCrfIterations = 1000;
+
+// Empty when `iterations` is allowed, else the error.
+inline std::string CrfIterationsError(int iterations) {
+  if (iterations >= 0 && iterations <= kMaxCrfIterations) return std::string();
+  return "iterations must be in [0, " + std::to_string(kMaxCrfIterations) +
+         "]. Received: iterations=" + std::to_string(iterations);
+}
+
 struct DenseCrfParams {
   int iterations = 10;
   float gaussian_sxy = 3.f;

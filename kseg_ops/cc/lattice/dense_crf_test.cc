@@ -280,6 +280,50 @@ KSEG_TEST(UnusableFeaturesAreReported) {
   KSEG_EXPECT(error.find("Received: bilateral_sxy=4, bilateral_srgb=1e-35") != std::string::npos);
 }
 
+// Over the byte budget, or cancelled: an error of that kind, not a result or an abort.
+KSEG_TEST(BudgetAndCancellationStopTheCall) {
+  const Scene s = MakeScene(16, 12, 3, 9);
+  DenseCrfParams p = SmallImageParams(CrfNormalization::kSymmetric);
+  std::vector<float> probs(s.probs.begin(), s.probs.end()), image(s.image.begin(), s.image.end()),
+      q(probs.size());
+  const int64_t need = kseg::crf::CrfPointBytes<float>(16 * 12, 8);
+  KSEG_EXPECT(need == 16 * 12 * (4 * (10 + 16) + 183));
+  kseg::RunControl control;
+  control.budget_bytes = need - 1;
+  std::string error = DenseCrfCpu<float>(p, probs.data(), image.data(), 1, 16, 12, 3, q.data(),
+                                         SerialFor(), true, &control);
+  KSEG_EXPECT(control.failure == kseg::RunFailure::kOverBudget);
+  KSEG_EXPECT(error.find("needs " + std::to_string(need) + " bytes") != std::string::npos);
+  KSEG_EXPECT(error.find("scores.shape=[1, 16, 12, 3]") != std::string::npos);
+  // Cancelled after two polls: the mean field stops and says so.
+  kseg::RunControl cancel;
+  int polls = 0;
+  cancel.is_cancelled = [&polls] { return ++polls > 2; };
+  p.iterations = 50;
+  error = DenseCrfCpu<float>(p, probs.data(), image.data(), 1, 16, 12, 3, q.data(), SerialFor(),
+                             true, &cancel);
+  KSEG_EXPECT(cancel.failure == kseg::RunFailure::kCancelled);
+  KSEG_EXPECT(error == "the dense CRF was cancelled");
+  KSEG_EXPECT(polls < 10);
+  p.iterations = kseg::kMaxCrfIterations + 1;
+  error = DenseCrfCpu<float>(p, probs.data(), image.data(), 1, 16, 12, 3, q.data(), SerialFor());
+  KSEG_EXPECT(error == "iterations must be in [0, 1000]. Received: iterations=1001");
+}
+
+// The cache counts what the scratch really holds, keeps it under the cap and frees it on release.
+KSEG_TEST(ScratchCacheCountsCapacitiesAndReleases) {
+  const Scene s = MakeScene(40, 30, 5, 11);
+  const DenseCrfParams p = SmallImageParams(CrfNormalization::kAfter);
+  kseg::ReleaseCachedScratch();
+  RunCrf<double>(s, p, true, SerialFor());
+  const int64_t held = kseg::CachedScratchBytes();
+  // At least the per-pixel vectors' and both lattices' sizes (capacities are no smaller).
+  KSEG_EXPECT(held >= kseg::crf::CrfPointBytes<double>(40 * 30, 8) / 2);
+  KSEG_EXPECT(held <= kseg::kDefaultCacheBytes);
+  KSEG_EXPECT(kseg::ReleaseCachedScratch() == held);
+  KSEG_EXPECT(kseg::CachedScratchBytes() == 0);
+}
+
 }  // namespace
 
 int main() { return kseg::testing::RunAll(); }

@@ -288,6 +288,9 @@ class KeyTable {
 template <typename T>
 struct FilterWorkspace {
   std::vector<T> a, b;
+  int64_t CapacityBytes() const {
+    return static_cast<int64_t>((a.capacity() + b.capacity()) * sizeof(T));
+  }
 };
 
 template <typename T>
@@ -298,11 +301,27 @@ class Permutohedral {
   // Number of lattice vertices (not counting the zero vertex used for missing neighbours).
   int64_t num_vertices() const { return m_; }
 
-  // Bytes held by the built lattice (for memory accounting).
-  int64_t MemoryBytes() const {
-    return static_cast<int64_t>(offset_.size() * 4 + barycentric_.size() * sizeof(T) +
-                                neighbours_.size() * 4 + vertex_start_.size() * 8 +
-                                splat_point_.size() * 4 + splat_weight_.size() * sizeof(T));
+  // Bytes this lattice keeps allocated (capacities, build scratch included).
+  int64_t CapacityBytes() const {
+    return static_cast<int64_t>(offset_.capacity() * 4 + barycentric_.capacity() * sizeof(T) +
+                                neighbours_.capacity() * 4 + vertex_start_.capacity() * 8 +
+                                splat_point_.capacity() * 4 + splat_weight_.capacity() * sizeof(T) +
+                                scratch_rem0_.capacity() * 4 + scratch_rank_.capacity() +
+                                scratch_overflow_.capacity());
+  }
+
+  // Host bytes a lattice of n points in d dimensions allocates before its vertices are known:
+  // n (d + 1) (4 + t) offsets and barycentrics, as much again for the splat lists, and
+  // n (4 d + d + 2) of build scratch (t = sizeof(T)). The vertex key tables come on top.
+  static int64_t PointBytes(int64_t n, int d) {
+    const int64_t t = sizeof(T);
+    return n * (d + 1) * (4 + t) * 2 + n * (4 * d + d + 2);
+  }
+  // Host bytes that depend on the vertex count m once built: m (d + 1) 2 * 4 blur neighbours,
+  // (m + 2) 8 splat list starts, and 2 (m + 1) cp t for one filter of cp padded channels.
+  int64_t VertexBytes(int cp) const {
+    const int64_t t = sizeof(T);
+    return m_ * (d_ + 1) * 2 * 4 + (m_ + 2) * 8 + 2 * (m_ + 1) * cp * t;
   }
 
   // Builds the lattice for n points with features [n, d] (row stride `feature_stride`).

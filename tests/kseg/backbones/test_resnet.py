@@ -100,7 +100,7 @@ def test_resnet101_matches_keras_applications(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="output_stride.*received 4"):
+    with pytest.raises(ValueError, match="output_stride.*Received: output_stride=4"):
         backbone_model("resnet50", output_stride=4)
     with pytest.raises(ValueError, match="multi_grid"):
         backbone_model("resnet50", multi_grid=(1, 2))

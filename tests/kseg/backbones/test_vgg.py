@@ -58,3 +58,30 @@ def test_bad_arguments():
         backbone_model(pool_size=4)
     with pytest.raises(ValueError, match="output_stride.*64"):
         backbone_model(output_stride=64)
+
+
+def test_bn_encoder_names_shapes_and_pool_indices():
+    from kseg.backbones.vgg import VGG16_CONVS, VGG16_FILTERS, vgg16_bn_encoder
+
+    assert VGG16_FILTERS == (64, 128, 256, 512, 512) and VGG16_CONVS == (2, 2, 3, 3, 3)
+    # the encoder moved from kseg.models.segnet; the old import path still works
+    from kseg.models.segnet import vgg16_bn_encoder as old_path
+
+    assert old_path is vgg16_bn_encoder is kseg.backbones.vgg16_bn_encoder
+    inputs = keras.Input((None, None, 3))
+    pooled, skips = vgg16_bn_encoder(inputs, (4, 4, 8, 8, 8), None, "test")
+    model = keras.Model(inputs, [pooled, skips[0][0]])
+    names = [layer.name for layer in model.layers]
+    assert names[1:5] == ["block1_conv1", "block1_bn1", "block1_relu1", "block1_conv2"]
+    assert "block5_relu3" in names and "block5_pool" in names
+    probe = keras.Model(inputs, [skips[0][0], model.get_layer("block1_pool").output[0]])
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 37, 21, 3)).astype("float32")
+    out = np.asarray(model.predict(images, verbose=0)[0])
+    assert out.shape == (1, 2, 1, 8)  # ceil mode: 37 -> 19 -> 10 -> 5 -> 3 -> 2
+    pre_pool, pooled1 = (np.asarray(t) for t in probe.predict(images, verbose=0))
+    # ceil-mode 2x2 max pooling of the stage's last ReLU
+    padded = np.pad(pre_pool, ((0, 0), (0, 1), (0, 1), (0, 0)), constant_values=-np.inf)
+    expected = padded.reshape(1, 19, 2, 11, 2, 4).max(axis=(2, 4))
+    np.testing.assert_array_equal(pooled1, expected)
+    with pytest.raises(ValueError, match=r"Received: stage_filters=\(4, 4, 8, 8, 8\)"):
+        vgg16_bn_encoder(keras.Input((32, 32, 3)), (4, 4, 8, 8, 8), "imagenet", "test")

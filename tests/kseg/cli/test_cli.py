@@ -294,5 +294,134 @@ def test_flip_average_averages_the_four_flips():
     )
     with pytest.raises(ValueError, match="at least one flip"):
         FlipAverage(model, flips=())
-    with pytest.raises(ValueError, match=r"received \(3,\)"):
+    with pytest.raises(ValueError, match=r"Received: axes=\(3,\)"):
         FlipAverage(model, flips=((3,),))
+
+
+def _voc_of_two_sizes(root):
+    import kseg
+
+    # Train and val each hold images of two sizes (40x56 and 48x32).
+    scenes = kseg.data.synthetic(6, image_size=(40, 56), seed=5).concatenate(
+        kseg.data.synthetic(6, image_size=(48, 32), seed=6)
+    )
+    kseg.data.write_voc(
+        scenes, str(root), splits={"train": [0, 1, 2, 6, 7, 8], "val": [3, 4, 9, 10, 11]}
+    )
+    return ["--dataset", "voc", "--data-root", str(root), "--num-classes", "6"]
+
+
+def test_voc_of_mixed_sizes_trains_without_crop_size_and_evaluates_in_batches(tmp_path, capsys):
+    voc = _voc_of_two_sizes(tmp_path / "voc")
+    run = tmp_path / "run"
+    train = ["train", "--model", "unet", "--model-option", "base_filters=4", "--epochs", "1"]
+    # No --crop-size: training crops/pads to the default 512x512, so the batch of 3 stacks.
+    assert main([*train, "--batch-size", "3", "--output", str(run), *voc]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+
+    records = {}
+    for batch_size in (1, 2, 3):
+        out = tmp_path / f"eval_{batch_size}"
+        argv = ["evaluate", "--model", str(run / "model.keras"), "--output", str(out), *voc]
+        assert main([*argv, "--batch-size", str(batch_size)]) == 0
+        records[batch_size] = json.loads((out / "metrics.json").read_text())
+    # Every val pixel counted once at full size, and batching does not change the scores.
+    assert records[1]["num_pixels"] == 2 * 40 * 56 + 3 * 48 * 32
+    for batch_size in (2, 3):
+        np.testing.assert_array_equal(
+            records[batch_size]["confusion_matrix"], records[1]["confusion_matrix"]
+        )
+
+
+def test_model_option_reaches_the_builder(tmp_path, capsys):
+    import kseg
+
+    run = tmp_path / "run"
+    common = ["--dataset", "synthetic", "--image-size", "32", "32", "--num-images", "4"]
+    argv = ["train", "--model", "unet", "--epochs", "1", "--batch-size", "2", *common]
+    options = ["--model-option", "base_filters=4", "--model-option", "depth=2"]
+    assert main([*argv, *options, "--model-option", "variant=same", "--output", str(run)]) == 0
+    model = kseg.load_model(run / "model.keras")
+    want = kseg.models.UNet(num_classes=6, input_shape=(32, 32, 3), base_filters=4, depth=2)
+    assert model.count_params() == want.count_params()
+    config = model.get_config()
+    assert (config["base_filters"], config["depth"], config["variant"]) == (4, 2, "same")
+    capsys.readouterr()
+
+    assert main([*argv, "--model-option", "width=4", "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model 'unet' has no option 'width'; valid: base_filters, depth, dropout" in err
+    assert "Received: --model-option=width=4" in err
+    assert main([*argv, "--model-option", "base_filters", "--output", str(run)]) == 2
+    assert "must be KEY=VALUE. Received: --model-option=base_filters" in capsys.readouterr().err
+    assert main([*argv, "--model-option", "num_classes=3", "--output", str(run)]) == 2
+    assert "set by the dataset" in capsys.readouterr().err
+
+
+def test_export_saved_model_and_tflite(tmp_path, capsys):
+    import tensorflow as tf
+
+    import kseg
+
+    model = kseg.models.UNet(num_classes=3, input_shape=(None, None, 3), base_filters=4, depth=2)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    want = model.predict(images, verbose=0)
+
+    saved = tmp_path / "saved"
+    argv = ["export", "--model", str(path), "--output", str(saved), "--format", "saved_model"]
+    assert main(argv) == 0
+    serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    got = serve(images=tf.constant(images))["logits"].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    lite = tmp_path / "m.tflite"
+    argv = ["export", "--model", str(path), "--format", "tflite", "--output", str(lite)]
+    assert main([*argv, "--input-size", "32", "32"]) == 0
+    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert tuple(inp["shape"]) == (1, 32, 32, 3)
+    interpreter.set_tensor(inp["index"], images)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"]), want, rtol=1e-3, atol=1e-3)
+    capsys.readouterr()
+
+    # --quantize does not apply to a SavedModel: an error, not silently ignored.
+    bad = tmp_path / "bad"
+    argv = ["export", "--model", str(path), "--format", "saved_model", "--output", str(bad)]
+    assert main([*argv, "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "--quantize applies only to --format tflite" in err
+    assert "Received: --quantize=int8 with --format=saved_model" in err
+    assert not bad.exists()
+
+
+def test_cli_and_demo_synthetic_splits_are_those_of_kseg_data_load(tmp_path):
+    import keras
+
+    import kseg
+    from kseg import demo, engine
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(6, 3, padding="same")(inputs))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    out = tmp_path / "eval"
+    common = ["--dataset", "synthetic", "--image-size", "24", "32", "--num-images", "5"]
+    argv = ["evaluate", "--model", str(path), "--split", "test", "--seed", "4", *common]
+    assert main([*argv, "--output", str(out)]) == 0
+    split = kseg.data.load("synthetic", split="test", num_images=5, image_size=(24, 32), seed=4)
+    want = engine.evaluate(model, split.batch(1), 6, progress=False)["confusion_matrix"]
+    got = json.loads((out / "metrics.json").read_text())["confusion_matrix"]
+    np.testing.assert_array_equal(got, want)
+
+    # The demo's training and held-out scenes: the train and val splits of its seed.
+    for name in ("train", "val"):
+        images, labels = demo._split_arrays(name, 3, (24, 32), 2)
+        first = kseg.data.SYNTHETIC_SPLITS[name][0]
+        want_images, want_labels = kseg.data.synthetic_numpy(3, (24, 32), seed=2, first_index=first)
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)

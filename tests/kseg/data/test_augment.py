@@ -196,15 +196,15 @@ def test_pad_to_size_and_center_crop():
     [
         (
             dict(scale_range=(2.0, 1.0)),
-            r"scale_range must be a pair \(min, max\) with 0 < min <= max, received \(2.0, 1.0\)",
+            r"scale_range must be a pair \(min, max\) with 0 < min <= max. Received: scale_range=\(2.0, 1.0\)",
         ),
         (dict(scale_range=0.5), "scale_range"),
-        (dict(crop_size=(0, 5)), r"crop_size must be .* received \(0, 5\)"),
-        (dict(brightness=-0.1), "brightness must be a number >= 0, received -0.1"),
-        (dict(contrast=1.5), r"contrast must be a number in \[0, 1\], received 1.5"),
-        (dict(hue=0.7), r"hue must be a number in \[0, 0.5\], received 0.7"),
-        (dict(flip="yes"), "flip must be True or False, received 'yes'"),
-        (dict(seed=1.5), "seed must be an integer or None, received 1.5"),
+        (dict(crop_size=(0, 5)), r"crop_size must be .*. Received: crop_size=\(0, 5\)"),
+        (dict(brightness=-0.1), "brightness must be a number >= 0. Received: brightness=-0.1"),
+        (dict(contrast=1.5), r"contrast must be a number in \[0, 1\]. Received: contrast=1.5"),
+        (dict(hue=0.7), r"hue must be a number in \[0, 0.5\]. Received: hue=0.7"),
+        (dict(flip="yes"), "flip must be True or False. Received: flip='yes'"),
+        (dict(seed=1.5), "seed must be an integer or None. Received: seed=1.5"),
         (dict(image_pad_value=(1, 2)), "image_pad_value"),
     ],
 )

@@ -166,14 +166,15 @@ def test_folder_errors_at_creation(tmp_path):
 def test_pipeline_argument_errors(tmp_path):
     _voc(tmp_path, [np.zeros((4, 5))])
     with pytest.raises(
-        ValueError, match="batch_size must be a positive integer or None, received 0"
+        ValueError, match="batch_size must be a positive integer or None. Received: batch_size=0"
     ):
         voc(tmp_path, "train", batch_size=0)
     with pytest.raises(
-        ValueError, match="augment must be True, False or a kseg.data.Augment, received 'yes'"
+        ValueError,
+        match="augment must be True, False or a kseg.data.Augment. Received: augment='yes'",
     ):
         voc(tmp_path, "train", augment="yes")
-    with pytest.raises(ValueError, match=r"crop_size must be .* received -3"):
+    with pytest.raises(ValueError, match=r"crop_size must be .*. Received: crop_size=-3"):
         voc(tmp_path, "train", crop_size=-3)
 
 
@@ -191,3 +192,41 @@ def test_write_voc_errors(tmp_path):
         write_voc((images, labels), tmp_path)
     with pytest.raises(ValueError, match="images and labels differ in length: 2 and 1"):
         write_voc((images, labels[:1]), tmp_path)
+
+
+def test_decompression_bomb_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from kseg.data import read_image
+
+    path = tmp_path / "huge.png"
+    PILImage.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    # PIL refuses images over twice MAX_IMAGE_PIXELS: make this small one "too large".
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"huge\.png.*too large to decode safely"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("bad_id", ["../outside", "/etc/passwd", "sub/2007_000032", ".."])
+def test_voc_split_ids_cannot_leave_the_root(tmp_path, bad_id):
+    from kseg.data.voc import voc_pairs
+
+    root = tmp_path / "VOC"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text(f"{bad_id}\n")
+    with pytest.raises(ValueError, match=r"line 1 of .*train\.txt.*Received: id="):
+        voc_pairs(str(root), "train")
+
+
+def test_write_voc_names_cannot_leave_the_root(tmp_path):
+    from kseg.data import write_voc
+
+    images = np.zeros((1, 4, 4, 3), np.float32)
+    labels = np.zeros((1, 4, 4), np.int32)
+    with pytest.raises(ValueError, match=r"name_format.*Received: id='\.\./escaped_000000'"):
+        write_voc((images, labels), str(tmp_path / "voc"), name_format="../escaped_{:06d}")
+    assert not (tmp_path / "escaped_000000.jpg").exists()
+    with pytest.raises(ValueError, match=r"Received: id='\.\./train'"):
+        write_voc((images, labels), str(tmp_path / "voc"), splits={"../train": 1})

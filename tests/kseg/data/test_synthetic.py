@@ -205,21 +205,21 @@ def test_difficulty_and_knobs():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_images=-1), "num_images must be a non-negative integer, received -1"),
-        (dict(num_images=2, seed=-3), "seed must be a non-negative integer, received -3"),
-        (dict(num_images=2, image_size=(4, 32)), r"image_size .* received \(4, 32\)"),
+        (dict(num_images=-1), "num_images must be a non-negative integer. Received: num_images=-1"),
+        (dict(num_images=2, seed=-3), "seed must be a non-negative integer. Received: seed=-3"),
+        (dict(num_images=2, image_size=(4, 32)), r"image_size .*. Received: image_size=\(4, 32\)"),
         (dict(num_images=2, image_size="big"), "image_size"),
         (
             dict(num_images=2, num_classes=7),
-            r"num_classes must be an integer in \[2, 6\].*received 7",
+            r"num_classes must be an integer in \[2, 6\].*Received: num_classes=7",
         ),
         (
             dict(num_images=2, difficulty=1.5),
-            r"difficulty must be a number in \[0, 1\], received 1.5",
+            r"difficulty must be a number in \[0, 1\]. Received: difficulty=1.5",
         ),
         (
             dict(num_images=2, noise_std=-1.0),
-            "noise_std must be a non-negative number, received -1.0",
+            "noise_std must be a non-negative number. Received: noise_std=-1.0",
         ),
         (dict(num_images=2, min_objects=5, max_objects=2), "min_objects"),
         (dict(num_images=2, object_size=(0.3, 0.1)), "object_size"),
@@ -246,7 +246,7 @@ def test_load_synthetic_splits_are_disjoint_ranges():
     np.testing.assert_array_equal(val_images, synthetic_numpy(3, (24, 24), first_index=start)[0])
     np.testing.assert_array_equal(train_images, synthetic_numpy(3, (24, 24))[0])
     with pytest.raises(
-        ValueError, match="synthetic split must be one of train, val, test, received 'dev'"
+        ValueError, match="synthetic split must be one of train, val, test. Received: split='dev'"
     ):
         kseg.data.load("synthetic", split="dev")
 

@@ -36,7 +36,7 @@ def test_voc_colormap_matches_the_devkit_bit_layout():
     assert cmap[15].tolist() == [192, 128, 128]  # person
     assert cmap[255].tolist() == [224, 224, 192]  # ignore border
     with pytest.raises(
-        ValueError, match="num_colors must be an integer in \\[1, 256\\], received 300"
+        ValueError, match="num_colors must be an integer in \\[1, 256\\]. Received: num_colors=300"
     ):
         voc_colormap(300)
 
@@ -194,3 +194,39 @@ def test_load_dispatches_by_name(tmp_path, scenes):
         ValueError, match="Unknown dataset 'coco'. Valid names: folder, synthetic, voc"
     ):
         load("coco", tmp_path)
+
+
+def test_batch_by_size_groups_images_of_one_size():
+    small = kseg.data.synthetic(3, (16, 24), seed=1)
+    large = kseg.data.synthetic(2, (20, 20), seed=2)
+    mixed = small.concatenate(large).concatenate(kseg.data.synthetic(1, (16, 24), seed=3))
+    batches = [(x.numpy(), y.numpy()) for x, y in kseg.data.batch_by_size(mixed, 2)]
+    assert sorted(x.shape for x, _ in batches) == [
+        (2, 16, 24, 3),
+        (2, 16, 24, 3),
+        (2, 20, 20, 3),
+    ]
+    # Every example once, unpadded.
+    want = sorted(y.numpy().tobytes() for _, y in mixed)
+    got = sorted(label.tobytes() for _, ys in batches for label in ys)
+    assert got == want
+    fixed = kseg.data.batch_by_size(small, 2)
+    assert [x.shape[0] for x, _ in fixed] == [2, 1]
+    with pytest.raises(ValueError, match="Received: batch_size=0"):
+        kseg.data.batch_by_size(small, 0)
+
+
+def test_load_folder_takes_explicit_directories(tmp_path):
+    images, labels = kseg.data.synthetic_numpy(2, (16, 16), seed=0)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for i in range(2):
+        Image.fromarray(images[i].astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        Image.fromarray(labels[i].astype(np.uint8)).save(tmp_path / "lab" / f"{i}.png")
+    ds = kseg.data.load(
+        "folder", images_dir=str(tmp_path / "img"), masks_dir=str(tmp_path / "lab"), num_classes=6
+    )
+    got = np.stack([y.numpy() for _, y in ds])
+    np.testing.assert_array_equal(got, labels)
+    with pytest.raises(ValueError, match="images_dir and masks_dir must be given together"):
+        kseg.data.load("folder", images_dir=str(tmp_path / "img"))

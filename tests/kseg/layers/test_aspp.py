@@ -21,8 +21,6 @@ def test_layer_contract_with_the_shared_harness(kwargs, tmp_path):
         kwargs,
         x,
         input_shapes=(None, None, 5),
-        # The branches are built without the layer's dtype policy: see the xfail below.
-        check_dtypes=False,
         tmp_dir=tmp_path,
     )
     assert out.shape == (2, 7, 9, kwargs["filters"])
@@ -30,9 +28,6 @@ def test_layer_contract_with_the_shared_harness(kwargs, tmp_path):
     assert out.min() >= 0 and out.max() > 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ASPP's branch layers use the global dtype policy, not the layer's"
-)
 def test_dtype_policy_reaches_the_branches():
     x = np.random.default_rng(1).normal(size=(1, 5, 5, 3)).astype("float64")
     assert ASPP(filters=2, rates=(1,), dtype="float64")(x).dtype.name == "float64"

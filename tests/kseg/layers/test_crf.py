@@ -53,7 +53,9 @@ def test_dense_crf_in_a_model_predicts_and_round_trips(tmp_path):
 
 
 def test_layer_arguments_are_validated():
-    with pytest.raises(ValueError, match="DenseCRF: iterations must be an integer >= 0, got -2"):
+    with pytest.raises(
+        ValueError, match="DenseCRF: iterations must be an integer >= 0. Received: iterations=-2"
+    ):
         kseg.layers.DenseCRF(iterations=-2)
     with pytest.raises(ValueError, match="DenseCRF: bilateral_srgb must be a positive"):
         kseg.layers.DenseCRF(bilateral_srgb=0)

@@ -8,6 +8,7 @@ import tensorflow as tf
 import kseg
 from kseg.layers import FFTConv2D
 from kseg.models.gcn import GCN
+from kseg.testing import check_model
 
 RESNET50_NO_TOP_PARAMS = 23_587_712  # keras.applications.ResNet50(include_top=False)
 
@@ -46,6 +47,28 @@ def test_odd_input_sizes_give_logits_at_input_resolution():
     model = GCN(num_classes=3, input_shape=(None, None, 3), kernel_size=7)
     for h, w in ((45, 70), (33, 33)):
         assert model(_images(1, h, w)).shape == (1, h, w, 3)
+
+
+def _require_op_library():
+    import kseg_ops
+
+    try:
+        kseg_ops.load_ops_library()
+    except ImportError as error:
+        pytest.skip(f"GCN with fft_algorithm='fft' runs the compiled FftConv2D op: {error}")
+
+
+@pytest.mark.slow
+def test_contract_at_several_sizes(tmp_path):
+    _require_op_library()
+    results = check_model(
+        lambda shape: GCN(num_classes=3, input_shape=shape, kernel_size=7, fft_algorithm="fft"),
+        input_shapes=[(32, 48, 3), (45, 37, 3)],
+        num_classes=3,
+        learning_rate=1e-4,
+        tmp_dir=tmp_path,
+    )
+    assert results[0]["losses"][-1] < results[0]["losses"][0]
 
 
 @pytest.mark.slow
@@ -104,11 +127,15 @@ def test_trains_saves_and_exports(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(num_classes=0), "num_classes must be a positive int"),
-        (dict(backbone="vgg16"), "backbone must be one of .*received 'vgg16'"),
-        (dict(kernel_size=0), "kernel_size must be a positive int, received 0"),
-        (dict(fft_algorithm="fast"), "fft_algorithm must be one of .*received 'fast'"),
+        (dict(num_classes=0), "num_classes must be a positive int. Received: num_classes=0"),
+        (dict(backbone="vgg16"), "backbone must be one of .*Received: backbone='vgg16'"),
+        (dict(kernel_size=0), "kernel_size must be a positive int. Received: kernel_size=0"),
+        (
+            dict(fft_algorithm="fast"),
+            "fft_algorithm must be one of .*Received: fft_algorithm='fast'",
+        ),
         (dict(input_shape=(64, 64, 1)), "must have 3 channels"),
+        (dict(weights=7), "Received: weights=7"),
     ],
 )
 def test_argument_errors(kwargs, match):

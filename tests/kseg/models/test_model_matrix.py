@@ -32,6 +32,11 @@ MATRIX = {
         "kwargs": {"stage_filters": (8, 8, 16, 16, 16), "fc_units": 32, "fc_kernel_size": 2},
     },
     "unet": {"kwargs": {"base_filters": 8, "depth": 3}},
+    # real-time family (issue 15): narrow or shallow versions of the paper configurations
+    "enet": {"kwargs": {"alpha": 0.5}},
+    "erfnet": {"kwargs": {"alpha": 0.25}},
+    "espnet": {"kwargs": {"p": 1, "q": 1}},
+    "espnetv2": {"kwargs": {"s": 0.5, "decoder_channels": 8}},
     # Full VGG16 convolutions with narrow fc6/fc7 (the paper's 4096-wide ones make 134 M).
     "fcn": {"kwargs": {"variant": "8s", "fc_channels": 32}, "slow": "VGG16 at full width"},
     # Full-width VGG/ResNet without pretraining diverge at Adam's 1e-3 on a batch of 2.
@@ -67,6 +72,11 @@ MATRIX = {
         "learning_rate": 1e-5,
         "slow": "ResNet-50 at full width",
     },
+    # two-branch and cascade real-time models: small widths, auxiliary/cascade outputs on
+    "bisenetv1": {"kwargs": {"backbone": "xception39"}},
+    "bisenetv2": {"kwargs": {"alpha": 0.25, "head_channels": 32}},
+    "fastscnn": {"kwargs": {"alpha": 0.25}},
+    "icnet": {"kwargs": {"alpha": 0.125}},
     # zero-initialised scorers (as FCN) and dropout 0.5: the loss starts at exactly ln(3) and
     # the first steps move it by dropout noise; 6 steps (as its own test) bring it down
     "crfasrnn": {

@@ -5,7 +5,9 @@
 ``w_c`` balances the class frequencies, ``d1``/``d2`` are the distances from a background pixel
 to the nearest and second-nearest object. Thin background gaps between touching objects get a
 large weight, so a network trained with ``loss(y, p, sample_weight=w)`` learns to keep them.
-The map is computed once per training image, with numpy/scipy, outside the model.
+The map is computed once per training image, with numpy/scipy, outside the model. It sits
+beside the losses (``kseg.losses.unet_weight_map``); ``kseg.models.unet_weight_map`` is the
+same function, where it lived before.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ def _check_labels(labels):
     if array.ndim not in (2, 3) or array.size == 0:
         raise ValueError(
             f"labels must be a non-empty integer map [H, W] or [B, H, W] (a trailing 1 is "
-            f"accepted), received shape {np.shape(labels)!r}"
+            f"accepted). Received: shape={np.shape(labels)!r}"
         )
     if not np.issubdtype(array.dtype, np.integer):
         if np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0):
             array = array.astype(np.int64)
         else:
-            raise ValueError(f"labels must hold integers, received dtype {array.dtype}")
+            raise ValueError(f"labels must hold integers. Received: dtype={array.dtype}")
     return array
 
 
@@ -139,14 +141,14 @@ def unet_weight_map(
     array = _check_labels(labels)
     for name, value in (("w0", w0), ("sigma", sigma)):
         if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
-            raise ValueError(f"{name} must be a number, received {value!r}")
+            raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
     if w0 < 0:
-        raise ValueError(f"w0 must be >= 0, received {w0!r}")
+        raise ValueError(f"w0 must be >= 0. Received: w0={w0!r}")
     if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, received {sigma!r}")
+        raise ValueError(f"sigma must be > 0. Received: sigma={sigma!r}")
     if class_weights is not None and not hasattr(class_weights, "__getitem__"):
         raise ValueError(
-            f"class_weights must be None, a sequence or a dict, received {class_weights!r}"
+            f"class_weights must be None, a sequence or a dict. Received: class_weights={class_weights!r}"
         )
     args = (
         float(w0),

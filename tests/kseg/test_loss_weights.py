@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from kseg.models import unet_weight_map
+from kseg.losses import unet_weight_map
 
 
 def brute_force(instances, w0, sigma, class_weight):
@@ -111,3 +111,10 @@ def test_single_object_has_no_border_term():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         unet_weight_map(**kwargs)
+
+
+def test_the_old_name_is_the_same_function():
+    import kseg.loss_weights
+    import kseg.models
+
+    assert kseg.models.unet_weight_map is unet_weight_map is kseg.loss_weights.unet_weight_map

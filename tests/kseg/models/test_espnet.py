@@ -1,0 +1,98 @@
+"""ESPNet and ESPNetV2: published parameter counts and multiply-adds, the model contract."""
+
+import keras
+import numpy as np
+import pytest
+
+import kseg
+from kseg.layers.esp_blocks import ScaleResize, esp_module
+from kseg.models.deeplab import trainable_parameter_count
+from kseg.models.espnet import ESPNet, ESPNetV2
+from kseg.testing import check_layer, check_model
+
+
+def test_espnet_paper_parameter_count():
+    model = ESPNet(num_classes=19)  # p = 2, q = 8
+    assert trainable_parameter_count(model) == 363_462
+    assert abs(trainable_parameter_count(model) - 0.364e6) / 0.364e6 < 0.03
+
+
+def test_espnetv2_paper_parameter_count():
+    model = ESPNetV2(num_classes=19, s=2.0)
+    assert trainable_parameter_count(model) == 787_488
+    assert abs(trainable_parameter_count(model) - 0.79e6) / 0.79e6 < 0.03
+
+
+@pytest.mark.slow
+def test_espnetv2_multiply_adds_at_1024x512():
+    # EdgeNets' "2699 MFLOPs" are multiply-adds of the convolutions (compute_flops halves 2/MAdd)
+    model = ESPNetV2(num_classes=19, s=2.0, input_shape=(512, 1024, 3))
+    madds = kseg.bench.profile(model, (512, 1024, 3))["madds"]
+    assert abs(madds - 2.699e9) / 2.699e9 < 0.10, madds
+
+
+def test_espnet_contract_at_several_sizes(tmp_path):
+    results = check_model(
+        lambda shape: ESPNet(num_classes=4, input_shape=shape, p=1, q=1),
+        input_shapes=[(48, 80, 3), (37, 23, 3)],
+        num_classes=4,
+        tmp_dir=tmp_path,
+    )
+    assert results[0]["losses"][-1] < results[0]["losses"][0]
+
+
+def test_espnetv2_contract_at_several_sizes(tmp_path):
+    results = check_model(
+        lambda shape: ESPNetV2(num_classes=4, input_shape=shape, s=0.5, decoder_channels=8),
+        input_shapes=[(48, 80, 3), (37, 23, 3)],
+        num_classes=4,
+        tmp_dir=tmp_path,
+    )
+    assert results[0]["losses"][-1] < results[0]["losses"][0]
+
+
+def test_esp_module_hierarchical_fusion_by_hand():
+    """With an identity reduction and centre-only (identity) kernels every branch equals the
+    reduced map; hierarchical fusion sums them: dilation 2, 4, 8, 16 give 1, 2, 3, 4 copies."""
+    inputs = keras.Input((None, None, 10))
+    model = keras.Model(inputs, esp_module(inputs, 10, "esp"))
+    n = 2  # 10 // 5, and the first branch also 10 - 4 * 2 = 2
+    reduce = np.zeros((1, 1, 10, n), "float32")
+    reduce[0, 0, 0, 0] = reduce[0, 0, 1, 1] = 1.0
+    model.get_layer("esp_reduce").set_weights([reduce])
+    for rate in (1, 2, 4, 8, 16):
+        kernel = np.zeros((3, 3, n, n), "float32")
+        kernel[1, 1] = np.eye(n)
+        model.get_layer(f"esp_d{rate}").set_weights([kernel])
+    probe = keras.Model(inputs, model.get_layer("esp_concat").output)
+    x = np.random.default_rng(0).normal(size=(1, 5, 6, 10)).astype("float32")
+    concat = probe.predict(x, verbose=0)
+    expected = np.concatenate([x[..., :2] * k for k in (1, 1, 2, 3, 4)], axis=-1)
+    np.testing.assert_allclose(concat, expected, atol=1e-5)
+
+
+def test_scale_resize_sizes():
+    x = np.ones((1, 13, 40, 2), "float32")
+    assert ScaleResize(1.5)(x).shape == (1, 20, 60, 2)
+    assert ScaleResize(0.1)(x).shape == (1, 5, 5, 2)
+    check_layer(
+        ScaleResize,
+        {"scale": 0.5},
+        x,
+        expected_output=np.ones((1, 7, 20, 2), "float32"),
+        input_shapes=(None, None, 2),
+        check_training=False,
+    )
+
+
+def test_create_and_bad_arguments():
+    assert isinstance(kseg.models.create("espnet", num_classes=3, p=1, q=1), ESPNet)
+    assert isinstance(kseg.models.create("espnetv2", num_classes=3, s=0.5), ESPNetV2)
+    with pytest.raises(ValueError, match="q"):
+        ESPNet(q=0)
+    with pytest.raises(ValueError, match="s must be one of"):
+        ESPNetV2(s=0.75)
+    with pytest.raises(ValueError, match="decoder_channels"):
+        ESPNetV2(decoder_channels=0)
+    with pytest.raises(ValueError, match="scale"):
+        ScaleResize(0)
