@@ -7,7 +7,7 @@ ground truth; training and held-out scenes are the "train" and "val" splits of
 Example:
     >>> import kseg.demo
     >>> result = kseg.demo.run(output_dir="kseg_runs/demo")  # doctest: +SKIP
-    >>> result["mean_iou"] > 0.9  # doctest: +SKIP
+    >>> result["mean_iou"] > 0.85  # doctest: +SKIP
     True
 """
 
@@ -28,13 +28,19 @@ RECIPE = {
     "dice_weight": 0.0,
     "class_weight_power": 0.25,
     "unet_filters": 8,
+    "unet_depth": 4,
     "steps_per_execution": 8,
     "flip_average": True,
 }
 """The demo's training recipe; ``run`` arguments override single entries.
 
-Batches of 8 give twice the optimiser steps of batches of 16 at about 20 % more cost per image;
-4000 scenes seen 8 times each cost as much training as 2000 seen 16 times, with more variety.
+4000 scenes seen 8 times each (4000 steps of 8). Almost all of the demo's cost is training
+steps, and a step's cost grows with its pixels: ``steps_per_execution`` saves ~5 % and XLA on
+CPU costs ~25 % more per step, so the number of scene passes sets the time. Measured on seed 0
+(2 vCPUs): 4000 scenes cost ~315 CPU-seconds for a held-out mIoU of 0.91, 3000 ~265 for 0.88,
+2000 ~180 for 0.86. At about half the cost, batches of 4, a learning rate of 1e-2, a 4-filter
+depth-5 U-Net and 64x64 scenes all scored lower than batches of 8; batches of 2 leave
+BatchNorm too little to average.
 The loss is cross-entropy weighted per class by ``frequency ** -class_weight_power`` (measured
 on the training labels; the objects count more than the background, which lifts the objects'
 IoU), plus ``dice_weight`` · Dice when non-zero (0.5 scored lower). Training tracks only the
@@ -55,6 +61,11 @@ def _split_arrays(split, count, image_size, seed):
     return next(dataset.batch(count).as_numpy_iterator())
 
 
+PANEL_SIZE = 256
+"""Smallest side of each picture panel in pixels: scenes are enlarged by an integer factor
+(nearest neighbour) so that the boundaries the model gets right or wrong can be seen."""
+
+
 def run(
     output_dir="kseg_runs/demo",
     epochs=None,
@@ -68,7 +79,8 @@ def run(
     """Trains, evaluates and predicts; returns the evaluation dict plus the written paths.
 
     Writes into ``output_dir``: ``model.keras``, ``metrics.json``, ``confusion_matrix.png``,
-    and ``prediction_<i>.png`` panels (image | truth | prediction | overlay).
+    and ``prediction_<i>.png`` panels (image | truth | prediction | overlay), each tile enlarged
+    to at least ``PANEL_SIZE`` pixels.
     """
     import keras
 
@@ -101,7 +113,10 @@ def run(
 
     keras.utils.set_random_seed(seed)
     model = kseg.models.UNet(
-        num_classes=num_classes, input_shape=(height, width, 3), base_filters=recipe["unet_filters"]
+        num_classes=num_classes,
+        input_shape=(height, width, 3),
+        base_filters=recipe["unet_filters"],
+        depth=recipe["unet_depth"],
     )
     steps_per_epoch = max(1, -(-recipe["num_train"] // recipe["batch_size"]))
     total_steps = steps_per_epoch * recipe["epochs"]
@@ -155,10 +170,11 @@ def run(
 
     print(f"[4/4] predicting {num_pictures} held-out scenes")
     predicted = engine.predict_labels(predictor, val_images[:num_pictures])
+    scale = viz.scale_for((height, width), PANEL_SIZE)
     pictures = []
     for i in range(min(num_pictures, len(predicted))):
         path = os.path.join(output_dir, f"prediction_{i}.png")
-        viz.save_png(viz.panel(val_images[i], val_labels[i], predicted[i]), path)
+        viz.save_png(viz.panel(val_images[i], val_labels[i], predicted[i], scale=scale), path)
         pictures.append(path)
 
     elapsed = time.time() - started

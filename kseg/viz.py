@@ -15,7 +15,15 @@ from PIL import Image
 from kseg import fileio
 from kseg.data.palette import IGNORE_INDEX, voc_colormap
 
-__all__ = ["colorize", "overlay", "panel", "save_png", "plot_confusion_matrix"]
+__all__ = [
+    "colorize",
+    "overlay",
+    "enlarge",
+    "scale_for",
+    "panel",
+    "save_png",
+    "plot_confusion_matrix",
+]
 
 
 def colorize(labels, palette=None):
@@ -80,12 +88,49 @@ def overlay(image, labels, alpha=0.5, palette=None):
     return (image * (1 - weight) + colors * weight).round().astype(np.uint8)
 
 
-def panel(image, truth=None, prediction=None, palette=None):
+def enlarge(array, scale):
+    """Enlarges ``array`` ``[H, W, ...]`` by the integer ``scale`` (nearest neighbour).
+
+    Each source pixel becomes a ``scale`` x ``scale`` block of the same value, so label
+    boundaries stay sharp (no blended colours).
+
+    Example:
+        >>> enlarge(np.array([[1, 2]]), 2).tolist()
+        [[1, 1, 2, 2], [1, 1, 2, 2]]
+    """
+    if not isinstance(scale, (int, np.integer)) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale must be a positive int, received {scale!r}")
+    array = np.asarray(array)
+    if array.ndim < 2:
+        raise ValueError(f"array must have at least 2 dimensions, received shape {array.shape}")
+    if scale == 1:
+        return array
+    return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
+
+
+def scale_for(size, min_size=256):
+    """The smallest integer scale that enlarges ``size`` (an int or ``(H, W)``) to ``min_size``.
+
+    Example:
+        >>> scale_for((96, 128)), scale_for(64), scale_for(300)
+        (3, 4, 1)
+    """
+    smallest = min(np.atleast_1d(size))
+    if smallest < 1:
+        raise ValueError(f"size must be positive, received {size!r}")
+    return max(1, -(-int(min_size) // int(smallest)))
+
+
+def panel(image, truth=None, prediction=None, palette=None, scale=1):
     """Image | ground truth | prediction | overlay, side by side, as one RGB ``uint8`` array.
+
+    ``scale`` enlarges each tile by that integer factor (nearest neighbour, see ``enlarge``).
 
     Example:
         >>> panel(np.zeros((4, 4, 3)), np.zeros((4, 4), int), np.zeros((4, 4), int)).shape
         (4, 16, 3)
+        >>> panel(np.zeros((4, 4, 3)), np.zeros((4, 4), int), scale=3).shape
+        (12, 24, 3)
     """
     tiles = [_as_uint8_image(image)]
     if truth is not None:
@@ -93,7 +138,7 @@ def panel(image, truth=None, prediction=None, palette=None):
     if prediction is not None:
         tiles.append(colorize(prediction, palette))
         tiles.append(overlay(image, prediction, palette=palette))
-    return np.concatenate(tiles, axis=1)
+    return enlarge(np.concatenate(tiles, axis=1), scale)
 
 
 def save_png(array, path):

@@ -48,3 +48,38 @@ def test_panel_and_confusion_plot_files(tmp_path):
         assert im.format == "PNG" and min(im.size) >= 300
         # the plot is not blank: the darkest cell colour is present
         assert np.asarray(im.convert("L")).min() < 80
+
+
+def test_enlarge_repeats_each_pixel_as_a_block():
+    source = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = viz.enlarge(source, 4)
+    assert big.shape == (8, 12, 3)
+    for i in range(2):
+        for j in range(3):
+            block = big[4 * i : 4 * i + 4, 4 * j : 4 * j + 4]
+            assert (block == source[i, j]).all()
+    np.testing.assert_array_equal(viz.enlarge(source, 1), source)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="scale"):
+            viz.enlarge(source, bad)
+
+
+def test_scale_for_reaches_the_minimum_panel_size():
+    assert viz.scale_for((96, 96)) == 3  # 288 px
+    assert viz.scale_for((64, 80)) == 4  # the smaller side reaches 256
+    assert viz.scale_for(256) == 1 and viz.scale_for(300) == 1
+    assert viz.scale_for(100, min_size=200) == 2
+
+
+def test_enlarged_panel_keeps_every_tile_pixel_exact():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (5, 6, 3))
+    truth = rng.integers(0, 6, (5, 6))
+    prediction = rng.integers(0, 6, (5, 6))
+    small = viz.panel(image, truth, prediction)
+    big = viz.panel(image, truth, prediction, scale=3)
+    assert big.shape == (15, 72, 3)
+    for (i, j), _ in np.ndenumerate(small[..., 0]):
+        assert (big[3 * i : 3 * i + 3, 3 * j : 3 * j + 3] == small[i, j]).all()
+    # the truth tile, enlarged, is the colour of each source label
+    np.testing.assert_array_equal(big[::3, 18:36:3], viz.colorize(truth))

@@ -182,7 +182,9 @@ def test_demo_writes_what_it_claims(tmp_path):
     record = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= record["mean_iou"] <= 1.0
     panel = np.asarray(Image.open(out / "prediction_0.png"))
-    assert panel.shape == (48, 4 * 48, 3)
+    # 48-pixel scenes are enlarged 6x (nearest neighbour) to 288-pixel tiles
+    assert panel.shape == (288, 4 * 288, 3)
+    assert (panel[:6, :6] == panel[0, 0]).all()
     assert (out / "model.keras").is_file() and (out / "confusion_matrix.png").is_file()
 
 
