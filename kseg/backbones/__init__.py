@@ -42,5 +42,5 @@ def register(*names):
 
 
 # Backbone modules register themselves on import.
-from kseg.backbones import mobilenet_v2, resnet, vgg, xception  # noqa: E402,F401
+from kseg.backbones import mobilenet_v2, mobilenet_v3, resnet, vgg, xception  # noqa: E402,F401
 from kseg.backbones.vgg import vgg16_bn_encoder  # noqa: E402,F401

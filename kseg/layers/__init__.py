@@ -9,6 +9,7 @@ from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
 from kseg.layers.fft_conv import FFTConv2D  # noqa: E402,F401
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
+from kseg.layers.lraspp import LiteRASPP  # noqa: E402,F401
 from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D  # noqa: E402,F401
 from kseg.layers.resize import Resize  # noqa: E402,F401
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa: E402,F401

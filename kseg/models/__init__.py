@@ -41,6 +41,7 @@ from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
 from kseg.models.fcn import FCN  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
+from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
