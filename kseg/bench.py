@@ -189,8 +189,21 @@ def _activation_peak_bytes(graph):
     return peak
 
 
-def profile(model, input_shape=None, dtype="float32"):
-    """Counts parameters, multiply-adds and memory of ``model`` for one image of ``input_shape``.
+def profile(
+    model,
+    input_shape=None,
+    dtype="float32",
+    *,
+    latency=False,
+    tflite=("float32", "int8"),
+    threads=2,
+    representative_data=None,
+    agreement_data=None,
+    runs=10,
+    warmup=2,
+):
+    """Counts parameters, multiply-adds and memory of ``model`` for one image of ``input_shape``;
+    with ``latency=True`` also times it in Keras and TFLite (see ``measure_latency``).
 
     Args:
         model: a built Keras model taking one image tensor ``[B, H, W, C]``.
@@ -210,6 +223,9 @@ def profile(model, input_shape=None, dtype="float32"):
         ``activation_bytes`` (estimated inference peak of live intermediate tensors at batch 1,
         ops run in graph order, each tensor freed after its last use) and
         ``memory_bytes`` = ``weight_bytes + activation_bytes``.
+        With ``latency=True``, the fields of ``measure_latency`` (``latency_ms``,
+        ``int8_agreement``, ``peak_rss_bytes``, ...), given ``tflite``, ``threads``,
+        ``representative_data``, ``agreement_data``, ``runs`` and ``warmup``.
 
     Example:
         >>> import keras, kseg
@@ -273,6 +289,20 @@ def profile(model, input_shape=None, dtype="float32"):
     trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
     weight_bytes = int(sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights))
     activation_bytes = int(_activation_peak_bytes(concrete.graph))
+    timings = (
+        measure_latency(
+            model,
+            input_shape,
+            tflite=tflite,
+            threads=threads,
+            representative_data=representative_data,
+            agreement_data=agreement_data,
+            runs=runs,
+            warmup=warmup,
+        )
+        if latency
+        else {}
+    )
     return {
         "input_shape": input_shape,
         "params": params,
@@ -285,6 +315,160 @@ def profile(model, input_shape=None, dtype="float32"):
         "weight_bytes": weight_bytes,
         "activation_bytes": activation_bytes,
         "memory_bytes": weight_bytes + activation_bytes,
+        **timings,
+    }
+
+
+# The timer of every latency measurement (a test can substitute a fake clock).
+_clock = time.perf_counter
+TFLITE_MODES = ("float32", "int8")
+
+
+def _median_ms(run, runs, warmup):
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = _clock()
+        run()
+        times.append(_clock() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _peak_rss_bytes():
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _first(outputs):
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _scene_images(count, input_shape, seed):
+    from kseg.data.synthetic import synthetic_numpy
+
+    images, _ = synthetic_numpy(count, image_size=tuple(input_shape[:2]), seed=seed)
+    if input_shape[2] != 3:
+        images = np.repeat(images.mean(axis=-1, keepdims=True), input_shape[2], axis=-1)
+    return images
+
+
+def measure_latency(
+    model,
+    input_shape=None,
+    *,
+    tflite=TFLITE_MODES,
+    threads=2,
+    representative_data=None,
+    agreement_data=None,
+    runs=10,
+    warmup=2,
+    seed=0,
+):
+    """Times one image through ``model`` in Keras and in TFLite; checks int8 against float32.
+
+    Keras: ``model.predict_on_batch`` on one image, ``warmup`` untimed calls, then the median
+    of ``runs`` timed calls. TFLite: the model converted by ``kseg.export.tflite`` (built-in
+    ops only) for each mode in ``tflite`` ("float32"; "int8" = full-integer, calibrated on
+    ``representative_data``), run by the TFLite interpreter with its default XNNPACK delegate
+    on ``threads`` threads, timed the same way (``invoke``). The int8 model's argmax is
+    compared with the float32 model's (TFLite float32 when converted, else Keras) on
+    ``agreement_data``, images other than the calibration ones.
+
+    Args:
+        model: a Keras segmentation model taking one image tensor.
+        input_shape: ``(H, W, C)``; may be omitted when the model's input shape is known.
+        tflite: TFLite modes to time, a subset of ``("float32", "int8")``; ``()`` for none.
+        threads: interpreter threads (XNNPACK).
+        representative_data: int8 calibration images ``[N, H, W, C]`` (or anything
+            ``kseg.export.tflite`` takes); default 8 synthetic scenes (``kseg.data.synthetic``,
+            seed 0).
+        agreement_data: images for the int8/float32 agreement; default 4 synthetic scenes of
+            seed 1 (other scenes than the calibration ones).
+        runs, warmup: timed and untimed calls.
+        seed: seed of the random timing input.
+
+    Returns:
+        dict: ``latency_ms`` (``{"keras": ms, "tflite_float32": ms, "tflite_int8": ms}``, a
+        mode that failed to convert maps to None), ``tflite_errors`` (mode -> message),
+        ``tflite_bytes`` (mode -> flatbuffer size), ``int8_agreement`` (fraction of pixels,
+        or None), ``threads``, ``runs`` and ``peak_rss_bytes`` (the process's peak resident
+        memory after the runs, a high-water mark: measure one model per process to read it
+        as that model's).
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((32, 32, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+        >>> info = kseg.bench.measure_latency(model, tflite=(), runs=2, warmup=1)
+        >>> sorted(info["latency_ms"])
+        ['keras']
+    """
+    import os
+    import tempfile
+
+    from kseg import export
+
+    tflite = tuple(tflite or ())
+    unknown = [mode for mode in tflite if mode not in TFLITE_MODES]
+    if unknown:
+        raise ValueError(f"tflite modes must be in {TFLITE_MODES}, received {tflite!r}")
+    for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, received {value!r}")
+    input_shape = _check_input_shape(model, input_shape)
+    image = np.random.default_rng(seed).uniform(0, 255, (1,) + input_shape).astype("float32")
+
+    latency = {"keras": _median_ms(lambda: model.predict_on_batch(image), runs, warmup)}
+    errors, sizes, outputs = {}, {}, {}
+    if "int8" in tflite and representative_data is None:
+        representative_data = _scene_images(8, input_shape, seed=0)
+    if agreement_data is None and "int8" in tflite:
+        agreement_data = _scene_images(4, input_shape, seed=1)
+    with tempfile.TemporaryDirectory() as folder:
+        for mode in tflite:
+            path = os.path.join(folder, f"model_{mode}.tflite")
+            try:
+                export.tflite(
+                    model,
+                    path,
+                    quantize=None if mode == "float32" else mode,
+                    representative_data=representative_data if mode == "int8" else None,
+                    input_shape=input_shape,
+                )
+            except ValueError as error:
+                latency[f"tflite_{mode}"] = None
+                errors[mode] = str(error)
+                continue
+            sizes[mode] = os.path.getsize(path)
+            interpreter = export.tflite_interpreter(path, num_threads=threads)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+            latency[f"tflite_{mode}"] = _median_ms(interpreter.invoke, runs, warmup)
+            if agreement_data is not None and "int8" in tflite:
+                outputs[mode] = export.run_tflite(path, agreement_data, num_threads=threads)
+    agreement = None
+    if "int8" in outputs:
+        reference = outputs.get("float32")
+        if reference is None:
+            reference = np.asarray(_first(model.predict(agreement_data, verbose=0)))
+        agreement = float(np.mean(outputs["int8"].argmax(-1) == reference.argmax(-1)))
+    return {
+        "latency_ms": latency,
+        "tflite_errors": errors,
+        "tflite_bytes": sizes,
+        "int8_agreement": agreement,
+        "threads": int(threads),
+        "runs": int(runs),
+        "peak_rss_bytes": _peak_rss_bytes(),
     }
 
 
@@ -390,3 +574,88 @@ def zoo_table(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwar
         | segnet | 64x64x3 | 29.46 | 2.51 | 123.4 |
     """
     return format_rows(zoo_rows(models, input_shape, num_classes, model_kwargs))
+
+
+LATENCY_COLUMNS = (
+    "model",
+    "input",
+    "params (M)",
+    "MAdds (B)",
+    "Keras ms",
+    "TFLite fp32 ms",
+    "TFLite int8 ms",
+    "int8/fp32 agreement",
+)
+
+
+def latency_rows(
+    models,
+    input_shape=(512, 1024, 3),
+    num_classes=19,
+    model_kwargs=None,
+    **latency_kwargs,
+):
+    """Profiles each named model with ``latency=True``; one dict per model (name + fields).
+
+    Args:
+        models: model names for ``kseg.models.create``.
+        input_shape: ``(H, W, C)`` each model is built and timed at.
+        num_classes: classes each model is built with.
+        model_kwargs: optional ``{name: {kwarg: value}}`` for ``kseg.models.create``.
+        **latency_kwargs: ``tflite``, ``threads``, ``runs``, ``warmup``,
+            ``representative_data`` of ``profile``.
+
+    Example:
+        >>> rows = kseg.bench.latency_rows(["lraspp"], (64, 64, 3), threads=2)  # doctest: +SKIP
+    """
+    import keras
+
+    from kseg import models as model_zoo
+
+    model_kwargs = dict(model_kwargs or {})
+    rows = []
+    for name in models:
+        kwargs = {"num_classes": num_classes, "input_shape": tuple(input_shape)}
+        kwargs.update(model_kwargs.get(name, {}))
+        model = model_zoo.create(name, **kwargs)
+        info = profile(model, input_shape, latency=True, **latency_kwargs)
+        rows.append({"name": name, **info})
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+def _ms(value):
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def format_latency_rows(rows):
+    """Formats ``profile(..., latency=True)`` rows (with a ``name``) as a Markdown table.
+
+    Params in millions (all weights), MAdds in billions, latencies in milliseconds (median),
+    agreement in percent; "n/a" where a TFLite mode was not measured or did not convert.
+
+    Example:
+        >>> print(kseg.bench.format_latency_rows([{"name": "m", "input_shape": (8, 8, 3),
+        ...     "params": 2e6, "madds": 3e9, "int8_agreement": 0.985, "latency_ms":
+        ...     {"keras": 12.34, "tflite_float32": 5.0, "tflite_int8": None}}]))
+        | model | input | params (M) | MAdds (B) | Keras ms | TFLite fp32 ms | TFLite int8 ms | int8/fp32 agreement |
+        |---|---|---:|---:|---:|---:|---:|---:|
+        | m | 8x8x3 | 2.00 | 3.00 | 12.3 | 5.0 | n/a | 98.5 % |
+    """
+    lines = ["| " + " | ".join(LATENCY_COLUMNS) + " |", "|---|---|" + "---:|" * 6]
+    for row in rows:
+        latency = row.get("latency_ms", {})
+        agreement = row.get("int8_agreement")
+        cells = [
+            row["name"],
+            "x".join(str(d) for d in row["input_shape"]),
+            f"{row['params'] / 1e6:.2f}",
+            f"{row['madds'] / 1e9:.2f}",
+            _ms(latency.get("keras")),
+            _ms(latency.get("tflite_float32")),
+            _ms(latency.get("tflite_int8")),
+            "n/a" if agreement is None else f"{100 * agreement:.1f} %",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

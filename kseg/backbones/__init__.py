@@ -42,5 +42,13 @@ def register(*names):
 
 
 # Backbone modules register themselves on import.
-from kseg.backbones import mobilenet_v2, resnet, resnet18, vgg, xception, xception39  # noqa: E402,F401
+from kseg.backbones import (  # noqa: E402,F401
+    mobilenet_v2,
+    mobilenet_v3,
+    resnet,
+    resnet18,
+    vgg,
+    xception,
+    xception39,
+)
 from kseg.backbones.vgg import vgg16_bn_encoder  # noqa: E402,F401

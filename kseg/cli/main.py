@@ -170,6 +170,15 @@ def _build_parser():
         "--input-size", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W")
     )
     bench.add_argument("--list", action="store_true", help="only list the model names")
+    bench.add_argument(
+        "--latency", action="store_true", help="also time Keras and TFLite fp32/int8 (XNNPACK)"
+    )
+    bench.add_argument("--input", help="input size HxW (e.g. 512x1024); overrides --input-size")
+    bench.add_argument("--threads", type=int, default=2, help="TFLite threads (--latency)")
+    bench.add_argument("--runs", type=int, default=10, help="timed runs per median (--latency)")
+    bench.add_argument(
+        "--num-classes", type=int, default=None, help="default 21; 19 with --latency"
+    )
 
     demo = sub.add_parser("demo", help="train, evaluate and predict on built-in synthetic scenes")
     demo.add_argument("--output", default="kseg_runs/demo")
@@ -494,7 +503,33 @@ def _run_bench(args):
     if args.list:
         print("\n".join(kseg.models.names()))
         return 0
-    print(kseg.bench.zoo_table(models=args.models, input_shape=(*args.input_size, 3)))
+    # --models takes names separated by spaces or commas
+    models = [n for item in args.models or [] for n in item.split(",") if n] or None
+    size = tuple(args.input_size)
+    if args.input:
+        try:
+            size = tuple(int(d) for d in args.input.lower().split("x"))
+            assert len(size) == 2 and min(size) > 0
+        except (ValueError, AssertionError):
+            return _fail(f"--input must be HxW, e.g. 512x1024. Received: --input {args.input}")
+    if args.latency:
+        rows = kseg.bench.latency_rows(
+            models or kseg.models.names(),
+            (*size, 3),
+            num_classes=args.num_classes or 19,
+            threads=args.threads,
+            runs=args.runs,
+        )
+        print(kseg.bench.format_latency_rows(rows))
+        for row in rows:
+            for mode, error in row["tflite_errors"].items():
+                print(f"{row['name']}: TFLite {mode} failed: {error.splitlines()[0]}")
+        return 0
+    print(
+        kseg.bench.zoo_table(
+            models=models, input_shape=(*size, 3), num_classes=args.num_classes or 21
+        )
+    )
     return 0
 
 

@@ -18,14 +18,30 @@ def register(*names):
     return MODELS.register(*names)
 
 
-def create(name, **kwargs):
+def create(name, resolution=None, **kwargs):
     """Builds the model registered as ``name``; an unknown name lists the valid ones.
+
+    Args:
+        name: a registered model name (see ``names()``).
+        resolution: None (or 1) for the model itself; a factor such as 0.5 applies the
+            resolution multiplier: the returned ``ResolutionScaled`` model resizes its input
+            by the factor, runs the model and resizes the logits back to the input's full
+            size (about ``resolution²`` of the multiply-adds).
+        **kwargs: the model's constructor arguments (``num_classes``, ``input_shape``, ...).
 
     Example:
         >>> model = create("deeplabv3plus", num_classes=21, backbone="mobilenetv2",
         ...                input_shape=(256, 256, 3))
+        >>> half = create("lraspp", num_classes=19, input_shape=(512, 1024, 3), resolution=0.5)
+        >>> tuple(half.output_shape), tuple(half.inner.input_shape)
+        ((None, 512, 1024, 19), (None, 256, 512, 3))
     """
-    return MODELS.get(name)(**kwargs)
+    builder = MODELS.get(name)
+    if resolution is None or (resolution == 1 and not isinstance(resolution, bool)):
+        return builder(**kwargs)
+
+    input_shape = kwargs.pop("input_shape", (None, None, 3))
+    return ResolutionScaled(name, kwargs, resolution=resolution, input_shape=input_shape)
 
 
 def names():
@@ -48,6 +64,8 @@ from kseg.models.fast_scnn import FastSCNN  # noqa: E402,F401
 from kseg.models.fcn import FCN  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.icnet import ICNet  # noqa: E402,F401
+from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
+from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401

@@ -158,3 +158,107 @@ def test_fps_is_batch_over_the_median_timed_call(monkeypatch):
     monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
     assert bench.fps(model, (8, 8, 3), batch=4, warmup=1, runs=3) == pytest.approx(4 / 0.2)
     assert next(ticks, None) is None  # exactly two readings per timed call, none in warm-up
+
+
+# --- latency ------------------------------------------------------------------------------
+
+
+def _fake_clock(values):
+    values = iter(values)
+    return lambda: next(values)
+
+
+def _small_model():
+    inputs = keras.Input((16, 24, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+
+
+def test_keras_latency_is_the_median_of_the_timed_runs(monkeypatch):
+    # runs of 10, 30 and 20 ms (the warm-up calls are not timed): median 20 ms
+    monkeypatch.setattr(bench, "_clock", _fake_clock([0.0, 0.010, 1.0, 1.030, 2.0, 2.020]))
+    info = bench.profile(_small_model(), latency=True, tflite=(), runs=3, warmup=2)
+    assert info["latency_ms"] == {"keras": pytest.approx(20.0)}
+    assert info["int8_agreement"] is None and info["runs"] == 3
+    assert info["peak_rss_bytes"] > 0
+    assert info["madds"] == 16 * 24 * (9 * 3 * 4 + 4 * 3)  # the counts are still there
+
+
+def test_tflite_latencies_and_int8_agreement(monkeypatch, tmp_path):
+    import itertools
+
+    import numpy as np
+
+    from kseg import export
+
+    ticks = itertools.count(0, 0.005)  # every timed call lasts 5 ms
+    monkeypatch.setattr(bench, "_clock", lambda: next(ticks))
+    model = _small_model()
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(0, 255, (6, 16, 24, 3)).astype("float32")
+    held_out = rng.uniform(0, 255, (3, 16, 24, 3)).astype("float32")
+    info = bench.measure_latency(
+        model,
+        representative_data=calibration,
+        agreement_data=held_out,
+        runs=2,
+        warmup=1,
+        threads=2,
+    )
+    assert info["latency_ms"] == {
+        "keras": pytest.approx(5.0),
+        "tflite_float32": pytest.approx(5.0),
+        "tflite_int8": pytest.approx(5.0),
+    }
+    assert info["tflite_errors"] == {} and info["tflite_bytes"]["int8"] > 0
+    # the agreement is the int8 model's argmax against the float32 model's, on held_out
+    fp32 = export.tflite(model, tmp_path / "f.tflite", input_shape=(16, 24, 3))
+    int8 = export.tflite(
+        model,
+        tmp_path / "i.tflite",
+        quantize="int8",
+        representative_data=calibration,
+        input_shape=(16, 24, 3),
+    )
+    expected = np.mean(
+        export.run_tflite(int8, held_out).argmax(-1) == export.run_tflite(fp32, held_out).argmax(-1)
+    )
+    assert info["int8_agreement"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="tflite modes"):
+        bench.measure_latency(model, tflite=("float16",))
+
+
+def test_latency_table_columns_and_figures(monkeypatch, capsys):
+    from kseg.cli.main import main
+
+    fake = {
+        "latency_ms": {"keras": 12.34, "tflite_float32": 5.0, "tflite_int8": 2.5},
+        "tflite_errors": {},
+        "tflite_bytes": {},
+        "int8_agreement": 0.9876,
+        "threads": 2,
+        "runs": 1,
+        "peak_rss_bytes": 1,
+    }
+    monkeypatch.setattr(bench, "measure_latency", lambda *a, **k: dict(fake))
+    assert main(["bench", "--latency", "--models", "unet,segnet", "--input", "32x48"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| " + " | ".join(bench.LATENCY_COLUMNS) + " |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| unet", "| segnet"]
+    expected = bench.profile(
+        __import__("kseg").models.create("unet", num_classes=19, input_shape=(32, 48, 3)),
+        (32, 48, 3),
+    )
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells == [
+        "unet",
+        "32x48x3",
+        f"{expected['params'] / 1e6:.2f}",
+        f"{expected['madds'] / 1e9:.2f}",
+        "12.3",
+        "5.0",
+        "2.5",
+        "98.8 %",
+    ]
+    assert main(["bench", "--latency", "--input", "32by48"]) == 2
