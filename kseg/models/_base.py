@@ -93,6 +93,22 @@ def check_positive_int(model, argument, value):
         )
 
 
+def check_positive_number(model, argument, value):
+    """Raises unless ``value`` is a finite number > 0 (a width multiplier, a scale).
+
+    Example:
+        >>> check_positive_number("ENet", "alpha", 0.5)
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 < value < float("inf")
+    ):
+        raise ValueError(
+            f"{model}: {argument} must be a positive number. Received: {argument}={value!r}"
+        )
+
+
 def check_positive_ints(model, argument, values, length=None):
     """Validates a non-empty sequence of positive ints (of ``length`` if given); returns a tuple.
 

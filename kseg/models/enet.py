@@ -19,6 +19,7 @@ from kseg.models._base import (
     SegmentationModel,
     check_input_shape,
     check_num_classes,
+    check_positive_number,
     check_rate,
 )
 from kseg.registry import MODELS
@@ -87,8 +88,7 @@ class ENet(SegmentationModel):
     ):
         check_num_classes("ENet", num_classes)
         input_shape = check_input_shape("ENet", input_shape)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"ENet: alpha must be a positive number. Received: alpha={alpha!r}")
+        check_positive_number("ENet", "alpha", alpha)
         check_rate("ENet", "dropout", dropout)
         c1, c2, c3 = (_width(c, alpha) for c in (16, 64, 128))
         if c1 <= input_shape[2]:

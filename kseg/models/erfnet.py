@@ -13,6 +13,7 @@ from kseg.models._base import (
     SegmentationModel,
     check_input_shape,
     check_num_classes,
+    check_positive_number,
     check_rate,
 )
 from kseg.registry import MODELS
@@ -65,8 +66,7 @@ class ERFNet(SegmentationModel):
     ):
         check_num_classes("ERFNet", num_classes)
         input_shape = check_input_shape("ERFNet", input_shape)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"ERFNet: alpha must be a positive number. Received: alpha={alpha!r}")
+        check_positive_number("ERFNet", "alpha", alpha)
         check_rate("ERFNet", "dropout", dropout)
         c1, c2, c3 = (_width(c, alpha) for c in (16, 64, 128))
         if c1 <= input_shape[2] or c2 <= c1 or c3 <= c2:
