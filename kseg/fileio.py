@@ -94,10 +94,11 @@ def atomic_open(path, mode="wb", **kwargs):
         >>> open(target).read()
         '{}'
     """
-    if not any(flag in mode for flag in "wax") or "+" in mode:
-        raise ValueError(f"atomic_open writes new files only. Received: mode={mode!r}")
+    # Appending would need the old content copied first: only whole new files are supported.
+    if "w" not in mode or any(flag in mode for flag in "ax+"):
+        raise ValueError(f"atomic_open writes whole new files ('w', 'wb'). Received: mode={mode!r}")
     with atomic_path(path) as temporary:
-        with open(temporary, mode.replace("x", "w").replace("a", "w"), **kwargs) as file:
+        with open(temporary, mode, **kwargs) as file:
             yield file
             file.flush()
 

@@ -52,6 +52,10 @@ def test_atomic_open_rejects_read_modes(tmp_path):
     with pytest.raises(ValueError, match="Received: mode='r'"):
         with fileio.atomic_open(tmp_path / "x", "r"):
             pass
+    # appending would silently drop the old content: refused
+    with pytest.raises(ValueError, match="Received: mode='a'"):
+        with fileio.atomic_open(tmp_path / "x", "a"):
+            pass
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.02, 0.1, 0.3, 1.5])
