@@ -29,6 +29,7 @@ RECIPE = {
     "class_weight_power": 0.25,
     "unet_filters": 8,
     "unet_depth": 4,
+    "unet_space_to_depth": 1,
     "steps_per_execution": 8,
     "flip_average": True,
 }
@@ -117,6 +118,7 @@ def run(
         input_shape=(height, width, 3),
         base_filters=recipe["unet_filters"],
         depth=recipe["unet_depth"],
+        space_to_depth=recipe["unet_space_to_depth"],
     )
     steps_per_epoch = max(1, -(-recipe["num_train"] // recipe["batch_size"]))
     total_steps = steps_per_epoch * recipe["epochs"]
