@@ -150,3 +150,28 @@ def test_bad_arguments():
         UNet(depth=-1)
     with pytest.raises(ValueError, match="dropout"):
         UNet(dropout=1.0)
+
+
+@pytest.mark.parametrize("hw", [(48, 40), (37, 21)])
+def test_space_to_depth_keeps_the_output_at_the_input_size(hw, tmp_path):
+    model = UNet(
+        num_classes=5, input_shape=(None, None, 3), base_filters=4, depth=2, space_to_depth=2
+    )
+    layer_names = [layer.name for layer in model.layers]
+    assert "space_to_depth" in layer_names and "subpixel_logits" in layer_names
+    # The first convolution already runs at half resolution.
+    fixed = UNet(num_classes=5, input_shape=(48, 40, 3), base_filters=4, depth=2, space_to_depth=2)
+    assert tuple(fixed.get_layer("down1_conv1").output.shape) == (None, 24, 20, 4)
+    assert tuple(fixed.output_shape) == (None, 48, 40, 5)
+    images, labels = synthetic_batch(2, *hw, num_classes=5, kind="scenes")
+    out = model.predict(images, verbose=0)
+    assert out.shape == (2, *hw, 5)
+    assert_training_reduces_loss(model, images, labels, steps=12, learning_rate=1e-2)
+    assert_keras_round_trip(model, images, str(tmp_path / "unet_s2d.keras"))
+
+
+def test_space_to_depth_needs_the_same_variant():
+    with pytest.raises(ValueError, match="space_to_depth.*variant='same'.*space_to_depth=2"):
+        UNet(num_classes=2, input_shape=(572, 572, 1), variant="paper", space_to_depth=2)
+    with pytest.raises(ValueError, match="space_to_depth.*0"):
+        UNet(space_to_depth=0)
