@@ -32,6 +32,7 @@ RECIPE = {
     "unet_space_to_depth": 1,
     "steps_per_execution": 8,
     "flip_average": True,
+    "dihedral_augment": False,
 }
 """The demo's training recipe; ``run`` arguments override single entries.
 
@@ -60,6 +61,43 @@ def _split_arrays(split, count, image_size, seed):
         "synthetic", split=split, num_images=count, image_size=image_size, seed=seed
     )
     return next(dataset.batch(count).as_numpy_iterator())
+
+
+def _random_dihedral(images, labels):
+    """Each example of a batch flipped left-right, up-down and transposed, each with p = 0.5.
+
+    The eight symmetries of the square keep every shape class a shape of the same class, so a
+    pass over the scenes shows the model up to eight different views of each.
+    """
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    labels4 = labels[..., None]
+
+    def where(flags, transformed, original):
+        return tf.where(flags[:, None, None, None], transformed, original)
+
+    for axes in ([2], [1]):
+        flags = tf.random.uniform([batch]) < 0.5
+        images = where(flags, tf.reverse(images, axes), images)
+        labels4 = where(flags, tf.reverse(labels4, axes), labels4)
+    if images.shape[1] == images.shape[2]:
+        flags = tf.random.uniform([batch]) < 0.5
+        images = where(flags, tf.transpose(images, [0, 2, 1, 3]), images)
+        labels4 = where(flags, tf.transpose(labels4, [0, 2, 1, 3]), labels4)
+    return images, labels4[..., 0]
+
+
+def _training_batches(images, labels, batch_size, seed):
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(_random_dihedral, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 PANEL_SIZE = 256
@@ -143,14 +181,18 @@ def run(
     print(
         f"[2/4] training {model.name} ({model.count_params():,} parameters) for {recipe['epochs']} epochs"
     )
-    model.fit(
-        train_images,
-        train_labels,
-        batch_size=recipe["batch_size"],
-        epochs=recipe["epochs"],
-        shuffle=True,
-        verbose=verbose,
-    )
+    if recipe["dihedral_augment"]:
+        batches = _training_batches(train_images, train_labels, recipe["batch_size"], seed)
+        model.fit(batches, epochs=recipe["epochs"], verbose=verbose)
+    else:
+        model.fit(
+            train_images,
+            train_labels,
+            batch_size=recipe["batch_size"],
+            epochs=recipe["epochs"],
+            shuffle=True,
+            verbose=verbose,
+        )
     model_path = os.path.join(output_dir, "model.keras")
     fileio.save_model(model, model_path)
 
