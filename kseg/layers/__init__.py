@@ -4,6 +4,7 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 """
 
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
+from kseg.layers.batch_norm import BatchNormalization  # noqa: E402,F401
 from kseg.layers.bisenet import (  # noqa: E402,F401
     attention_refinement,
     bilateral_guided_aggregation,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from keras import layers
 
+from kseg.layers.batch_norm import BatchNormalization
+
 PADDINGS = ("same", "valid", "symmetric")
 
 
@@ -86,7 +88,7 @@ def conv_block_layers(
                 name=f"{name}_depthwise",
                 dtype=dtype,
             ),
-            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_depthwise_bn", dtype=dtype),
+            BatchNormalization(epsilon=epsilon, name=f"{name}_depthwise_bn", dtype=dtype),
             layers.Conv2D(
                 filters,
                 1,
@@ -96,7 +98,7 @@ def conv_block_layers(
                 name=f"{name}_pointwise",
                 dtype=dtype,
             ),
-            layers.BatchNormalization(epsilon=epsilon, name=f"{name}_pointwise_bn", dtype=dtype),
+            BatchNormalization(epsilon=epsilon, name=f"{name}_pointwise_bn", dtype=dtype),
         ]
     conv = layers.Conv2DTranspose if transposed else layers.Conv2D
     return [
@@ -111,7 +113,7 @@ def conv_block_layers(
             name=name,
             dtype=dtype,
         ),
-        layers.BatchNormalization(epsilon=epsilon, name=bn_name or f"{name}_bn", dtype=dtype),
+        BatchNormalization(epsilon=epsilon, name=bn_name or f"{name}_bn", dtype=dtype),
     ]
 
 
