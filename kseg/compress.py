@@ -681,6 +681,8 @@ def _trace_channels(model, skip):
             cls = type(layer).__name__
             unknown = f"feeds {name!r} ({cls}), which prune_channels cannot narrow"
             kind, why_not = _producer_kind(layer)
+            if getattr(layer, "data_format", None) == "channels_first":
+                kind, why_not = None, "a channels_first layer"
             first = inputs[0] if inputs else None
             if why_not is not None:
                 block_all(inputs, f"feeds {name!r}: {why_not}")
@@ -773,7 +775,8 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
     report with the reason.
 
     The new model is a plain ``keras.Model`` (``Functional``) cloned from ``model`` with the
-    narrower layer configs and the kept weights, uncompiled: compile and fine-tune it. Removed
+    narrower layer configs and the kept weights (``keras.models.clone_model``, which compiles it
+    like the original when that was compiled, with a new optimizer): fine-tune it. Removed
     filters whose outputs were already zero (zero kernel and bias, as after magnitude pruning of
     whole filters) leave the outputs unchanged.
 
@@ -880,7 +883,6 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
     narrow = keras.models.clone_model(model, clone_function=clone)
     if not isinstance(narrow, keras.Model):  # pragma: no cover - clone_model returns a Model
         raise TypeError(type(narrow).__name__)
-    # clone_model compiles the clone like the original; the user compiles it for fine-tuning.
     for old in _leaf_layers(model):
         weights = old.get_weights()
         if not weights:
