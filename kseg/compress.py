@@ -883,7 +883,7 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
     narrow = keras.models.clone_model(model, clone_function=clone)
     if not isinstance(narrow, keras.Model):  # pragma: no cover - clone_model returns a Model
         raise TypeError(type(narrow).__name__)
-    for old in _leaf_layers(model):
+    for old in model.layers:  # top level: a nested model is cloned whole
         weights = old.get_weights()
         if not weights:
             continue

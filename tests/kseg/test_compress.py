@@ -376,3 +376,17 @@ def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
         main([*argv[:-4], "--prune", "1.0", "--output", str(run)])
     assert exit_info.value.code == 2
     assert "--prune: must be a number in [0, 1). Received: 1.0" in capsys.readouterr().err
+
+
+def test_a_nested_model_is_kept_whole_with_its_weights():
+    keras.utils.set_random_seed(5)
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 4)), keras.layers.Conv2D(3, 1, name="inner_conv")], name="inner"
+    )
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    model = keras.Model(inputs, inner(a))
+    narrow, report = compress.prune_channels(model, 0.5)
+    assert report["left"]["a"] == "feeds 'inner' (Sequential), which prune_channels cannot narrow"
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_array_equal(narrow.predict(x, verbose=0), model.predict(x, verbose=0))
