@@ -10,7 +10,8 @@ that a machine slowing down affects all variants alike):
   scenes): post-training quantization of the trained model, no fine-tuning;
 - ``float32 + FT``: the trained model fine-tuned for the same budget as the pruned ones;
 - ``magnitude 50 %`` / ``80 %``: ``kseg.compress.prune`` (polynomial schedule reaching the
-  target at 2/3 of the fine-tuning steps) + fine-tuning, then ``strip``;
+  target at 2/3 of the fine-tuning steps; ``--prune-skip`` layers left dense) + fine-tuning,
+  then ``strip``;
 - ``channels 50 %``: ``kseg.compress.prune_channels(ratio=0.5)`` + the same fine-tuning.
 
     flock /tmp/kseg-heavy.lock python benchmarks/compression.py --output compression.json
@@ -123,7 +124,9 @@ def measure(name, args, data, folder):
         pruned = _copy(model)
         end = max(1, ft_steps * 2 // 3)
         frequency = max(1, end // 20)
-        _, callback = compress.prune(pruned, sparsity, end_step=end, frequency=frequency)
+        _, callback = compress.prune(
+            pruned, sparsity, end_step=end, frequency=frequency, skip=tuple(args.prune_skip)
+        )
         _fit(pruned, train_x, train_y, ft_epochs, ft_lr, args.batch_size, [callback])
         compress.strip(pruned)
         reached = compress.sparsity_report(pruned)["total"]["sparsity"]
@@ -222,6 +225,12 @@ def main(argv=None):
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--channel-ratio", type=float, default=0.5)
+    parser.add_argument(
+        "--prune-skip",
+        action="append",
+        default=[],
+        help="layer left dense by magnitude pruning (repeatable), e.g. logits",
+    )
     parser.add_argument("--latency-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
