@@ -50,6 +50,30 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    """argparse type: a number in [0, 1) (a sparsity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [0, 1). Received: {text!r}"
+        ) from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text}")
+    return value
+
+
+def _non_negative_int(text):
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {value}")
+    return value
+
+
 def _add_dataset_arguments(parser, split_default):
     group = parser.add_argument_group("dataset")
     group.add_argument(
@@ -115,6 +139,43 @@ def _build_parser():
     )
     train.add_argument("--val-split", default="val")
     train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
+    train.add_argument(
+        "--init-model",
+        help="start from this .keras model (e.g. to prune a trained model) instead of building "
+        "--model",
+    )
+    prune = train.add_argument_group("magnitude pruning (kseg.compress.prune)")
+    prune.add_argument(
+        "--prune",
+        type=_fraction,
+        metavar="SPARSITY",
+        help="prune the convolution and dense kernels to this sparsity while training; the saved "
+        "model is stripped and sparsity.json holds the per-layer sparsity reached",
+    )
+    prune.add_argument("--prune-schedule", default="polynomial", choices=("polynomial", "constant"))
+    prune.add_argument("--prune-scope", default="layer", choices=("layer", "global"))
+    prune.add_argument(
+        "--prune-begin", type=_non_negative_int, default=0, help="step of the first mask update"
+    )
+    prune.add_argument(
+        "--prune-end",
+        type=_positive_int,
+        help="step at which the target is reached (default: 2/3 of the training steps, so the "
+        "last third fine-tunes at the final sparsity)",
+    )
+    prune.add_argument(
+        "--prune-frequency",
+        type=_positive_int,
+        help="steps between mask updates (default: 100, or less so that at least 10 updates "
+        "happen)",
+    )
+    prune.add_argument(
+        "--prune-skip",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="layer name (glob pattern) left dense (repeatable)",
+    )
     _add_dataset_arguments(train, "train")
 
     evaluate = sub.add_parser(
@@ -323,7 +384,11 @@ def _run_train(args):
         kwargs["backbone"] = args.backbone
     if args.weights:
         kwargs["weights"] = args.weights
-    model = kseg.models.create(args.model, **kwargs)
+    model = (
+        _load_model(args.init_model)
+        if args.init_model
+        else kseg.models.create(args.model, **kwargs)
+    )
     train_batches = train_ds.shuffle(256, seed=args.seed).batch(
         args.batch_size, drop_remainder=True
     )
@@ -339,12 +404,16 @@ def _run_train(args):
     )
     os.makedirs(args.output, exist_ok=True)
     samples = list(val_ds.take(4).as_numpy_iterator())
+    pruning = _pruning(args, model, steps * args.epochs) if args.prune is not None else None
+    best = os.path.join(args.output, "best.keras")
     callbacks = [
-        engine.BestModelCheckpoint(
-            os.path.join(args.output, "best.keras"), monitor="val_mean_iou", mode="max"
-        ),
+        engine.BestModelCheckpoint(best, monitor="val_mean_iou", mode="max")
+        if pruning is None
+        else _pruned_best_checkpoint(pruning, best, monitor="val_mean_iou", mode="max"),
         keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
     ]
+    if pruning is not None:
+        callbacks.insert(0, pruning)
     if samples and all(s[0].shape == samples[0][0].shape for s in samples):
         callbacks.append(
             engine.ImageSummary(
@@ -356,6 +425,8 @@ def _run_train(args):
         train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks
     )
     final_path = os.path.join(args.output, "model.keras")
+    if pruning is not None:
+        _finish_pruning(args, model, pruning)
     fileio.save_model(model, final_path)
     with fileio.atomic_open(os.path.join(args.output, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
@@ -364,6 +435,63 @@ def _run_train(args):
         f"TensorBoard logs in {os.path.join(args.output, 'logs')}"
     )
     return 0
+
+
+def _pruning(args, model, total_steps):
+    """The pruning callback of ``kseg train --prune``; the model's kernels get their masks."""
+    from kseg import compress
+
+    end = args.prune_end or max(1, total_steps * 2 // 3)
+    if end < args.prune_begin:
+        raise ValueError(
+            f"--prune-end must be >= --prune-begin ({args.prune_begin}). Received: "
+            f"--prune-end={end}"
+        )
+    frequency = args.prune_frequency or max(1, min(100, (end - args.prune_begin) // 10))
+    _, callback = compress.prune(
+        model,
+        args.prune,
+        schedule=args.prune_schedule,
+        begin_step=args.prune_begin,
+        end_step=end,
+        frequency=frequency,
+        scope=args.prune_scope,
+        skip=tuple(args.prune_skip),
+    )
+    print(
+        f"pruning to {args.prune:.0%} ({args.prune_schedule}, {args.prune_scope} scope): "
+        f"steps {args.prune_begin}..{end}, masks updated every {frequency} steps"
+    )
+    return callback
+
+
+def _finish_pruning(args, model, pruning):
+    from kseg import compress, fileio
+
+    compress.strip(model)
+    report = compress.sparsity_report(model)
+    report["target_sparsity"] = args.prune
+    report["schedule_completed"] = bool(pruning.done)
+    print(compress.format_sparsity_report(report))
+    if not pruning.done:
+        print(
+            f"warning: training ended at sparsity {pruning.sparsity:.4f}, before --prune-end "
+            f"{pruning.end_step}; the target {args.prune} was not reached"
+        )
+    with fileio.atomic_open(os.path.join(args.output, "sparsity.json"), "w") as f:
+        json.dump(report, f, indent=2)
+
+
+def _pruned_best_checkpoint(pruning, *args, **kwargs):
+    """A ``BestModelCheckpoint`` that only considers epochs ending at the final sparsity."""
+    from kseg import engine
+
+    class PrunedBestCheckpoint(engine.BestModelCheckpoint):
+        def on_epoch_end(self, epoch, logs=None):
+            if pruning.done:
+                super().on_epoch_end(epoch, logs)
+
+    return PrunedBestCheckpoint(*args, **kwargs)
 
 
 def _load_model(path):

@@ -1,0 +1,914 @@
+"""Model compression for Keras 3: magnitude pruning with a sparsity schedule, and channel pruning.
+
+``tensorflow-model-optimization`` does not accept Keras 3 models, so kseg implements both.
+
+**Magnitude pruning** (``prune``, ``PruningCallback``, ``strip``, ``sparsity_report``) zeroes the
+smallest-magnitude weights of the convolution and dense kernels, raising the sparsity along a
+schedule while the model fine-tunes (Zhu & Gupta 2017, "To prune, or not to prune"). The masks
+are kept in non-trainable variables and applied as the kernels' Keras *constraints*, which every
+Keras 3 optimizer applies after each update inside the compiled train step: a pruned weight is
+exactly zero after every step, also with ``steps_per_execution > 1``. No layer is wrapped, so the
+model keeps its class and ``strip`` only detaches the masks. The sparse kernels make the TFLite
+file compress (gzip) but not run faster.
+
+**Channel pruning** (``prune_channels``) removes whole filters (smallest L1 norms) and rebuilds a
+narrower functional model, which runs faster: the consumers of each removed channel (batch norm,
+depthwise convolutions, the next convolution's input channels, concatenations, residual adds,
+max-unpooling indices) are narrowed with it; layers it cannot narrow safely are left and listed.
+
+Example:
+    >>> import kseg
+    >>> model = kseg.models.UNet(num_classes=3, input_shape=(32, 32, 3), base_filters=4)
+    >>> model.compile("adam", kseg.losses.CrossEntropy())
+    >>> model, callback = kseg.compress.prune(model, 0.5, end_step=100, frequency=10)
+    >>> # model.fit(train, epochs=..., callbacks=[callback])
+    >>> model = kseg.compress.strip(model)
+    >>> narrow, report = kseg.compress.prune_channels(model, 0.5)
+    >>> narrow.get_layer("down1_conv1").filters
+    2
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import keras
+import numpy as np
+
+SCHEDULES = ("polynomial", "constant")
+SCOPES = ("layer", "global")
+CRITERIA = ("l1", "l2")
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_sparsity(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(f"{name} must be a number in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
+def _check_step(name, value, low=0, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}. Received: {name}={value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def polynomial_sparsity(step, target_sparsity, begin_step, end_step, initial_sparsity=0.0, power=3):
+    """The sparsity of Zhu & Gupta (2017) at ``step``.
+
+    ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (end_step - t0)) ** power``, held at ``s_i``
+    before ``begin_step`` (``t0``) and at ``s_f`` after ``end_step`` (the paper's ``t0 + nΔt``).
+
+    Example:
+        >>> polynomial_sparsity(50, 0.8, 0, 100)     # 0.8 + (0 - 0.8) * 0.5 ** 3
+        0.7
+        >>> polynomial_sparsity(100, 0.8, 0, 100), polynomial_sparsity(0, 0.8, 0, 100)
+        (0.8, 0.0)
+    """
+    progress = min(1.0, max(0.0, (step - begin_step) / max(1, end_step - begin_step)))
+    return target_sparsity + (initial_sparsity - target_sparsity) * (1.0 - progress) ** power
+
+
+PRUNABLE_LAYERS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Dense,
+)
+"""Layer classes whose kernels ``prune`` masks (subclasses included)."""
+
+
+def _is_prunable(layer):
+    return isinstance(layer, PRUNABLE_LAYERS)
+
+
+def _kernels(layer):
+    # Separable convolutions carry two kernels; the others one, called ``kernel``.
+    names = (
+        ("depthwise_kernel", "pointwise_kernel")
+        if hasattr(layer, "pointwise_kernel")
+        else ("kernel",)
+    )
+    return [getattr(layer, n) for n in names if getattr(layer, n, None) is not None]
+
+
+def _matches(layer, skip):
+    for item in skip:
+        if isinstance(item, str):
+            if fnmatch.fnmatchcase(layer.name, item):
+                return True
+        elif isinstance(item, type) and isinstance(layer, item):
+            return True
+    return False
+
+
+def _check_skip(skip):
+    if skip is None:
+        return ()
+    if isinstance(skip, (str, type)):
+        skip = (skip,)
+    skip = tuple(skip)
+    for item in skip:
+        if not isinstance(item, (str, type)):
+            raise ValueError(
+                "skip must hold layer names (glob patterns allowed) or layer classes. "
+                f"Received: skip={skip!r}"
+            )
+    return skip
+
+
+def _leaf_layers(model):
+    seen, result = set(), []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            result.append(layer)
+    return result
+
+
+class _MaskConstraint:
+    """Multiplies a kernel by its mask after the constraint the layer had before (if any)."""
+
+    def __init__(self, mask, previous=None):
+        self.mask = mask
+        self.previous = previous
+
+    def __call__(self, w):
+        from keras import ops
+
+        if self.previous is not None:
+            w = self.previous(w)
+        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+
+    def get_config(self):  # never serialized: layer configs read ``kernel_constraint``
+        return {}
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Raises the kernels' sparsity along the schedule; built by :func:`prune`.
+
+    After each training step whose step number (the optimizer's
+    ``iterations``) passed a scheduled update — ``begin_step``, then every ``frequency`` steps,
+    and ``end_step`` — it recomputes the masks from the weights' magnitudes for that update's
+    sparsity and zeroes the pruned weights; the kernels' constraints keep them zero between
+    updates.
+
+    Attributes:
+        sparsity: the sparsity of the last mask update (0 before the first).
+        last_update_step: the step of that update, or None.
+        done: whether the final (``end_step``) update has been made.
+
+    Example:
+        >>> model, callback = kseg.compress.prune(model, 0.5, end_step=1000)  # doctest: +SKIP
+        >>> model.fit(train, epochs=5, callbacks=[callback])                  # doctest: +SKIP
+        >>> callback.sparsity                                                 # doctest: +SKIP
+        0.5
+    """
+
+    def __init__(
+        self,
+        entries,
+        target_sparsity,
+        schedule,
+        begin_step,
+        end_step,
+        frequency,
+        scope,
+        initial_sparsity,
+        power,
+        model=None,
+    ):
+        super().__init__()
+        self.entries = entries
+        self.target_sparsity = target_sparsity
+        self.schedule = schedule
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+        self.scope = scope
+        self.initial_sparsity = initial_sparsity
+        self.power = power
+        self.sparsity = 0.0
+        self.last_update_step = None
+        self.done = False
+        self._pruned_model = model
+
+    # -- schedule
+    def sparsity_at(self, step):
+        """The scheduled sparsity at ``step`` (0 before ``begin_step``).
+
+        Example:
+            >>> callback.sparsity_at(callback.end_step) == callback.target_sparsity  # doctest: +SKIP
+            True
+        """
+        if step < self.begin_step:
+            return 0.0
+        if self.schedule == "constant":
+            return self.target_sparsity
+        return polynomial_sparsity(
+            step,
+            self.target_sparsity,
+            self.begin_step,
+            self.end_step,
+            self.initial_sparsity,
+            self.power,
+        )
+
+    def update_point(self, step):
+        """The last scheduled update at or before ``step`` (None before ``begin_step``).
+
+        Example:
+            >>> callback.update_point(250)  # begin 0, frequency 100   # doctest: +SKIP
+            200
+        """
+        if step < self.begin_step:
+            return None
+        point = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
+        if self.end_step is not None and step >= self.end_step:
+            point = self.end_step
+        return point
+
+    # -- masks
+    def update_masks(self, sparsity):
+        """Recomputes every mask for ``sparsity`` (of the layer's or of all kernels) and zeroes
+        the pruned weights now.
+
+        Example:
+            >>> callback.update_masks(0.5)   # doctest: +SKIP
+        """
+        magnitudes = [np.abs(np.asarray(e["variable"].numpy(), np.float64)) for e in self.entries]
+        if self.scope == "global":
+            flat = np.concatenate([m.ravel() for m in magnitudes]) if magnitudes else np.zeros(0)
+            count = int(round(sparsity * flat.size))
+            drop = np.zeros(flat.size, bool)
+            # A stable sort keeps the already-zero weights first, so pruned weights stay pruned.
+            drop[np.argsort(flat, kind="stable")[:count]] = True
+            offset = 0
+            masks = []
+            for m in magnitudes:
+                masks.append(~drop[offset : offset + m.size].reshape(m.shape))
+                offset += m.size
+        else:
+            masks = []
+            for m in magnitudes:
+                count = int(round(sparsity * m.size))
+                drop = np.zeros(m.size, bool)
+                drop[np.argsort(m.ravel(), kind="stable")[:count]] = True
+                masks.append(~drop.reshape(m.shape))
+        for entry, mask in zip(self.entries, masks):
+            variable = entry["variable"]
+            mask = mask.astype(entry["mask"].dtype)
+            entry["mask"].assign(mask)
+            variable.assign(np.asarray(variable.numpy()) * mask.astype(variable.dtype))
+        self.sparsity = float(sparsity)
+
+    def _step(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        return int(iterations.numpy()) if iterations is not None else 0
+
+    def _maybe_update(self):
+        step = self._step()
+        point = self.update_point(step)
+        if point is None or point == self.last_update_step:
+            return
+        self.update_masks(self.sparsity_at(point))
+        self.last_update_step = point
+        self.done = self.end_step is not None and point >= self.end_step
+
+    def on_train_begin(self, logs=None):
+        if self._pruned_model is not None and self.model is not self._pruned_model:
+            raise ValueError(
+                f"this PruningCallback prunes the model {self._pruned_model.name!r}; it was "
+                f"given to the fit of another model. Received: model={self.model.name!r}"
+            )
+        self._maybe_update()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._maybe_update()
+
+
+def prune(
+    model,
+    target_sparsity,
+    schedule="polynomial",
+    begin_step=0,
+    end_step=None,
+    frequency=100,
+    scope="layer",
+    skip=(),
+    initial_sparsity=0.0,
+    power=3,
+):
+    """Prepares ``model`` for magnitude pruning; returns ``(model, callback)``.
+
+    The kernels of the model's ``Conv1D/2D/3D``, ``Conv*DTranspose``, ``DepthwiseConv*``,
+    ``SeparableConv*`` (both kernels) and ``Dense`` layers get a mask, applied as their
+    constraint after every optimizer update (the weights stay exactly zero where the mask is
+    zero). Fine-tune with ``model.fit(..., callbacks=[callback])``: the callback raises the
+    sparsity along the schedule, then ``strip(model)`` detaches the masks for export. The model
+    is changed in place and returned (it keeps its class; no wrapper). Biases, batch norm and
+    other weights are never pruned.
+
+    Args:
+        model: a built Keras model (compiled or not; compile before ``fit`` as usual).
+        target_sparsity: final fraction of zero weights, in [0, 1).
+        schedule: "polynomial" (Zhu & Gupta 2017: ``s_t = s_f + (s_i - s_f)(1 - (t - t0) /
+            (end_step - t0))^power`` for ``t`` in ``begin_step, begin_step + frequency, ...,
+            end_step``) or "constant" (``target_sparsity`` from ``begin_step`` on).
+        begin_step: training step (optimizer iteration) of the first mask update.
+        end_step: step of the last update, where the target is reached; needed for
+            "polynomial"; None for "constant" means the masks are refreshed every ``frequency``
+            steps for as long as training runs.
+        frequency: steps between mask updates (TF-MOT's default 100; smaller for short runs).
+        scope: "layer" (each kernel pruned to the sparsity: exact per layer) or "global" (one
+            magnitude threshold over all kernels: layers end with different sparsities, the
+            total is the target).
+        skip: layer names (``fnmatch`` patterns, e.g. ``"logits"`` or ``"up*"``) or classes
+            whose kernels are left dense.
+        initial_sparsity: ``s_i`` of the polynomial schedule.
+        power: exponent of the polynomial schedule (3 in the paper).
+
+    Returns:
+        ``(model, PruningCallback)``.
+
+    Raises:
+        ValueError: a sparsity outside [0, 1), steps or frequency out of range, an unknown
+            schedule or scope, or a model without prunable kernels (after ``skip``).
+
+    Example:
+        >>> import numpy as np, keras, kseg
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))
+        >>> model.compile("sgd", "mse")
+        >>> model, callback = kseg.compress.prune(model, 0.5, end_step=4, frequency=2)
+        >>> x = np.ones((2, 8, 8, 3), "float32")
+        >>> _ = model.fit(x, np.zeros((2, 8, 8, 4)), epochs=4, callbacks=[callback], verbose=0)
+        >>> kseg.compress.sparsity_report(kseg.compress.strip(model))["total"]["sparsity"]
+        0.5
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"model must be a keras.Model. Received: model of type {type(model).__name__}"
+        )
+    target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+    initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
+    _check_choice("schedule", schedule, SCHEDULES)
+    _check_choice("scope", scope, SCOPES)
+    begin_step = _check_step("begin_step", begin_step)
+    frequency = _check_step("frequency", frequency, low=1)
+    end_step = _check_step("end_step", end_step, allow_none=schedule == "constant")
+    if end_step is not None and end_step < begin_step:
+        raise ValueError(
+            f"end_step must be >= begin_step ({begin_step}). Received: end_step={end_step!r}"
+        )
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
+        raise ValueError(f"power must be a positive number. Received: power={power!r}")
+    skip = _check_skip(skip)
+    if not model.built:
+        raise ValueError(f"model {model.name!r} must be built before pruning")
+    if any(isinstance(v.constraint, _MaskConstraint) for v in model.weights):
+        raise ValueError(
+            f"model {model.name!r} is already being pruned; call kseg.compress.strip(model) first"
+        )
+
+    entries = []
+    for layer in _leaf_layers(model):
+        if not _is_prunable(layer) or _matches(layer, skip):
+            continue
+        for variable in _kernels(layer):
+            mask = keras.Variable(
+                np.ones(variable.shape, "float32"),
+                trainable=False,
+                dtype="float32",
+                name=f"{variable.name}_prune_mask",
+            )
+            previous = variable.constraint
+            variable.constraint = _MaskConstraint(mask, previous)
+            entries.append(
+                {"layer": layer, "variable": variable, "mask": mask, "previous": previous}
+            )
+    if not entries:
+        raise ValueError(
+            f"model {model.name!r} has no convolution or dense kernel to prune "
+            f"(after skip). Received: skip={skip!r}"
+        )
+    # A train function traced before the constraints existed would not apply them.
+    model.train_function = None
+    callback = PruningCallback(
+        entries,
+        target_sparsity,
+        schedule,
+        begin_step,
+        end_step,
+        frequency,
+        scope,
+        initial_sparsity,
+        power,
+        model=model,
+    )
+    return model, callback
+
+
+def strip(model):
+    """Detaches the pruning masks: returns the same model, plain, with the masked weights zero.
+
+    Every kernel's constraint goes back to what it was before :func:`prune`; the weights keep
+    their zeros (the masks are applied one last time). The model has its own class and config,
+    so it saves, loads and exports like the unpruned one. A model that was never pruned is
+    returned unchanged.
+
+    Example:
+        >>> model = kseg.compress.strip(model)   # doctest: +SKIP
+        >>> model.save("pruned.keras")           # doctest: +SKIP
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"model must be a keras.Model. Received: model of type {type(model).__name__}"
+        )
+    for variable in model.weights:
+        constraint = variable.constraint
+        if isinstance(constraint, _MaskConstraint):
+            mask = np.asarray(constraint.mask.numpy())
+            variable.assign(np.asarray(variable.numpy()) * mask.astype(variable.dtype))
+            variable.constraint = constraint.previous
+    model.train_function = None
+    return model
+
+
+def sparsity_report(model):
+    """Fraction of exactly-zero weights in each prunable kernel of ``model``.
+
+    Returns:
+        ``{"layers": {name: {"weights": n, "zeros": z, "sparsity": z / n}}, "total": {...}}``
+        over the kernels ``prune`` handles (pruned or not).
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((4, 4, 2))
+        >>> layer = keras.layers.Conv2D(2, 1, use_bias=False)
+        >>> model = keras.Model(inputs, layer(inputs))
+        >>> layer.kernel.assign([[[[0.0, 1.0], [0.0, 2.0]]]])
+        >>> kseg.compress.sparsity_report(model)["layers"]["conv2d"]["sparsity"]  # doctest: +SKIP
+        0.5
+    """
+    layers = {}
+    total_n = total_z = 0
+    for layer in _leaf_layers(model):
+        if not _is_prunable(layer):
+            continue
+        n = z = 0
+        for variable in _kernels(layer):
+            values = np.asarray(variable.numpy())
+            n += values.size
+            z += int(np.count_nonzero(values == 0))
+        if n:
+            layers[layer.name] = {"weights": n, "zeros": z, "sparsity": z / n}
+            total_n += n
+            total_z += z
+    return {
+        "layers": layers,
+        "total": {
+            "weights": total_n,
+            "zeros": total_z,
+            "sparsity": total_z / total_n if total_n else 0.0,
+        },
+    }
+
+
+def format_sparsity_report(report):
+    """The report of :func:`sparsity_report` as an aligned text table.
+
+    Example:
+        >>> print(format_sparsity_report(kseg.compress.sparsity_report(model)))  # doctest: +SKIP
+    """
+    rows = [(name, v["weights"], v["sparsity"]) for name, v in report["layers"].items()]
+    rows.append(("total", report["total"]["weights"], report["total"]["sparsity"]))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'layer':<{width}}  {'weights':>10}  sparsity"]
+    lines += [f"{name:<{width}}  {n:>10,}  {s:8.4f}" for name, n, s in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- channel pruning
+
+
+class _Channels:
+    """Union-find over channel identities; a set may be blocked (kept whole) with a reason."""
+
+    def __init__(self):
+        self.parent = {}
+        self.blocked = {}
+
+    def find(self, cid):
+        self.parent.setdefault(cid, cid)
+        root = cid
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[cid] != root:  # path compression
+            self.parent[cid], cid = root, self.parent[cid]
+        return root
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self.parent[rb] = ra
+        reason = self.blocked.pop(rb, None)
+        if reason is not None:
+            self.blocked.setdefault(ra, reason)
+
+    def block(self, cid, reason):
+        self.blocked.setdefault(self.find(cid), reason)
+
+    def reason(self, cid):
+        return self.blocked.get(self.find(cid))
+
+
+def _channel_count(tensor):
+    shape = tuple(tensor.shape)
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+# Layers that act on each channel separately and keep their order (weightless ones, and batch
+# norm, whose weights are sliced). Others with a size-reference second input are listed apart.
+_CHANNELWISE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.Identity,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.Resizing,
+)
+_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)
+
+
+def _kseg_channelwise():
+    # kseg's own layers that keep channels: (class, how many leading inputs carry channels).
+    from kseg.layers.crop import CropLike, PadToMultiple
+    from kseg.layers.pyramid_pooling import AdaptiveAveragePooling2D
+    from kseg.layers.resize import Resize
+    from kseg.layers.unpooling import MaxPoolingWithArgmax2D
+
+    return (CropLike, PadToMultiple, Resize, MaxPoolingWithArgmax2D, AdaptiveAveragePooling2D)
+
+
+def _producer_kind(layer):
+    """ "conv" (kernel ``[..., in, out]``), "transpose" (``[..., out, in]``), "separable",
+    "depthwise" or None; with the reason when the layer cannot take part."""
+    L = keras.layers
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        if layer.depth_multiplier != 1:
+            return None, "a separable convolution with depth_multiplier != 1"
+        return "separable", None
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        if layer.depth_multiplier != 1:
+            return None, "a depthwise convolution with depth_multiplier != 1"
+        return "depthwise", None
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        return "transpose", None
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        if getattr(layer, "groups", 1) != 1:
+            return None, "a grouped convolution"
+        return "conv", None
+    if isinstance(layer, L.Dense):
+        return "conv", None
+    return None, None
+
+
+def _trace_channels(model, skip):
+    """Walks the functional graph, giving every tensor channel a channel identity.
+
+    A producer (convolution, transposed convolution, dense) creates the identities
+    ``(layer name, filter)``; channel-wise layers pass them on; concatenation concatenates;
+    element-wise merges and max-unpooling (values with their pooling indices) unite the
+    operands' identities position by position; anything else blocks the identities it
+    receives, as do the model outputs and skipped layers.
+    """
+    channels = _Channels()
+    ids = {}  # id(KerasTensor) -> list of channel identities (or None: not channels-last)
+    consumers = {}  # layer name -> (kind, identities of its input channels)
+    producers = {}  # layer name -> (kind, number of filters)
+    layer_by_name = {}
+    kseg_channelwise = _kseg_channelwise()
+    from kseg.layers.unpooling import MaxUnpooling2D
+
+    def fresh(tensor, tag, reason):
+        count = _channel_count(tensor)
+        if count is None:
+            return None
+        out = [(tag, j) for j in range(count)]
+        for cid in out:
+            channels.block(cid, reason)
+        return out
+
+    def block_all(lists, reason):
+        for lst in lists:
+            for cid in lst or ():
+                channels.block(cid, reason)
+
+    for x in model.inputs:
+        ids[id(x)] = fresh(x, f"<input {x.name}>", "model input")
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            if layer is None or node.is_input:
+                continue
+            inputs = [ids.get(id(t)) for t in node.input_tensors]
+            outputs = node.outputs
+            name = getattr(layer, "name", type(layer).__name__)
+            layer_by_name[name] = layer
+            cls = type(layer).__name__
+            unknown = f"feeds {name!r} ({cls}), which prune_channels cannot narrow"
+            kind, why_not = _producer_kind(layer)
+            if getattr(layer, "data_format", None) == "channels_first":
+                kind, why_not = None, "a channels_first layer"
+            first = inputs[0] if inputs else None
+            if why_not is not None:
+                block_all(inputs, f"feeds {name!r}: {why_not}")
+                result = [fresh(t, f"<{name}>", why_not) for t in outputs]
+            elif kind in ("conv", "transpose", "separable") and len(inputs) == 1:
+                previous = consumers.get(name)
+                if previous is not None and first is not None:  # a shared layer
+                    for a, b in zip(previous[1], first):
+                        channels.union(a, b)
+                consumers[name] = (kind, first)
+                count = _channel_count(outputs[0])
+                producers[name] = (kind, count)
+                result = [[(name, j) for j in range(count)]]
+                if _matches(layer, skip):
+                    block_all(result, f"skipped (skip={skip!r})")
+            elif kind == "depthwise" and len(inputs) == 1:
+                consumers[name] = (kind, first)
+                result = [first]
+            elif isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (
+                -1,
+                len(outputs[0].shape) - 1,
+                [len(outputs[0].shape) - 1],
+            ):
+                consumers[name] = ("batchnorm", first)
+                result = [first]
+            elif isinstance(layer, _CHANNELWISE) or isinstance(layer, kseg_channelwise):
+                # Resize/CropLike's second input only gives a size.
+                result = [first for _ in outputs]
+            elif isinstance(layer, _MERGES) and all(i is not None for i in inputs):
+                longest = max(inputs, key=len)
+                for other in inputs:
+                    if len(other) == len(longest):
+                        for a, b in zip(longest, other):
+                            channels.union(a, b)
+                    elif len(other) != 1:
+                        block_all(inputs, unknown)
+                result = [longest]
+            elif isinstance(layer, keras.layers.Concatenate) and all(i is not None for i in inputs):
+                rank = len(outputs[0].shape)
+                if layer.axis in (-1, rank - 1):
+                    result = [[cid for lst in inputs for cid in lst]]
+                else:  # concatenated along space: the channels line up position by position
+                    for other in inputs[1:]:
+                        for a, b in zip(first, other):
+                            channels.union(a, b)
+                    result = [first]
+            elif isinstance(layer, MaxUnpooling2D) and inputs[0] is not None and inputs[1]:
+                for a, b in zip(inputs[0], inputs[1]):  # values and their pooling indices
+                    channels.union(a, b)
+                result = [first]
+            else:
+                block_all(inputs, unknown)
+                result = [fresh(t, f"<{name}>", f"produced by {name!r} ({cls})") for t in outputs]
+            for tensor, value in zip(outputs, result):
+                ids[id(tensor)] = value
+
+    for x in model.outputs:
+        block_all([ids.get(id(x))], "reaches the model output")
+    return channels, consumers, producers, layer_by_name
+
+
+def _filter_norms(layer, kind, criterion):
+    kernel = np.asarray(layer.get_weights()[0] if kind != "separable" else layer.get_weights()[1])
+    # Output channels: the last kernel axis, or the second last for a transposed convolution.
+    axis = kernel.ndim - 2 if kind == "transpose" else kernel.ndim - 1
+    moved = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1)
+    if criterion == "l1":
+        return np.abs(moved).sum(axis=1)
+    return np.sqrt((moved.astype(np.float64) ** 2).sum(axis=1))
+
+
+def _slice(array, axis, keep):
+    return np.take(array, keep, axis=axis) if keep is not None else array
+
+
+def prune_channels(model, ratio, criterion="l1", skip=()):
+    """Removes whole filters from the convolutions and rebuilds a narrower functional model.
+
+    For every ``Conv*D``, ``Conv*DTranspose``, ``SeparableConv*D`` and ``Dense`` layer, the
+    ``floor(ratio * filters)`` filters of smallest norm (``criterion``: "l1", as Li et al. 2017,
+    or "l2") are removed, and everything reading those channels is narrowed with them: batch
+    norm (its four vectors sliced), depthwise convolutions (they follow their input), the next
+    convolution's input channels, concatenations (at the channel offsets of each operand),
+    residual adds and other element-wise merges (their operands share one set of channels: a
+    position is removed from all operands or from none, chosen by the summed norms) and
+    ``MaxUnpooling2D`` (the decoder values and the encoder's pooling indices, as in SegNet,
+    share their channels likewise). Channels that reach a model output, that feed a layer it
+    does not know (custom layers, reshapes, channel-mixing normalisations, grouped
+    convolutions) or whose producer is in ``skip`` are kept; such layers are listed in the
+    report with the reason.
+
+    The new model is a plain ``keras.Model`` (``Functional``) cloned from ``model`` with the
+    narrower layer configs and the kept weights (``keras.models.clone_model``, which compiles it
+    like the original when that was compiled, with a new optimizer): fine-tune it. Removed
+    filters whose outputs were already zero (zero kernel and bias, as after magnitude pruning of
+    whole filters) leave the outputs unchanged.
+
+    Args:
+        model: a functional Keras model (kseg's models are).
+        ratio: fraction of each layer's filters to remove, in [0, 1).
+        criterion: "l1" or "l2" norm of each filter's kernel weights.
+        skip: layer names (``fnmatch`` patterns) or classes whose filters are all kept.
+
+    Returns:
+        ``(narrow_model, report)``; ``report`` holds ``ratio``, ``criterion``,
+        ``layers`` (``{name: {"filters": before, "kept": after}}`` for every layer narrowed)
+        and ``left`` (``{name: reason}`` for every convolution or dense layer kept whole).
+
+    Raises:
+        ValueError: for ``ratio`` outside [0, 1), an unknown ``criterion`` or a model that is not
+            functional.
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.models.SegNet(num_classes=3, input_shape=(32, 32, 3),
+        ...                            stage_filters=(8, 8, 16, 16, 16))
+        >>> narrow, report = kseg.compress.prune_channels(model, 0.5)
+        >>> narrow.get_layer("block1_conv1").filters, report["left"]["logits"]
+        (4, 'reaches the model output')
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            "prune_channels needs a functional keras.Model. "
+            f"Received: model of type {type(model).__name__}"
+        )
+    ratio = _check_sparsity("ratio", ratio)
+    _check_choice("criterion", criterion, CRITERIA)
+    skip = _check_skip(skip)
+
+    channels, consumers, producers, layer_by_name = _trace_channels(model, skip)
+
+    # Groups: sets of (layer, filter) removed together; clusters: producers sharing groups.
+    groups = {}
+    for name, (kind, count) in producers.items():
+        norms = _filter_norms(layer_by_name[name], kind, criterion)
+        for j in range(count):
+            root = channels.find((name, j))
+            groups.setdefault(root, []).append((name, j, float(norms[j])))
+    cluster_of = {name: name for name in producers}
+
+    def cluster(name):
+        while cluster_of[name] != name:
+            name = cluster_of[name]
+        return name
+
+    for members in groups.values():
+        first = cluster(members[0][0])
+        for name, _, _ in members[1:]:
+            cluster_of[cluster(name)] = first
+    clusters = {}
+    for root, members in groups.items():
+        clusters.setdefault(cluster(members[0][0]), []).append(root)
+
+    removed = set()
+    left = {}
+    for roots in clusters.values():
+        names = sorted({n for r in roots for n, _, _ in groups[r]})
+        free = [r for r in roots if channels.reason(r) is None]
+        # Per producer of the cluster, ratio of its filters; coupled producers share groups.
+        count = min(int(math.floor(ratio * len(roots) + 1e-9)), len(free))
+        if free and count >= len(free) and len(free) == len(roots):
+            count = len(free) - 1  # keep at least one channel
+        free.sort(key=lambda r: sum(norm for _, _, norm in groups[r]))
+        for r in free[:count]:
+            removed.add(r)
+        if count == 0:
+            reasons = [channels.reason(r) for r in roots if channels.reason(r) is not None]
+            for n in names:
+                left[n] = reasons[0] if reasons else "nothing to remove at this ratio"
+
+    def kept(cid):
+        return channels.find(cid) not in removed
+
+    keep_out = {}
+    report_layers = {}
+    for name, (_, count) in producers.items():
+        keep = [j for j in range(count) if kept((name, j))]
+        if len(keep) < count:
+            keep_out[name] = keep
+            report_layers[name] = {"filters": count, "kept": len(keep)}
+        elif name not in left:
+            left[name] = "its channels are shared with a layer that keeps them"
+    keep_in = {}
+    for name, (_, in_ids) in consumers.items():
+        if in_ids is None:
+            continue
+        keep = [i for i, cid in enumerate(in_ids) if kept(cid)]
+        if len(keep) < len(in_ids):
+            keep_in[name] = keep
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in keep_out:
+            key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
+            config[key] = len(keep_out[layer.name])
+        return layer.__class__.from_config(config)
+
+    narrow = keras.models.clone_model(model, clone_function=clone)
+    if not isinstance(narrow, keras.Model):  # pragma: no cover - clone_model returns a Model
+        raise TypeError(type(narrow).__name__)
+    for old in model.layers:  # top level: a nested model is cloned whole
+        weights = old.get_weights()
+        if not weights:
+            continue
+        new = narrow.get_layer(old.name)
+        kind = consumers.get(old.name, (None,))[0]
+        cin, cout = keep_in.get(old.name), keep_out.get(old.name)
+        if kind == "conv":
+            kernel = _slice(_slice(weights[0], -2, cin), -1, cout)
+            weights = [kernel] + [_slice(w, 0, cout) for w in weights[1:]]
+        elif kind == "transpose":
+            kernel = _slice(_slice(weights[0], -1, cin), -2, cout)
+            weights = [kernel] + [_slice(w, 0, cout) for w in weights[1:]]
+        elif kind == "separable":
+            depthwise = _slice(weights[0], -2, cin)
+            pointwise = _slice(_slice(weights[1], -2, cin), -1, cout)
+            weights = [depthwise, pointwise] + [_slice(w, 0, cout) for w in weights[2:]]
+        elif kind == "depthwise":
+            weights = [_slice(weights[0], -2, cin)] + [_slice(w, 0, cin) for w in weights[1:]]
+        elif kind == "batchnorm":
+            weights = [_slice(w, 0, cin) for w in weights]
+        new.set_weights(weights)
+    report = {
+        "ratio": ratio,
+        "criterion": criterion,
+        "layers": report_layers,
+        "left": dict(sorted(left.items())),
+    }
+    return narrow, report

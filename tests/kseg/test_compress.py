@@ -1,0 +1,392 @@
+"""Magnitude pruning (schedule, masks, strip, scope) and channel pruning on tiny models."""
+
+import keras
+import numpy as np
+import pytest
+
+import kseg
+from kseg import compress
+from kseg.cli.main import main
+
+
+def _conv_model(filters=8, constraint=None):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(filters, 3, padding="same", name="a", kernel_constraint=constraint)(
+        inputs
+    )
+    x = keras.layers.Conv2D(filters, 3, padding="same", name="b")(x)
+    return keras.Model(inputs, x)
+
+
+def _data(n=8, channels=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(size=(n, 8, 8, 3)).astype("float32"),
+        rng.normal(size=(n, 8, 8, channels)).astype("float32"),
+    )
+
+
+def _zeros(variable):
+    return np.asarray(variable.numpy()) == 0
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (0, 0.1),  # s_i
+        (10, 0.1),
+        (35, 0.8 + (0.1 - 0.8) * (1 - 25 / 100) ** 3),
+        (60, 0.8 + (0.1 - 0.8) * 0.5**3),
+        (110, 0.8),
+        (500, 0.8),
+    ],
+)
+def test_polynomial_schedule_is_zhu_and_gupta(step, expected):
+    value = compress.polynomial_sparsity(step, 0.8, 10, 110, initial_sparsity=0.1)
+    assert value == pytest.approx(expected, abs=1e-12)
+
+
+def test_callback_prunes_at_the_scheduled_steps_to_the_formula():
+    keras.utils.set_random_seed(0)
+    model = _conv_model()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model, callback = compress.prune(model, 0.6, begin_step=2, end_step=12, frequency=4)
+    assert [callback.update_point(t) for t in (0, 1, 2, 5, 6, 9, 10, 11, 12, 40)] == [
+        None,
+        None,
+        2,
+        2,
+        6,
+        6,
+        10,
+        10,
+        12,
+        12,
+    ]
+    x, y = _data()
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(model.optimizer.iterations.numpy())
+            seen.append((step, compress.sparsity_report(model)["layers"]["a"]["sparsity"]))
+
+    # Record runs after the pruning callback, so it sees the masks of each step.
+    model.fit(x, y, batch_size=2, epochs=4, callbacks=[callback, Record()], verbose=0)
+    n = 3 * 3 * 3 * 8
+    for step, sparsity in seen:
+        point = callback.update_point(step)
+        want = 0.0 if point is None else compress.polynomial_sparsity(point, 0.6, 2, 12)
+        assert sparsity == round(want * n) / n, (step, sparsity, want)
+    assert callback.done and callback.sparsity == 0.6
+    # the formula's intermediate values were really passed through
+    assert {round(s, 4) for _, s in seen} >= {0.0, round(round(0.6 * (1 - 0.6**3) * n) / n, 4)}
+
+
+def test_masked_weights_stay_zero_through_optimizer_updates():
+    keras.utils.set_random_seed(1)
+    model = _conv_model()
+    # Adam with momentum moves every weight each step; steps_per_execution runs 4 steps
+    # between two callbacks, so only the constraint can keep the pruned weights at zero.
+    model.compile(keras.optimizers.Adam(0.05), "mse", steps_per_execution=4)
+    model, callback = compress.prune(model, 0.5, schedule="constant", frequency=1000)
+    x, y = _data(16)
+    model.fit(x, y, batch_size=2, epochs=1, callbacks=[callback], verbose=0)  # masks at step 0
+    kernel = model.get_layer("a").kernel
+    mask = np.asarray(callback.entries[0]["mask"].numpy()) == 0
+    assert mask.mean() == 0.5
+    before = kernel.numpy().copy()
+    model.fit(x, y, batch_size=2, epochs=3, callbacks=[callback], verbose=0)
+    after = kernel.numpy()
+    assert np.all(after[mask] == 0.0)  # exactly zero, not small
+    assert np.all(after[~mask] != before[~mask])  # the others trained
+    assert callback.last_update_step == 0  # no mask update after step 0 (frequency 1000)
+
+
+def test_strip_leaves_a_plain_model_with_the_exact_sparsity(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = _conv_model(constraint=keras.constraints.MaxNorm(100.0))
+    original = model.get_layer("a").kernel.constraint
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model, callback = compress.prune(model, 0.75, end_step=8, frequency=2)
+    x, y = _data()
+    model.fit(x, y, batch_size=2, epochs=2, callbacks=[callback], verbose=0)
+    model = compress.strip(model)
+    assert type(model).__name__ == "Functional"
+    assert model.get_layer("a").kernel.constraint is original
+    assert model.get_layer("b").kernel.constraint is None
+    assert not any(isinstance(v.constraint, compress._MaskConstraint) for v in model.weights)
+    assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Conv2D", "Conv2D"]
+    report = compress.sparsity_report(model)
+    assert report["layers"]["a"]["zeros"] == 162 and report["layers"]["b"]["zeros"] == 432
+    assert report["total"]["sparsity"] == 0.75
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    loaded = kseg.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert compress.sparsity_report(loaded)["total"]["sparsity"] == 0.75
+    # training the stripped model is no longer masked
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert compress.sparsity_report(model)["total"]["sparsity"] < 0.1
+
+
+def test_global_scope_prunes_the_small_layer_first_and_layer_scope_does_not():
+    keras.utils.set_random_seed(3)
+    results = {}
+    for scope in ("layer", "global"):
+        model = _conv_model()
+        rng = np.random.default_rng(3)
+        for name, low, high in (("a", 0.5, 1.0), ("b", 0.001, 0.01)):  # every |b| < every |a|
+            kernel = model.get_layer(name).kernel
+            magnitude = rng.uniform(low, high, kernel.shape)
+            kernel.assign(magnitude * rng.choice([-1.0, 1.0], kernel.shape))
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        model, callback = compress.prune(model, 0.5, schedule="constant", scope=scope)
+        callback.set_model(model)
+        callback.on_train_begin()
+        report = compress.sparsity_report(model)
+        results[scope] = {k: v["sparsity"] for k, v in report["layers"].items()}
+        assert report["total"]["sparsity"] == pytest.approx(0.5, abs=1 / 792)
+    assert results["layer"] == {"a": 0.5, "b": 0.5}
+    # global: 396 zeros, all 576 of b's weights are smaller than any of a's
+    assert results["global"] == {"a": 0.0, "b": 396 / 576}
+
+
+def test_skip_leaves_named_layers_dense():
+    model = _conv_model()
+    model, callback = compress.prune(model, 0.5, schedule="constant", skip=("b",))
+    assert [e["layer"].name for e in callback.entries] == ["a"]
+    with pytest.raises(ValueError, match="already being pruned"):
+        compress.prune(model, 0.5, end_step=3)
+    compress.strip(model)
+    with pytest.raises(ValueError, match="no convolution or dense kernel"):
+        compress.prune(model, 0.5, end_step=3, skip=keras.layers.Conv2D)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_sparsity": 1.0, "end_step": 5}, "Received: target_sparsity=1.0"),
+        ({"target_sparsity": -0.2, "end_step": 5}, "Received: target_sparsity=-0.2"),
+        ({"target_sparsity": 0.5}, "Received: end_step=None"),
+        ({"target_sparsity": 0.5, "end_step": 5, "begin_step": 6}, "Received: end_step=5"),
+        ({"target_sparsity": 0.5, "end_step": 5, "frequency": 0}, "Received: frequency=0"),
+        ({"target_sparsity": 0.5, "end_step": 5, "scope": "net"}, "Received: scope='net'"),
+        ({"target_sparsity": 0.5, "end_step": 5, "schedule": "cubic"}, "schedule='cubic'"),
+    ],
+)
+def test_bad_pruning_arguments_name_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compress.prune(_conv_model(), **kwargs)
+
+
+# --------------------------------------------------------------------------- channel pruning
+
+
+def _zero_filters(model, fraction=0.5, seed=0):
+    """Zeroes the first half of every conv's filters (kernel, bias) and makes their batch norm
+    output zero; gives the other channels random BN statistics so that the test is not trivial."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            if layer.name == "logits":
+                continue
+            weights = layer.get_weights()
+            axis = -2 if isinstance(layer, keras.layers.Conv2DTranspose) else -1
+            n = weights[0].shape[axis]
+            dead = np.arange(int(n * fraction))
+            index = [slice(None)] * weights[0].ndim
+            index[axis] = dead
+            weights[0][tuple(index)] = 0.0
+            for w in weights[1:]:
+                w[:] = rng.normal(size=w.shape)
+                w[dead] = 0.0
+            layer.set_weights(weights)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            n = gamma.shape[0]
+            gamma, beta = rng.uniform(0.5, 1.5, n), rng.normal(size=n)
+            mean, var = rng.normal(size=n), rng.uniform(0.5, 2.0, n)
+            dead = np.arange(int(n * fraction))
+            beta[dead], mean[dead] = 0.0, 0.0  # BN(0) = 0 on the dead channels
+            layer.set_weights([gamma, beta, mean, var])
+
+
+@pytest.mark.parametrize(
+    ("build", "narrowed"),
+    [
+        (
+            lambda: kseg.models.UNet(num_classes=3, input_shape=(32, 32, 3), base_filters=4),
+            {"down2_conv1": (3, 3, 2, 4), "up1_conv1": (3, 3, 4, 2), "up1_upconv": (2, 2, 2, 4)},
+        ),
+        (
+            lambda: kseg.models.SegNet(
+                num_classes=3, input_shape=(32, 32, 3), stage_filters=(4, 8, 8, 8, 16)
+            ),
+            {"block1_conv1": (3, 3, 3, 2), "block5_conv1": (3, 3, 4, 8), "logits": (3, 3, 2, 3)},
+        ),
+    ],
+)
+def test_prune_channels_removing_zero_filters_keeps_the_outputs(build, narrowed):
+    keras.utils.set_random_seed(4)
+    model = build()
+    _zero_filters(model)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    narrow, report = compress.prune_channels(model, 0.5)
+    for name, shape in narrowed.items():
+        assert tuple(narrow.get_layer(name).kernel.shape) == shape, name
+    assert report["left"] == {"logits": "reaches the model output"}
+    assert all(v["kept"] * 2 == v["filters"] for v in report["layers"].values())
+    np.testing.assert_allclose(narrow.predict(images, verbose=0), expected, atol=1e-5, rtol=1e-5)
+    assert narrow.count_params() < 0.4 * model.count_params()
+    # the original is untouched
+    np.testing.assert_array_equal(model.predict(images, verbose=0), expected)
+
+
+def test_prune_channels_removes_the_smallest_l1_filters_and_slices_consumers():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 1, use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    outputs = keras.layers.Conv2D(2, 1, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    kernel = np.zeros((1, 1, 2, 4), "float32")
+    kernel[0, 0, :, :] = [[1.0, -5.0, 0.5, 3.0], [1.0, 0.0, -0.25, -3.0]]  # L1: 2, 5, .75, 6
+    model.get_layer("c1").set_weights([kernel])
+    narrow, report = compress.prune_channels(model, 0.5)
+    np.testing.assert_array_equal(narrow.get_layer("c1").kernel.numpy(), kernel[..., [1, 3]])
+    bn_old, bn_new = model.get_layer("bn").get_weights(), narrow.get_layer("bn").get_weights()
+    for old, new in zip(bn_old, bn_new):
+        np.testing.assert_array_equal(new, old[[1, 3]])
+    dw = model.get_layer("dw").get_weights()
+    np.testing.assert_array_equal(narrow.get_layer("dw").get_weights()[0], dw[0][:, :, [1, 3]])
+    out = model.get_layer("out").get_weights()[0]
+    np.testing.assert_array_equal(narrow.get_layer("out").get_weights()[0], out[:, :, [1, 3]])
+    assert report["layers"] == {"c1": {"filters": 4, "kept": 2}}
+
+
+def test_residual_add_operands_share_one_channel_set():
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="b")(a)
+    x = keras.layers.Add(name="add")([a, b])
+    x = keras.layers.Conv2D(2, 1, name="head")(x)
+    model = keras.Model(inputs, x)
+    ka, kb = (model.get_layer(n).get_weights() for n in ("a", "b"))
+    # positions 1 and 2 are small in a but not in b; summed over both, 0 and 2 are the smallest
+    ka[0][..., :] *= np.array([0.01, 0.02, 0.01, 1.0])
+    kb[0][..., :] *= np.array([0.01, 1.0, 0.01, 1.0])
+    ka[1][:], kb[1][:] = 0.0, 0.0
+    model.get_layer("a").set_weights(ka)
+    model.get_layer("b").set_weights(kb)
+    narrow, report = compress.prune_channels(model, 0.5)
+    assert report["layers"] == {"a": {"filters": 4, "kept": 2}, "b": {"filters": 4, "kept": 2}}
+    np.testing.assert_array_equal(narrow.get_layer("a").kernel.numpy(), ka[0][..., [1, 3]])
+    np.testing.assert_array_equal(
+        narrow.get_layer("b").kernel.numpy(), kb[0][..., [1, 3], :][..., [1, 3]]
+    )
+    head = model.get_layer("head").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("head").kernel.numpy(), head[:, :, [1, 3]])
+
+
+@keras.saving.register_keras_serializable(package="kseg_tests")
+class _Mystery(keras.layers.Layer):
+    def call(self, x):
+        return x[..., ::-1]
+
+
+def test_layers_it_cannot_narrow_are_kept_and_listed():
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="b")(a)
+    c = _Mystery(name="mystery")(b)
+    d = keras.layers.Conv2D(4, 1, name="d")(c)
+    e = keras.layers.Conv2D(4, 1, name="e")(d)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(e))
+    narrow, report = compress.prune_channels(model, 0.5, skip=["d"])
+    assert report["left"] == {
+        "b": "feeds 'mystery' (_Mystery), which prune_channels cannot narrow",
+        "d": "skipped (skip=('d',))",
+        "head": "reaches the model output",
+    }
+    assert sorted(report["layers"]) == ["a", "e"]
+    assert narrow.get_layer("b").filters == 4 and narrow.get_layer("a").filters == 2
+    x = np.random.default_rng(0).normal(size=(1, 6, 6, 3)).astype("float32")
+    assert narrow.predict(x, verbose=0).shape == (1, 6, 6, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ratio": 1.0}, "Received: ratio=1.0"),
+        ({"ratio": 1.5}, "Received: ratio=1.5"),
+        ({"ratio": -0.1}, "Received: ratio=-0.1"),
+        ({"ratio": 0.5, "criterion": "l0"}, "Received: criterion='l0'"),
+    ],
+)
+def test_bad_channel_pruning_arguments_name_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compress.prune_channels(_conv_model(), **kwargs)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        "unet",
+        "--model-option",
+        "base_filters=4",
+        "--model-option",
+        "depth=2",
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "32",
+        "32",
+        "--num-images",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--prune",
+        "0.5",
+        "--output",
+        str(run),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((run / "sparsity.json").read_text())
+    assert record["total"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert "down1_conv1" in printed and "total" in printed
+    model = kseg.load_model(run / "model.keras")
+    assert compress.sparsity_report(model)["total"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-4], "--prune", "1.0", "--output", str(run)])
+    assert exit_info.value.code == 2
+    assert "--prune: must be a number in [0, 1). Received: 1.0" in capsys.readouterr().err
+
+
+def test_a_nested_model_is_kept_whole_with_its_weights():
+    keras.utils.set_random_seed(5)
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 4)), keras.layers.Conv2D(3, 1, name="inner_conv")], name="inner"
+    )
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    model = keras.Model(inputs, inner(a))
+    narrow, report = compress.prune_channels(model, 0.5)
+    assert report["left"]["a"] == "feeds 'inner' (Sequential), which prune_channels cannot narrow"
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_array_equal(narrow.predict(x, verbose=0), model.predict(x, verbose=0))
