@@ -204,8 +204,11 @@ def run(
     single_pass = result["mean_iou"]
     predictor = model
     if recipe["flip_average"]:
-        predictor = engine.FlipAverage(model)
-        print(f"single pass: mean IoU {single_pass:.4f}; with the logits averaged over 4 flips:")
+        # A model trained on the eight symmetries of the square is averaged over all of them.
+        transpose = bool(recipe["dihedral_augment"])
+        predictor = engine.FlipAverage(model, transpose=transpose)
+        views = "8 flips and transposes" if transpose else "4 flips"
+        print(f"single pass: mean IoU {single_pass:.4f}; with the logits averaged over {views}:")
         result = engine.evaluate(predictor, val_ds, num_classes, progress=False)
     result["mean_iou_single_pass"] = single_pass
     result["flip_average"] = bool(recipe["flip_average"])
@@ -222,7 +225,8 @@ def run(
         pictures.append(path)
 
     elapsed = time.time() - started
-    how = f"4-flip average; single pass {single_pass:.4f}, " if recipe["flip_average"] else ""
+    views = 8 if recipe["dihedral_augment"] else 4
+    how = f"{views}-view average; single pass {single_pass:.4f}, " if recipe["flip_average"] else ""
     print(
         f"\nheld-out mean IoU {result['mean_iou']:.4f} ({how}pixel accuracy {result['pixel_accuracy']:.4f}) "
         f"after {elapsed:.0f} s"

@@ -145,7 +145,9 @@ class FlipAverage:
     Wraps a model (logits or probabilities out, ``[N, H, W, C]``; the main output of a
     multi-output model) into a callable that ``predict_labels`` and ``evaluate`` accept. The
     default flips are none, horizontal, vertical and both; each flipped prediction is flipped
-    back before averaging, so the result is aligned with the input.
+    back before averaging, so the result is aligned with the input. With ``transpose=True``
+    every flip is also applied to the transposed image (height and width swapped, then swapped
+    back): the eight symmetries of the square, for a model trained on all of them.
 
     Example:
         >>> averaged = FlipAverage(model)  # doctest: +SKIP
@@ -154,7 +156,7 @@ class FlipAverage:
 
     FLIPS = ((), (2,), (1,), (1, 2))
 
-    def __init__(self, model, flips=FLIPS):
+    def __init__(self, model, flips=FLIPS, transpose=False):
         flips = tuple(tuple(axes) for axes in flips)
         if not flips:
             raise ValueError("FlipAverage needs at least one flip (() is the identity)")
@@ -163,20 +165,29 @@ class FlipAverage:
                 raise ValueError(
                     f"FlipAverage flips axes 1 (height) and 2 (width) only. Received: axes={axes!r}"
                 )
+        if not isinstance(transpose, bool):
+            raise ValueError(
+                f"FlipAverage: transpose must be True or False. Received: transpose={transpose!r}"
+            )
         self.model = model
         self.flips = flips
+        self.transpose = transpose
+
+    def _scores(self, images, training):
+        return keras.ops.convert_to_numpy(_main_output(self.model(images, training=training)))
 
     def __call__(self, images, training=False):
         images = np.asarray(keras.ops.convert_to_numpy(images), dtype=np.float32)
         total = None
-        for axes in self.flips:
-            flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
-            scores = keras.ops.convert_to_numpy(
-                _main_output(self.model(flipped, training=training))
-            )
-            scores = np.flip(scores, axes) if axes else scores
-            total = scores if total is None else total + scores
-        return total / len(self.flips)
+        for transposed in (False, True) if self.transpose else (False,):
+            view = np.ascontiguousarray(images.transpose(0, 2, 1, 3)) if transposed else images
+            for axes in self.flips:
+                flipped = np.ascontiguousarray(np.flip(view, axes)) if axes else view
+                scores = self._scores(flipped, training)
+                scores = np.flip(scores, axes) if axes else scores
+                scores = scores.transpose(0, 2, 1, 3) if transposed else scores
+                total = scores if total is None else total + scores
+        return total / (len(self.flips) * (2 if self.transpose else 1))
 
 
 def predict_labels(model, images, batch_size=8):

@@ -296,6 +296,19 @@ def test_flip_average_averages_the_four_flips():
         FlipAverage(model, flips=())
     with pytest.raises(ValueError, match=r"Received: axes=\(3,\)"):
         FlipAverage(model, flips=((3,),))
+    # transpose=True: the eight symmetries, each undone before averaging (non-square images).
+    views = []
+    for k in range(4):
+        for transposed in (False, True):
+            view = images.transpose(0, 2, 1, 3) if transposed else images
+            view = np.rot90(view, k, axes=(1, 2)).copy()
+            scores = np.rot90(model.predict(view, verbose=0), -k, axes=(1, 2))
+            views.append(scores.transpose(0, 2, 1, 3) if transposed else scores)
+    np.testing.assert_allclose(
+        FlipAverage(model, transpose=True)(images), sum(views) / 8, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="transpose.*'yes'"):
+        FlipAverage(model, transpose="yes")
 
 
 def _voc_of_two_sizes(root):
