@@ -23,6 +23,7 @@ _SUBMODULES = (
     "demo",
     "engine",
     "export",
+    "export_report",
     "fileio",
     "layers",
     "loss_weights",
@@ -30,6 +31,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "report",
+    "serving",
     "testing",
     "viz",
 )
