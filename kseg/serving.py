@@ -110,7 +110,7 @@ def _png_chunk(kind, data):
 def _logits(model, images):
     import tensorflow as tf
 
-    from kseg.export import _first_output
+    from kseg._export_common import _first_output
 
     return tf.cast(_first_output(model(images, training=False)), tf.float32)
 
@@ -807,7 +807,7 @@ def export_saved_model(
         ...                                 class_names=["sky", "road", "car"])  # doctest: +SKIP
         '/tmp/export/unet/1'
     """
-    from kseg.export import _check_model, _resolve_input_shape
+    from kseg._export_common import _check_model, _resolve_input_shape
 
     _check_model(model)
     min_agreement = export_report.check_min_agreement(min_agreement)
