@@ -364,7 +364,9 @@ def test_a_kill_mid_export_leaves_no_version_folder(tmp_path):
         """
     )
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    env[fileio.SLOW_WRITE_ENV] = "60"
+    # every atomic write pauses this long before its rename: the warm-up file and the report
+    # inside the temporary folder, then the folder itself (the window of the "written" kill)
+    env[fileio.SLOW_WRITE_ENV] = "5"
     base = tmp_path / "m"
     for moment in ("writing", "written"):
         before = set(os.listdir(base)) if base.exists() else set()
