@@ -6,20 +6,13 @@ savedmodel``) writes, through ``keras.export.ExportArchive`` (a plain ``tf.saved
 does not load in the TF1 session loader that TF Serving uses), these signatures; every one
 calls the model with ``training=False``:
 
-==========================  ==========================================  =======================
-signature                   input                                       outputs
-==========================  ==========================================  =======================
-``serving_default``         ``images`` float32 ``[B, H, W, C]``, 0..255  ``logits``,
-                                                                        ``probabilities``,
-                                                                        ``labels`` (int32)
-``predict_image_tensor``    ``images`` uint8 ``[B, H, W, C]``             the same
-``predict_image_bytes``     ``image_bytes`` string ``[B]``: encoded      ``labels``,
-                            JPEG / PNG / GIF / BMP, any sizes            ``probabilities``,
-                                                                        ``heights``, ``widths``,
-                                                                        ``mask_png_bytes``
-``predict_tf_example``      ``tf_example`` string ``[B]``: serialized    as
-                            ``tf.train.Example`` with ``image/encoded``  ``predict_image_bytes``
-==========================  ==========================================  =======================
+- ``serving_default``: ``images`` float32 ``[B, H, W, C]`` (RGB 0..255) -> ``logits``,
+  ``probabilities``, ``labels`` (int32 ``[B, H, W]``);
+- ``predict_image_tensor``: ``images`` uint8 ``[B, H, W, C]`` -> the same;
+- ``predict_image_bytes``: ``image_bytes`` string ``[B]`` (encoded JPEG / PNG / GIF / BMP of
+  any sizes) -> ``labels``, ``probabilities``, ``heights``, ``widths``, ``mask_png_bytes``;
+- ``predict_tf_example``: ``tf_example`` string ``[B]`` (serialized ``tf.train.Example`` with
+  the encoded image under ``image/encoded``) -> as ``predict_image_bytes``.
 
 Images of one request may differ in size. A signature returns dense tensors only, so
 ``predict_image_bytes`` runs the model on each image at its own size (``tf.map_fn``; a model
@@ -693,6 +686,12 @@ class SessionPredictor:
         self.close()
 
 
+def _keras_labels(model, image):
+    from kseg._export_common import _first_output
+
+    return np.asarray(_first_output(model.predict(image[None], verbose=0))).argmax(-1)[0]
+
+
 def _check_export(model, path, images, min_agreement, warmup_count):
     """Runs every signature of the SavedModel at ``path`` (TF1 loader) on ``images`` and
     compares the labels with ``model.predict``; returns the report entry."""
@@ -704,14 +703,14 @@ def _check_export(model, path, images, min_agreement, warmup_count):
 
     with SessionPredictor(path) as server:
         for image in images:
-            expected = np.asarray(model.predict(image[None], verbose=0)).argmax(-1)[0]
+            expected = _keras_labels(model, image)
             add(
                 FLOAT_SIGNATURE,
                 expected,
                 server.run(FLOAT_SIGNATURE, images=image[None])["labels"][0],
             )
             pixels = np.clip(np.rint(image), 0, 255)
-            expected = np.asarray(model.predict(pixels[None], verbose=0)).argmax(-1)[0]
+            expected = _keras_labels(model, pixels)
             add(
                 TENSOR_SIGNATURE,
                 expected,
