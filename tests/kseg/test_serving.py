@@ -157,6 +157,11 @@ def test_image_bytes_three_sizes_jpeg_and_png_match_predict(trained, server):
         np.testing.assert_array_equal(np.reshape(mask.getpalette()[:18], (6, 3)), palette)
         np.testing.assert_array_equal(tf.io.decode_png(png, channels=3).numpy(), palette[expected])
     assert len(classes_seen) > 1  # a model that paints one class would prove little
+    # the TF2 loader runs the same signature to the same result
+    signature = tf.saved_model.load(trained[1]).signatures["predict_image_bytes"]
+    again = signature(image_bytes=tf.constant(encoded))
+    np.testing.assert_array_equal(again["labels"].numpy(), out["labels"])
+    assert list(again["mask_png_bytes"].numpy()) == list(out["mask_png_bytes"])
 
 
 def test_float_tensor_and_example_signatures_match_predict(trained, server):
