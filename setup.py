@@ -252,6 +252,9 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]{TF_VERSION}"],
         "tuner": ["keras-tuner>=1.4"],
+        # TF Serving warm-up requests. It requires the full "tensorflow" wheel by name: beside
+        # tensorflow-cpu install it with pip install --no-deps "tensorflow-serving-api~=2.21.0".
+        "serving": [f"tensorflow-serving-api{TF_VERSION}"],
         "test": [
             "pytest>=8",
             "pybind11",

@@ -24,6 +24,7 @@ _SUBMODULES = (
     "demo",
     "engine",
     "export",
+    "export_report",
     "fileio",
     "layers",
     "loss_weights",
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "report",
+    "serving",
     "testing",
     "viz",
 )

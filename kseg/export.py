@@ -2,8 +2,11 @@
 
 * ``saved_model`` writes a SavedModel through ``keras.export.ExportArchive`` (a plain
   ``tf.saved_model.save`` reloads in TF2 but fails in the TF1 session loader that TF Serving
-  uses). Its ``serving_default`` signature takes ``images`` (float32 RGB 0..255, any size where
-  the model allows it) and returns ``logits``; it calls the model with ``training=False``.
+  uses), with float-image, uint8-image, encoded-image and ``tf.Example`` signatures, assets and
+  warm-up requests, checked against Keras before it is renamed into place (see
+  :mod:`kseg.serving`).
+* ``write_report`` (from :mod:`kseg.export_report`) records an export's check in
+  ``export_report.json``; every format uses it.
 * ``tflite`` converts with built-in TFLite ops only (float32, float16, dynamic-range or full
   int8 post-training quantization). A model that needs a compiled ``kseg_ops`` op (dense CRF,
   FFT convolution) cannot become built-in ops; conversion then fails with the op named.
@@ -29,100 +32,34 @@ import numpy as np
 
 from kseg import fileio
 
+# Also used by kseg.serving, which kseg.export imports: in a module of their own, no cycle.
+from kseg._export_common import _check_model, _first_output, _resolve_input_shape  # noqa: F401
+from kseg.export_report import ExportCheckError, read_report, write_report  # noqa: F401 (shared)
+
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "logits"
 
 
-def _check_model(model):
-    import keras
+def saved_model(model, path, input_shape=None, dynamic_size=True, **options):
+    """Writes ``model`` as a SavedModel for TF Serving, checked against Keras; returns its folder.
 
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"model must be a keras.Model, Received: model of type {type(model).__name__}"
-        )
-    if len(model.inputs) != 1:
-        raise ValueError(
-            f"model must take one image input, {model.name!r} has {len(model.inputs)} inputs"
-        )
-
-
-def _resolve_input_shape(model, input_shape):
-    declared = tuple(model.inputs[0].shape[1:])
-    if input_shape is None:
-        return declared
-    try:
-        shape = tuple(None if d is None else int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != len(declared) or any(d is not None and d <= 0 for d in shape):
-        raise ValueError(
-            f"input_shape must be (height, width, channels) with positive ints or None. "
-            f"Received: input_shape={input_shape!r}"
-        )
-    for d, s in zip(declared, shape):
-        if d is not None and s != d:
-            raise ValueError(
-                f"input_shape {shape!r} does not fit the model's input shape {declared!r}"
-            )
-    return shape
-
-
-def _first_output(outputs):
-    if isinstance(outputs, dict):
-        return next(iter(outputs.values()))
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0]
-    return outputs
-
-
-def saved_model(model, path, input_shape=None, dynamic_size=True):
-    """Writes ``model`` as a SavedModel for TF Serving at ``path`` (a directory).
-
-    The ``serving_default`` signature takes ``images`` ``[batch, H, W, C]`` float32 and returns
-    ``{"logits": [batch, H, W, num_classes]}``, computed with ``training=False``. The
-    ``serve`` tag set loads in TF2 (``tf.saved_model.load``) and in the TF1 session loader
-    (``saved_model_cli run``, TF Serving); see ``run_tf1_session``.
-
-    Args:
-        model: a single-input kseg (or Keras) segmentation model.
-        path: output directory.
-        input_shape: ``(H, W, C)`` for the signature; default the model's input shape.
-        dynamic_size: leave height and width unknown in the signature (when the model allows
-            it), so one SavedModel serves any image size.
-
-    Returns:
-        ``path`` as a string.
+    See :func:`kseg.serving.export_saved_model` (this function) for the signatures
+    (``serving_default`` float images, ``predict_image_bytes``, ``predict_image_tensor``,
+    ``predict_tf_example``), the assets, the warm-up requests, the versioned layout
+    (``name=``, ``version=``) and the check written to ``export_report.json``. Without
+    ``name``/``version``, ``path`` is the SavedModel folder itself, as before.
 
     Example:
         >>> model = kseg.models.create("segnet", num_classes=3, stage_filters=(8,) * 5)
-        >>> kseg.export.saved_model(model, "/tmp/segnet_savedmodel")   # doctest: +SKIP
-        '/tmp/segnet_savedmodel'
+        >>> kseg.export.saved_model(model, "/tmp/export", name="segnet")   # doctest: +SKIP
+        '/tmp/export/segnet/1'
     """
-    import keras
-    import tensorflow as tf
+    from kseg import serving
 
-    _check_model(model)
-    shape = _resolve_input_shape(model, input_shape)
-    declared = tuple(model.inputs[0].shape[1:])
-    if dynamic_size:
-        shape = tuple(None if d is None else s for d, s in zip(declared[:2], shape[:2])) + shape[2:]
-    path = os.fspath(path)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(images):
-        return {SIGNATURE_OUTPUT: _first_output(model(images, training=False))}
-
-    archive.add_endpoint(
-        name="serve",
-        fn=serve,
-        input_signature=[tf.TensorSpec((None,) + shape, tf.float32, name=SIGNATURE_INPUT)],
+    return serving.export_saved_model(
+        model, path, input_shape=input_shape, dynamic_size=dynamic_size, **options
     )
-    # Written beside the final path and swapped in: a server never loads a half-written model.
-    with fileio.atomic_directory(path) as folder:
-        archive.write_out(folder, verbose=False)
-    return path
 
 
 def _representative_dataset(representative_data, input_shape, limit):

@@ -6,6 +6,7 @@ Examples (shell):
                --crop-size 512 512 --epochs 50 --batch-size 8 --output runs/voc
     kseg evaluate --model runs/voc/model.keras --dataset voc --data-root VOC2012 --split val
     kseg predict --model runs/voc/model.keras photo1.jpg photos/ --output predictions
+    kseg export --model runs/voc/model.keras --format savedmodel --output models --name voc
     kseg export --model runs/voc/model.keras --format tflite --quantize int8 --output model.tflite
     kseg bench
 """
@@ -50,16 +51,25 @@ def _positive_float(text):
     return value
 
 
-def _fraction(text):
+def _sparsity(text):
     """argparse type: a number in [0, 1) (a sparsity)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number in [0, 1). Received: {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text!r}") from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text}")
+    return value
+
+
+def _fraction(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1]. Received: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1]. Received: {text}")
     return value
 
 
@@ -72,6 +82,34 @@ def _non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {value}")
     return value
+
+
+def _add_savedmodel_arguments(export):
+    """The SavedModel layout and the export check (shared by every format: --min-agreement,
+    --verify-data, --verify-images)."""
+    group = export.add_argument_group("SavedModel (TF Serving) and the export check")
+    group.add_argument("--name", help="savedmodel: the model's folder (default: the model's name)")
+    group.add_argument(
+        "--version",
+        type=_positive_int,
+        help="savedmodel: the version folder (default: the next free integer)",
+    )
+    group.add_argument(
+        "--class-names", help="class names: comma-separated, or a file with one name a line"
+    )
+    group.add_argument(
+        "--min-agreement",
+        type=_fraction,
+        help="least fraction of held-out pixels whose class must match Keras "
+        "(default 0.999 float, 0.97 int8); below it nothing is written",
+    )
+    group.add_argument(
+        "--verify-data",
+        help="held-out images for the check: synthetic (default), voc:ROOT, a folder or a .npy",
+    )
+    group.add_argument(
+        "--verify-images", type=_positive_int, default=4, help="held-out images (default: 4)"
+    )
 
 
 def _add_dataset_arguments(parser, split_default):
@@ -147,7 +185,7 @@ def _build_parser():
     prune = train.add_argument_group("magnitude pruning (kseg.compress.prune)")
     prune.add_argument(
         "--prune",
-        type=_fraction,
+        type=_sparsity,
         metavar="SPARSITY",
         help="prune the convolution and dense kernels to this sparsity while training; the saved "
         "model is stripped and sparsity.json holds the per-layer sparsity reached",
@@ -208,7 +246,12 @@ def _build_parser():
 
     export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
     export.add_argument("--model", required=True, help="a .keras file")
-    export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite"))
+    export.add_argument(
+        "--format",
+        default="savedmodel",
+        choices=("savedmodel", "saved_model", "tflite"),
+        help="savedmodel (TF Serving; also spelled saved_model) or tflite",
+    )
     export.add_argument(
         "--quantize",
         default=None,
@@ -223,7 +266,12 @@ def _build_parser():
         help="fixed input size (default: TFLite the model's, SavedModel any)",
     )
     export.add_argument("--calibration-images", help="folder of images for int8 calibration")
-    export.add_argument("--output", required=True)
+    export.add_argument(
+        "--output",
+        required=True,
+        help="savedmodel: the export root (the model goes to OUTPUT/NAME/VERSION); tflite: the file",
+    )
+    _add_savedmodel_arguments(export)
 
     bench = sub.add_parser("bench", help="parameters and multiply-adds of the model zoo")
     bench.add_argument("--models", nargs="*", help="model names (default: all)")
@@ -587,25 +635,52 @@ def _run_predict(args):
     return 0
 
 
+def _class_names_argument(text):
+    if text is None:
+        return None
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as file:
+            return [line.strip() for line in file if line.strip()]
+    return [name.strip() for name in text.split(",")]
+
+
+def _run_export_savedmodel(args, model):
+    from kseg import export
+
+    options = {}
+    if args.input_size:
+        channels = model.inputs[0].shape[-1] or 3
+        options.update(input_shape=(*args.input_size, channels), dynamic_size=False)
+    if args.min_agreement is not None:
+        options["min_agreement"] = args.min_agreement
+    return export.saved_model(
+        model,
+        args.output,
+        name=args.name or model.name,
+        version=args.version,
+        class_names=_class_names_argument(args.class_names),
+        verify_data=args.verify_data,
+        verify_images=args.verify_images,
+        **options,
+    )
+
+
 def _run_export(args):
     import numpy as np
 
     from kseg import export
     from kseg.data import read_image
 
-    if args.format == "saved_model" and args.quantize:
+    if args.format in ("savedmodel", "saved_model") and args.quantize:
         raise ValueError(
             "--quantize applies only to --format tflite (a SavedModel keeps float32 weights). "
-            f"Received: --quantize={args.quantize} with --format=saved_model"
+            f"Received: --quantize={args.quantize} with --format={args.format}"
         )
     model = _load_model(args.model)
-    if args.format == "saved_model":
-        if args.input_size:
-            export.saved_model(
-                model, args.output, input_shape=(*args.input_size, 3), dynamic_size=False
-            )
-        else:
-            export.saved_model(model, args.output)
+    if args.format in ("savedmodel", "saved_model"):
+        path = _run_export_savedmodel(args, model)
+        print(f"exported {args.model} to {path} (report: {path}/export_report.json)")
+        return 0
     else:
         representative = None
         if args.quantize == "int8":

@@ -386,7 +386,8 @@ def test_export_saved_model_and_tflite(tmp_path, capsys):
     saved = tmp_path / "saved"
     argv = ["export", "--model", str(path), "--output", str(saved), "--format", "saved_model"]
     assert main(argv) == 0
-    serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    # the TF Serving layout: OUTPUT/NAME/VERSION, NAME defaulting to the model's name
+    serve = tf.saved_model.load(str(saved / model.name / "1")).signatures["serving_default"]
     got = serve(images=tf.constant(images))["logits"].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
