@@ -56,7 +56,9 @@ def _sparsity(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [0, 1). Received: {text!r}"
+        ) from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text}")
     return value
@@ -67,7 +69,9 @@ def _fraction(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1]. Received: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction in [0, 1]. Received: {text!r}"
+        ) from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1]. Received: {text}")
     return value
