@@ -5,7 +5,8 @@ sizes; 3 training steps on a fixed synthetic batch bring the loss down; the ``.k
 round-trip gives identical outputs (``kseg.testing.check_model``); it converts to TFLite with
 built-in ops only and agrees with the Keras argmax on >= 99.9 % of pixels; quantised to full
 integer int8 (calibrated on synthetic scenes, evaluated on other scenes) it agrees with the Keras
-argmax on >= 97 % of pixels; a SavedModel export
+argmax on >= 97 % of pixels; the small rows export to ONNX with dynamic batch and size and agree
+with the Keras argmax on >= 99.9 % under onnxruntime; a SavedModel export
 gives the ``predict()`` output, also through the TF1 session loader TF Serving uses.
 
 Models whose layers run a compiled ``kseg_ops`` op cannot become TFLite built-in ops: they are
@@ -238,6 +239,27 @@ def test_tflite_int8_full_integer(name, names, tmp_path):
     assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
     report = export.verify(model, path, held_out)
     assert report["argmax_agreement"] >= INT8_AGREEMENT, report
+
+
+@pytest.mark.parametrize("name, names", _params(ROWS))
+def test_onnx_dynamic_shapes_agree(name, names, tmp_path):
+    # The cheap rows only: converting the full-width ones costs minutes of CI time.
+    if MATRIX.get(name, {}).get("slow"):
+        pytest.skip(f"{name}: ONNX is checked on the small rows only (full width: CI time)")
+    if _compiled_op(name):
+        pytest.skip(f"{name} runs the compiled op {_compiled_op(name)} (no ONNX operator)")
+    result = _trained(name, tmp_path)
+    model, images = result["model"], result["images"]
+    path = export.onnx(model, tmp_path / f"{name}.onnx")
+    report = export.verify(model, path, images)
+    assert report["argmax_agreement"] >= 0.999, report
+    # the same file at the row's other size and another batch size
+    from kseg.data import synthetic_numpy
+
+    other = MATRIX.get(name, {}).get("sizes", DEFAULT_SIZES)[-1]
+    others, _ = synthetic_numpy(3, image_size=other[:2], seed=2)
+    report = export.verify(model, path, others)
+    assert report["argmax_agreement"] >= 0.999, report
 
 
 @pytest.mark.parametrize("name, names", _params(ROWS))
