@@ -231,6 +231,11 @@ def add_segmenter_metadata(
     _check_activation(activation)
     metadata_fb, schema_fb, metadata, image_segmenter, metadata_info = _tflite_support()
     model_content = bytes(model_content)
+    if metadata.get_metadata_buffer(model_content):
+        raise ValueError(
+            "model_content already carries TFLite metadata: add it to the file as converted "
+            "(kseg.export.tflite without class_names). Received: a model with metadata"
+        )
     summary = check_segmenter_graph(model_content)
     names = _check_class_names(class_names, summary["outputs"][0]["shape"][-1])
     is_float = summary["inputs"][0]["dtype"] == "float32"
