@@ -252,7 +252,15 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]{TF_VERSION}"],
         "tuner": ["keras-tuner>=1.4"],
+        # TFLite metadata also needs `pip install --no-deps tflite-support` (its protobuf pin
+        # conflicts with TensorFlow's) and Debian's libusb-1.0-0.
+        "mobile": ["mediapipe>=1.2"],
+        "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         "test": [
+            "mediapipe>=1.2",
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
             "pytest>=8",
             "pybind11",
             "keras-tuner>=1.4",

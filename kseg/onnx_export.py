@@ -94,6 +94,14 @@ def onnx(model, path, opset=DEFAULT_OPSET, input_shape=None):
             f"{', '.join(unsupported)} (a compiled kseg_ops op cannot become ONNX; export "
             "the model without that layer, e.g. without the CRF, and apply it after)"
         )
+    onnx_package = _require("onnx", "ONNX export")
+    try:
+        onnx_package.checker.check_model(proto)
+    except onnx_package.checker.ValidationError as error:
+        raise ValueError(
+            f"ONNX conversion of {model.name!r} (tf2onnx, opset {opset}) wrote an invalid "
+            f"graph: {str(error).splitlines()[0]}"
+        ) from error
     fileio.write_bytes(path, proto.SerializeToString())
     return path
 

@@ -601,10 +601,11 @@ def _run_export(args):
     from kseg import export, export_checks
 
     if args.format != "tflite" and (args.quantize or args.int8_io):
-        flag = f"--quantize={args.quantize}" if args.quantize else f"--int8-io={args.int8_io}"
+        name = "--quantize" if args.quantize else "--int8-io"
+        value = args.quantize or args.int8_io
         raise ValueError(
-            f"--quantize and --int8-io apply only to --format tflite. Received: {flag} "
-            f"with --format={args.format}"
+            f"{name} applies only to --format tflite (SavedModel and ONNX keep float32 weights). "
+            f"Received: {name}={value} with --format={args.format}"
         )
     if args.int8_io and args.quantize != "int8":
         raise ValueError(
