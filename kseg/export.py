@@ -301,7 +301,10 @@ def tflite(
     except Exception as error:  # noqa: BLE001 - re-raised with the model and mode named
         raise ValueError(
             f"TFLite conversion of {model.name!r} (quantize={quantize!r}, built-in ops only) "
-            f"failed: {error}"
+            f"failed: {error}\nAn op that is not a TFLite built-in (a compiled kseg_ops op: "
+            "DenseCRF, CRFRNN, FFTConv2D with fft_algorithm='fft') cannot run in MediaPipe or "
+            "LiteRT: export the network without that layer and apply it after inference (GCN: "
+            "fft_algorithm='direct' runs built-in convolutions)."
         ) from error
     if class_names is not None:
         from kseg import tflite_metadata
