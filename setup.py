@@ -255,7 +255,15 @@ setup(
         # TF Serving warm-up requests. It requires the full "tensorflow" wheel by name: beside
         # tensorflow-cpu install it with pip install --no-deps "tensorflow-serving-api~=2.21.0".
         "serving": [f"tensorflow-serving-api{TF_VERSION}"],
+        # TFLite metadata also needs `pip install --no-deps tflite-support` (its protobuf pin
+        # conflicts with TensorFlow's) and Debian's libusb-1.0-0.
+        "mobile": ["mediapipe>=1.2"],
+        "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         "test": [
+            "mediapipe>=1.2",
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
             "pytest>=8",
             "pybind11",
             "keras-tuner>=1.4",

@@ -10,8 +10,14 @@
 * ``tflite`` converts with built-in TFLite ops only (float32, float16, dynamic-range or full
   int8 post-training quantization). A model that needs a compiled ``kseg_ops`` op (dense CRF,
   FFT convolution) cannot become built-in ops; conversion then fails with the op named.
+  With ``class_names`` and a fixed ``input_shape`` the file carries the metadata MediaPipe's
+  ImageSegmenter and the TFLite Task Library need (:mod:`kseg.tflite_metadata`); ``io_dtype``
+  gives a full-integer model uint8 or int8 input and output.
+* ``onnx`` writes an ONNX file through tf2onnx with dynamic batch and size; ``run_onnx`` runs it
+  on onnxruntime (:mod:`kseg.onnx_export`).
 * ``verify`` runs an exported artefact and the Keras model on the same images and reports the
-  per-pixel argmax agreement and the largest absolute logit difference.
+  per-pixel argmax agreement and the largest absolute logit difference;
+  :mod:`kseg.export_checks` turns that into a pass/fail record for ``export_report.json``.
 
 Example:
     >>> import numpy as np, kseg
@@ -31,12 +37,16 @@ import os
 import numpy as np
 
 from kseg import fileio
+from kseg.onnx_export import onnx, run_onnx  # noqa: F401 - public in kseg.export
 
 # Also used by kseg.serving, which kseg.export imports: in a module of their own, no cycle.
 from kseg._export_common import _check_model, _first_output, _resolve_input_shape  # noqa: F401
 from kseg.export_report import ExportCheckError, read_report, write_report  # noqa: F401 (shared)
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+IO_DTYPES = (None, "uint8", "int8")
+# pixel = integer input + offset, for io_dtype inputs
+INT_INPUT_OFFSETS = {"uint8": 0.0, "int8": 128.0}
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "logits"
 
@@ -62,7 +72,7 @@ def saved_model(model, path, input_shape=None, dynamic_size=True, **options):
     )
 
 
-def _representative_dataset(representative_data, input_shape, limit):
+def _representative_dataset(representative_data, input_shape, limit, dtype=np.float32):
     import tensorflow as tf
 
     if representative_data is None:
@@ -88,7 +98,9 @@ def _representative_dataset(representative_data, input_shape, limit):
                     d is not None and d != s for d, s in zip(input_shape, image.shape)
                 ):
                     image = tf.image.resize(image, input_shape[:2]).numpy()
-                yield [image[None]]
+                if dtype != np.float32:
+                    image = np.clip(np.round(image), 0, 255) - (128 if dtype == np.int8 else 0)
+                yield [image[None].astype(dtype)]
                 count += 1
                 if count >= limit:
                     return
@@ -105,14 +117,22 @@ def tflite(
     representative_data=None,
     input_shape=None,
     num_calibration_images=100,
+    io_dtype=None,
+    class_names=None,
+    activation="softmax",
 ):
     """Converts ``model`` to a TFLite flatbuffer at ``path`` using built-in ops only.
 
     The input is ``[1, H, W, C]`` float32 RGB 0..255 and the output the float32 logits
     ``[1, H, W, num_classes]`` (also for ``"int8"``, where the inside is quantized and the
-    float input/output are converted at the edges). Android's ImageSegmenter needs a fixed
-    size: pass ``input_shape``. Unknown height/width stay dynamic
-    (use ``Interpreter.resize_tensor_input``).
+    float input/output are converted at the edges, unless ``io_dtype`` makes them integer).
+    Only the main logits are exported (auxiliary heads are dropped), from one subgraph.
+    Unknown height/width stay dynamic (use ``Interpreter.resize_tensor_input``).
+
+    For Android (MediaPipe ImageSegmenter, TFLite Task Library) pass a fixed ``input_shape``
+    and ``class_names``: the file then carries the metadata those clients need (see
+    :mod:`kseg.tflite_metadata`): normalisation mean 0 / std 1 for a float input (kseg models
+    take 0..255 pixels and normalise inside), the labels, the output activation.
 
     Args:
         model: a single-input segmentation model.
@@ -124,6 +144,14 @@ def tflite(
             ``input_shape`` when it is fixed.
         input_shape: ``(H, W, C)``; default the model's input shape.
         num_calibration_images: how many images of ``representative_data`` calibrate "int8".
+        io_dtype: for "int8": None keeps float32 input and output; "uint8" or "int8" makes
+            them integer. A "uint8" input takes the pixel values themselves (scale 1, zero
+            point 0), which is what MediaPipe feeds a uint8 model; an "int8" input takes
+            ``pixel - 128``.
+        class_names: one name per class: writes ImageSegmenter metadata (needs a fixed
+            ``input_shape``, ``tflite-support`` and ``mediapipe``; see
+            :func:`kseg.tflite_metadata.add_segmenter_metadata`).
+        activation: the metadata's output activation ("softmax", "sigmoid", "none" or None).
 
     Returns:
         ``path`` as a string.
@@ -136,6 +164,10 @@ def tflite(
         >>> model = kseg.models.create("segnet", num_classes=3, stage_filters=(8,) * 5)
         >>> kseg.export.tflite(model, "/tmp/segnet.tflite", input_shape=(64, 64, 3))  # doctest: +SKIP
         '/tmp/segnet.tflite'
+        >>> kseg.export.tflite(model, "/tmp/segnet_int8.tflite", quantize="int8",
+        ...                    representative_data=calibration, input_shape=(64, 64, 3),
+        ...                    io_dtype="uint8", class_names=["bg", "a", "b"])  # doctest: +SKIP
+        '/tmp/segnet_int8.tflite'
     """
     import tensorflow as tf
 
@@ -148,12 +180,35 @@ def tflite(
         raise ValueError(
             f"num_calibration_images must be a positive int. Received: num_calibration_images={num_calibration_images!r}"
         )
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype must be one of {IO_DTYPES}. Received: io_dtype={io_dtype!r}")
+    if io_dtype is not None and quantize != "int8":
+        raise ValueError(
+            "io_dtype (integer input and output) needs quantize='int8'. "
+            f"Received: io_dtype={io_dtype!r} with quantize={quantize!r}"
+        )
     shape = _resolve_input_shape(model, input_shape)
+    if class_names is not None and any(d is None for d in shape):
+        raise ValueError(
+            "TFLite metadata for MediaPipe's ImageSegmenter needs a fixed height and width: "
+            f"pass input_shape=(H, W, C). Received: input shape {shape!r}"
+        )
     path = os.fspath(path)
 
-    fn = tf.function(lambda images: _first_output(model(images, training=False)))
+    # An integer input is converted inside the graph: uint8 holds the pixel values themselves
+    # (scale 1, zero point 0: what MediaPipe feeds), int8 the pixel - 128, whatever range the
+    # calibration images cover.
+    input_dtype = tf.float32 if io_dtype is None else getattr(tf, io_dtype)
+    offset = INT_INPUT_OFFSETS.get(io_dtype)
+
+    def call(images):
+        if offset is not None:
+            images = tf.cast(images, tf.float32) + offset
+        return _first_output(model(images, training=False))
+
+    fn = tf.function(call)
     concrete = fn.get_concrete_function(
-        tf.TensorSpec((1,) + shape, tf.float32, name=SIGNATURE_INPUT)
+        tf.TensorSpec((1,) + shape, input_dtype, name=SIGNATURE_INPUT)
     )
     # Freeze first: converting the unfrozen function keeps Keras 3 variables as TFLite resource
     # variables that are never initialised in the flatbuffer (the outputs come out NaN).
@@ -172,16 +227,28 @@ def tflite(
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative_dataset(
-            representative_data, shape, num_calibration_images
+            representative_data, shape, num_calibration_images, input_dtype.as_numpy_dtype
         )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype is not None:
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
     try:
         flatbuffer = converter.convert()
     except Exception as error:  # noqa: BLE001 - re-raised with the model and mode named
         raise ValueError(
             f"TFLite conversion of {model.name!r} (quantize={quantize!r}, built-in ops only) "
-            f"failed: {error}"
+            f"failed: {error}\nAn op that is not a TFLite built-in (a compiled kseg_ops op: "
+            "DenseCRF, CRFRNN, FFTConv2D with fft_algorithm='fft') cannot run in MediaPipe or "
+            "LiteRT: export the network without that layer and apply it after inference (GCN: "
+            "fft_algorithm='direct' runs built-in convolutions)."
         ) from error
+    if class_names is not None:
+        from kseg import tflite_metadata
+
+        flatbuffer = tflite_metadata.add_segmenter_metadata(
+            flatbuffer, class_names, activation=activation, name=model.name
+        )
     fileio.write_bytes(path, flatbuffer)
     return path
 
@@ -240,11 +307,35 @@ def run_tflite(path, images, num_threads=None):
             interpreter.resize_tensor_input(input_detail["index"], batch.shape)
             interpreter.allocate_tensors()
             allocated_shape = batch.shape
-        interpreter.set_tensor(input_detail["index"], batch.astype(input_detail["dtype"]))
+        interpreter.set_tensor(input_detail["index"], _to_input(batch, input_detail))
         interpreter.invoke()
         output_detail = interpreter.get_output_details()[0]
-        outputs.append(interpreter.get_tensor(output_detail["index"])[0].astype(np.float32))
+        outputs.append(
+            _from_output(interpreter.get_tensor(output_detail["index"])[0], output_detail)
+        )
     return np.stack(outputs)
+
+
+def _to_input(images, detail):
+    """float32 pixels 0..255 as the model's input tensor (quantised or integer I/O)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return images.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    if scale:  # a quantised input: q = x / scale + zero_point
+        values = np.round(images / scale) + zero_point
+    else:  # an integer input converted inside the graph (see INT_INPUT_OFFSETS)
+        values = np.round(images) - (128 if dtype == np.int8 else 0)
+    info = np.iinfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)
+
+
+def _from_output(values, detail):
+    """The output tensor as float32 scores (dequantised for an integer output)."""
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]) != np.float32 and scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
 
 
 def run_saved_model(path, images):
@@ -291,12 +382,13 @@ def run_tf1_session(path, images, tags=("serve",), signature="serving_default"):
 
 
 def verify(model, path, images, ignore_index=None, labels=None):
-    """Runs the exported artefact at ``path`` (a ``.tflite`` file or a SavedModel directory)
+    """Runs the exported artefact at ``path`` (``.tflite``, ``.onnx`` or a SavedModel directory)
     and ``model.predict`` on ``images``; reports how well they agree.
 
     Args:
         model: the Keras model that was exported.
-        path: ``.tflite`` file or SavedModel directory.
+        path: ``.tflite`` file, ``.onnx`` file (run under onnxruntime) or SavedModel
+            directory.
         images: ``[B, H, W, C]`` float32 images.
         ignore_index, labels: optionally leave out pixels whose label is ``ignore_index``.
 
@@ -312,6 +404,8 @@ def verify(model, path, images, ignore_index=None, labels=None):
     images = np.asarray(images, np.float32)
     if os.path.isdir(path):
         exported = run_saved_model(path, images)
+    elif os.path.isfile(path) and path.lower().endswith(".onnx"):
+        exported = run_onnx(path, images)
     elif os.path.isfile(path):
         exported = run_tflite(path, images)
     else:

@@ -7,7 +7,9 @@ Examples (shell):
     kseg evaluate --model runs/voc/model.keras --dataset voc --data-root VOC2012 --split val
     kseg predict --model runs/voc/model.keras photo1.jpg photos/ --output predictions
     kseg export --model runs/voc/model.keras --format savedmodel --output models --name voc
-    kseg export --model runs/voc/model.keras --format tflite --quantize int8 --output model.tflite
+    kseg export --model runs/voc/model.keras --format tflite --input-size 512 512 \\
+                --quantize int8 --calibration-data voc --data-root VOC2012 --output model.tflite
+    kseg export --model runs/voc/model.keras --format onnx --output model.onnx
     kseg bench
 """
 
@@ -89,9 +91,8 @@ def _non_negative_int(text):
 
 
 def _add_savedmodel_arguments(export):
-    """The SavedModel layout and the export check (shared by every format: --min-agreement,
-    --verify-data, --verify-images)."""
-    group = export.add_argument_group("SavedModel (TF Serving) and the export check")
+    """The SavedModel layout (--name, --version) and its check's held-out images."""
+    group = export.add_argument_group("SavedModel (TF Serving)")
     group.add_argument("--name", help="savedmodel: the model's folder (default: the model's name)")
     group.add_argument(
         "--version",
@@ -99,27 +100,19 @@ def _add_savedmodel_arguments(export):
         help="savedmodel: the version folder (default: the next free integer)",
     )
     group.add_argument(
-        "--class-names", help="class names: comma-separated, or a file with one name a line"
-    )
-    group.add_argument(
-        "--min-agreement",
-        type=_fraction,
-        help="least fraction of held-out pixels whose class must match Keras "
-        "(default 0.999 float, 0.97 int8); below it nothing is written",
-    )
-    group.add_argument(
         "--verify-data",
-        help="held-out images for the check: synthetic (default), voc:ROOT, a folder or a .npy",
-    )
-    group.add_argument(
-        "--verify-images", type=_positive_int, default=4, help="held-out images (default: 4)"
+        help="savedmodel: held-out images for the check: synthetic (default), voc:ROOT, a folder "
+        "or a .npy",
     )
 
 
-def _add_dataset_arguments(parser, split_default):
+def _add_dataset_arguments(parser, split_default, flag="--dataset", default="synthetic"):
     group = parser.add_argument_group("dataset")
     group.add_argument(
-        "--dataset", default="synthetic", help="synthetic, voc or folder (default: synthetic)"
+        flag,
+        dest="dataset",
+        default=default,
+        help=f"synthetic, voc or folder (default: {default})",
     )
     group.add_argument("--data-root", help="dataset root (voc: the folder holding JPEGImages/)")
     group.add_argument("--images-dir", help="folder dataset: images directory")
@@ -248,13 +241,18 @@ def _build_parser():
         help="average the scores over 4 flips of each image (test-time augmentation)",
     )
 
-    export = sub.add_parser("export", help="export a saved model to SavedModel or TFLite")
+    export = sub.add_parser(
+        "export",
+        help="export a saved model to SavedModel, TFLite (MediaPipe metadata) or ONNX",
+        description="TFLite and ONNX exports are run on held-out images and compared with the "
+        "Keras model before they are written; the figures go to export_report.json.",
+    )
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument(
         "--format",
         default="savedmodel",
-        choices=("savedmodel", "saved_model", "tflite"),
-        help="savedmodel (TF Serving; also spelled saved_model) or tflite",
+        choices=("savedmodel", "saved_model", "tflite", "onnx"),
+        help="savedmodel (TF Serving; also spelled saved_model), tflite or onnx",
     )
     export.add_argument(
         "--quantize",
@@ -271,11 +269,56 @@ def _build_parser():
     )
     export.add_argument("--calibration-images", help="folder of images for int8 calibration")
     export.add_argument(
+        "--calibration-steps",
+        type=_positive_int,
+        default=100,
+        help="int8: calibration images taken from --calibration-data (default 100)",
+    )
+    export.add_argument(
+        "--int8-io",
+        nargs="?",
+        const="uint8",
+        default=None,
+        choices=("uint8", "int8"),
+        help="int8: integer input and output (uint8 if no value: what MediaPipe feeds)",
+    )
+    export.add_argument(
+        "--class-names",
+        help="labels for the TFLite metadata: a file with one name a line, or a comma list "
+        "(default: the dataset's names, else class_0, class_1, ...)",
+    )
+    export.add_argument(
+        "--verify-split",
+        default="val",
+        help="split of --calibration-data whose images check the export (default val)",
+    )
+    export.add_argument(
+        "--verify-images",
+        type=_positive_int,
+        default=8,
+        help="held-out images the export is checked on (default 8)",
+    )
+    export.add_argument(
+        "--min-agreement",
+        type=_fraction,
+        default=None,
+        help="smallest argmax agreement with Keras accepted (default 0.999, int8 0.97); below "
+        "it nothing is written",
+    )
+    export.add_argument(
+        "--report",
+        default=None,
+        help="where to write the export report (default export_report.json beside --output)",
+    )
+    export.add_argument(
         "--output",
         required=True,
-        help="savedmodel: the export root (the model goes to OUTPUT/NAME/VERSION); tflite: the file",
+        help="savedmodel: the export root (the model goes to OUTPUT/NAME/VERSION); tflite, onnx: "
+        "the file",
     )
     _add_savedmodel_arguments(export)
+    _add_dataset_arguments(export, "train", flag="--calibration-data", default=None)
+    export.set_defaults(image_size=None)
 
     bench = sub.add_parser("bench", help="parameters and multiply-adds of the model zoo")
     bench.add_argument("--models", nargs="*", help="model names (default: all)")
@@ -669,38 +712,178 @@ def _run_export_savedmodel(args, model):
     )
 
 
-def _run_export(args):
+def _class_names(args, num_classes, dataset_names):
+    """--class-names (a file or a comma list), else the dataset's names, else class_<i>."""
+    if args.class_names:
+        if os.path.isfile(args.class_names):
+            with open(args.class_names, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        else:
+            names = [n.strip() for n in args.class_names.split(",") if n.strip()]
+        if len(names) != num_classes:
+            raise ValueError(
+                f"--class-names must name the model's {num_classes} classes. "
+                f"Received: {len(names)} names in --class-names={args.class_names}"
+            )
+        return names
+    if dataset_names and len(dataset_names) >= num_classes:
+        return list(dataset_names[:num_classes])
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _export_images(dataset, count, size, skip=0):
+    """``count`` images of an unbatched (image, label) dataset, resized to ``size`` (H, W)."""
     import numpy as np
+    import tensorflow as tf
 
-    from kseg import export
-    from kseg.data import read_image
+    images = []
+    for image, _ in dataset.skip(skip).take(count):
+        if size is not None and tuple(image.shape[:2]) != tuple(size):
+            image = tf.image.resize(image, size)
+        images.append(np.asarray(image, np.float32))
+    if not images:
+        raise ValueError(f"the dataset yielded no images (after skipping {skip})")
+    return np.stack(images)
 
-    if args.format in ("savedmodel", "saved_model") and args.quantize:
+
+def _export_data(args, num_classes, size):
+    """Calibration images (int8), held-out images and class names for an export check."""
+    import kseg
+
+    calibration = None
+    names = None
+    if args.dataset is None:
+        if args.quantize == "int8" and not args.calibration_images:
+            raise ValueError(
+                "--quantize int8 needs calibration images: --calibration-data synthetic|voc|"
+                "folder (with its dataset options) or --calibration-images FOLDER"
+            )
+        # No dataset named: the export is checked on synthetic scenes of its input size.
+        held_size = size or (128, 128)
+        held_out = kseg.data.load(
+            "synthetic", split="test", num_images=args.verify_images, image_size=held_size
+        )
+        held_out = _export_images(held_out, args.verify_images, size)
+        source = f"synthetic test scenes {held_size[0]}x{held_size[1]}"
+    else:
+        if args.dataset == "synthetic" and args.image_size is None:
+            args.image_size = tuple(size or (128, 128))
+        elif args.image_size is None:
+            args.image_size = (128, 128)
+        dataset, _, names = _dataset(args, args.split)
+        if args.quantize == "int8":
+            calibration = _export_images(dataset, args.calibration_steps, size)
+        if args.dataset == "folder":  # one image set: the images after the calibration ones
+            skip = args.calibration_steps if args.quantize == "int8" else 0
+            held_out = _export_images(dataset, args.verify_images, size, skip=skip)
+            source = f"folder images after the first {skip}"
+        else:
+            verify, _, _ = _dataset(args, args.verify_split)
+            held_out = _export_images(verify, args.verify_images, size)
+            source = f"{args.dataset} split {args.verify_split!r}"
+        if args.split == args.verify_split and args.dataset != "folder":
+            raise ValueError(
+                "the export is checked on held-out images, not the calibration ones: "
+                "--verify-split must differ from --split. "
+                f"Received: --split={args.split} and --verify-split={args.verify_split}"
+            )
+    if calibration is None and args.calibration_images:
+        from kseg.data import read_image
+
+        files = _image_files([args.calibration_images])[: args.calibration_steps]
+        calibration = [read_image(p)[None] for p in files]
+    return calibration, held_out, source, _class_names(args, num_classes, names)
+
+
+def _run_export(args):
+    from kseg import export, export_checks
+
+    if args.format != "tflite" and (args.quantize or args.int8_io):
+        name = "--quantize" if args.quantize else "--int8-io"
+        value = args.quantize or args.int8_io
         raise ValueError(
-            "--quantize applies only to --format tflite (a SavedModel keeps float32 weights). "
-            f"Received: --quantize={args.quantize} with --format={args.format}"
+            f"{name} applies only to --format tflite (SavedModel and ONNX keep float32 weights). "
+            f"Received: {name}={value} with --format={args.format}"
+        )
+    if args.int8_io and args.quantize != "int8":
+        raise ValueError(
+            "--int8-io needs --quantize int8 (a full-integer model). "
+            f"Received: --int8-io={args.int8_io} with --quantize={args.quantize}"
+        )
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
+        raise ValueError(
+            f"--min-agreement must be a fraction in [0, 1]. Received: --min-agreement="
+            f"{args.min_agreement}"
         )
     model = _load_model(args.model)
     if args.format in ("savedmodel", "saved_model"):
         path = _run_export_savedmodel(args, model)
         print(f"exported {args.model} to {path} (report: {path}/export_report.json)")
         return 0
-    else:
-        representative = None
-        if args.quantize == "int8":
-            if not args.calibration_images:
-                raise ValueError("--calibration-images is required for --quantize int8")
-            images = [read_image(p) for p in _image_files([args.calibration_images])[:100]]
-            representative = [np.asarray(img)[None] for img in images]
-        input_shape = (*args.input_size, 3) if args.input_size else None
-        export.tflite(
-            model,
-            args.output,
-            quantize=args.quantize,
-            representative_data=representative,
-            input_shape=input_shape,
+
+    channels = model.inputs[0].shape[-1] or 3
+    declared = tuple(model.inputs[0].shape[1:3])
+    size = tuple(args.input_size) if args.input_size else declared
+    if args.format == "tflite" and None in size:
+        raise ValueError(
+            "--format tflite writes a fixed-size model (MediaPipe's ImageSegmenter needs one): "
+            f"pass --input-size H W. Received: model input size {declared}"
         )
-    print(f"exported {args.model} to {args.output}")
+    size = None if None in size else size
+    num_classes = int(export._first_output(model.outputs).shape[-1])
+    calibration, held_out, source, names = _export_data(args, num_classes, size)
+    output = os.path.abspath(args.output)
+    staging = os.path.join(
+        os.path.dirname(output),
+        f".{os.path.basename(output)}.checking{os.path.splitext(output)[1]}",
+    )
+    spec = {
+        "shape": [1 if args.format == "tflite" else None, *(size or (None, None)), channels],
+        "dtype": args.int8_io or "float32",
+        "pixels": "RGB 0..255" + (" - 128" if args.int8_io == "int8" else ""),
+    }
+    try:
+        if args.format == "tflite":
+            export.tflite(
+                model,
+                staging,
+                quantize=args.quantize,
+                representative_data=calibration,
+                input_shape=(*size, channels),
+                num_calibration_images=args.calibration_steps,
+                io_dtype=args.int8_io,
+                class_names=names,
+            )
+        else:
+            export.onnx(model, staging, input_shape=(*(size or (None, None)), channels))
+        record = export_checks.check_export(
+            model,
+            staging,
+            held_out,
+            format=args.format,
+            quantize=args.quantize,
+            min_agreement=args.min_agreement,
+            input_spec=spec,
+            extra={
+                "model": os.path.abspath(args.model),
+                "held_out": source,
+                "calibration_images": 0 if calibration is None else len(calibration),
+                "class_names": names,
+            },
+        )
+        record["path"] = output
+        report = args.report or os.path.join(os.path.dirname(output), "export_report.json")
+        export_checks.write_report(report, record)
+        export_checks.require_agreement(record)
+        os.replace(staging, output)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    print(
+        f"exported {args.model} to {args.output}: {record['size_bytes']} bytes, argmax agreement "
+        f"{100 * record['argmax_agreement']:.2f} % on {record['held_out_images']} held-out images "
+        f"({source}); report {report}"
+    )
     return 0
 
 
