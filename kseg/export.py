@@ -37,11 +37,11 @@ import os
 import numpy as np
 
 from kseg import fileio
-from kseg.onnx_export import onnx, run_onnx  # noqa: F401 - public in kseg.export
 
 # Also used by kseg.serving, which kseg.export imports: in a module of their own, no cycle.
 from kseg._export_common import _check_model, _first_output, _resolve_input_shape  # noqa: F401
 from kseg.export_report import ExportCheckError, read_report, write_report  # noqa: F401 (shared)
+from kseg.onnx_export import onnx, run_onnx  # noqa: F401 - public in kseg.export
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 IO_DTYPES = (None, "uint8", "int8")

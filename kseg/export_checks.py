@@ -4,7 +4,8 @@
 measures the per-pixel argmax agreement, the file size and the latency, and raises with the
 figure when the agreement is below the threshold (99.9 % for float exports, 97 % for int8 by
 default), so a silently broken model is never shipped. ``write_report`` writes the record as
-``export_report.json``.
+``export_report.json`` through ``kseg.export_report``, the one report every export format
+adds its entry to.
 
 Example:
     >>> record = check_export(model, "/tmp/m.tflite", held_out, format="tflite",
@@ -16,16 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import numpy as np
 
-from kseg import fileio
+from kseg import export_report
 
-MIN_AGREEMENT_FLOAT = 0.999
-MIN_AGREEMENT_INT8 = 0.97
+MIN_AGREEMENT_FLOAT = export_report.MIN_AGREEMENT["float"]
+MIN_AGREEMENT_INT8 = export_report.MIN_AGREEMENT["int8"]
 
 
 def default_min_agreement(quantize):
@@ -67,8 +67,8 @@ def check_export(
         extra: more fields to record (e.g. the calibration data).
 
     Returns:
-        A dict: ``format``, ``quantize``, ``path``, ``size_bytes``, ``input``,
-        ``argmax_agreement``, ``max_abs_diff``, ``held_out_images``, ``pixels``,
+        A dict: ``format``, ``quantize``, ``path``, ``size_bytes``, ``input_spec``,
+        ``agreement`` (= ``argmax_agreement``), ``max_abs_diff``, ``held_out_images``, ``pixels``,
         ``latency_ms`` (median per image, this machine), ``min_agreement``, ``passed``.
 
     Raises:
@@ -82,12 +82,11 @@ def check_export(
 
     if min_agreement is None:
         min_agreement = default_min_agreement(quantize)
-    if isinstance(min_agreement, bool) or not (
-        isinstance(min_agreement, (int, float)) and 0.0 <= min_agreement <= 1.0
-    ):
+    if isinstance(min_agreement, bool):
         raise ValueError(
             f"min_agreement must be a fraction in [0, 1]. Received: min_agreement={min_agreement!r}"
         )
+    min_agreement = export_report.check_min_agreement(min_agreement)
     runners = {"tflite": export.run_tflite, "onnx": export.run_onnx}
     if format not in runners:
         raise ValueError(f"format must be one of {sorted(runners)}. Received: format={format!r}")
@@ -99,7 +98,8 @@ def check_export(
         "quantize": quantize,
         "path": path,
         "size_bytes": os.path.getsize(path),
-        "input": input_spec,
+        "input_spec": input_spec,
+        "agreement": result["argmax_agreement"],
         "argmax_agreement": result["argmax_agreement"],
         "max_abs_diff": result["max_abs_diff"],
         "held_out_images": int(len(images)),
@@ -113,26 +113,24 @@ def check_export(
 
 
 def require_agreement(record):
-    """Raises ``ValueError`` with the figure when ``record`` did not pass.
+    """Raises ``kseg.export_report.ExportCheckError`` (a ``ValueError``) with the figure when
+    ``record`` did not pass.
 
     Example:
         >>> require_agreement({"passed": True})
     """
     if not record["passed"]:
-        raise ValueError(
-            f"the {record['format']} export (quantize={record['quantize']}) agrees with the "
-            f"Keras model on {100 * record['argmax_agreement']:.2f} % of held-out pixels, below "
-            f"the required {100 * record['min_agreement']:.2f} %; it was not written. Check the "
-            "calibration data, or lower the threshold knowingly. "
-            f"Received: argmax_agreement={record['argmax_agreement']:.6f}"
+        export_report.check_agreement(
+            record["argmax_agreement"],
+            record["min_agreement"],
+            f"the {record['format']} export (quantize={record['quantize']})",
         )
 
 
 def write_report(path, record):
-    """Writes ``record`` as indented JSON at ``path`` (atomically).
+    """Adds ``record`` to the export report at ``path`` (``kseg.export_report.write_report``).
 
     Example:
-        >>> write_report("/tmp/export_report.json", {"format": "onnx"})  # doctest: +SKIP
+        >>> write_report("/tmp/export_report.json", record)  # doctest: +SKIP
     """
-    fileio.write_bytes(os.fspath(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"))
-    return os.fspath(path)
+    return export_report.write_report(path, record)

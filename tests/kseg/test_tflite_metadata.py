@@ -257,12 +257,16 @@ def test_cli_tflite_with_calibration_data_and_report(tmp_path, capsys):
     argv = ["export", "--model", str(model_path), "--format", "tflite", "--output", str(out)]
     data = ["--calibration-data", "synthetic", "--num-images", "6", "--calibration-steps", "4"]
     assert main([*argv, "--quantize", "int8", "--int8-io", *data, "--verify-images", "3"]) == 0
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "export_report.json").read_text())["exports"][-1]
     assert report["format"] == "tflite" and report["quantize"] == "int8"
     assert report["size_bytes"] == out.stat().st_size
     assert report["calibration_images"] == 4 and report["held_out_images"] == 3
     assert report["held_out"] == "synthetic split 'val'"
-    assert report["input"] == {"shape": [1, 32, 32, 3], "dtype": "uint8", "pixels": "RGB 0..255"}
+    assert report["input_spec"] == {
+        "shape": [1, 32, 32, 3],
+        "dtype": "uint8",
+        "pixels": "RGB 0..255",
+    }
     assert report["min_agreement"] == 0.97 and report["passed"] is True
     # the figure is the agreement on those held-out scenes, recomputed here
     held_out, _ = kseg.data.synthetic_numpy(
@@ -282,13 +286,15 @@ def test_cli_tflite_with_calibration_data_and_report(tmp_path, capsys):
     threshold = ["--min-agreement", str((1 + measured) / 2), "--report", str(tmp_path / "r.json")]
     assert main([*argv, "--quantize", "int8", "--int8-io", *data, *threshold]) == 2
     err = capsys.readouterr().err
-    record = json.loads((tmp_path / "r.json").read_text())
+    record = json.loads((tmp_path / "r.json").read_text())["exports"][-1]
     figure = record["argmax_agreement"]
     assert record["passed"] is False and figure < (1 + measured) / 2
-    assert f"agrees with the Keras model on {100 * figure:.2f} % of held-out pixels" in err
+    assert f"agrees with the Keras model on {100 * figure:.3f} % of held-out pixels" in err
     assert not failed.exists() and not list(tmp_path.glob(".f.tflite*"))
-    assert main([*argv, "--min-agreement", "1.01"]) == 2
-    assert "--min-agreement must be a fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses the value
+        main([*argv, "--min-agreement", "1.01"])
+    assert exit_info.value.code == 2
+    assert "--min-agreement: must be a fraction in [0, 1]" in capsys.readouterr().err
     assert main([*argv, "--class-names", "a,b,c"]) == 0
     assert tflite_metadata.read_segmenter_metadata(failed)["labels"] == ["a", "b", "c"]
     assert main([*argv, "--class-names", "a,b"]) == 2
@@ -316,9 +322,9 @@ def test_cli_onnx(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     argv = ["export", "--model", str(tmp_path / "m.keras"), "--format", "onnx"]
     assert main([*argv, "--output", str(out), "--verify-images", "2"]) == 0
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "export_report.json").read_text())["exports"][-1]
     assert report["format"] == "onnx" and report["argmax_agreement"] >= 0.999
-    assert report["input"]["shape"] == [None, None, None, 3]
+    assert report["input_spec"]["shape"] == [None, None, None, 3]
     # dynamic batch and size under onnxruntime
     for shape in ((3, 32, 48, 3), (1, 64, 32, 3)):
         images = pixels(shape[0], shape[1:3])
