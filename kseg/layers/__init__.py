@@ -15,6 +15,17 @@ from kseg.layers.bisenet import (  # noqa: E402,F401
 from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
+from kseg.layers.enet_blocks import (  # noqa: E402,F401
+    ChannelZeroPad,
+    ENetBottleneck,
+    ENetDownsamplingBottleneck,
+    ENetInitialBlock,
+    ENetUpsamplingBottleneck,
+    enet_bottleneck,
+    enet_downsampling_bottleneck,
+    enet_initial_block,
+    enet_upsampling_bottleneck,
+)
 from kseg.layers.fast_scnn import (  # noqa: E402,F401
     global_feature_extractor,
     learning_to_downsample,
