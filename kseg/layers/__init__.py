@@ -18,6 +18,7 @@ from kseg.layers.bisenet import (  # noqa: E402,F401
     gather_expand,
     stem_block,
 )
+from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: E402,F401
 from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
@@ -32,7 +33,6 @@ from kseg.layers.enet_blocks import (  # noqa: E402,F401
     enet_initial_block,
     enet_upsampling_bottleneck,
 )
-from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: E402,F401
 from kseg.layers.erfnet_blocks import (  # noqa: E402,F401
     ERFNetDownsampler,
     ERFNetUpsampler,

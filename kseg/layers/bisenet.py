@@ -42,9 +42,7 @@ def _bn(name, policy):
 
 def _check_pair(layer, shapes, names):
     if len(shapes) != 2:
-        raise ValueError(
-            f"{layer}: expects [{', '.join(names)}]. Received: input_shape={shapes!r}"
-        )
+        raise ValueError(f"{layer}: expects [{', '.join(names)}]. Received: input_shape={shapes!r}")
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -368,7 +366,9 @@ class BilateralGuidedAggregation(CompositeLayer):
         detail_down = self.detail_pool(_apply(self.detail_down, detail, training, relu=False))
         semantic_up = _apply(self.semantic_conv, semantic, training, relu=False)
         semantic_up = tf.sigmoid(self.semantic_up([semantic_up, detail]))
-        semantic_keep = tf.sigmoid(self._depthwise_pointwise(self.semantic_keep, semantic, training))
+        semantic_keep = tf.sigmoid(
+            self._depthwise_pointwise(self.semantic_keep, semantic, training)
+        )
         left = detail_keep * semantic_up
         right = self.right_up([detail_down * semantic_keep, detail])
         return _apply(self.out, left + right, training)

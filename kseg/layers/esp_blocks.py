@@ -103,9 +103,7 @@ def _conv_layers(
         pad = (kernel_size // 2) * dilation_rate
         out.append(layers.ZeroPadding2D(pad, name=f"{name}_pad", dtype=dtype))
     padding = "same" if strides == 1 else "valid"
-    options = dict(
-        strides=strides, padding=padding, dilation_rate=dilation_rate, use_bias=use_bias
-    )
+    options = dict(strides=strides, padding=padding, dilation_rate=dilation_rate, use_bias=use_bias)
     if groups == 1:
         out.append(layers.Conv2D(filters, kernel_size, name=name, dtype=dtype, **options))
     elif groups == channels == filters:
@@ -245,8 +243,12 @@ class ESPModule(CompositeLayer):
         channels, policy = shapes[0][-1], self.dtype_policy
         n, n1 = _split_widths(self.filters, 5)
         self.reduce = _conv_layers(
-            channels, n, 3 if self.downsample else 1, "reduce",
-            strides=2 if self.downsample else 1, dtype=policy,
+            channels,
+            n,
+            3 if self.downsample else 1,
+            "reduce",
+            strides=2 if self.downsample else 1,
+            dtype=policy,
         )
         self.branches = _conv_layers(n, n1, 3, "d1", dtype=policy)
         for rate in (2, 4, 8, 16):
@@ -351,7 +353,11 @@ class EESPUnit(CompositeLayer):
         self.reduce = _cbr(self, channels, n, 1, "reduce", groups=k)
         self.dws = [
             layers.DepthwiseConv2D(
-                3, padding="same", dilation_rate=rate, use_bias=False, name=f"dw{i}_d{rate}",
+                3,
+                padding="same",
+                dilation_rate=rate,
+                use_bias=False,
+                name=f"dw{i}_d{rate}",
                 dtype=policy,
             )
             for i, rate in enumerate(_eesp_dilations(k, self.receptive_limit))
@@ -548,7 +554,9 @@ class EfficientPyramidPooling(CompositeLayer):
         self.dws, self.resizes, self.restores = [], [], []
         for i, scale in enumerate(PYRAMID_SCALES):
             self.dws.append(
-                layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}", dtype=policy)
+                layers.DepthwiseConv2D(
+                    3, padding="same", use_bias=False, name=f"dw{i}", dtype=policy
+                )
             )
             if scale != 1.0:
                 self.resizes.append(ScaleResize(scale, name=f"resize{i}", dtype=policy))
@@ -561,9 +569,7 @@ class EfficientPyramidPooling(CompositeLayer):
         pyramid = len(PYRAMID_SCALES) * projection
         self.fuse = _cbr(self, pyramid, projection, 3, "fuse", groups=projection)
         self.out = [
-            layers.Conv2D(
-                self.filters, 1, use_bias=not self.last_bn_act, name="out", dtype=policy
-            )
+            layers.Conv2D(self.filters, 1, use_bias=not self.last_bn_act, name="out", dtype=policy)
         ] + (_br(self, "out") if self.last_bn_act else [])
 
     def call(self, x, training=None):

@@ -115,7 +115,9 @@ class LinearBottleneck(CompositeLayer):
         super().__init__(**kwargs)
         check_int("LinearBottleneck", "filters", filters)
         if strides not in (1, 2):
-            raise ValueError(f"LinearBottleneck: strides must be 1 or 2. Received: strides={strides!r}")
+            raise ValueError(
+                f"LinearBottleneck: strides must be 1 or 2. Received: strides={strides!r}"
+            )
         check_int("LinearBottleneck", "expansion", expansion)
         self.filters = filters
         self.strides = strides

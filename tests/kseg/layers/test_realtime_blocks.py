@@ -77,7 +77,11 @@ CONTRACTS = [
     (BilateralGuidedAggregation, {}, [(16, 20, 8), (4, 5, 8)]),
     (LearningToDownsample, {"filters": [8, 12, 16]}, [(33, 40, 3)]),
     (LinearBottleneck, {"filters": 8, "strides": 1, "expansion": 2}, [(6, 6, 8)]),
-    (GlobalFeatureExtractor, {"filters": [8, 8, 16], "out_filters": 8, "expansion": 2}, [(16, 12, 8)]),
+    (
+        GlobalFeatureExtractor,
+        {"filters": [8, 8, 16], "out_filters": 8, "expansion": 2},
+        [(16, 12, 8)],
+    ),
     (FastSCNNFeatureFusion, {"filters": 8}, [(16, 12, 8), (4, 3, 16)]),
     (CascadeFeatureFusion, {"filters": 4, "num_classes": 3}, [(3, 4, 5), (6, 8, 2)]),
     (CascadeFeatureFusion, {"filters": 4}, [(3, 4, 5), (6, 8, 2)]),
@@ -95,7 +99,9 @@ CONTRACTS = [
 
 
 @pytest.mark.parametrize(
-    "layer_cls, kwargs, shapes", CONTRACTS, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CONTRACTS)]
+    "layer_cls, kwargs, shapes",
+    CONTRACTS,
+    ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CONTRACTS)],
 )
 def test_layer_contract(layer_cls, kwargs, shapes, tmp_path):
     data = [_x(2, *shape) for shape in shapes]
@@ -145,7 +151,9 @@ def test_context_embedding_broadcasts_the_pooled_context():
     pooled = _bn(ce.pool_bn, x.mean(axis=(1, 2)))
     added = x + np.maximum(_bn(ce.gap[1], pooled @ kernel), 0)[:, None, None]
     conv, bn = ce.last
-    np.testing.assert_allclose(_np(ce(x)), np.maximum(_np(bn(conv(added))), 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        _np(ce(x)), np.maximum(_np(bn(conv(added))), 0), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -232,7 +240,9 @@ def test_fast_scnn_feature_fusion_values():
     low_y = _bn(ffm.low_conv[1], low_y @ w[0, 0] + b)
     w, b = ffm.high_conv[0].get_weights()
     high_y = _bn(ffm.high_conv[1], high @ w[0, 0] + b)
-    np.testing.assert_allclose(_np(ffm([high, low])), np.maximum(high_y + low_y, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        _np(ffm([high, low])), np.maximum(high_y + low_y, 0), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_pyramid_pooling_module_sum_adds_the_pooled_means():
@@ -261,7 +271,9 @@ def test_cascade_feature_fusion_values():
     np.testing.assert_allclose(out, np.maximum(small + large, 0), rtol=1e-4, atol=1e-5)
     w, b = cff.classifier.get_weights()
     np.testing.assert_allclose(cls, up @ w[0, 0] + b, rtol=1e-4, atol=1e-5)
-    fused, logits = cascade_feature_fusion(keras.Input((3, 4, 5)), keras.Input((6, 8, 2)), 4, "c", 3)
+    fused, logits = cascade_feature_fusion(
+        keras.Input((3, 4, 5)), keras.Input((6, 8, 2)), 4, "c", 3
+    )
     assert tuple(fused.shape) == (None, 6, 8, 4) and tuple(logits.shape) == (None, 6, 8, 3)
 
 
