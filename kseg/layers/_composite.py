@@ -61,7 +61,7 @@ class CompositeLayer(keras.layers.Layer):
     """
 
     # dtype of each input ("float" is the compute dtype), e.g. ("float", "int32", "float")
-    input_dtypes = None
+    _input_dtypes = None
 
     def _check_shapes(self, shapes):
         """Raises a ``ValueError`` naming the problem when the input shapes cannot work."""
@@ -87,7 +87,7 @@ class CompositeLayer(keras.layers.Layer):
         shapes, multiple = self._shapes(input_shape)
         self._check_shapes(shapes)
         self._create(shapes)
-        dtypes = self.input_dtypes or ("float",) * len(shapes)
+        dtypes = self._input_dtypes or ("float",) * len(shapes)
         specs = [
             keras.KerasTensor(shape, dtype=self.compute_dtype if dtype == "float" else dtype)
             for shape, dtype in zip(shapes, dtypes)

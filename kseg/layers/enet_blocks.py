@@ -378,7 +378,7 @@ class ENetUpsamplingBottleneck(_ENetBlock):
         TensorShape([1, 15, 20, 16])
     """
 
-    input_dtypes = ("float", "int32", "float")
+    _input_dtypes = ("float", "int32", "float")
 
     def __init__(self, filters, dropout=0.1, projection_ratio=4, **kwargs):
         super().__init__(filters, dropout=dropout, projection_ratio=projection_ratio, **kwargs)
