@@ -6,6 +6,12 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
 from kseg.layers.batch_norm import BatchNormalization  # noqa: E402,F401
 from kseg.layers.bisenet import (  # noqa: E402,F401
+    AttentionRefinementModule,
+    BilateralGuidedAggregation,
+    ContextEmbedding,
+    FeatureFusionModule,
+    GatherExpand,
+    StemBlock,
     attention_refinement,
     bilateral_guided_aggregation,
     context_embedding,
@@ -13,15 +19,52 @@ from kseg.layers.bisenet import (  # noqa: E402,F401
     gather_expand,
     stem_block,
 )
+from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: E402,F401
 from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
+from kseg.layers.enet_blocks import (  # noqa: E402,F401
+    ChannelZeroPad,
+    ENetBottleneck,
+    ENetDownsamplingBottleneck,
+    ENetInitialBlock,
+    ENetUpsamplingBottleneck,
+    enet_bottleneck,
+    enet_downsampling_bottleneck,
+    enet_initial_block,
+    enet_upsampling_bottleneck,
+)
+from kseg.layers.erfnet_blocks import (  # noqa: E402,F401
+    ERFNetDownsampler,
+    ERFNetUpsampler,
+    NonBottleneck1D,
+    erfnet_downsampler,
+    erfnet_upsampler,
+    non_bottleneck_1d,
+)
+from kseg.layers.esp_blocks import (  # noqa: E402,F401
+    EESPDownsampler,
+    EESPUnit,
+    EfficientPWConv,
+    EfficientPyramidPooling,
+    ESPModule,
+    ScaleResize,
+    eesp_downsampler,
+    eesp_unit,
+    efficient_pw_conv,
+    efficient_pyramid_pooling,
+    esp_module,
+)
 from kseg.layers.fast_scnn import (  # noqa: E402,F401
+    FastSCNNFeatureFusion,
+    GlobalFeatureExtractor,
+    LearningToDownsample,
+    LinearBottleneck,
     global_feature_extractor,
     learning_to_downsample,
 )
 from kseg.layers.fft_conv import FFTConv2D  # noqa: E402,F401
-from kseg.layers.icnet import cascade_feature_fusion  # noqa: E402,F401
+from kseg.layers.icnet import CascadeFeatureFusion, cascade_feature_fusion  # noqa: E402,F401
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
 from kseg.layers.lraspp import LiteRASPP  # noqa: E402,F401
 from kseg.layers.pixel_shuffle import DepthToSpace, SpaceToDepth  # noqa: E402,F401

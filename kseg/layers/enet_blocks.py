@@ -15,9 +15,10 @@ ENet is a ResNet-like stack of bottlenecks on an early-downsampled input:
   its shortcut is a 1×1 convolution + BN unpooled with the indices of the matching
   down-sampling bottleneck (``kseg.layers.MaxUnpooling2D``, as SegNet).
 
-The blocks are functions on Keras tensors (like ``kseg.layers.conv_bn_relu``) building plain
-Keras layers named after ``name``; the only ENet-specific layer is ``ChannelZeroPad``. Pooling
-works in ceil mode and the unpooling takes the pre-pool tensor's size, so any input size works.
+Each block is a serializable layer (``ENetInitialBlock``, ``ENetBottleneck``,
+``ENetDownsamplingBottleneck``, ``ENetUpsamplingBottleneck``); the lower-case functions apply
+them to a Keras tensor. Pooling works in ceil mode and the unpooling takes the pre-pool tensor's
+size, so any input size works.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from kseg.layers._composite import CompositeLayer, check_int, check_rate
 from kseg.layers.crop import CropLike
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 
-def prelu(name):
+def prelu(name, dtype=None):
     """A PReLU with one slope per channel, initialised to 0.25 (as Torch/PyTorch's ``PReLU``).
 
     Example:
@@ -39,7 +41,10 @@ def prelu(name):
         [[[[-1.0, 2.0]]]]
     """
     return layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
+        alpha_initializer=keras.initializers.Constant(0.25),
+        shared_axes=[1, 2],
+        name=name,
+        dtype=dtype,
     )
 
 
@@ -77,48 +82,359 @@ class ChannelZeroPad(keras.layers.Layer):
         return {**super().get_config(), "extra": self.extra}
 
 
-def _check_filters(block, filters, ratio):
-    if not isinstance(filters, int) or isinstance(filters, bool) or filters < ratio:
-        raise ValueError(
-            f"{block}: filters must be an int >= projection_ratio={ratio}. Received: "
-            f"filters={filters!r}"
+def _ceil2(n):
+    return None if n is None else -(-n // 2)
+
+
+class _ENetBlock(CompositeLayer):
+    """Shared arguments and sublayer factories of the ENet bottlenecks."""
+
+    def __init__(self, filters, dropout=0.1, projection_ratio=4, **kwargs):
+        super().__init__(**kwargs)
+        block = type(self).__name__
+        check_int(block, "projection_ratio", projection_ratio)
+        check_int(block, "filters", filters, minimum=projection_ratio)
+        check_rate(block, "dropout", dropout)
+        self.filters = filters
+        self.dropout = dropout
+        self.projection_ratio = projection_ratio
+        self.internal = filters // projection_ratio
+
+    def _conv(self, filters, kernel_size, name, **kwargs):
+        return layers.Conv2D(
+            filters,
+            kernel_size,
+            padding="same",
+            use_bias=False,
+            name=name,
+            dtype=self.dtype_policy,
+            **kwargs,
         )
 
+    def _bn(self, name):
+        return layers.BatchNormalization(epsilon=1e-3, name=name, dtype=self.dtype_policy)
 
-def _conv(filters, kernel_size, name, **kwargs):
-    return layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name, **kwargs)
+    def _prelu(self, name):
+        return prelu(name, dtype=self.dtype_policy)
+
+    def _dropout(self):
+        return layers.SpatialDropout2D(self.dropout, name="dropout", dtype=self.dtype_policy)
+
+    def _expand(self, y, training):
+        """The shared tail: middle BN → PReLU → 1×1 expansion → BN → spatial dropout."""
+        y = self.conv_prelu(self.conv_bn(y, training=training))
+        y = self.expand_bn(self.expand(y), training=training)
+        return self.dropout_layer(y, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "dropout": self.dropout,
+            "projection_ratio": self.projection_ratio,
+        }
 
 
-def _bn(name):
-    return layers.BatchNormalization(epsilon=1e-3, name=name)
+@keras.saving.register_keras_serializable(package="kseg")
+class ENetInitialBlock(CompositeLayer):
+    """ENet's initial block (Paszke et al. 2016, Fig. 2a): ``concat(conv3×3/2, maxpool2×2)``
+    → BN → PReLU.
+
+    The convolution has ``filters - C`` filters (paper: 13 for an RGB image), the max pooling
+    keeps the ``C`` input channels; both work in ceil mode.
+
+    Args:
+        filters: output channels, more than the input's (paper: 16).
+
+    Example:
+        >>> import numpy as np
+        >>> ENetInitialBlock(16)(np.zeros((1, 15, 9, 3), "float32")).shape
+        TensorShape([1, 8, 5, 16])
+    """
+
+    def __init__(self, filters=16, **kwargs):
+        super().__init__(**kwargs)
+        check_int("ENetInitialBlock", "filters", filters, minimum=2)
+        self.filters = filters
+        policy = self.dtype_policy
+        self.pool = layers.MaxPooling2D(2, padding="same", name="pool", dtype=policy)
+        self.bn = layers.BatchNormalization(epsilon=1e-3, name="bn", dtype=policy)
+        self.prelu = prelu("prelu", dtype=policy)
+
+    def _check_shapes(self, shapes):
+        super()._check_shapes(shapes)
+        if self.filters <= shapes[0][-1]:
+            raise ValueError(
+                f"ENetInitialBlock: filters must be more than the input channels "
+                f"({shapes[0][-1]}). Received: filters={self.filters!r}"
+            )
+
+    def _create(self, shapes):
+        self.conv = layers.Conv2D(
+            self.filters - shapes[0][-1],
+            3,
+            strides=2,
+            padding="same",
+            name="conv",
+            dtype=self.dtype_policy,
+        )
+
+    def call(self, x, training=None):
+        y = tf.concat([self.conv(x), self.pool(x)], axis=-1)
+        return self.prelu(self.bn(y, training=training))
+
+    def _output_shape(self, shapes):
+        b, h, w, _ = shapes[0]
+        return (b, _ceil2(h), _ceil2(w), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+ENET_KINDS = ("regular", "dilated", "asymmetric")
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ENetBottleneck(_ENetBlock):
+    """ENet's regular, dilated or asymmetric bottleneck (Paszke et al. 2016, Fig. 2b).
+
+    ``PReLU(x + dropout(BN(1×1(PReLU(BN(conv(PReLU(BN(1×1(x))))))))))``: the branch projects to
+    ``filters // projection_ratio`` channels; ``conv`` is a 3×3 (*regular*), a 3×3 dilated by
+    ``dilation_rate`` (*dilated*) or a ``k×1`` then ``1×k`` pair (*asymmetric*, ``k =
+    asymmetric_size``). Same size and channels in and out.
+
+    Args:
+        filters: channels (the input's).
+        kind: "regular", "dilated" or "asymmetric".
+        dilation_rate: of the dilated kind (> 1; 1 for the others).
+        asymmetric_size: ``k`` of the asymmetric kind (paper: 5).
+        dropout: spatial dropout rate (paper: 0.01 in stage 1, 0.1 after).
+        projection_ratio: the branch works at ``filters // projection_ratio`` channels (4).
+
+    Example:
+        >>> import numpy as np
+        >>> block = ENetBottleneck(64, kind="asymmetric")
+        >>> block(np.zeros((1, 32, 32, 64), "float32")).shape
+        TensorShape([1, 32, 32, 64])
+    """
+
+    def __init__(
+        self,
+        filters,
+        kind="regular",
+        dilation_rate=1,
+        asymmetric_size=5,
+        dropout=0.1,
+        projection_ratio=4,
+        **kwargs,
+    ):
+        super().__init__(filters, dropout=dropout, projection_ratio=projection_ratio, **kwargs)
+        if kind not in ENET_KINDS:
+            raise ValueError(
+                f"ENetBottleneck: kind must be one of {ENET_KINDS}. Received: kind={kind!r}"
+            )
+        check_int("ENetBottleneck", "dilation_rate", dilation_rate)
+        check_int("ENetBottleneck", "asymmetric_size", asymmetric_size)
+        if (kind == "dilated") != (dilation_rate > 1):
+            raise ValueError(
+                "ENetBottleneck: dilation_rate must be > 1 for kind='dilated' and 1 otherwise. "
+                f"Received: kind={kind!r}, dilation_rate={dilation_rate!r}"
+            )
+        self.kind = kind
+        self.dilation_rate = dilation_rate
+        self.asymmetric_size = asymmetric_size
+        n, k = self.internal, asymmetric_size
+        # created in the order of the original builder, so seeded weights stay the same
+        self.project = self._conv(n, 1, "project")
+        self.project_prelu = self._prelu("project_prelu")
+        self.project_bn = self._bn("project_bn")
+        if kind == "asymmetric":
+            self.convs = [
+                self._conv(n, (k, 1), f"conv_{k}x1"),
+                self._conv(n, (1, k), f"conv_1x{k}"),
+            ]
+        else:
+            self.convs = [self._conv(n, 3, "conv", dilation_rate=dilation_rate)]
+        self.conv_prelu = self._prelu("conv_prelu")
+        self.conv_bn = self._bn("conv_bn")
+        self.expand = self._conv(filters, 1, "expand")
+        self.expand_bn = self._bn("expand_bn")
+        self.dropout_layer = self._dropout()
+        self.prelu = self._prelu("prelu")
+
+    def _check_shapes(self, shapes):
+        super()._check_shapes(shapes)
+        if shapes[0][-1] != self.filters:
+            raise ValueError(
+                f"ENetBottleneck: the input has {shapes[0][-1]} channels, the block keeps them. "
+                f"Received: filters={self.filters!r}"
+            )
+
+    def call(self, x, training=None):
+        y = self.project_prelu(self.project_bn(self.project(x), training=training))
+        for conv in self.convs:
+            y = conv(y)
+        return self.prelu(x + self._expand(y, training))
+
+    def _output_shape(self, shapes):
+        return shapes[0]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "dilation_rate": self.dilation_rate,
+            "asymmetric_size": self.asymmetric_size,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ENetDownsamplingBottleneck(_ENetBlock):
+    """ENet's down-sampling bottleneck (Paszke et al. 2016, Fig. 2b); returns
+    ``[output, indices]``.
+
+    Shortcut: 2×2 max pooling (ceil mode, argmax kept: ``MaxPoolingWithArgmax2D``) zero-padded
+    to ``filters`` channels; branch: 2×2 stride-2 projection → 3×3 → 1×1 expansion. ``indices``
+    (int32, the pooled input's shape) and the block's input feed the matching
+    ``ENetUpsamplingBottleneck``.
+
+    Args:
+        filters: output channels, at least the input's.
+        dropout: spatial dropout rate.
+        projection_ratio: the branch works at ``filters // projection_ratio`` channels (4).
+
+    Example:
+        >>> import numpy as np
+        >>> y, idx = ENetDownsamplingBottleneck(64)(np.zeros((1, 15, 20, 16), "float32"))
+        >>> tuple(y.shape), tuple(idx.shape), idx.dtype.name
+        ((1, 8, 10, 64), (1, 8, 10, 16), 'int32')
+    """
+
+    def __init__(self, filters, dropout=0.1, projection_ratio=4, **kwargs):
+        super().__init__(filters, dropout=dropout, projection_ratio=projection_ratio, **kwargs)
+        n = self.internal
+        self.pool = MaxPoolingWithArgmax2D(2, name="pool", dtype=self.dtype_policy)
+        self.project = self._conv(n, 2, "project", strides=2)
+        self.project_prelu = self._prelu("project_prelu")
+        self.project_bn = self._bn("project_bn")
+        self.conv = self._conv(n, 3, "conv")
+        self.conv_prelu = self._prelu("conv_prelu")
+        self.conv_bn = self._bn("conv_bn")
+        self.expand = self._conv(filters, 1, "expand")
+        self.expand_bn = self._bn("expand_bn")
+        self.dropout_layer = self._dropout()
+        self.prelu = self._prelu("prelu")
+
+    def _check_shapes(self, shapes):
+        super()._check_shapes(shapes)
+        if self.filters < shapes[0][-1]:
+            raise ValueError(
+                f"ENetDownsamplingBottleneck: filters must be >= the input channels "
+                f"({shapes[0][-1]}). Received: filters={self.filters!r}"
+            )
+
+    def _create(self, shapes):
+        self.pad = ChannelZeroPad(self.filters - shapes[0][-1], name="pad", dtype=self.dtype_policy)
+
+    def call(self, x, training=None):
+        pooled, indices = self.pool(x)
+        y = self.project_prelu(self.project_bn(self.project(x), training=training))
+        y = self._expand(self.conv(y), training)
+        return [self.prelu(self.pad(pooled) + y), indices]
+
+    def _output_shape(self, shapes):
+        b, h, w, c = shapes[0]
+        return [(b, _ceil2(h), _ceil2(w), self.filters), (b, _ceil2(h), _ceil2(w), c)]
+
+    def compute_output_spec(self, x):
+        output, indices = self.compute_output_shape(tuple(x.shape))
+        return [
+            keras.KerasTensor(output, dtype=self.compute_dtype),
+            keras.KerasTensor(indices, dtype="int32"),
+        ]
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ENetUpsamplingBottleneck(_ENetBlock):
+    """ENet's up-sampling bottleneck (Paszke et al. 2016, Table 1): called on
+    ``[x, indices, reference]``, back to ``reference``'s size.
+
+    ``indices`` and ``reference`` are the indices and the input of the matching
+    ``ENetDownsamplingBottleneck``. Shortcut: 1×1 convolution + BN to ``filters`` channels,
+    unpooled to the argmax positions (``MaxUnpooling2D``: every other position is zero);
+    branch: 1×1 projection → 3×3 stride-2 transposed convolution (cropped to ``reference``) →
+    1×1 expansion.
+
+    Args:
+        filters: output channels (the pooled tensor's channels).
+        dropout: spatial dropout rate.
+        projection_ratio: the branch works at ``filters // projection_ratio`` channels (4).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(1, 15, 20, 16)).astype("float32")
+        >>> y, idx = ENetDownsamplingBottleneck(64)(x)
+        >>> ENetUpsamplingBottleneck(16)([y, idx, x]).shape
+        TensorShape([1, 15, 20, 16])
+    """
+
+    _input_dtypes = ("float", "int32", "float")
+
+    def __init__(self, filters, dropout=0.1, projection_ratio=4, **kwargs):
+        super().__init__(filters, dropout=dropout, projection_ratio=projection_ratio, **kwargs)
+        n, policy = self.internal, self.dtype_policy
+        self.shortcut = self._conv(filters, 1, "shortcut")
+        self.shortcut_bn = self._bn("shortcut_bn")
+        self.unpool = MaxUnpooling2D(2, name="unpool", dtype=policy)
+        self.project = self._conv(n, 1, "project")
+        self.project_prelu = self._prelu("project_prelu")
+        self.project_bn = self._bn("project_bn")
+        self.upconv = layers.Conv2DTranspose(
+            n, 3, strides=2, padding="same", use_bias=False, name="upconv", dtype=policy
+        )
+        self.crop = CropLike(name="crop", dtype=policy)
+        self.conv_prelu = self._prelu("conv_prelu")
+        self.conv_bn = self._bn("conv_bn")
+        self.expand = self._conv(filters, 1, "expand")
+        self.expand_bn = self._bn("expand_bn")
+        self.dropout_layer = self._dropout()
+        self.prelu = self._prelu("prelu")
+
+    def _check_shapes(self, shapes):
+        if len(shapes) != 3:
+            raise ValueError(
+                "ENetUpsamplingBottleneck: expects [x, indices, reference]. "
+                f"Received: input_shape={self._shape_repr(shapes)}"
+            )
+        super()._check_shapes(shapes)
+        if shapes[1][-1] != self.filters:
+            raise ValueError(
+                f"ENetUpsamplingBottleneck: filters must equal the pooled channels "
+                f"({shapes[1][-1]}). Received: filters={self.filters!r}"
+            )
+
+    def call(self, inputs, training=None):
+        x, indices, reference = inputs
+        shortcut = self.shortcut_bn(self.shortcut(x), training=training)
+        shortcut = self.unpool([shortcut, indices, reference])
+        y = self.project_prelu(self.project_bn(self.project(x), training=training))
+        y = self.crop([self.upconv(y), reference])
+        return self.prelu(shortcut + self._expand(y, training))
+
+    def _output_shape(self, shapes):
+        b, h, w, _ = shapes[2]
+        return (shapes[0][0], h, w, self.filters)
 
 
 def enet_initial_block(x, name="initial", filters=16):
-    """ENet's initial block: ``concat(conv3×3/2 (filters - C), maxpool2×2(x))`` → BN → PReLU.
-
-    Args:
-        x: the (normalised) image tensor ``[B, H, W, C]``.
-        name: prefix of the layer names.
-        filters: output channels (paper: 16 = 13 convolution filters + 3 image channels).
-
-    Returns:
-        ``[B, ceil(H/2), ceil(W/2), filters]``.
+    """Applies ``ENetInitialBlock(filters, name=name)`` to ``x``.
 
     Example:
         >>> y = enet_initial_block(keras.Input((None, None, 3)))
         >>> tuple(y.shape)
         (None, None, None, 16)
     """
-    channels = x.shape[-1]
-    if not isinstance(filters, int) or channels is None or filters <= channels:
-        raise ValueError(
-            f"enet_initial_block: filters must be an int > the input channels ({channels}). "
-            f"Received: filters={filters!r}"
-        )
-    conv = layers.Conv2D(filters - channels, 3, strides=2, padding="same", name=f"{name}_conv")(x)
-    pool = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
-    y = layers.Concatenate(name=f"{name}_concat")([conv, pool])
-    return prelu(f"{name}_prelu")(_bn(f"{name}_bn")(y))
+    return ENetInitialBlock(filters, name=name)(x)
 
 
 def enet_bottleneck(
@@ -131,92 +447,49 @@ def enet_bottleneck(
     dropout=0.1,
     projection_ratio=4,
 ):
-    """ENet's regular, dilated or asymmetric bottleneck (same size and channels in and out).
-
-    Args:
-        x: input ``[B, H, W, filters]``.
-        filters: channels (the input's).
-        name: prefix of the layer names.
-        dilation_rate: > 1 gives the *dilated* bottleneck.
-        asymmetric: kernel length ``k`` > 0 gives the *asymmetric* bottleneck (``k×1`` then
-            ``1×k``; paper: 5).
-        dropout: spatial dropout rate (paper: 0.01 in stage 1, 0.1 after).
-        projection_ratio: the branch works at ``filters // projection_ratio`` channels (4).
+    """Applies an ``ENetBottleneck`` to ``x``: asymmetric with ``k = asymmetric`` when that is
+    > 0, dilated when ``dilation_rate`` > 1, regular otherwise.
 
     Example:
         >>> y = enet_bottleneck(keras.Input((32, 32, 64)), 64, "b1", asymmetric=5)
         >>> tuple(y.shape)
         (None, 32, 32, 64)
     """
-    _check_filters("enet_bottleneck", filters, projection_ratio)
-    if x.shape[-1] != filters:
-        raise ValueError(
-            f"enet_bottleneck: the input has {x.shape[-1]} channels, the block keeps them. "
-            f"Received: filters={filters!r}"
-        )
-    internal = filters // projection_ratio
-    y = _conv(internal, 1, f"{name}_project")(x)
-    y = prelu(f"{name}_project_prelu")(_bn(f"{name}_project_bn")(y))
     if asymmetric:
-        y = _conv(internal, (asymmetric, 1), f"{name}_conv_{asymmetric}x1")(y)
-        y = _conv(internal, (1, asymmetric), f"{name}_conv_1x{asymmetric}")(y)
+        kind, options = "asymmetric", {"asymmetric_size": asymmetric}
+    elif dilation_rate != 1:
+        kind, options = "dilated", {"dilation_rate": dilation_rate}
     else:
-        y = _conv(internal, 3, f"{name}_conv", dilation_rate=dilation_rate)(y)
-    y = prelu(f"{name}_conv_prelu")(_bn(f"{name}_conv_bn")(y))
-    y = _conv(filters, 1, f"{name}_expand")(y)
-    y = _bn(f"{name}_expand_bn")(y)
-    y = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(y)
-    y = layers.Add(name=f"{name}_add")([x, y])
-    return prelu(f"{name}_prelu")(y)
+        kind, options = "regular", {}
+    return ENetBottleneck(
+        filters,
+        kind=kind,
+        dropout=dropout,
+        projection_ratio=projection_ratio,
+        name=name,
+        **options,
+    )(x)
 
 
 def enet_downsampling_bottleneck(x, filters, name, *, dropout=0.1, projection_ratio=4):
-    """ENet's down-sampling bottleneck; returns ``(output, indices)``.
-
-    Shortcut: 2×2 max pooling (ceil mode, argmax kept) zero-padded to ``filters`` channels;
-    branch: 2×2 stride-2 projection → 3×3 → 1×1 expansion. ``indices`` (with ``x``, the
-    pre-pool tensor) feed the matching ``enet_upsampling_bottleneck``.
+    """Applies an ``ENetDownsamplingBottleneck`` to ``x``; returns ``(output, indices)``.
 
     Example:
         >>> y, idx = enet_downsampling_bottleneck(keras.Input((15, 20, 16)), 64, "down")
         >>> tuple(y.shape), tuple(idx.shape)
         ((None, 8, 10, 64), (None, 8, 10, 16))
     """
-    _check_filters("enet_downsampling_bottleneck", filters, projection_ratio)
-    channels = x.shape[-1]
-    if channels is None or filters < channels:
-        raise ValueError(
-            f"enet_downsampling_bottleneck: filters must be >= the input channels ({channels}). "
-            f"Received: filters={filters!r}"
-        )
-    internal = filters // projection_ratio
-    pooled, indices = MaxPoolingWithArgmax2D(2, name=f"{name}_pool")(x)
-    shortcut = ChannelZeroPad(filters - channels, name=f"{name}_pad")(pooled)
-    y = _conv(internal, 2, f"{name}_project", strides=2)(x)
-    y = prelu(f"{name}_project_prelu")(_bn(f"{name}_project_bn")(y))
-    y = _conv(internal, 3, f"{name}_conv")(y)
-    y = prelu(f"{name}_conv_prelu")(_bn(f"{name}_conv_bn")(y))
-    y = _conv(filters, 1, f"{name}_expand")(y)
-    y = _bn(f"{name}_expand_bn")(y)
-    y = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(y)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return prelu(f"{name}_prelu")(y), indices
+    layer = ENetDownsamplingBottleneck(
+        filters, dropout=dropout, projection_ratio=projection_ratio, name=name
+    )
+    y, indices = layer(x)
+    return y, indices
 
 
 def enet_upsampling_bottleneck(
     x, indices, pre_pool, filters, name, *, dropout=0.1, projection_ratio=4
 ):
-    """ENet's up-sampling bottleneck: back to the size of ``pre_pool``.
-
-    Shortcut: 1×1 convolution + BN to ``filters`` channels, unpooled to the argmax positions in
-    ``indices`` (``MaxUnpooling2D``); branch: 1×1 projection → 3×3 stride-2 transposed
-    convolution → 1×1 expansion.
-
-    Args:
-        x: input ``[B, h, w, C]``.
-        indices: the indices of the matching down-sampling bottleneck (``[B, h, w, filters]``).
-        pre_pool: that bottleneck's input (its size is the output's).
-        filters: output channels (the pooled tensor's channels).
+    """Applies an ``ENetUpsamplingBottleneck`` to ``[x, indices, pre_pool]``.
 
     Example:
         >>> inp = keras.Input((15, 20, 16))
@@ -224,24 +497,7 @@ def enet_upsampling_bottleneck(
         >>> tuple(enet_upsampling_bottleneck(y, idx, inp, 16, "up").shape)
         (None, 15, 20, 16)
     """
-    _check_filters("enet_upsampling_bottleneck", filters, projection_ratio)
-    if indices.shape[-1] != filters:
-        raise ValueError(
-            f"enet_upsampling_bottleneck: filters must equal the pooled channels "
-            f"({indices.shape[-1]}). Received: filters={filters!r}"
-        )
-    internal = filters // projection_ratio
-    shortcut = _bn(f"{name}_shortcut_bn")(_conv(filters, 1, f"{name}_shortcut")(x))
-    shortcut = MaxUnpooling2D(2, name=f"{name}_unpool")([shortcut, indices, pre_pool])
-    y = _conv(internal, 1, f"{name}_project")(x)
-    y = prelu(f"{name}_project_prelu")(_bn(f"{name}_project_bn")(y))
-    y = layers.Conv2DTranspose(
-        internal, 3, strides=2, padding="same", use_bias=False, name=f"{name}_upconv"
-    )(y)
-    y = CropLike(name=f"{name}_crop")([y, pre_pool])
-    y = prelu(f"{name}_conv_prelu")(_bn(f"{name}_conv_bn")(y))
-    y = _conv(filters, 1, f"{name}_expand")(y)
-    y = _bn(f"{name}_expand_bn")(y)
-    y = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(y)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return prelu(f"{name}_prelu")(y)
+    layer = ENetUpsamplingBottleneck(
+        filters, dropout=dropout, projection_ratio=projection_ratio, name=name
+    )
+    return layer([x, indices, pre_pool])

@@ -21,12 +21,12 @@ from keras import layers
 
 from kseg import backbones
 from kseg.layers.bisenet import (
-    attention_refinement,
-    bilateral_guided_aggregation,
-    context_embedding,
-    feature_fusion,
-    gather_expand,
-    stem_block,
+    AttentionRefinementModule,
+    BilateralGuidedAggregation,
+    ContextEmbedding,
+    FeatureFusionModule,
+    GatherExpand,
+    StemBlock,
 )
 from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.image_normalization import ImageNormalization
@@ -166,17 +166,17 @@ class BiSeNetV1(_AuxiliaryOutputs, SegmentationModel):
         glob = conv_bn_relu(glob, context_channels, 1, "global_context")
         glob = Resize(name="global_context_upsample")([glob, c5])
         y = layers.Add(name="context32_add")(
-            [attention_refinement(c5, context_channels, "arm32"), glob]
+            [AttentionRefinementModule(context_channels, name="arm32")(c5), glob]
         )
         y = Resize(name="context32_upsample")([y, c4])
         context16 = conv_bn_relu(y, context_channels, 3, "context32_refine")
         y = layers.Add(name="context16_add")(
-            [attention_refinement(c4, context_channels, "arm16"), context16]
+            [AttentionRefinementModule(context_channels, name="arm16")(c4), context16]
         )
         y = Resize(name="context16_upsample")([y, spatial])
         context8 = conv_bn_relu(y, context_channels, 3, "context16_refine")
 
-        fused = feature_fusion(spatial, context8, 2 * context_channels, "ffm")
+        fused = FeatureFusionModule(2 * context_channels, name="ffm")([spatial, context8])
         outputs = [segmentation_head(fused, 64, num_classes, images, "head")]
         if auxiliary_heads:
             mid = _V1_AUX_CHANNELS[backbone]
@@ -288,16 +288,18 @@ class BiSeNetV2(_AuxiliaryOutputs, SegmentationModel):
                     strides=2 if index == 0 else 1,
                 )
         widths = [_channels(c * alpha * semantic_ratio) for c in (64, 128, 256, 512)]
-        stem = stem_block(x, widths[0], "semantic_stem")
+        stem = StemBlock(widths[0], name="semantic_stem")(x)
         taps = {"stem": stem}
         y = stem
         for stage, (width, repeats) in enumerate(zip(widths[1:], (1, 1, 3)), 3):
-            y = gather_expand(y, width, f"semantic{stage}_ge1", stride=2, expansion=expansion)
+            y = GatherExpand(width, stride=2, expansion=expansion, name=f"semantic{stage}_ge1")(y)
             for index in range(max(1, int(round(repeats * depth_multiplier)))):
-                y = gather_expand(y, width, f"semantic{stage}_ge{index + 2}", expansion=expansion)
+                y = GatherExpand(width, expansion=expansion, name=f"semantic{stage}_ge{index + 2}")(
+                    y
+                )
             taps[f"stage{stage}"] = y
-        semantic = context_embedding(y, detail.shape[-1], "semantic_ce")
-        fused = bilateral_guided_aggregation(detail, semantic, "bga")
+        semantic = ContextEmbedding(detail.shape[-1], name="semantic_ce")(y)
+        fused = BilateralGuidedAggregation(name="bga")([detail, semantic])
         outputs = [segmentation_head(fused, head_channels, num_classes, images, "head", dropout)]
         if auxiliary_heads:
             for key, tap in taps.items():

@@ -1,6 +1,6 @@
 """ENet (Paszke, Chaurasia, Kim, Culurciello, 2016): real-time segmentation by early
-downsampling and a large encoder / small decoder of bottlenecks (blocks in
-``kseg.layers.enet_blocks``)."""
+downsampling and a large encoder / small decoder of bottlenecks (blocks: the
+``kseg.layers.ENet*`` layers)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from keras import layers
 
 from kseg.layers.crop import CropLike
 from kseg.layers.enet_blocks import (
-    enet_bottleneck,
-    enet_downsampling_bottleneck,
-    enet_initial_block,
-    enet_upsampling_bottleneck,
+    ENetBottleneck,
+    ENetDownsamplingBottleneck,
+    ENetInitialBlock,
+    ENetUpsamplingBottleneck,
 )
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.models._base import (
@@ -24,7 +24,7 @@ from kseg.models._base import (
 )
 from kseg.registry import MODELS
 
-# stage 2 and 3 (stage 3 lacks the down-sampling bottleneck): (kind, argument)
+# stage 2 and 3 (stage 3 lacks the down-sampling bottleneck): (kind, dilation or kernel size)
 _STAGE_2_3 = (
     ("regular", 1),
     ("dilated", 2),
@@ -99,27 +99,27 @@ class ENet(SegmentationModel):
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("unit", name="normalize")(images)
-        x0 = enet_initial_block(x, "initial", filters=c1)
-        x, indices1 = enet_downsampling_bottleneck(x0, c2, "bottleneck1_0", dropout=dropout / 10)
+        x0 = ENetInitialBlock(c1, name="initial")(x)
+        x, indices1 = ENetDownsamplingBottleneck(c2, dropout=dropout / 10, name="bottleneck1_0")(x0)
         for i in range(1, 5):
-            x = enet_bottleneck(x, c2, f"bottleneck1_{i}", dropout=dropout / 10)
+            x = ENetBottleneck(c2, dropout=dropout / 10, name=f"bottleneck1_{i}")(x)
         x1 = x
-        x, indices2 = enet_downsampling_bottleneck(x1, c3, "bottleneck2_0", dropout=dropout)
+        x, indices2 = ENetDownsamplingBottleneck(c3, dropout=dropout, name="bottleneck2_0")(x1)
         for stage in (2, 3):
             for i, (kind, arg) in enumerate(_STAGE_2_3, start=1):
-                x = enet_bottleneck(
-                    x,
+                x = ENetBottleneck(
                     c3,
-                    f"bottleneck{stage}_{i}",
+                    kind=kind,
                     dilation_rate=arg if kind == "dilated" else 1,
-                    asymmetric=arg if kind == "asymmetric" else 0,
+                    asymmetric_size=arg if kind == "asymmetric" else 5,
                     dropout=dropout,
-                )
-        x = enet_upsampling_bottleneck(x, indices2, x1, c2, "bottleneck4_0", dropout=dropout)
+                    name=f"bottleneck{stage}_{i}",
+                )(x)
+        x = ENetUpsamplingBottleneck(c2, dropout=dropout, name="bottleneck4_0")([x, indices2, x1])
         for i in (1, 2):
-            x = enet_bottleneck(x, c2, f"bottleneck4_{i}", dropout=dropout)
-        x = enet_upsampling_bottleneck(x, indices1, x0, c1, "bottleneck5_0", dropout=dropout)
-        x = enet_bottleneck(x, c1, "bottleneck5_1", dropout=dropout)
+            x = ENetBottleneck(c2, dropout=dropout, name=f"bottleneck4_{i}")(x)
+        x = ENetUpsamplingBottleneck(c1, dropout=dropout, name="bottleneck5_0")([x, indices1, x0])
+        x = ENetBottleneck(c1, dropout=dropout, name="bottleneck5_1")(x)
         x = layers.Conv2DTranspose(num_classes, 2, strides=2, name="fullconv")(x)
         logits = CropLike(name="crop")([x, images])
         super().__init__(images, logits, name=name or "enet", **kwargs)

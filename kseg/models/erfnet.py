@@ -7,7 +7,7 @@ import keras
 from keras import layers
 
 from kseg.layers.crop import CropLike
-from kseg.layers.erfnet_blocks import erfnet_downsampler, erfnet_upsampler, non_bottleneck_1d
+from kseg.layers.erfnet_blocks import ERFNetDownsampler, ERFNetUpsampler, NonBottleneck1D
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.models._base import (
     SegmentationModel,
@@ -77,19 +77,19 @@ class ERFNet(SegmentationModel):
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("unit", name="normalize")(images)
-        x = erfnet_downsampler(x, c1, "down1")
-        x = erfnet_downsampler(x, c2, "down2")
+        x = ERFNetDownsampler(c1, name="down1")(x)
+        x = ERFNetDownsampler(c2, name="down2")(x)
         for i in range(1, 6):
-            x = non_bottleneck_1d(x, f"enc64_{i}", dropout=dropout / 10)
-        x = erfnet_downsampler(x, c3, "down3")
+            x = NonBottleneck1D(dropout=dropout / 10, name=f"enc64_{i}")(x)
+        x = ERFNetDownsampler(c3, name="down3")(x)
         for i, rate in enumerate((2, 4, 8, 16, 2, 4, 8, 16), start=1):
-            x = non_bottleneck_1d(x, f"enc128_{i}", dilation_rate=rate, dropout=dropout)
-        x = erfnet_upsampler(x, c2, "up1")
+            x = NonBottleneck1D(dilation_rate=rate, dropout=dropout, name=f"enc128_{i}")(x)
+        x = ERFNetUpsampler(c2, name="up1")(x)
         for i in (1, 2):
-            x = non_bottleneck_1d(x, f"dec64_{i}")
-        x = erfnet_upsampler(x, c1, "up2")
+            x = NonBottleneck1D(name=f"dec64_{i}")(x)
+        x = ERFNetUpsampler(c1, name="up2")(x)
         for i in (1, 2):
-            x = non_bottleneck_1d(x, f"dec16_{i}")
+            x = NonBottleneck1D(name=f"dec16_{i}")(x)
         x = layers.Conv2DTranspose(num_classes, 2, strides=2, name="output_conv")(x)
         logits = CropLike(name="crop")([x, images])
         super().__init__(images, logits, name=name or "erfnet", **kwargs)

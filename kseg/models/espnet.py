@@ -9,14 +9,14 @@ from keras import layers
 
 from kseg.layers.crop import CropLike
 from kseg.layers.esp_blocks import (
+    EESPDownsampler,
+    EESPUnit,
+    EfficientPWConv,
+    EfficientPyramidPooling,
+    ESPModule,
     avg_pool_3x3_s2,
     bn_prelu,
     conv_bn_prelu,
-    eesp_downsampler,
-    eesp_unit,
-    efficient_pw_conv,
-    efficient_pyramid_pooling,
-    esp_module,
 )
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.resize import Resize
@@ -86,16 +86,16 @@ class ESPNet(SegmentationModel):
         level1 = conv_bn_prelu(x, 16, 3, "level1", strides=2)
         level1 = layers.Concatenate(name="level1_concat")([level1, image2])
         level1 = bn_prelu(level1, "level1_cat")
-        down2 = esp_module(level1, 64, "level2_0", downsample=True)
+        down2 = ESPModule(64, downsample=True, name="level2_0")(level1)
         y = down2
         for i in range(1, p + 1):
-            y = esp_module(y, 64, f"level2_{i}")
+            y = ESPModule(64, name=f"level2_{i}")(y)
         level2 = layers.Concatenate(name="level2_concat")([y, down2, image4])
         level2 = bn_prelu(level2, "level2_cat")
-        down3 = esp_module(level2, 128, "level3_0", downsample=True)
+        down3 = ESPModule(128, downsample=True, name="level3_0")(level2)
         y = down3
         for i in range(1, q + 1):
-            y = esp_module(y, 128, f"level3_{i}")
+            y = ESPModule(128, name=f"level3_{i}")(y)
         level3 = layers.Concatenate(name="level3_concat")([down3, y])
         level3 = bn_prelu(level3, "level3_cat")
         y = layers.Conv2D(width, 1, use_bias=False, name="encoder_classifier")(level3)
@@ -105,7 +105,7 @@ class ESPNet(SegmentationModel):
         y = CropLike(name="up_l3_crop")([y, skip2])
         y = layers.Concatenate(name="merge_l2_concat")([skip2, y])
         y = bn_prelu(y, "merge_l2")
-        y = esp_module(y, width, "merge_l2_esp", residual=False)
+        y = ESPModule(width, residual=False, name="merge_l2_esp")(y)
         y = _up2(y, width, "up_l2")
         y = CropLike(name="up_l2_crop")([y, level1])
         y = bn_prelu(y, "up_l2")
@@ -190,37 +190,36 @@ class ESPNetV2(SegmentationModel):
         for level in range(2, 5):
             image = avg_pool_3x3_s2(image, f"image_pool{level}")
             pooled_images.append(image)
-        out2 = eesp_downsampler(
-            out1, c2, "level2_0", image=pooled_images[0], receptive_limit=_RECEPTIVE_LIMITS[0]
+        out2 = EESPDownsampler(c2, receptive_limit=_RECEPTIVE_LIMITS[0], name="level2_0")(
+            [out1, pooled_images[0]]
         )
-        y = eesp_downsampler(
-            out2, c3, "level3_0", image=pooled_images[1], receptive_limit=_RECEPTIVE_LIMITS[1]
+        y = EESPDownsampler(c3, receptive_limit=_RECEPTIVE_LIMITS[1], name="level3_0")(
+            [out2, pooled_images[1]]
         )
         for i in range(1, _REPEATS[0] + 1):
-            y = eesp_unit(y, c3, f"level3_{i}", receptive_limit=_RECEPTIVE_LIMITS[2])
+            y = EESPUnit(c3, receptive_limit=_RECEPTIVE_LIMITS[2], name=f"level3_{i}")(y)
         out3 = y
-        y = eesp_downsampler(
-            out3, c4, "level4_0", image=pooled_images[2], receptive_limit=_RECEPTIVE_LIMITS[2]
+        y = EESPDownsampler(c4, receptive_limit=_RECEPTIVE_LIMITS[2], name="level4_0")(
+            [out3, pooled_images[2]]
         )
         for i in range(1, _REPEATS[1] + 1):
-            y = eesp_unit(y, c4, f"level4_{i}", receptive_limit=_RECEPTIVE_LIMITS[3])
+            y = EESPUnit(c4, receptive_limit=_RECEPTIVE_LIMITS[3], name=f"level4_{i}")(y)
 
         widths = (4 * decoder_channels, 3 * decoder_channels, 2 * decoder_channels)
-        y = efficient_pyramid_pooling(y, projection, widths[0], "decoder1")
+        y = EfficientPyramidPooling(projection, widths[0], name="decoder1")(y)
         for stage, (skip, width) in enumerate(
             ((out3, widths[0]), (out2, widths[1]), (out1, widths[2])), start=2
         ):
             y = Resize(name=f"decoder{stage}_upsample")([y, skip])
-            skip = efficient_pw_conv(skip, width, f"decoder{stage}_skip")
+            skip = EfficientPWConv(width, name=f"decoder{stage}_skip")(skip)
             y = bn_prelu(layers.Add(name=f"decoder{stage}_add")([skip, y]), f"decoder{stage}")
             last = stage == 4
-            y = efficient_pyramid_pooling(
-                y,
+            y = EfficientPyramidPooling(
                 projection,
                 num_classes if last else widths[stage - 1],
-                f"decoder{stage}_epp",
                 last_bn_act=not last,
-            )
+                name=f"decoder{stage}_epp",
+            )(y)
         logits = Resize(name="upsample")([y, images])
         super().__init__(images, logits, name=name or "espnetv2", **kwargs)
         self._store_config(

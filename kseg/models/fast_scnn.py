@@ -14,9 +14,9 @@ from keras import layers
 
 from kseg.layers.conv_block import conv_bn_relu
 from kseg.layers.fast_scnn import (
-    feature_fusion,
-    global_feature_extractor,
-    learning_to_downsample,
+    FastSCNNFeatureFusion,
+    GlobalFeatureExtractor,
+    LearningToDownsample,
     scaled_channels,
 )
 from kseg.layers.image_normalization import ImageNormalization
@@ -30,6 +30,10 @@ from kseg.models._base import (
 )
 from kseg.models.bisenet import _AuxiliaryOutputs, _check_positive, _check_weight, segmentation_head
 from kseg.registry import MODELS
+
+
+def _widths(channels, alpha):
+    return tuple(scaled_channels(c, alpha) for c in channels)
 
 
 @MODELS.register("fastscnn", "fast_scnn")
@@ -94,9 +98,11 @@ class FastSCNN(_AuxiliaryOutputs, SegmentationModel):
         # 1. layers
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("torch", name="normalize")(images)
-        shared = learning_to_downsample(x, "downsample", alpha)
-        context = global_feature_extractor(shared, "global", alpha, bins=bins)
-        y = feature_fusion(shared, context, width, "fusion")
+        shared = LearningToDownsample(_widths((32, 48, 64), alpha), name="downsample")(x)
+        context = GlobalFeatureExtractor(
+            _widths((64, 96, 128), alpha), out_filters=width, bins=bins, name="global"
+        )(shared)
+        y = FastSCNNFeatureFusion(width, name="fusion")([shared, context])
         y = conv_bn_relu(y, width, 3, "classifier_dsconv1", separable=True)
         y = conv_bn_relu(y, width, 3, "classifier_dsconv2", separable=True)
         if dropout:

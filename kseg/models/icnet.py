@@ -16,7 +16,7 @@ from keras import layers
 
 from kseg.backbones.resnet import _bottleneck
 from kseg.layers.conv_block import conv_bn_relu
-from kseg.layers.icnet import cascade_feature_fusion
+from kseg.layers.icnet import CascadeFeatureFusion
 from kseg.layers.image_normalization import ImageNormalization
 from kseg.layers.pyramid_pooling import pyramid_pooling_module
 from kseg.layers.resize import Resize
@@ -51,7 +51,7 @@ class ICNet(SegmentationModel):
     ``conv3_1`` of ResNet-50; sub4, on ``conv3_1`` resized to 1/2, ``conv3_2`` … ``conv5``
     (``conv4`` dilated 2, ``conv5`` dilated 4), pyramid pooling by summation (bins 1, 2, 3, 6,
     no convolutions, as ICNet's released model) and a 1×1 convolution to 512. Cascade feature
-    fusion (``kseg.layers.cascade_feature_fusion``) to 256 channels at 1/16 and at 1/8; ×2
+    fusion (``kseg.layers.CascadeFeatureFusion``) to 256 channels at 1/16 and at 1/8; ×2
     upsampling and a 1×1 classifier at 1/4. Every width scales with ``alpha``; ``alpha=0.5``
     is the released, kernel-halved Cityscapes model (32, 32, 64 stem; 256-channel pyramid
     projection; 128-channel fusion).
@@ -162,12 +162,12 @@ class ICNet(SegmentationModel):
         y = pyramid_pooling_module(y, bins, "ppm", merge="sum")
         sub4 = conv_bn_relu(y, _scaled(512, alpha), 1, "ppm_project")
         fusion_filters = _scaled(256, alpha)
-        sub24, logits16 = cascade_feature_fusion(
-            sub4, sub2, fusion_filters, "cff_sub24", num_classes=num_classes
-        )
-        sub12, logits8 = cascade_feature_fusion(
-            sub24, sub1, fusion_filters, "cff_sub12", num_classes=num_classes
-        )
+        sub24, logits16 = CascadeFeatureFusion(
+            fusion_filters, num_classes=num_classes, name="cff_sub24"
+        )([sub4, sub2])
+        sub12, logits8 = CascadeFeatureFusion(
+            fusion_filters, num_classes=num_classes, name="cff_sub12"
+        )([sub24, sub1])
         y = Resize(scale=2, name="sub12_upsample")(sub12)
         logits4 = layers.Conv2D(num_classes, 1, name="classifier")(y)
         outputs = [Resize(name="upsample")([logits4, images])]

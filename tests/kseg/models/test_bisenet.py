@@ -108,9 +108,9 @@ def test_v2_width_ratio_and_depth_options():
         auxiliary_heads=False,
     )
     assert model.get_layer("detail3_conv3").filters == 64
-    assert model.get_layer("semantic_stem_conv").filters == 4  # 64 · 0.5 · 1/8
-    assert model.get_layer("semantic5_ge7_project").filters == 32  # 3·2 stride-1 layers
-    assert model.get_layer("semantic_ce_last").filters == 64  # back to the detail width
+    assert model.get_layer("semantic_stem").conv[0].filters == 4  # 64 · 0.5 · 1/8
+    assert model.get_layer("semantic5_ge7").project[0].filters == 32  # 3·2 stride-1 layers
+    assert model.get_layer("semantic_ce").last[0].filters == 64  # back to the detail width
 
 
 def test_bad_arguments():

@@ -56,19 +56,23 @@ def test_esp_module_hierarchical_fusion_by_hand():
     reduced map; hierarchical fusion sums them: dilation 2, 4, 8, 16 give 1, 2, 3, 4 copies."""
     inputs = keras.Input((None, None, 10))
     model = keras.Model(inputs, esp_module(inputs, 10, "esp"))
+    esp = model.get_layer("esp")
     n = 2  # 10 // 5, and the first branch also 10 - 4 * 2 = 2
     reduce = np.zeros((1, 1, 10, n), "float32")
     reduce[0, 0, 0, 0] = reduce[0, 0, 1, 1] = 1.0
-    model.get_layer("esp_reduce").set_weights([reduce])
-    for rate in (1, 2, 4, 8, 16):
+    esp.reduce[0].set_weights([reduce])
+    assert [conv.name for conv in esp.branches] == ["d1", "d2", "d4", "d8", "d16"]
+    for conv in esp.branches:
         kernel = np.zeros((3, 3, n, n), "float32")
         kernel[1, 1] = np.eye(n)
-        model.get_layer(f"esp_d{rate}").set_weights([kernel])
-    probe = keras.Model(inputs, model.get_layer("esp_concat").output)
+        conv.set_weights([kernel])
     x = np.random.default_rng(0).normal(size=(1, 5, 6, 10)).astype("float32")
-    concat = probe.predict(x, verbose=0)
-    expected = np.concatenate([x[..., :2] * k for k in (1, 1, 2, 3, 4)], axis=-1)
-    np.testing.assert_allclose(concat, expected, atol=1e-5)
+    concat = np.concatenate([x[..., :2] * k for k in (1, 1, 2, 3, 4)], axis=-1)
+    # the residual input is added to the concatenation, then BN (fresh: x / sqrt(1 + eps))
+    # and PReLU (slope 0.25)
+    y = (x + concat) / np.sqrt(1 + 1e-3)
+    expected = np.where(y > 0, y, 0.25 * y)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
 
 
 def test_scale_resize_sizes():

@@ -19,19 +19,20 @@ def test_parameter_count_matches_the_paper():
 
 def test_structure_follows_table_1():
     model = FastSCNN(num_classes=19, auxiliary_heads=False)
-    assert model.get_layer("downsample_conv").strides == (2, 2)
-    assert model.get_layer("downsample_dsconv2_pointwise").filters == 64
-    assert model.get_layer("global_bottleneck1_1_expand").filters == 64 * 6
-    assert model.get_layer("global_bottleneck3_3_project").filters == 128
-    assert [model.get_layer(f"global_ppm_pool{b}").bins for b in (1, 2, 3, 6)] == [1, 2, 3, 6]
-    assert model.get_layer("fusion_low_dw").dilation_rate == (4, 4)
+    downsample, extractor = model.get_layer("downsample"), model.get_layer("global")
+    assert downsample.conv[0].strides == (2, 2)
+    assert downsample.dsconv2[2].filters == 64  # the pointwise part
+    assert extractor.bottlenecks[0].expand[0].filters == 64 * 6
+    assert extractor.bottlenecks[-1].project[0].filters == 128
+    assert [pool.bins for pool in extractor.pools] == [1, 2, 3, 6]
+    assert model.get_layer("fusion").low_dw.dilation_rate == (4, 4)
     assert model.get_layer("classifier_logits").filters == 19
 
 
 def test_alpha_scales_the_widths():
     model = FastSCNN(num_classes=19, alpha=0.5, auxiliary_heads=False)
-    assert model.get_layer("downsample_dsconv2_pointwise").filters == 32
-    assert model.get_layer("fusion_high_conv").filters == 64
+    assert model.get_layer("downsample").dsconv2[2].filters == 32
+    assert model.get_layer("fusion").high_conv[0].filters == 64
     assert trainable_parameter_count(model) < 0.35 * 1_138_051
 
 

@@ -39,8 +39,10 @@ def test_cascade_structure():
         "classifier": (16, 32),  # 1/4
     }
     assert model.get_layer("conv5_block1_2_conv").dilation_rate == (4, 4)
-    assert tuple(model.get_layer("cff_sub24_classifier").output.shape[1:3]) == (4, 8)
-    assert tuple(model.get_layer("cff_sub12_classifier").output.shape[1:3]) == (8, 16)
+    for name, size in (("cff_sub24", (4, 8)), ("cff_sub12", (8, 16))):
+        fused, logits = model.get_layer(name).output
+        assert tuple(fused.shape[1:3]) == tuple(logits.shape[1:3]) == size
+        assert model.get_layer(name).small_conv.dilation_rate == (2, 2)
 
 
 def test_passes_the_model_checks(tmp_path):
