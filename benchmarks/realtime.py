@@ -4,7 +4,8 @@ Measures every registered real-time model and the mobile DeepLabs (v3 on MobileN
 and with ASPP and at width 0.5, v3+ on MobileNetV2) side by side in one run, with
 ``kseg.bench.profile(latency=True)``: params, MAdds, Keras ``predict_on_batch`` latency,
 TFLite float32 and full-integer int8 latency (XNNPACK, ``--threads``), the int8/float32
-argmax agreement on held-out synthetic scenes and the float32 milliseconds per GMAdd.
+argmax agreement on held-out synthetic scenes, the float32 milliseconds per GMAdd (and its ratio
+to the median of the rows) and the ops XNNPACK leaves to TFLite's own kernels.
 Names not registered yet are skipped (and listed).
 
 ``--train`` instead trains each model on ``kseg.data.synthetic`` scenes for the same CPU
@@ -99,13 +100,34 @@ def measure(rows, sizes, num_classes, threads, runs, warmup):
     return results
 
 
+def _ops_text(counts):
+    if not counts:
+        return "-"
+    return ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def latency_table(results):
+    """The latency table plus fp32 ms per GMAdd, its ratio to the median of the rows of the same
+    input size (the issue's "no model more than 2x the zoo's median") and the ops XNNPACK does
+    not run in each mode (``kseg.bench.tflite_undelegated_ops``)."""
     table = kseg.bench.format_latency_rows(results).splitlines()
-    table[0] += " fp32 ms / GMAdd |"
-    table[1] += "---:|"
+    table[0] += " fp32 ms / GMAdd | ÷ median | not in XNNPACK, fp32 | not in XNNPACK, int8 |"
+    table[1] += "---:|---:|---|---|"
+    medians = {}
+    for row in results:
+        value = row.get("fp32_ms_per_gmadd")
+        if value is not None:
+            medians.setdefault(tuple(row["input_shape"]), []).append(value)
+    medians = {shape: float(np.median(values)) for shape, values in medians.items()}
     for i, row in enumerate(results):
         value = row.get("fp32_ms_per_gmadd")
-        table[i + 2] += f" {'n/a' if value is None else f'{value:.2f}'} |"
+        ratio = None if value is None else value / medians[tuple(row["input_shape"])]
+        undelegated = row.get("tflite_undelegated", {})
+        table[i + 2] += (
+            f" {'n/a' if value is None else f'{value:.2f}'} |"
+            f" {'n/a' if ratio is None else f'{ratio:.2f}'} |"
+            f" {_ops_text(undelegated.get('float32'))} | {_ops_text(undelegated.get('int8'))} |"
+        )
     return "\n".join(table)
 
 

@@ -360,6 +360,58 @@ def _scene_images(count, input_shape, seed):
     return images
 
 
+def tflite_undelegated_ops(path_or_content, num_threads=2):
+    """Ops of a ``.tflite`` model that TFLite's default XNNPACK delegate does not take.
+
+    The interpreter (XNNPACK applied at ``allocate_tensors``) lists the original ops beside one
+    ``DELEGATE`` node per partition; an op is left to TFLite's own kernels when none of its
+    outputs leaves a partition and every output feeds a partition, a graph output or another
+    such op. Those ops run outside XNNPACK, often much slower, and split the graph.
+
+    Returns:
+        ``(counts, partitions)``: ``{op name: how many}`` of the ops left out, and the number
+        of XNNPACK partitions (1 when XNNPACK runs the whole graph).
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+        >>> path = kseg.export.tflite(model, "/tmp/conv.tflite")  # doctest: +SKIP
+        >>> kseg.bench.tflite_undelegated_ops(path)  # doctest: +SKIP
+        ({}, 1)
+    """
+    from collections import Counter
+
+    from kseg import export
+
+    interpreter = export.tflite_interpreter(path_or_content, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    details = interpreter._get_ops_details()
+    delegates = [op for op in details if op["op_name"] == "DELEGATE"]
+    ops = [op for op in details if op["op_name"] != "DELEGATE"]
+    delegate_inputs = {t for op in delegates for t in op["inputs"]}
+    delegate_outputs = {t for op in delegates for t in op["outputs"]}
+    graph_outputs = {d["index"] for d in interpreter.get_output_details()}
+    consumers: dict[int, list[int]] = {}
+    for op in ops:
+        for t in op["inputs"]:
+            consumers.setdefault(int(t), []).append(op["index"])
+    left_out: set[int] = set()
+    for op in reversed(ops):  # the ops are in execution order: consumers come later
+        outputs = [int(t) for t in op["outputs"]]
+        if any(t in delegate_outputs for t in outputs):
+            continue
+        if all(
+            t in delegate_inputs
+            or t in graph_outputs
+            or any(c in left_out for c in consumers.get(t, ()))
+            for t in outputs
+        ):
+            left_out.add(op["index"])
+    names = {op["index"]: op["op_name"] for op in ops}
+    return dict(Counter(names[i] for i in sorted(left_out))), len(delegates)
+
+
 def measure_latency(
     model,
     input_shape=None,
@@ -398,7 +450,8 @@ def measure_latency(
     Returns:
         dict: ``latency_ms`` (``{"keras": ms, "tflite_float32": ms, "tflite_int8": ms}``, a
         mode that failed to convert maps to None), ``tflite_errors`` (mode -> message),
-        ``tflite_bytes`` (mode -> flatbuffer size), ``int8_agreement`` (fraction of pixels,
+        ``tflite_bytes`` (mode -> flatbuffer size), ``tflite_undelegated`` (mode -> the ops
+        XNNPACK does not run, ``tflite_undelegated_ops``), ``int8_agreement`` (fraction of pixels,
         or None), ``threads``, ``runs`` and ``peak_rss_bytes`` (the process's peak resident
         memory after the runs, a high-water mark: measure one model per process to read it
         as that model's).
@@ -427,7 +480,7 @@ def measure_latency(
     image = np.random.default_rng(seed).uniform(0, 255, (1,) + input_shape).astype("float32")
 
     latency = {"keras": _median_ms(lambda: model.predict_on_batch(image), runs, warmup)}
-    errors, sizes, outputs = {}, {}, {}
+    errors, sizes, outputs, undelegated = {}, {}, {}, {}
     if "int8" in tflite and representative_data is None:
         representative_data = _scene_images(8, input_shape, seed=0)
     if agreement_data is None and "int8" in tflite:
@@ -448,6 +501,7 @@ def measure_latency(
                 errors[mode] = str(error)
                 continue
             sizes[mode] = os.path.getsize(path)
+            undelegated[mode] = tflite_undelegated_ops(path, num_threads=threads)[0]
             interpreter = export.tflite_interpreter(path, num_threads=threads)
             interpreter.allocate_tensors()
             detail = interpreter.get_input_details()[0]
@@ -465,6 +519,7 @@ def measure_latency(
         "latency_ms": latency,
         "tflite_errors": errors,
         "tflite_bytes": sizes,
+        "tflite_undelegated": undelegated,
         "int8_agreement": agreement,
         "threads": int(threads),
         "runs": int(runs),

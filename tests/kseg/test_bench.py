@@ -262,3 +262,24 @@ def test_latency_table_columns_and_figures(monkeypatch, capsys):
         "98.8 %",
     ]
     assert main(["bench", "--latency", "--input", "32by48"]) == 2
+
+
+def test_tflite_undelegated_ops_names_what_xnnpack_leaves_out(tmp_path):
+    from kseg import export
+    from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+
+    # convolutions only: XNNPACK takes the whole graph
+    plain = export.tflite(_small_model(), tmp_path / "plain.tflite")
+    assert bench.tflite_undelegated_ops(plain) == ({}, 1)
+    # the argmax pooling's EQUAL/SELECT_V2 are not XNNPACK ops: they stay outside and split
+    # the graph into a partition before and one after them
+    inputs = keras.Input((16, 24, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    pooled, indices = MaxPoolingWithArgmax2D(2)(x)
+    y = keras.layers.Conv2D(4, 1)(pooled)
+    y = MaxUnpooling2D(2)([y, indices, x])
+    path = export.tflite(keras.Model(inputs, keras.layers.Conv2D(2, 1)(y)), tmp_path / "u.tflite")
+    counts, partitions = bench.tflite_undelegated_ops(path)
+    ops = {d["op_name"] for d in export.tflite_interpreter(path)._get_ops_details()}
+    assert {"EQUAL", "SELECT_V2"} <= set(counts) <= ops - {"DELEGATE"}
+    assert "CONV_2D" not in counts and partitions >= 2
