@@ -135,8 +135,54 @@ class _ENetBlock(CompositeLayer):
         }
 
 
+class ConvPoolDownsampler(CompositeLayer):
+    """``concat(conv3×3/2 (filters - C), maxpool2×2(x)) → BN → activation``, ceil mode: ENet's
+    initial block and, with a ReLU, ERFNet's down-sampler. Subclasses set ``_activate``.
+    """
+
+    def __init__(self, filters=16, **kwargs):
+        super().__init__(**kwargs)
+        check_int(type(self).__name__, "filters", filters, minimum=2)
+        self.filters = filters
+        policy = self.dtype_policy
+        self.pool = layers.MaxPooling2D(2, padding="same", name="pool", dtype=policy)
+        self.bn = layers.BatchNormalization(epsilon=1e-3, name="bn", dtype=policy)
+
+    def _check_shapes(self, shapes):
+        super()._check_shapes(shapes)
+        if self.filters <= shapes[0][-1]:
+            raise ValueError(
+                f"{type(self).__name__}: filters must be more than the input channels "
+                f"({shapes[0][-1]}). Received: filters={self.filters!r}"
+            )
+
+    def _create(self, shapes):
+        self.conv = layers.Conv2D(
+            self.filters - shapes[0][-1],
+            3,
+            strides=2,
+            padding="same",
+            name="conv",
+            dtype=self.dtype_policy,
+        )
+
+    def _activate(self, y):
+        raise NotImplementedError
+
+    def call(self, x, training=None):
+        y = tf.concat([self.conv(x), self.pool(x)], axis=-1)
+        return self._activate(self.bn(y, training=training))
+
+    def _output_shape(self, shapes):
+        b, h, w, _ = shapes[0]
+        return (b, _ceil2(h), _ceil2(w), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
 @keras.saving.register_keras_serializable(package="kseg")
-class ENetInitialBlock(CompositeLayer):
+class ENetInitialBlock(ConvPoolDownsampler):
     """ENet's initial block (Paszke et al. 2016, Fig. 2a): ``concat(conv3×3/2, maxpool2×2)``
     → BN → PReLU.
 
@@ -153,42 +199,11 @@ class ENetInitialBlock(CompositeLayer):
     """
 
     def __init__(self, filters=16, **kwargs):
-        super().__init__(**kwargs)
-        check_int("ENetInitialBlock", "filters", filters, minimum=2)
-        self.filters = filters
-        policy = self.dtype_policy
-        self.pool = layers.MaxPooling2D(2, padding="same", name="pool", dtype=policy)
-        self.bn = layers.BatchNormalization(epsilon=1e-3, name="bn", dtype=policy)
-        self.prelu = prelu("prelu", dtype=policy)
+        super().__init__(filters, **kwargs)
+        self.prelu = prelu("prelu", dtype=self.dtype_policy)
 
-    def _check_shapes(self, shapes):
-        super()._check_shapes(shapes)
-        if self.filters <= shapes[0][-1]:
-            raise ValueError(
-                f"ENetInitialBlock: filters must be more than the input channels "
-                f"({shapes[0][-1]}). Received: filters={self.filters!r}"
-            )
-
-    def _create(self, shapes):
-        self.conv = layers.Conv2D(
-            self.filters - shapes[0][-1],
-            3,
-            strides=2,
-            padding="same",
-            name="conv",
-            dtype=self.dtype_policy,
-        )
-
-    def call(self, x, training=None):
-        y = tf.concat([self.conv(x), self.pool(x)], axis=-1)
-        return self.prelu(self.bn(y, training=training))
-
-    def _output_shape(self, shapes):
-        b, h, w, _ = shapes[0]
-        return (b, _ceil2(h), _ceil2(w), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+    def _activate(self, y):
+        return self.prelu(y)
 
 
 ENET_KINDS = ("regular", "dilated", "asymmetric")

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import layers
 
 from kseg.layers._composite import CompositeLayer, check_int, check_rate
+from kseg.layers.enet_blocks import ConvPoolDownsampler
 
 
 def _ceil2(n):
@@ -25,7 +26,7 @@ def _ceil2(n):
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class ERFNetDownsampler(CompositeLayer):
+class ERFNetDownsampler(ConvPoolDownsampler):
     """ERFNet's down-sampler block (Romera et al. 2017, from ENet's initial block):
     ``concat(conv3×3/2 (filters - C), maxpool2×2(x)) → BN → ReLU``, ceil mode.
 
@@ -39,41 +40,10 @@ class ERFNetDownsampler(CompositeLayer):
     """
 
     def __init__(self, filters, **kwargs):
-        super().__init__(**kwargs)
-        check_int("ERFNetDownsampler", "filters", filters, minimum=2)
-        self.filters = filters
-        policy = self.dtype_policy
-        self.pool = layers.MaxPooling2D(2, padding="same", name="pool", dtype=policy)
-        self.bn = layers.BatchNormalization(epsilon=1e-3, name="bn", dtype=policy)
+        super().__init__(filters, **kwargs)
 
-    def _check_shapes(self, shapes):
-        super()._check_shapes(shapes)
-        if self.filters <= shapes[0][-1]:
-            raise ValueError(
-                f"ERFNetDownsampler: filters must be more than the input channels "
-                f"({shapes[0][-1]}). Received: filters={self.filters!r}"
-            )
-
-    def _create(self, shapes):
-        self.conv = layers.Conv2D(
-            self.filters - shapes[0][-1],
-            3,
-            strides=2,
-            padding="same",
-            name="conv",
-            dtype=self.dtype_policy,
-        )
-
-    def call(self, x, training=None):
-        y = tf.concat([self.conv(x), self.pool(x)], axis=-1)
-        return tf.nn.relu(self.bn(y, training=training))
-
-    def _output_shape(self, shapes):
-        b, h, w, _ = shapes[0]
-        return (b, _ceil2(h), _ceil2(w), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+    def _activate(self, y):
+        return tf.nn.relu(y)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
