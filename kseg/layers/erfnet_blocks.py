@@ -21,10 +21,6 @@ from kseg.layers._composite import CompositeLayer, check_int, check_rate
 from kseg.layers.enet_blocks import ConvPoolDownsampler
 
 
-def _ceil2(n):
-    return None if n is None else -(-n // 2)
-
-
 @keras.saving.register_keras_serializable(package="kseg")
 class ERFNetDownsampler(ConvPoolDownsampler):
     """ERFNet's down-sampler block (Romera et al. 2017, from ENet's initial block):
