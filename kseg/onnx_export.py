@@ -64,7 +64,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, input_shape=None):
     """
     import tensorflow as tf
 
-    from kseg.export import _check_model, _first_output, _resolve_input_shape
+    from kseg._export_common import _check_model, _first_output, _resolve_input_shape
 
     _check_model(model)
     if not isinstance(opset, int) or isinstance(opset, bool) or not 13 <= opset <= 21:
