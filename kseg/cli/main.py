@@ -29,65 +29,29 @@ COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _positive_int(text):
-    """argparse type: an int >= 1 (0 and negatives are errors, not silent defaults)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive integer. Received: {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {value}")
-    return value
+def _number_type(convert, accept, requirement):
+    """An argparse type: ``convert(text)`` that ``accept`` holds for, else the requirement named.
+
+    Bad values are errors, not silent defaults (0 iterations, a sparsity of 1, ...).
+    """
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {requirement}. Received: {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}. Received: {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text):
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number. Received: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number. Received: {text}")
-    return value
-
-
-def _sparsity(text):
-    """argparse type: a number in [0, 1) (a sparsity)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number in [0, 1). Received: {text!r}"
-        ) from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Received: {text}")
-    return value
-
-
-def _fraction(text):
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a fraction in [0, 1]. Received: {text!r}"
-        ) from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1]. Received: {text}")
-    return value
-
-
-def _non_negative_int(text):
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {value}")
-    return value
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
+_sparsity = _number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_fraction = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]")
 
 
 def _add_savedmodel_arguments(export):
