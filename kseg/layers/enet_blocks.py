@@ -120,6 +120,15 @@ class _ENetBlock(CompositeLayer):
     def _dropout(self):
         return layers.SpatialDropout2D(self.dropout, name="dropout", dtype=self.dtype_policy)
 
+    def _create_tail(self, filters):
+        """The layers after the middle convolution, created in this order (seeded weights)."""
+        self.conv_prelu = self._prelu("conv_prelu")
+        self.conv_bn = self._bn("conv_bn")
+        self.expand = self._conv(filters, 1, "expand")
+        self.expand_bn = self._bn("expand_bn")
+        self.dropout_layer = self._dropout()
+        self.prelu = self._prelu("prelu")
+
     def _expand(self, y, training):
         """The shared tail: middle BN → PReLU → 1×1 expansion → BN → spatial dropout."""
         y = self.conv_prelu(self.conv_bn(y, training=training))
@@ -270,12 +279,7 @@ class ENetBottleneck(_ENetBlock):
             ]
         else:
             self.convs = [self._conv(n, 3, "conv", dilation_rate=dilation_rate)]
-        self.conv_prelu = self._prelu("conv_prelu")
-        self.conv_bn = self._bn("conv_bn")
-        self.expand = self._conv(filters, 1, "expand")
-        self.expand_bn = self._bn("expand_bn")
-        self.dropout_layer = self._dropout()
-        self.prelu = self._prelu("prelu")
+        self._create_tail(filters)
 
     def _check_shapes(self, shapes):
         super()._check_shapes(shapes)
@@ -333,12 +337,7 @@ class ENetDownsamplingBottleneck(_ENetBlock):
         self.project_prelu = self._prelu("project_prelu")
         self.project_bn = self._bn("project_bn")
         self.conv = self._conv(n, 3, "conv")
-        self.conv_prelu = self._prelu("conv_prelu")
-        self.conv_bn = self._bn("conv_bn")
-        self.expand = self._conv(filters, 1, "expand")
-        self.expand_bn = self._bn("expand_bn")
-        self.dropout_layer = self._dropout()
-        self.prelu = self._prelu("prelu")
+        self._create_tail(filters)
 
     def _check_shapes(self, shapes):
         super()._check_shapes(shapes)
@@ -408,12 +407,7 @@ class ENetUpsamplingBottleneck(_ENetBlock):
             n, 3, strides=2, padding="same", use_bias=False, name="upconv", dtype=policy
         )
         self.crop = CropLike(name="crop", dtype=policy)
-        self.conv_prelu = self._prelu("conv_prelu")
-        self.conv_bn = self._bn("conv_bn")
-        self.expand = self._conv(filters, 1, "expand")
-        self.expand_bn = self._bn("expand_bn")
-        self.dropout_layer = self._dropout()
-        self.prelu = self._prelu("prelu")
+        self._create_tail(filters)
 
     def _check_shapes(self, shapes):
         if len(shapes) != 3:
