@@ -13,7 +13,8 @@ Example:
 
 from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pad_to_size
 from kseg.data.folder import folder, folder_pairs
-from kseg.data.io import color_lookup, read_example, read_image, read_label
+from kseg.data.info import DatasetInfo, info, register_info
+from kseg.data.io import color_lookup, label_lookup, read_example, read_image, read_label
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
 from kseg.data.pipeline import batch_by_size, build_pipeline
 from kseg.data.synthetic import (
@@ -31,6 +32,26 @@ DATASETS = Registry("dataset")
 
 SYNTHETIC_SPLITS = {"train": (0, 1000), "val": (1_000_000_000, 200), "test": (2_000_000_000, 200)}
 """Synthetic split name -> (first scene index, default number of scenes); the ranges are disjoint."""
+
+register_info(
+    DatasetInfo(
+        "voc",
+        VOC_CLASSES,
+        tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist())),
+        splits={"train": 1464, "val": 1449, "trainval": 2913},
+        description="PASCAL VOC 2012: VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation).",
+    )
+)
+register_info(
+    DatasetInfo(
+        "synthetic",
+        SYNTHETIC_CLASSES,
+        tuple(map(tuple, SYNTHETIC_PALETTE.tolist())),
+        splits={name: count for name, (_, count) in SYNTHETIC_SPLITS.items()},
+        description="Built-in scenes of shapes, generated on the fly (nothing to download).",
+    )
+)
 
 
 @DATASETS.register("voc")
@@ -120,6 +141,7 @@ def load(name, root=None, split="train", **kwargs):
 __all__ = [
     "Augment",
     "DATASETS",
+    "DatasetInfo",
     "IGNORE_INDEX",
     "IMAGENET_MEAN_RGB",
     "SYNTHETIC_CLASSES",
@@ -133,11 +155,14 @@ __all__ = [
     "color_lookup",
     "folder",
     "folder_pairs",
+    "info",
+    "label_lookup",
     "load",
     "pad_to_size",
     "read_example",
     "read_image",
     "read_label",
+    "register_info",
     "render_scene",
     "scene_options",
     "scene_reader",

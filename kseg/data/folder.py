@@ -6,14 +6,15 @@ import os
 
 import tensorflow as tf
 
-from kseg.data.io import IMAGE_EXTENSIONS, color_lookup, read_example
+from kseg.data.io import IMAGE_EXTENSIONS, color_lookup, label_lookup, read_example
 from kseg.data.palette import IGNORE_INDEX
 from kseg.data.pipeline import build_pipeline
 
 
-def example_reader(palette=None, num_classes=None, ignore_index=IGNORE_INDEX):
+def example_reader(palette=None, num_classes=None, ignore_index=IGNORE_INDEX, label_map=None):
     """A TF function reading ``(image_path, label_path)`` to ``(image, label)`` tensors.
 
+    ``label_map`` maps the stored ids to classes (see :func:`kseg.data.io.read_label`).
     Decoding and validation run in Python (PIL), so an error names the file and the value;
     in a ``tf.data`` pipeline it surfaces as ``tf.errors.InvalidArgumentError`` when the
     example is reached.
@@ -23,8 +24,11 @@ def example_reader(palette=None, num_classes=None, ignore_index=IGNORE_INDEX):
         >>> image, label = read(tf.constant("a.jpg"), tf.constant("a.png"))  # doctest: +SKIP
     """
 
+    if label_map is not None:
+        label_map = label_lookup(label_map)  # validated and tabled once, not per example
+
     def read_arrays(image_path, label_path):
-        return read_example(image_path, label_path, palette, num_classes, ignore_index)
+        return read_example(image_path, label_path, palette, num_classes, ignore_index, label_map)
 
     def read(image_path, label_path):
         image, label = tf.numpy_function(

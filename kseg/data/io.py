@@ -107,12 +107,47 @@ def color_lookup(palette):
     return keys, classes
 
 
-def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) -> np.ndarray:
+def label_lookup(label_map, size=1 << 16):
+    """Turns a ``{dataset id: class}`` mapping into a lookup table for :func:`read_label`.
+
+    Returns ``int32 [size]``: ``table[id]`` is the class of ``id`` (255 to ignore it), and -1
+    for ids the mapping does not list, which :func:`read_label` reports as errors.
+
+    Example:
+        >>> table = label_lookup({0: 255, 7: 0, 8: 1})
+        >>> table[[0, 7, 8, 9]].tolist()
+        [255, 0, 1, -1]
+    """
+    if isinstance(label_map, np.ndarray) and label_map.ndim == 1:
+        return label_map.astype(np.int32)
+    if not isinstance(label_map, dict):
+        raise ValueError(
+            f"label_map must be a dict {{id: class}} or a 1-D array. Received: label_map={label_map!r}"
+        )
+    table = np.full(size, -1, np.int32)
+    for raw, mapped in label_map.items():
+        if not isinstance(raw, numbers.Integral) or not 0 <= raw < size:
+            raise ValueError(
+                f"label_map id must be an integer in [0, {size}). Received: id={raw!r}"
+            )
+        if not isinstance(mapped, numbers.Integral) or not 0 <= mapped <= 255:
+            raise ValueError(
+                f"label_map class for id {raw} must be an integer in [0, 255]. Received: class={mapped!r}"
+            )
+        table[raw] = mapped
+    return table
+
+
+def read_label(
+    path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX, label_map=None
+) -> np.ndarray:
     """Decodes a label map to ``int32 [H, W]``.
 
     Without ``palette`` the file holds class indices: a palette-mode ("P") PNG such as
-    VOC's ``SegmentationClass``, or a greyscale PNG. With ``palette`` the file is a colour
-    image and each colour is mapped to its class (see :func:`color_lookup`).
+    VOC's ``SegmentationClass``, or a greyscale (8- or 16-bit) PNG. With ``palette`` the file
+    is a colour image and each colour is mapped to its class (see :func:`color_lookup`).
+    With ``label_map`` (a table from :func:`label_lookup`, or a ``{id: class}`` dict) the
+    stored ids are mapped to classes, and an id the map does not list is an error naming it.
     With ``num_classes``, any value ``>= num_classes`` other than ``ignore_index`` is an error.
 
     Example:
@@ -149,6 +184,19 @@ def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) 
                 f"({int(unknown.sum())} pixel(s) with unknown colours)"
             )
         label = classes[position].astype(np.int64)
+    if label_map is not None:
+        table = label_lookup(label_map)
+        outside = (label < 0) | (label >= len(table))
+        mapped = table[np.where(outside, 0, label)]
+        unknown = outside | (mapped < 0)
+        if unknown.any():
+            values = np.unique(label[unknown])
+            raise ValueError(
+                f"label map {path!r} holds id {int(values[0])}"
+                + (f" (and {values[1:].tolist()})" if values.size > 1 else "")
+                + ", which the dataset's label mapping does not list"
+            )
+        label = mapped.astype(np.int64)
     if num_classes is not None:
         bad = (label >= num_classes) & (label != ignore_index) | (label < 0)
         if bad.any():
@@ -161,7 +209,14 @@ def read_label(path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX) 
     return label.astype(np.int32)
 
 
-def read_example(image_path, label_path, palette=None, num_classes=None, ignore_index=IGNORE_INDEX):
+def read_example(
+    image_path,
+    label_path,
+    palette=None,
+    num_classes=None,
+    ignore_index=IGNORE_INDEX,
+    label_map=None,
+):
     """Reads an image and its label map and checks that their sizes agree.
 
     Example:
@@ -169,7 +224,11 @@ def read_example(image_path, label_path, palette=None, num_classes=None, ignore_
     """
     image = read_image(image_path)
     label = read_label(
-        label_path, palette=palette, num_classes=num_classes, ignore_index=ignore_index
+        label_path,
+        palette=palette,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        label_map=label_map,
     )
     if image.shape[:2] != label.shape:
         name = lambda p: os.fspath(p.decode() if isinstance(p, bytes) else p)  # noqa: E731
