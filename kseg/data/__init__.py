@@ -11,10 +11,26 @@ Example:
     >>> ds = kseg.data.load("voc", "/tmp/synthetic_voc", "val", num_classes=6)  # doctest: +SKIP
 """
 
+from kseg.data.ade20k import ADE20K_CLASSES, ADE20K_LABEL_MAP, ADE20K_PALETTE, ade20k
 from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pad_to_size
+from kseg.data.cityscapes import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_MAP,
+    CITYSCAPES_LABELS,
+    CITYSCAPES_PALETTE,
+    cityscapes,
+)
+from kseg.data.coco_stuff import (
+    COCO_STUFF_CLASSES,
+    COCO_STUFF_LABEL_MAP,
+    COCO_STUFF_STUFF_CLASSES,
+    COCO_STUFF_THING_CLASSES,
+    coco_stuff,
+)
 from kseg.data.folder import folder, folder_pairs
 from kseg.data.info import DatasetInfo, info, register_info
 from kseg.data.io import color_lookup, label_lookup, read_example, read_image, read_label
+from kseg.data.kitti import kitti
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
 from kseg.data.pipeline import batch_by_size, build_pipeline
 from kseg.data.synthetic import (
@@ -25,7 +41,9 @@ from kseg.data.synthetic import (
     synthetic,
     synthetic_numpy,
 )
+from kseg.data.synthia import SYNTHIA13_CLASSES, SYNTHIA16_CLASSES, synthia, synthia_label_map
 from kseg.data.voc import VOC_CLASSES, voc, voc_pairs, write_voc
+from kseg.data.voc_aug import voc_aug
 from kseg.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -57,6 +75,20 @@ register_info(
 @DATASETS.register("voc")
 def _load_voc(root, split, **kwargs):
     return voc(root, split, **kwargs)
+
+
+# The standard benchmarks: each module lists its layout, label mapping and metadata.
+DATASETS.register("voc_aug")(voc_aug)
+DATASETS.register("cityscapes")(cityscapes)
+DATASETS.register("kitti")(kitti)
+DATASETS.register("synthia")(synthia)
+DATASETS.register("ade20k")(ade20k)
+DATASETS.register("coco_stuff")(coco_stuff)
+
+
+@DATASETS.register("synthia13")
+def _load_synthia13(root, split="train", **kwargs):
+    return synthia(root, split, num_classes=13, **kwargs)
 
 
 @DATASETS.register("folder")
@@ -117,9 +149,13 @@ def _load_synthetic(root, split, **kwargs):
 
 
 def load(name, root=None, split="train", **kwargs):
-    """Loads dataset ``name`` ("voc", "folder" or "synthetic"); a wrong name lists the valid ones.
+    """Loads dataset ``name`` (see ``DATASETS.names()``); a wrong name lists the valid ones.
 
     - ``"voc"``: :func:`voc` on ``root``.
+    - ``"voc_aug"``, ``"cityscapes"``, ``"kitti"``, ``"synthia"`` (``"synthia13"``: its
+      13-class variant), ``"ade20k"``, ``"coco_stuff"``: the function of that name on
+      ``root`` (the folder the dataset's archives were unpacked into); each maps the dataset's
+      label ids to the classes of :func:`info` and marks what the benchmark ignores with 255.
     - ``"folder"``: :func:`folder` on ``root/images/<split>`` and ``root/masks/<split>``
       (``split=None``: ``root/images`` and ``root/masks``), or on ``images_dir`` and
       ``masks_dir`` when these keywords are given (``root`` and ``split`` are then unused).
@@ -139,23 +175,40 @@ def load(name, root=None, split="train", **kwargs):
 
 
 __all__ = [
+    "ADE20K_CLASSES",
+    "ADE20K_LABEL_MAP",
+    "ADE20K_PALETTE",
     "Augment",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_LABEL_MAP",
+    "CITYSCAPES_LABELS",
+    "CITYSCAPES_PALETTE",
+    "COCO_STUFF_CLASSES",
+    "COCO_STUFF_LABEL_MAP",
+    "COCO_STUFF_STUFF_CLASSES",
+    "COCO_STUFF_THING_CLASSES",
     "DATASETS",
     "DatasetInfo",
     "IGNORE_INDEX",
     "IMAGENET_MEAN_RGB",
+    "SYNTHIA13_CLASSES",
+    "SYNTHIA16_CLASSES",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_PALETTE",
     "SYNTHETIC_SPLITS",
     "SceneOptions",
     "VOC_CLASSES",
     "batch_by_size",
+    "ade20k",
     "build_pipeline",
     "center_crop_or_pad",
+    "cityscapes",
+    "coco_stuff",
     "color_lookup",
     "folder",
     "folder_pairs",
     "info",
+    "kitti",
     "label_lookup",
     "load",
     "pad_to_size",
@@ -168,8 +221,11 @@ __all__ = [
     "scene_reader",
     "synthetic",
     "synthetic_numpy",
+    "synthia",
+    "synthia_label_map",
     "voc",
     "voc_colormap",
+    "voc_aug",
     "voc_pairs",
     "write_voc",
 ]
