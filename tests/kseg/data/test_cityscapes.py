@@ -1,4 +1,4 @@
-"""Cityscapes and KITTI semantics on tiny datasets written in their release layouts."""
+"""Cityscapes on tiny datasets written in the release layout (gtFine, gtCoarse)."""
 
 import os
 import re
@@ -10,7 +10,7 @@ from PIL import Image
 
 import kseg
 from kseg.data.cityscapes import cityscapes_pairs
-from kseg.testing.datasets import write_cityscapes, write_kitti
+from kseg.testing.datasets import write_cityscapes
 
 # cityscapesScripts labels.py: the 19 evaluated label ids, in train-id order; the other ids
 # of 0..33 are ignored (255).
@@ -127,37 +127,6 @@ def test_image_and_label_sizes_differ(tmp_path):
     message = _error(kseg.data.load("cityscapes", tmp_path, "val"))
     assert f"label map {example.label_path!r} is 31x48 (height x width)" in message
     assert f"its image {example.image_path!r} is 32x48" in message
-
-
-def test_kitti_maps_cityscapes_ids_and_lists_the_labelled_frames(tmp_path):
-    written = write_kitti(tmp_path / "data_semantics", 3)["train"]
-    read = _read_all(kseg.data.load("kitti", tmp_path, "train", batch_size=None))
-    assert len(read) == 3  # the unlabelled *_11.png frames are not listed
-    for (image, label), example in zip(read, written):
-        np.testing.assert_array_equal(label, OFFICIAL[example.ids])
-        np.testing.assert_array_equal(image, example.image)
-    assert kseg.data.info("kitti").class_names == kseg.data.info("cityscapes").class_names
-    with pytest.raises(ValueError, match="Received: split='test'"):
-        kseg.data.load("kitti", tmp_path, "test")
-
-
-def test_kitti_errors_name_the_file_and_value(tmp_path):
-    written = write_kitti(tmp_path, 2)["train"]
-    bad = written[1]
-    ids = bad.ids.copy()
-    ids[0, 0] = 200
-    Image.fromarray(ids.astype(np.uint8), "L").save(bad.label_path)
-    assert f"label map {bad.label_path!r} holds id 200," in _error(
-        kseg.data.load("kitti", tmp_path)
-    )
-    Image.fromarray(bad.ids[:, :-2].astype(np.uint8), "L").save(bad.label_path)
-    assert "is 40x22 (height x width)" in _error(kseg.data.load("kitti", tmp_path))
-    with open(bad.label_path, "wb") as handle:
-        handle.write(b"\x89PNG\r\n\x1a\n garbage")
-    assert "is corrupt or not an image" in _error(kseg.data.load("kitti", tmp_path))
-    os.remove(bad.label_path)
-    with pytest.raises(FileNotFoundError, match=re.escape(bad.label_path)):
-        kseg.data.load("kitti", tmp_path)
 
 
 def test_training_pipeline_crops_batches_and_keeps_ignore(fine):
