@@ -76,16 +76,31 @@ def _add_dataset_arguments(parser, split_default, flag="--dataset", default="syn
         flag,
         dest="dataset",
         default=default,
-        help=f"synthetic, voc or folder (default: {default})",
+        help="synthetic, folder or any kseg.data dataset: voc, voc_aug, cityscapes, kitti, "
+        f"synthia, synthia13, ade20k, coco_stuff, ... (default: {default})",
     )
-    group.add_argument("--data-root", help="dataset root (voc: the folder holding JPEGImages/)")
+    group.add_argument(
+        "--data-root",
+        help="dataset root: the folder the dataset's archives were unpacked into (voc: the "
+        "folder holding JPEGImages/)",
+    )
+    group.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword of the dataset's loader, e.g. mode=coarse for cityscapes (repeatable; "
+        "VALUE is read as a Python literal, else as a string)",
+    )
     group.add_argument("--images-dir", help="folder dataset: images directory")
     group.add_argument("--masks-dir", help="folder dataset: masks directory (class-index PNGs)")
     group.add_argument(
         "--split", default=split_default, help=f"split name (default: {split_default})"
     )
     group.add_argument(
-        "--num-classes", type=_positive_int, help="number of classes (default: 6 synthetic, 21 voc)"
+        "--num-classes",
+        type=_positive_int,
+        help="number of classes (default: 6 synthetic, 21 voc, the dataset's own otherwise)",
     )
     group.add_argument(
         "--image-size",
@@ -377,9 +392,47 @@ def _dataset(args, split, training=False, crop_size=None):
             **options,
         )
         return dataset, args.num_classes, None
-    raise ValueError(
-        f"unknown dataset; valid: synthetic, voc, folder. Received: --dataset={args.dataset!r}"
-    )
+    if name not in kseg.data.DATASETS:
+        raise ValueError(
+            f"unknown dataset; valid: {', '.join(kseg.data.DATASETS.names())}. "
+            f"Received: --dataset={args.dataset!r}"
+        )
+    # A registered dataset: its metadata fixes the classes and their names.
+    if not args.data_root:
+        raise ValueError(f"--data-root is required for the {name} dataset")
+    info = kseg.data.info(name)
+    if args.num_classes and args.num_classes != info.num_classes:
+        raise ValueError(
+            f"the {name} dataset has {info.num_classes} classes. "
+            f"Received: --num-classes={args.num_classes}"
+        )
+    options.update(_dataset_options(args.dataset_option, options))
+    dataset = kseg.data.load(name, args.data_root, split, **options)
+    return dataset, info.num_classes, list(info.class_names)
+
+
+def _dataset_options(options, reserved):
+    """Parses ``--dataset-option KEY=VALUE`` strings into loader keywords."""
+    import ast
+
+    parsed = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(
+                f"--dataset-option must be KEY=VALUE. Received: --dataset-option={option}"
+            )
+        if key in reserved:
+            raise ValueError(
+                f"--dataset-option {key} is set by the command, not by an option. "
+                f"Received: --dataset-option={option}"
+            )
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text  # plain words (mode=coarse) are strings
+    return parsed
 
 
 def _model_options(model_name, options):
