@@ -1,4 +1,8 @@
-"""Datasets: the embedded synthetic scenes, PASCAL VOC and image/mask folders, and augmentation.
+"""Datasets: synthetic scenes, image/mask folders, the standard benchmarks, and augmentation.
+
+The benchmarks (``voc``, ``voc_aug``, ``cityscapes``, ``kitti``, ``synthia``, ``ade20k``,
+``coco_stuff``) are read from their release files, one module each; :func:`info` gives their
+classes, colours and split sizes.
 
 Every loader returns a ``tf.data.Dataset`` of ``(image float32 [H, W, 3] in 0..255,
 label int32 [H, W])`` (batched when ``batch_size`` is given); 255 in a label means "ignore".
