@@ -246,6 +246,7 @@ setup(
         "numpy>=1.26",
         "pillow>=10",
         "matplotlib>=3.7",
+        "scipy>=1.10",  # SBD's and SIFT Flow's .mat label files
         "tensorboard",  # keras-tuner and the TensorBoard callback import it
     ],
     extras_require={
