@@ -190,10 +190,9 @@ def test_load_dispatches_by_name(tmp_path, scenes):
     os.replace(tmp_path / "f/x/masks", tmp_path / "g/masks/train")
     ((_, label),) = list(load("folder", tmp_path / "g", "train", num_classes=2))
     np.testing.assert_array_equal(label.numpy(), labels[0])
-    with pytest.raises(
-        ValueError, match="Unknown dataset 'coco'. Valid names: folder, synthetic, voc"
-    ):
+    with pytest.raises(ValueError, match="Unknown dataset 'coco'. Valid names: ") as error:
         load("coco", tmp_path)
+    assert {"folder", "synthetic", "voc"} <= set(str(error.value).split(": ")[-1].split(", "))
 
 
 def test_batch_by_size_groups_images_of_one_size():
