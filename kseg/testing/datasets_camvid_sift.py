@@ -29,8 +29,15 @@ CAMVID_NAMES = {
 SIZES = ((24, 32), (20, 28))
 
 
-def _image(rng, size):
-    return rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+def _image(rng, size, smooth=False):
+    if not smooth:
+        return rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    # Gradients survive JPEG nearly unchanged, so a test can compare the decoded pixels.
+    rows, cols = np.meshgrid(np.linspace(0, 1, size[0]), np.linspace(0, 1, size[1]), indexing="ij")
+    base = rng.uniform(30, 220, 3)
+    slope = rng.uniform(-25, 25, (2, 3))
+    image = base + rows[..., None] * slope[0] + cols[..., None] * slope[1]
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def write_camvid(root, names=None, seed=0):
@@ -120,7 +127,8 @@ def write_sift_flow(root, names=None, seed=0, unannotated=True):
     The ``.mat`` files hold ``S`` (double, ids 0..33 with 0 = unlabelled) and ``names``, as the
     release does. With ``unannotated``, ``highway_bost181`` (one of the two images without
     annotations, left out of training) is written too, with an all-zero ``S``. Returns
-    ``{split: [(name, image uint8, ids), ...]}``; JPEG pixels differ from ``image``.
+    ``{split: [(name, image uint8, ids), ...]}``; the images are smooth gradients, so the
+    JPEG-decoded pixels stay within a few levels of ``image``.
 
     Example:
         >>> import tempfile
@@ -144,7 +152,7 @@ def write_sift_flow(root, names=None, seed=0, unannotated=True):
         written[split] = []
         for index, name in enumerate(split_names):
             size = SIZES[index % len(SIZES)]
-            image = _image(rng, size)
+            image = _image(rng, size, smooth=True)
             ids = rng.integers(0, 34, size).astype(np.float64)
             ids.flat[:34] = np.arange(34)
             if split == "unannotated":
