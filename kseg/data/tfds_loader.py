@@ -129,8 +129,8 @@ def tfds(
         image_key, label_key: the features holding the image and the label map; default
             from :data:`TFDS_DEFAULTS`, else ``"image"`` and ``"segmentation_mask"``.
         label_map: ``{stored id: class}`` (255 to ignore); an id it does not list is an
-            error naming the example. Default from :data:`TFDS_DEFAULTS`, else the stored
-            values are the classes.
+            error naming the example. Default from :data:`TFDS_DEFAULTS`, else (or with
+            ``False``) the stored values are the classes.
         num_classes: classes ``>= num_classes`` other than 255 are errors.
         data_dir, download: passed to ``tensorflow_datasets.load``.
         shuffle_buffer: examples in the shuffle buffer (TFDS examples arrive decoded).
@@ -150,6 +150,8 @@ def tfds(
     label_key = label_key or defaults.get("label_key", "segmentation_mask")
     if label_map is None:
         label_map = defaults.get("label_map")
+    elif label_map is False:  # the stored values are the classes, even for a known dataset
+        label_map = None
     if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, numbers.Integral):
         raise ValueError(
             f"shuffle_buffer must be a positive integer. Received: shuffle_buffer={shuffle_buffer!r}"
