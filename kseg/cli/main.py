@@ -11,6 +11,7 @@ Examples (shell):
                 --quantize int8 --calibration-data voc --data-root VOC2012 --output model.tflite
     kseg export --model runs/voc/model.keras --format onnx --output model.onnx
     kseg bench
+    kseg data stats --dataset camvid --data-root CamVid   # also: data convert, data show
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 # Reporting lives in kseg.report (shared with kseg.demo); the names stay importable from here.
 from kseg.report import format_scores, write_evaluation
 
-COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
+COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo", "data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -316,6 +317,10 @@ def _build_parser():
     )
     demo.add_argument("--image-size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
     demo.add_argument("--seed", type=int, default=0)
+
+    from kseg.cli import data as data_command  # kseg data stats/convert/show
+
+    data_command.add_parser(sub)
     return parser
 
 
@@ -901,10 +906,17 @@ def _run_demo(args):
     return 1 if math.isnan(result["mean_iou"]) else 0
 
 
+def _run_data(args):
+    from kseg.cli import data as data_command
+
+    return data_command.run(args)
+
+
 def main(argv=None):
     """Entry point of the ``kseg`` console command."""
     args = _build_parser().parse_args(argv)
     runner = {
+        "data": _run_data,
         "train": _run_train,
         "evaluate": _run_evaluate,
         "predict": _run_predict,
