@@ -19,7 +19,7 @@ import numpy as np
 
 def add_parser(sub):
     """Adds the ``data`` command and its ``stats`` / ``convert`` / ``show`` actions to ``sub``."""
-    from kseg.cli.main import _number_type, _positive_int
+    from kseg.cli._args import _number_type, _positive_int
 
     data = sub.add_parser("data", help="dataset statistics, TFRecord conversion and previews")
     actions = data.add_subparsers(dest="data_command", required=True)
