@@ -127,13 +127,13 @@ def write_sift_flow(root, names=None, seed=0, unannotated=True):
     The ``.mat`` files hold ``S`` (double, ids 0..33 with 0 = unlabelled) and ``names``, as the
     release does. With ``unannotated``, ``highway_bost181`` (one of the two images without
     annotations, left out of training) is written too, with an all-zero ``S``. Returns
-    ``{split: [(name, image uint8, ids), ...]}``; the images are smooth gradients, so the
+    ``{split: [(name, image uint8, ids), ...]}`` (the extra image under "unannotated"); the images are smooth gradients, so the
     JPEG-decoded pixels stay within a few levels of ``image``.
 
     Example:
         >>> import tempfile
         >>> sorted(write_sift_flow(tempfile.mkdtemp()))
-        ['test', 'train']
+        ['test', 'train', 'unannotated']
     """
     import scipy.io
 
