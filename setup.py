@@ -260,6 +260,8 @@ setup(
         # conflicts with TensorFlow's) and Debian's libusb-1.0-0.
         "mobile": ["mediapipe>=1.2"],
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
+        # kseg.data.tfds (TensorFlow Datasets) and the SIFT Flow .mat labels
+        "datasets": ["tensorflow-datasets>=4.9", "scipy"],
         "test": [
             "mediapipe>=1.2",
             "tf2onnx>=1.17",
@@ -269,6 +271,7 @@ setup(
             "pybind11",
             "keras-tuner>=1.4",
             "scikit-image",
+            "tensorflow-datasets>=4.9",
             "pydensecrf2",
             "ruff==0.17.6",
             "clang-format==23.1.5",

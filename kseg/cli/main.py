@@ -11,6 +11,7 @@ Examples (shell):
                 --quantize int8 --calibration-data voc --data-root VOC2012 --output model.tflite
     kseg export --model runs/voc/model.keras --format onnx --output model.onnx
     kseg bench
+    kseg data stats --dataset camvid --data-root CamVid   # also: data convert, data show
 """
 
 from __future__ import annotations
@@ -22,36 +23,21 @@ import os
 import sys
 import time
 
+# The argparse number types live in kseg.cli._args (kseg.cli.data uses them too).
+from kseg.cli._args import (  # noqa: F401 (_number_type stays importable from here)
+    _fraction,
+    _non_negative_int,
+    _number_type,
+    _positive_float,
+    _positive_int,
+    _sparsity,
+)
+
 # Reporting lives in kseg.report (shared with kseg.demo); the names stay importable from here.
 from kseg.report import format_scores, write_evaluation
 
-COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo")
+COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo", "data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def _number_type(convert, accept, requirement):
-    """An argparse type: ``convert(text)`` that ``accept`` holds for, else the requirement named.
-
-    Bad values are errors, not silent defaults (0 iterations, a sparsity of 1, ...).
-    """
-
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {requirement}. Received: {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}. Received: {text}")
-        return value
-
-    return parse
-
-
-_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
-_sparsity = _number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
-_fraction = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]")
 
 
 def _add_savedmodel_arguments(export):
@@ -331,6 +317,10 @@ def _build_parser():
     )
     demo.add_argument("--image-size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
     demo.add_argument("--seed", type=int, default=0)
+
+    from kseg.cli import data as data_command  # kseg data stats/convert/show
+
+    data_command.add_parser(sub)
     return parser
 
 
@@ -954,10 +944,17 @@ def _run_demo(args):
     return 1 if math.isnan(result["mean_iou"]) else 0
 
 
+def _run_data(args):
+    from kseg.cli import data as data_command
+
+    return data_command.run(args)
+
+
 def main(argv=None):
     """Entry point of the ``kseg`` console command."""
     args = _build_parser().parse_args(argv)
     runner = {
+        "data": _run_data,
         "train": _run_train,
         "evaluate": _run_evaluate,
         "predict": _run_predict,

@@ -17,6 +17,15 @@ Example:
 
 from kseg.data.ade20k import ADE20K_CLASSES, ADE20K_LABEL_MAP, ADE20K_PALETTE, ade20k
 from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pad_to_size
+from kseg.data.camvid import (
+    CAMVID32_CLASSES,
+    CAMVID32_PALETTE,
+    CAMVID_CLASSES,
+    CAMVID_PALETTE,
+    CAMVID_SPLITS,
+    camvid,
+    camvid_pairs,
+)
 from kseg.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABEL_MAP,
@@ -37,6 +46,7 @@ from kseg.data.io import color_lookup, label_lookup, read_example, read_image, r
 from kseg.data.kitti import kitti
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
 from kseg.data.pipeline import batch_by_size, build_pipeline
+from kseg.data.sift_flow import SIFT_FLOW_CLASSES, SIFT_FLOW_SPLITS, sift_flow, sift_flow_pairs
 from kseg.data.synthetic import (
     SceneOptions,
     render_scene,
@@ -46,6 +56,8 @@ from kseg.data.synthetic import (
     synthetic_numpy,
 )
 from kseg.data.synthia import SYNTHIA13_CLASSES, SYNTHIA16_CLASSES, synthia, synthia_label_map
+from kseg.data.tfds_loader import TFDS_DEFAULTS, tfds
+from kseg.data.tfrecord import encode_example, tfrecord, write_tfrecord
 from kseg.data.voc import VOC_CLASSES, voc, voc_pairs, write_voc
 from kseg.data.voc_aug import voc_aug
 from kseg.registry import Registry
@@ -74,6 +86,75 @@ register_info(
         description="Built-in scenes of shapes, generated on the fly (nothing to download).",
     )
 )
+
+
+register_info(
+    DatasetInfo(
+        "camvid",
+        CAMVID_CLASSES,
+        CAMVID_PALETTE,
+        splits=dict(CAMVID_SPLITS),
+        description="CamVid, SegNet's 11 classes: train/, trainannot/, val/, valannot/, test/, "
+        "testannot/ (greyscale ids, 11 = Unlabelled is ignored).",
+    )
+)
+register_info(
+    DatasetInfo(
+        "camvid32",
+        CAMVID32_CLASSES,
+        CAMVID32_PALETTE,
+        splits={**CAMVID_SPLITS, "all": 701},
+        description="CamVid's original 32 colour-coded labels: 701_StillsRaw_full/, "
+        "LabeledApproved_full/*_L.png, label_colors.txt (Void is ignored).",
+    )
+)
+register_info(
+    DatasetInfo(
+        "sift_flow",
+        SIFT_FLOW_CLASSES,
+        tuple(map(tuple, voc_colormap(len(SIFT_FLOW_CLASSES)).tolist())),
+        splits=dict(SIFT_FLOW_SPLITS),
+        description="SIFT Flow: Images/ and SemanticLabels/ "
+        "spatial_envelope_256x256_static_8outdoorcategories/ (.jpg, .mat field S; 0 is ignored).",
+    )
+)
+for _name, _defaults in TFDS_DEFAULTS.items():
+    register_info(
+        DatasetInfo(
+            f"tfds:{_name}",
+            _defaults["class_names"],
+            tuple(map(tuple, voc_colormap(len(_defaults["class_names"])).tolist())),
+            description=f"TFDS {_name!r} through tensorflow_datasets "
+            f"({_defaults['image_key']!r}, {_defaults['label_key']!r}).",
+        )
+    )
+
+
+@DATASETS.register("camvid")
+def _load_camvid(root, split, **kwargs):
+    return camvid(root, split, **kwargs)
+
+
+@DATASETS.register("camvid32")
+def _load_camvid32(root, split, **kwargs):
+    return camvid(root, split, mode="32", **kwargs)
+
+
+@DATASETS.register("sift_flow")
+def _load_sift_flow(root, split, **kwargs):
+    return sift_flow(root, split, **kwargs)
+
+
+@DATASETS.register("tfds")
+def _load_tfds(root, split, **kwargs):
+    # root is the TFDS name ("oxford_iiit_pet"); the data folder is data_dir=.
+    return tfds(root, split, **kwargs)
+
+
+@DATASETS.register("tfrecord")
+def _load_tfrecord(root, split, **kwargs):
+    # root is a file pattern or write_tfrecord's prefix; "{split}" in it takes the split.
+    return tfrecord(root, split, **kwargs)
 
 
 @DATASETS.register("voc")
@@ -168,6 +249,10 @@ def load(name, root=None, split="train", **kwargs):
       arguments of :func:`synthetic` (``num_images``, ``image_size``, ``num_classes``,
       ``difficulty``, knobs) and of the loaders (``crop_size``, ``augment``, ``batch_size``,
       ``shuffle``, ``seed``, ``deterministic``) are accepted; ``seed`` seeds both.
+    - ``"camvid"`` / ``"camvid32"``: :func:`camvid` on ``root`` (11 or 32 classes);
+      ``"sift_flow"``: :func:`sift_flow`.
+    - ``"tfds"``: :func:`tfds` with ``root`` the TFDS name; ``"tfrecord"``: :func:`tfrecord`
+      with ``root`` a file pattern or prefix (``{split}`` in it is replaced by ``split``).
 
     Example:
         >>> ds = load("synthetic", split="val", num_images=50, image_size=(96, 96), batch_size=8)
@@ -183,9 +268,13 @@ __all__ = [
     "ADE20K_LABEL_MAP",
     "ADE20K_PALETTE",
     "Augment",
+    "CAMVID32_CLASSES",
+    "CAMVID32_PALETTE",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
     "CITYSCAPES_CLASSES",
-    "CITYSCAPES_LABEL_MAP",
     "CITYSCAPES_LABELS",
+    "CITYSCAPES_LABEL_MAP",
     "CITYSCAPES_PALETTE",
     "COCO_STUFF_CLASSES",
     "COCO_STUFF_LABEL_MAP",
@@ -195,20 +284,25 @@ __all__ = [
     "DatasetInfo",
     "IGNORE_INDEX",
     "IMAGENET_MEAN_RGB",
-    "SYNTHIA13_CLASSES",
-    "SYNTHIA16_CLASSES",
+    "SIFT_FLOW_CLASSES",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_PALETTE",
     "SYNTHETIC_SPLITS",
+    "SYNTHIA13_CLASSES",
+    "SYNTHIA16_CLASSES",
     "SceneOptions",
+    "TFDS_DEFAULTS",
     "VOC_CLASSES",
-    "batch_by_size",
     "ade20k",
+    "batch_by_size",
     "build_pipeline",
+    "camvid",
+    "camvid_pairs",
     "center_crop_or_pad",
     "cityscapes",
     "coco_stuff",
     "color_lookup",
+    "encode_example",
     "folder",
     "folder_pairs",
     "info",
@@ -223,13 +317,18 @@ __all__ = [
     "render_scene",
     "scene_options",
     "scene_reader",
+    "sift_flow",
+    "sift_flow_pairs",
     "synthetic",
     "synthetic_numpy",
     "synthia",
     "synthia_label_map",
+    "tfds",
+    "tfrecord",
     "voc",
-    "voc_colormap",
     "voc_aug",
+    "voc_colormap",
     "voc_pairs",
+    "write_tfrecord",
     "write_voc",
 ]
