@@ -28,7 +28,17 @@ __all__ = [
     "evaluate",
     "predict_labels",
     "FlipAverage",
+    "train",  # noqa: F822 -- resolved lazily by __getattr__ below
 ]
+
+
+def __getattr__(name):
+    # kseg.training imports this module; its train() is re-exported here lazily.
+    if name == "train":
+        from kseg.training import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def poly_schedule(learning_rate, total_steps, power=0.9, end_learning_rate=0.0, warmup_steps=0):
