@@ -291,6 +291,7 @@ def train(
     weight_decay=1e-4,
     warmup_steps=0,
     loss=None,
+    compile=True,
     ignore_index=IGNORE_INDEX,
     seed=None,
     best_path=None,
@@ -302,9 +303,9 @@ def train(
 ):
     """Trains a segmentation model on any tf.distribute strategy; resumes after a kill.
 
-    The model, its optimizer (kseg's poly-decayed AdamW/Adam/SGD, see
-    :func:`kseg.engine.compile_model`, unless ``model_or_name`` is a model compiled in the
-    strategy's scope) and the metrics' state are built inside ``strategy.scope()``. Each
+    The model and its optimizer (kseg's poly-decayed AdamW/Adam/SGD, see
+    :func:`kseg.engine.compile_model`, unless ``compile=False``) are built inside
+    ``strategy.scope()``. Each
     element of ``train_ds`` is one *global* batch, split over the replicas
     (``experimental_distribute_dataset``; under ``multiworker`` each worker keeps its share);
     the per-replica confusion matrices are summed across replicas for ``mean_iou`` and
@@ -337,7 +338,10 @@ def train(
         checkpoint_every: steps between checkpoints (an epoch's end always writes one).
         steps_per_epoch: default: ``train_ds``'s length.
         seed: if given, ``keras.utils.set_random_seed(seed)`` before the model is built.
-        best_path: if given, the model with the best ``monitor`` is saved there atomically.
+        compile: True compiles the model with kseg's loss and optimizer from the arguments
+            above; False keeps the model's own compilation (done in the strategy's scope).
+        best_path: if given, the model with the best ``monitor`` is saved there atomically
+            (or a :class:`kseg.engine.BestModelCheckpoint` to call each epoch).
         log_dir: if given, TensorBoard epoch scalars are written there (chief only).
         callbacks: Keras callbacks, called on every worker (``on_train_batch_end`` too).
         verbose: 1 a progress bar per epoch, 0 nothing but the resume and epoch lines.
@@ -384,7 +388,7 @@ def train(
             model_or_name, strategy, num_classes, input_shape, dict(model_options or {})
         )
         outputs = len(model.outputs)
-        if getattr(model, "optimizer", None) is None or not _in_scope(strategy, model):
+        if compile or getattr(model, "optimizer", None) is None:
             loss = loss or losses.CrossEntropy(ignore_index=ignore_index)
             engine.compile_model(
                 model,
@@ -440,7 +444,9 @@ def train(
     loss_sum = float(running.get("loss_sum", 0.0))
     batches = int(running.get("batches", 0))
     cm = np.asarray(running.get("cm", np.zeros((num_classes, num_classes))), np.float64)
-    best = engine.BestModelCheckpoint(best_path, monitor=monitor) if best_path else None
+    best = best_path
+    if best is not None and not isinstance(best, engine.BestModelCheckpoint):
+        best = engine.BestModelCheckpoint(best_path, monitor=monitor)
     if best is not None:
         best.set_model(model)
         best.best = (state or {}).get("best")
