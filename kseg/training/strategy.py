@@ -126,7 +126,9 @@ def make_strategy(name="default", devices=None, tpu=None):
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: {name!r}")
+        raise ValueError(
+            f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}"
+        )
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -62,6 +62,10 @@ for name in ("one", "two"):
         "weights": weights(result.model),
         "history": result.history,
     }
+try:
+    kseg.engine.train(build, data().unbatch().batch(3), epochs=1, strategy=strategy)
+except ValueError as error:
+    results["uneven"] = str(error)
 print("RESULT " + json.dumps(results))
 """
 
@@ -100,6 +104,8 @@ def test_mirrored_two_cpu_replicas_match_one_device_on_the_same_global_batch():
         np.testing.assert_allclose(two["history"][key], one["history"][key], atol=1e-6)
     np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=1e-5)
     assert one["history"]["loss"][-1] < one["history"]["loss"][0]
+    assert "multiple of the 2 replicas" in results["uneven"]
+    assert "Received: batch size 3" in results["uneven"]
 
 
 _WORKER = """
