@@ -1,6 +1,7 @@
 """Training on any tf.distribute strategy with checkpoints that survive a kill.
 
-``kseg.engine.train`` is :func:`train`; ``kseg train`` calls it.
+The loop itself is :func:`kseg.engine.train` (``kseg train`` calls it); this package holds its
+parts: strategies by name, checkpoint files, the distributed steps.
 
 Example:
     >>> import kseg
@@ -10,7 +11,7 @@ Example:
 """
 
 from kseg.training.checkpoint import CheckpointError, CheckpointStore
-from kseg.training.loop import NonFiniteLossError, TrainingResult, train
+from kseg.training.loop import NonFiniteLossError, TrainingResult
 from kseg.training.strategy import STRATEGIES, is_chief, make_strategy, parse_tf_config
 
 __all__ = [
@@ -22,5 +23,4 @@ __all__ = [
     "is_chief",
     "make_strategy",
     "parse_tf_config",
-    "train",
 ]
