@@ -121,6 +121,7 @@ def test_kseg_train_resume_after_kill_three_times_equals_an_uninterrupted_run(tm
     assert resumed_at[-1] == last_complete
     # Each restart went on from further than the one before.
     assert resumed_at == sorted(set(resumed_at)) and resumed_at[0] >= thresholds[0]
+    print(f"killed at checkpoints {thresholds}+, restarts resumed at steps {resumed_at}")
     _check_every_file_is_readable(output)
     assert not [p for p in (output / "checkpoints").iterdir() if p.name.startswith(".")]
 
