@@ -63,7 +63,7 @@ for name in ("one", "two"):
         "history": result.history,
     }
 try:
-    kseg.engine.train(build, data().unbatch().batch(3), epochs=1, strategy=strategy)
+    kseg.engine.train(build, data().unbatch().batch(3, drop_remainder=True), epochs=1, strategy=strategy)
 except ValueError as error:
     results["uneven"] = str(error)
 print("RESULT " + json.dumps(results))
