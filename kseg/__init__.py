@@ -34,6 +34,7 @@ _SUBMODULES = (
     "report",
     "serving",
     "testing",
+    "training",
     "viz",
 )
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
@@ -20,6 +21,10 @@ import tensorflow as tf
 from kseg import fileio, losses, viz
 from kseg import metrics as kseg_metrics
 from kseg.constants import IGNORE_INDEX
+from kseg.training import loop
+from kseg.training.checkpoint import CheckpointError, CheckpointStore
+from kseg.training.loop import NonFiniteLossError, TrainingResult
+from kseg.training.strategy import is_chief
 
 __all__ = [
     "poly_schedule",
@@ -28,6 +33,9 @@ __all__ = [
     "evaluate",
     "predict_labels",
     "FlipAverage",
+    "train",
+    "TrainingResult",
+    "NonFiniteLossError",
 ]
 
 
@@ -346,3 +354,316 @@ def load_checkpoint(filepath, warn=print):
             warn(f"checkpoint {errors[0]}; using the previous one, {path!r}")
         return model
     raise ValueError(f"no loadable checkpoint: {'; '.join(errors)}")
+
+
+def train(
+    model_or_name,
+    train_ds,
+    val_ds=None,
+    *,
+    epochs,
+    num_classes=None,
+    input_shape=None,
+    model_options=None,
+    strategy=None,
+    checkpoint_dir=None,
+    checkpoint_every=100,
+    keep_checkpoints=2,
+    resume=True,
+    steps_per_epoch=None,
+    learning_rate=1e-3,
+    optimizer="adamw",
+    weight_decay=1e-4,
+    warmup_steps=0,
+    loss=None,
+    compile=True,
+    ignore_index=IGNORE_INDEX,
+    seed=None,
+    best_path=None,
+    monitor="val_mean_iou",
+    log_dir=None,
+    callbacks=None,
+    verbose=1,
+    print_fn=print,
+):
+    """Trains a segmentation model on any tf.distribute strategy; resumes after a kill.
+
+    The model and its optimizer (kseg's poly-decayed AdamW/Adam/SGD, see
+    :func:`kseg.engine.compile_model`, unless ``compile=False``) are built inside
+    ``strategy.scope()``. Each
+    element of ``train_ds`` is one *global* batch, split over the replicas
+    (``experimental_distribute_dataset``; under ``multiworker`` each worker keeps its share);
+    the per-replica confusion matrices are summed across replicas for ``mean_iou`` and
+    ``pixel_accuracy`` (``val_`` ones on ``val_ds``, once per epoch).
+
+    With ``checkpoint_dir``, a checkpoint (model, optimizer with its step and schedule, the
+    position in the data, the random generators, the epoch's running metrics, the history and
+    the best score; see :mod:`kseg.training.checkpoint`) is written atomically every
+    ``checkpoint_every`` steps and at the end of every epoch, by the chief only. With
+    ``resume=True`` a run continues from the newest complete checkpoint there (``"must"``: and
+    fails if there is none; ``False``: deletes them and starts over). A checkpoint written for
+    another model or optimizer, or a damaged one, is refused with its path before anything is
+    written. The data position is the global step: batch ``s`` of the run is element ``s`` of
+    ``train_ds.repeat()``, so a deterministic ``train_ds`` (fixed seeds, deterministic
+    ``tf.data`` options) gives a resumed run exactly the batches of an uninterrupted one.
+
+    A NaN or infinite loss stops training with :class:`NonFiniteLossError` naming the step;
+    the last checkpoint written before it is kept.
+
+    Args:
+        model_or_name: a registered model name (built with ``num_classes``, ``input_shape``
+            and ``model_options``), a ``keras.Model`` (rebuilt in the scope from its config
+            and weights if its variables were not created there), or a function that builds one.
+        train_ds: a ``tf.data.Dataset`` of ``(images, labels)`` global batches.
+        val_ds: batched validation data, or None.
+        epochs: the number of epochs in all (a resumed run counts the epochs already done).
+        strategy: None (the default strategy), a name for
+            :func:`kseg.training.make_strategy` or a ``tf.distribute.Strategy``.
+        checkpoint_dir: the checkpoint folder (seen by every worker), or None for none.
+        checkpoint_every: steps between checkpoints (an epoch's end always writes one).
+        steps_per_epoch: default: ``train_ds``'s length.
+        seed: if given, ``keras.utils.set_random_seed(seed)`` before the model is built.
+        compile: True compiles the model with kseg's loss and optimizer from the arguments
+            above; False keeps the model's own compilation (done in the strategy's scope).
+        best_path: if given, the model with the best ``monitor`` is saved there atomically
+            (or a :class:`kseg.BestModelCheckpoint` to call each epoch).
+        log_dir: if given, TensorBoard epoch scalars are written there (chief only).
+        callbacks: Keras callbacks, called on every worker (``on_train_batch_end`` too).
+        verbose: 1 a progress bar per epoch, 0 nothing but the resume and epoch lines.
+
+    Returns:
+        a :class:`TrainingResult` (model, history, steps, resumed_from, strategy).
+
+    Example:
+        >>> import kseg
+        >>> train_ds = kseg.data.load("synthetic", split="train", num_images=8,
+        ...                           image_size=(32, 32), batch_size=4, drop_remainder=True)
+        >>> result = kseg.engine.train("unet", train_ds, epochs=1, num_classes=6,
+        ...                            input_shape=(32, 32, 3), verbose=0, seed=0,
+        ...                            model_options={"base_filters": 4, "depth": 2})
+        >>> result.step, sorted(result.history)
+        (2, ['loss', 'mean_iou', 'pixel_accuracy'])
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
+    if (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, int)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(
+            f"checkpoint_every must be a positive integer. Received: "
+            f"checkpoint_every={checkpoint_every!r}"
+        )
+    if resume not in (True, False, "must"):
+        raise ValueError(f"resume must be True, False or 'must'. Received: resume={resume!r}")
+    strategy = loop.resolve_strategy(strategy)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    loop.check_global_batch(train_ds, replicas)
+    steps_per_epoch = loop.resolve_steps_per_epoch(train_ds, steps_per_epoch)
+    total_steps = steps_per_epoch * epochs
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+    with strategy.scope():
+        model = loop.build_model(
+            model_or_name, strategy, num_classes, input_shape, dict(model_options or {})
+        )
+        outputs = len(model.outputs)
+        if compile or getattr(model, "optimizer", None) is None:
+            loss = loss or losses.CrossEntropy(ignore_index=ignore_index)
+            compile_model(
+                model,
+                int(loop.main_output(model.outputs).shape[-1]),
+                learning_rate=learning_rate,
+                total_steps=total_steps,
+                optimizer=optimizer,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                loss=[loss] * outputs if outputs > 1 else loss,
+                metrics=[],
+            )
+            if outputs > 1 and getattr(model, "loss_weights_for_outputs", None) is not None:
+                model.compile(
+                    optimizer=model.optimizer,
+                    loss=model.loss,
+                    loss_weights=model.loss_weights_for_outputs,
+                )
+        model.optimizer.build(model.trainable_variables)
+    num_classes = int(loop.main_output(model.outputs).shape[-1])
+    optimizer_ = model.optimizer
+    description = loop.describe_run(model, optimizer_)
+
+    # Everything that can refuse the checkpoint happens before anything is written.
+    store = CheckpointStore(checkpoint_dir, keep=keep_checkpoints) if checkpoint_dir else None
+    state = None
+    if store is not None and resume:
+        state = store.latest()
+        if state is None and resume == "must":
+            raise CheckpointError(
+                f"resume: no complete checkpoint in {store.directory!r} (a checkpoint is "
+                "complete when its ckpt-<step>.json state file exists)"
+            )
+        if state is not None:
+            loop.check_same_run(state, description)
+            if state.get("steps_per_epoch") != steps_per_epoch:
+                raise CheckpointError(
+                    f"checkpoint {state['_path']!r} was written with "
+                    f"{state.get('steps_per_epoch')} steps per epoch, this run has "
+                    f"{steps_per_epoch} (other data or batch size); nothing was overwritten"
+                )
+            arrays = store.load_arrays(state)
+            loop.restore(model, optimizer_, arrays, state["_path"])
+    if store is not None and chief:
+        if not resume:
+            store.clear()
+        store.remove_leftovers()
+
+    step = int(state["step"]) if state else 0
+    epochs_done = int(state["epochs_done"]) if state else 0
+    history = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
+    running = (state or {}).get("running") or {}
+    loss_sum = float(running.get("loss_sum", 0.0))
+    batches = int(running.get("batches", 0))
+    cm = np.asarray(running.get("cm", np.zeros((num_classes, num_classes))), np.float64)
+    best = best_path
+    if best is not None and not isinstance(best, BestModelCheckpoint):
+        best = BestModelCheckpoint(best_path, monitor=monitor)
+    if best is not None:
+        best.set_model(model)
+        best.best = (state or {}).get("best")
+    if state is not None:
+        print_fn(
+            f"resuming from checkpoint {state['_path']}: step {step} of {total_steps} (epoch "
+            f"{step // steps_per_epoch + 1}/{epochs}, batch {step % steps_per_epoch} of "
+            f"{steps_per_epoch})"
+        )
+
+    def checkpoint(kind):
+        if store is None or not chief:
+            return
+        store.save(
+            step,
+            loop.snapshot(model, optimizer_),
+            {
+                "kind": kind,
+                "epochs_done": epochs_done,
+                "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "running": {"loss_sum": loss_sum, "batches": batches, "cm": cm.tolist()},
+                "history": history,
+                "best": None if best is None else best.best,
+                "model": description,
+            },
+        )
+
+    @tf.function
+    def train_step(iterator):
+        def step_fn(images, labels):
+            with tf.GradientTape() as tape:
+                predictions = model(images, training=True)
+                targets = [labels] * outputs if outputs > 1 else labels
+                # compute_loss divides by the replica count: the sum over replicas is the mean.
+                value = model.compute_loss(x=images, y=targets, y_pred=predictions, training=True)
+                scaled = optimizer_.scale_loss(value)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer_.apply_gradients(zip(gradients, model.trainable_variables))
+            return value, loop.confusion_counts(labels, loop.main_output(predictions), num_classes)
+
+        value, counts = strategy.run(step_fn, args=next(iterator))
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None),
+        )
+
+    @tf.function(reduce_retracing=True)
+    def val_step(batch):
+        def step_fn(images, labels):
+            predictions = loop.main_output(model(images, training=False))
+            per_pixel = keras.losses.sparse_categorical_crossentropy(
+                tf.where(labels == ignore_index, 0, labels), predictions, from_logits=True
+            )
+            valid = tf.cast(labels != ignore_index, per_pixel.dtype)
+            return (
+                tf.reduce_sum(per_pixel * valid),
+                tf.reduce_sum(valid),
+                loop.confusion_counts(labels, predictions, num_classes),
+            )
+
+        results = strategy.run(step_fn, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks or [], model=model, epochs=epochs, steps=steps_per_epoch, verbose=0
+    )
+    summaries = loop.EpochSummaries(log_dir) if log_dir and chief else None
+    resumed_from = step if state is not None else None
+    iterator = iter(loop.distribute(strategy, train_ds.repeat().skip(step)))
+    callback_list.on_train_begin()
+    try:
+        while epochs_done < epochs:
+            epoch = epochs_done
+            callback_list.on_epoch_begin(epoch)
+            progbar = (
+                keras.utils.Progbar(steps_per_epoch, unit_name="step")
+                if verbose and chief
+                else None
+            )
+            while step < (epoch + 1) * steps_per_epoch:
+                batch_index = step % steps_per_epoch
+                callback_list.on_train_batch_begin(batch_index)
+                value, counts = train_step(iterator)
+                value = float(value)
+                if not math.isfinite(value):
+                    last = store.latest() if store is not None else None
+                    kept = (
+                        f"the last good checkpoint is {last['_path']} (step {last['step']})"
+                        if last
+                        else "no checkpoint was written"
+                    )
+                    raise NonFiniteLossError(
+                        f"training loss is {value} at step {step + 1} (epoch {epoch + 1}, batch "
+                        f"{batch_index + 1}); training stopped and {kept}. Lower the learning "
+                        "rate or check the data of that batch."
+                    )
+                step += 1
+                loss_sum += value
+                batches += 1
+                cm += counts.numpy()
+                callback_list.on_train_batch_end(batch_index, {"loss": value})
+                if progbar is not None:
+                    progbar.update(batch_index + 1, [("loss", value)])
+                if step % checkpoint_every == 0 and step % steps_per_epoch:
+                    checkpoint("step")
+            logs = {"loss": loss_sum / max(batches, 1), **loop.epoch_scores(cm)}
+            if val_ds is not None:
+                val_loss = val_pixels = 0.0
+                val_cm = np.zeros((num_classes, num_classes))
+                for batch in loop.distribute(strategy, val_ds):
+                    total, pixels, counts = val_step(batch)
+                    val_loss += float(total)
+                    val_pixels += float(pixels)
+                    val_cm += counts.numpy()
+                logs["val_loss"] = val_loss / val_pixels if val_pixels else float("nan")
+                logs.update(loop.epoch_scores(val_cm, "val_"))
+            for name, value in logs.items():
+                history.setdefault(name, []).append(float(value))
+            if chief:
+                print_fn(
+                    f"epoch {epoch + 1}/{epochs} (step {step}): "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
+                )
+                if best is not None:
+                    best.on_epoch_end(epoch, logs)
+                if summaries is not None:
+                    summaries.write(epoch, logs)
+            callback_list.on_epoch_end(epoch, logs)
+            epochs_done += 1
+            loss_sum, batches, cm = 0.0, 0, np.zeros((num_classes, num_classes))
+            checkpoint("epoch")
+        callback_list.on_train_end()
+    finally:
+        if summaries is not None:
+            summaries.close()
+    return TrainingResult(model, history, step, resumed_from, strategy)

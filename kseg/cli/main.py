@@ -139,6 +139,42 @@ def _build_parser():
     )
     train.add_argument("--val-split", default="val")
     train.add_argument("--output", default="kseg_runs/train", help="checkpoints, logs, history")
+    dist = train.add_argument_group("devices and resuming (kseg.engine.train)")
+    dist.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multiworker", "tpu"),
+        help="tf.distribute strategy: one device, all local GPUs (mirrored), the workers named "
+        "by TF_CONFIG (multiworker; run the same command on each) or a TPU; --batch-size is the "
+        "global batch, split over the replicas",
+    )
+    dist.add_argument(
+        "--tpu", default=None, help="tpu: the TPU's name or grpc:// address ('local' on a TPU VM)"
+    )
+    dist.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=100,
+        metavar="STEPS",
+        help="steps between checkpoints in OUTPUT/checkpoints (every epoch's end writes one too)",
+    )
+    resume = dist.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_const",
+        const="must",
+        default=True,
+        help="continue from the newest complete checkpoint in OUTPUT/checkpoints (an error if "
+        "there is none; without --resume a run continues from one if it exists)",
+    )
+    resume.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_const",
+        const=False,
+        help="start over: delete OUTPUT/checkpoints",
+    )
     train.add_argument(
         "--init-model",
         help="start from this .keras model (e.g. to prune a trained model) instead of building "
@@ -355,7 +391,11 @@ def _dataset(args, split, training=False, crop_size=None):
     import kseg
 
     name = args.dataset.lower()
-    options = {"augment": True, "crop_size": crop_size, "seed": args.seed} if training else {}
+    options = (
+        {"augment": True, "crop_size": crop_size, "seed": args.seed, "deterministic": True}
+        if training
+        else {}
+    )
     if name == "synthetic":
         names = list(kseg.data.SYNTHETIC_CLASSES)
         options.pop("crop_size", None)  # scenes are drawn at --image-size
@@ -475,9 +515,12 @@ def _run_train(args):
     import keras
 
     import kseg
-    from kseg import engine, fileio
+    from kseg import engine, fileio, training
 
     options = _model_options(args.model, args.model_option)
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow work in the process.
+    strategy = training.make_strategy(args.strategy, tpu=args.tpu)
+    chief = training.is_chief(strategy)
     crop_size = tuple(args.crop_size) if args.crop_size else DEFAULT_CROP_SIZE
     train_ds, num_classes, _ = _dataset(args, args.split, training=True, crop_size=crop_size)
     val_ds, _, _ = _dataset(args, args.val_split)
@@ -486,52 +529,66 @@ def _run_train(args):
         kwargs["backbone"] = args.backbone
     if args.weights:
         kwargs["weights"] = args.weights
-    model = (
-        _load_model(args.init_model)
-        if args.init_model
-        else kseg.models.create(args.model, **kwargs)
-    )
+    # Seeded: a run restarted before its first checkpoint starts from the same weights.
+    keras.utils.set_random_seed(args.seed)
+    with strategy.scope():
+        model = (
+            _load_model(args.init_model)
+            if args.init_model
+            else kseg.models.create(args.model, **kwargs)
+        )
+    # Seeded and deterministic, so the batches of step s are the same in every run: a resumed
+    # run skips the steps it has done and sees what an uninterrupted run would.
     train_batches = train_ds.shuffle(256, seed=args.seed).batch(
         args.batch_size, drop_remainder=True
     )
     train_batches = train_batches.prefetch(-1)
     steps = int(train_batches.cardinality())
     steps = steps if steps > 0 else 1000
-    engine.compile_model(
-        model,
-        num_classes,
-        learning_rate=args.lr,
-        total_steps=steps * args.epochs,
-        optimizer=args.optimizer,
-    )
-    os.makedirs(args.output, exist_ok=True)
     samples = list(val_ds.take(4).as_numpy_iterator())
-    pruning = _pruning(args, model, steps * args.epochs) if args.prune is not None else None
+    pruning = None
+    if args.prune is not None:
+        with strategy.scope():
+            pruning = _pruning(args, model, steps * args.epochs)
     best = os.path.join(args.output, "best.keras")
-    callbacks = [
+    best_checkpoint = (
         engine.BestModelCheckpoint(best, monitor="val_mean_iou", mode="max")
         if pruning is None
-        else _pruned_best_checkpoint(pruning, best, monitor="val_mean_iou", mode="max"),
-        keras.callbacks.TensorBoard(os.path.join(args.output, "logs")),
-    ]
-    if pruning is not None:
-        callbacks.insert(0, pruning)
-    if samples and all(s[0].shape == samples[0][0].shape for s in samples):
+        else _pruned_best_checkpoint(pruning, best, monitor="val_mean_iou", mode="max")
+    )
+    callbacks = [pruning] if pruning is not None else []
+    if chief and samples and all(s[0].shape == samples[0][0].shape for s in samples):
         callbacks.append(
             engine.ImageSummary(
                 os.path.join(args.output, "logs"), [s[0] for s in samples], [s[1] for s in samples]
             )
         )
     val_batches = val_ds.batch(1 if args.dataset != "synthetic" else args.batch_size)
-    history = model.fit(
-        train_batches, validation_data=val_batches, epochs=args.epochs, callbacks=callbacks
+    result = engine.train(
+        model,
+        train_batches,
+        val_batches,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        strategy=strategy,
+        checkpoint_dir=os.path.join(args.output, "checkpoints"),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        best_path=best_checkpoint,
+        log_dir=os.path.join(args.output, "logs"),
+        callbacks=callbacks,
     )
+    model = result.model
+    if not chief:
+        return 0
     final_path = os.path.join(args.output, "model.keras")
     if pruning is not None:
         _finish_pruning(args, model, pruning)
     fileio.save_model(model, final_path)
     with fileio.atomic_open(os.path.join(args.output, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
+        json.dump({k: [float(v) for v in vs] for k, vs in result.history.items()}, f, indent=2)
     print(
         f"saved {final_path} (best by val mIoU: {os.path.join(args.output, 'best.keras')}); "
         f"TensorBoard logs in {os.path.join(args.output, 'logs')}"
