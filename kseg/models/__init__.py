@@ -60,6 +60,7 @@ from kseg.models.change import (  # noqa: E402,F401
     FCSiamConc,
     FCSiamDiff,
 )
+from kseg.models.convolutionalize import convolutionalize, dense_kernel_as_conv  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
