@@ -12,6 +12,18 @@ Example:
 """
 
 from kseg.data.augment import IMAGENET_MEAN_RGB, Augment, center_crop_or_pad, pad_to_size
+from kseg.data.change import (
+    CHANGE_CLASSES,
+    augment_change_pair,
+    change_files,
+    change_folder,
+    read_change_example,
+    read_change_mask,
+    render_change_pair,
+    synthetic_change,
+    synthetic_change_numpy,
+    write_change_dataset,
+)
 from kseg.data.folder import folder, folder_pairs
 from kseg.data.info import DatasetInfo, info, register_info
 from kseg.data.io import color_lookup, label_lookup, read_example, read_image, read_label
@@ -52,6 +64,49 @@ register_info(
         description="Built-in scenes of shapes, generated on the fly (nothing to download).",
     )
 )
+register_info(
+    DatasetInfo(
+        "change",
+        CHANGE_CLASSES,
+        ((0, 0, 0), (255, 255, 255)),
+        splits={"train": 445, "val": 64, "test": 128},
+        description="Bi-temporal change detection, LEVIR-CD layout: <root>/<split>/A, B and "
+        "label (0 unchanged, 255 or 1 changed); examples are 6-channel pairs.",
+    )
+)
+register_info(
+    DatasetInfo(
+        "synthetic_change",
+        CHANGE_CLASSES,
+        ((0, 0, 0), (255, 255, 255)),
+        splits={name: count for name, (_, count) in SYNTHETIC_SPLITS.items()},
+        description="Built-in synthetic image pairs: objects appear, vanish and move under "
+        "illumination changes that are not change.",
+    )
+)
+
+
+@DATASETS.register("change")
+def _load_change(root, split, **kwargs):
+    if root is None:
+        raise ValueError("root must be the change dataset folder. Received: root=None")
+    return change_folder(root, split, **kwargs)
+
+
+@DATASETS.register("synthetic_change")
+def _load_synthetic_change(root, split, **kwargs):
+    if split not in SYNTHETIC_SPLITS:
+        raise ValueError(
+            f"synthetic_change split must be one of {', '.join(SYNTHETIC_SPLITS)}. "
+            f"Received: split={split!r}"
+        )
+    first_index, default_count = SYNTHETIC_SPLITS[split]
+    return synthetic_change(
+        kwargs.pop("num_images", default_count),
+        kwargs.pop("image_size", (64, 64)),
+        first_index=first_index,
+        **kwargs,
+    )
 
 
 @DATASETS.register("voc")
@@ -117,7 +172,9 @@ def _load_synthetic(root, split, **kwargs):
 
 
 def load(name, root=None, split="train", **kwargs):
-    """Loads dataset ``name`` ("voc", "folder" or "synthetic"); a wrong name lists the valid ones.
+    """Loads dataset ``name`` ("voc", "folder", "synthetic", "change", "synthetic_change").
+
+    A wrong name lists the valid ones.
 
     - ``"voc"``: :func:`voc` on ``root``.
     - ``"folder"``: :func:`folder` on ``root/images/<split>`` and ``root/masks/<split>``
@@ -128,6 +185,11 @@ def load(name, root=None, split="train", **kwargs):
       arguments of :func:`synthetic` (``num_images``, ``image_size``, ``num_classes``,
       ``difficulty``, knobs) and of the loaders (``crop_size``, ``augment``, ``batch_size``,
       ``shuffle``, ``seed``, ``deterministic``) are accepted; ``seed`` seeds both.
+    - ``"change"``: bi-temporal change detection, :func:`change_folder` on LEVIR-CD-style
+      ``root/<split>/A``, ``B`` and ``label``: ``(pair [H, W, 6], label 0/1)``; a mask's 255
+      means *changed* (LEVIR-CD), not ignore.
+    - ``"synthetic_change"``: :func:`synthetic_change` pairs (``num_images``, ``image_size``,
+      ``illumination``, ``noise_std`` and the loader keywords); splits as "synthetic".
 
     Example:
         >>> ds = load("synthetic", split="val", num_images=50, image_size=(96, 96), batch_size=8)
@@ -139,6 +201,16 @@ def load(name, root=None, split="train", **kwargs):
 
 
 __all__ = [
+    "CHANGE_CLASSES",
+    "augment_change_pair",
+    "change_files",
+    "change_folder",
+    "read_change_example",
+    "read_change_mask",
+    "render_change_pair",
+    "synthetic_change",
+    "synthetic_change_numpy",
+    "write_change_dataset",
     "Augment",
     "DATASETS",
     "DatasetInfo",
