@@ -259,6 +259,8 @@ setup(
         # conflicts with TensorFlow's) and Debian's libusb-1.0-0.
         "mobile": ["mediapipe>=1.2"],
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
+        # kseg.classic: thresholding, clustering, graph-based baselines
+        "classic": ["scikit-image", "scikit-learn"],
         "test": [
             "mediapipe>=1.2",
             "tf2onnx>=1.17",
@@ -268,6 +270,7 @@ setup(
             "pybind11",
             "keras-tuner>=1.4",
             "scikit-image",
+            "scikit-learn",
             "pydensecrf2",
             "ruff==0.17.6",
             "clang-format==23.1.5",
