@@ -169,7 +169,7 @@ def augment_change_pair(pair, label, seed, crop_size=None, brightness=0.1, contr
         flip = tf.random.stateless_uniform([], seeds[index]) < 0.5
         pair = tf.where(flip, tf.reverse(pair, [axis]), pair)
         label = tf.where(flip, tf.reverse(label, [axis]), label)
-    if crop_size is None or crop_size[0] == crop_size[1]:
+    if crop_size is not None and crop_size[0] == crop_size[1]:  # a square keeps its shape
         swap = tf.random.stateless_uniform([], seeds[4]) < 0.5
         pair = tf.cond(swap, lambda: tf.transpose(pair, [1, 0, 2]), lambda: pair)
         label = tf.cond(swap, lambda: tf.transpose(label), lambda: label)
