@@ -10,7 +10,8 @@ accuracy, Cohen's kappa). The classic peer needs no training: the per-pixel colo
 between A and B, thresholded by Otsu's method (change vector analysis).
 
     python benchmarks/change_detection.py [--models fc_siam_diff,fc_ef,fc_siam_conc]
-        [--train 1000] [--test 200] [--epochs 12] [--size 64] [--seed 0] [--output FILE]
+        [--train 1000] [--test 200] [--epochs 12] [--size 64] [--seed 0] [--dropout 0.2]
+        [--output FILE]
 """
 
 import argparse
@@ -38,6 +39,9 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--illumination", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dropout", type=float, default=None, help="the models' dropout (default: the paper's 0.2)"
+    )
     parser.add_argument("--output", help="write the scores as JSON")
     args = parser.parse_args()
 
@@ -70,7 +74,8 @@ def main():
             batch_size=args.batch_size,
             drop_remainder=True,
         )
-        model = kseg.models.create(name, input_shape=(*size, 6))
+        options = {} if args.dropout is None else {"dropout": args.dropout}
+        model = kseg.models.create(name, input_shape=(*size, 6), **options)
         steps = args.epochs * (args.train // args.batch_size)
         kseg.engine.compile_model(
             model, 2, learning_rate=1e-3, total_steps=steps, optimizer="adam", metrics=[]
