@@ -336,7 +336,9 @@ def evaluate(method, dataset, num_classes, ignore_index=IGNORE_INDEX, **kwargs):
         **kwargs: the method's arguments.
 
     Returns:
-        ``kseg.metrics.scores`` of the matrix, plus ``confusion_matrix`` and ``num_pixels``.
+        ``kseg.metrics.scores`` of the matrix, plus ``confusion_matrix``, ``num_pixels`` and
+        ``segments_per_image`` (the mean number of segments: a method that over-segments
+        scores high through the labelling of its many segments on the truth).
 
     Example:
         >>> import kseg
@@ -348,16 +350,18 @@ def evaluate(method, dataset, num_classes, ignore_index=IGNORE_INDEX, **kwargs):
     from kseg import metrics
 
     cm = np.zeros((num_classes, num_classes), np.int64)
+    counts = []
     for images, labels in dataset:
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim == 3:
             images, labels = images[None], labels[None]
         for image, label in zip(images, labels):
-            predicted = match_segments(
-                segment(method, image, **kwargs), label, num_classes, ignore_index
-            )
+            segments = segment(method, image, **kwargs)
+            counts.append(len(np.unique(segments)))
+            predicted = match_segments(segments, label, num_classes, ignore_index)
             cm += metrics.confusion_matrix(label, predicted, num_classes, ignore_index)
     result = metrics.scores(cm)
     result["confusion_matrix"] = cm
     result["num_pixels"] = int(cm.sum())
+    result["segments_per_image"] = float(np.mean(counts)) if counts else float("nan")
     return result

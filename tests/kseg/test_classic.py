@@ -80,7 +80,7 @@ def test_evaluate_matches_a_hand_made_confusion_matrix():
     predicted = classic.match_segments(classic.kmeans(image, 3), truth_ignored, 3)
     expected = metrics.confusion_matrix(truth_ignored, predicted, 3)
     np.testing.assert_array_equal(result["confusion_matrix"], expected)
-    assert result["num_pixels"] == truth.size - 5
+    assert result["num_pixels"] == truth.size - 5 and result["segments_per_image"] == 3
     assert result["mean_iou"] == pytest.approx(metrics.scores(expected)["mean_iou"])
 
 
