@@ -90,6 +90,7 @@ class ChangeDetectionNet(SegmentationModel):
     """
 
     fusion = None  # "early", "concat" or "diff", set by the subclasses
+    image_pair = True  # takes two images stacked on the channel axis (kseg.bench reads this)
     model_name = None
 
     def __init__(

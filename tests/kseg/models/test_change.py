@@ -83,3 +83,10 @@ def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="dropout.*1.0"):
         FCSiamConc(dropout=1.0)
     assert isinstance(kseg.models.create("fcsiamdiff", input_shape=(16, 16, 6)), FCSiamDiff)
+
+
+def test_bench_profiles_change_models_on_image_pairs():
+    light = {"fc_siam_diff": {"base_filters": 4}}
+    (row,) = kseg.bench.zoo_rows(["fc_siam_diff"], (32, 32, 3), num_classes=2, model_kwargs=light)
+    assert tuple(row["input_shape"]) == (32, 32, 6)
+    assert row["params"] == FCSiamDiff(input_shape=(32, 32, 6), base_filters=4).count_params()
