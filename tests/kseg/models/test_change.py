@@ -63,8 +63,7 @@ def test_siamese_encoder_is_shared_and_diff_is_symmetric():
     assert float(np.abs(same).max()) == 0.0
 
 
-# fc_siam_diff runs the same checks in the quick model-matrix row
-@pytest.mark.parametrize("name", ["fc_ef", "fc_siam_conc"])
+@pytest.mark.parametrize("name", ["fc_ef", "fc_siam_conc", "fc_siam_diff"])
 def test_change_models_pass_the_model_checks(name, tmp_path):
     results = check_model(
         lambda shape: kseg.models.create(name, input_shape=shape, base_filters=4, dropout=0.0),
