@@ -95,3 +95,9 @@ def test_bad_images_and_arguments():
         classic.mean_shift(np.zeros((4, 4, 3)), bandwidth=-1)
     with pytest.raises(ValueError, match="classes=1"):
         classic.multi_otsu(np.zeros((4, 4, 3)), classes=1)
+
+
+def test_normalized_cuts_of_a_single_superpixel_is_one_segment():
+    # SLIC returns one superpixel for this noise image: no region graph to cut
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3))
+    assert classic.normalized_cuts(image, n_segments=16).tolist() == np.zeros((32, 32)).tolist()
