@@ -262,6 +262,8 @@ setup(
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         # kseg.data.tfds (TensorFlow Datasets) and the SIFT Flow .mat labels
         "datasets": ["tensorflow-datasets>=4.9", "scipy"],
+        # kseg.classic: thresholding, clustering, graph-based baselines
+        "classic": ["scikit-image", "scikit-learn"],
         "test": [
             "mediapipe>=1.2",
             "tf2onnx>=1.17",
@@ -272,6 +274,7 @@ setup(
             "keras-tuner>=1.4",
             "scikit-image",
             "tensorflow-datasets>=4.9",
+            "scikit-learn",
             "pydensecrf2",
             "ruff==0.17.6",
             "clang-format==23.1.5",

@@ -18,6 +18,7 @@ import importlib
 _SUBMODULES = (
     "backbones",
     "bench",
+    "classic",
     "compress",
     "constants",
     "data",

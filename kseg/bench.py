@@ -584,10 +584,13 @@ def zoo_rows(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwarg
     model_kwargs = dict(model_kwargs or {})
     rows = []
     for name in names:
-        kwargs = {"num_classes": num_classes, "input_shape": tuple(input_shape)}
+        shape = tuple(input_shape)
+        if getattr(model_zoo.MODELS.get(name), "image_pair", False):
+            shape = (*shape[:2], 2 * shape[2])  # change detection: two images stacked
+        kwargs = {"num_classes": num_classes, "input_shape": shape}
         kwargs.update(model_kwargs.get(name, {}))
         model = model_zoo.create(name, **kwargs)
-        info = profile(model, input_shape)
+        info = profile(model, shape)
         rows.append({"name": name, **info})
         del model
         keras.backend.clear_session()

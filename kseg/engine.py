@@ -199,16 +199,20 @@ class FlipAverage:
 
 
 def predict_labels(model, images, batch_size=8):
-    """Runs ``model`` (inference mode) on images ``[N, H, W, 3]`` and returns int32 label maps ``[N, H, W]``.
+    """Runs ``model`` (inference mode) on images ``[N, H, W, C]`` and returns int32 label maps ``[N, H, W]``.
+
+    ``C`` is the model's input channel count (3 for RGB; 6 for a change-detection pair).
 
     Example:
         >>> predict_labels(model, np.zeros((2, 64, 64, 3), np.float32)).shape  # doctest: +SKIP
         (2, 64, 64)
     """
     images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[-1] != 3:
+    inputs = getattr(model, "inputs", None)
+    channels = (inputs[0].shape[-1] if inputs else None) or 3
+    if images.ndim != 4 or images.shape[-1] != channels:
         raise ValueError(
-            f"images must have shape [N, H, W, 3]. Received: images.shape={images.shape}"
+            f"images must have shape [N, H, W, {channels}]. Received: images.shape={images.shape}"
         )
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or Inf values")

@@ -239,7 +239,8 @@ def held_out_images(spec=None, num_images=4, image_size=None, channels=3, seed=0
         num_images: how many (the first ones of the source).
         image_size: ``(H, W)``: every image is resized to it (a model with a fixed input
             size); None keeps each image's size (synthetic scenes are then 96x128).
-        channels: the model's input channels (3 RGB, 1 grey).
+        channels: the model's input channels (3 RGB, 1 grey; 6 for change-detection pairs,
+            drawn from ``kseg.data.synthetic_change`` for "synthetic").
         seed: the synthetic scenes' seed.
 
     Example:
@@ -257,7 +258,10 @@ def held_out_images(spec=None, num_images=4, image_size=None, channels=3, seed=0
         # Scenes need at least 8 pixels a side: draw larger, resize below.
         draw = tuple(max(32, s) for s in size)
         first = data.SYNTHETIC_SPLITS["test"][0]
-        images = list(data.synthetic_numpy(num_images, draw, seed, first_index=first)[0])
+        if channels == 6:  # a change-detection model: synthetic image pairs
+            images = list(data.synthetic_change_numpy(num_images, draw, seed, first_index=first)[0])
+        else:
+            images = list(data.synthetic_numpy(num_images, draw, seed, first_index=first)[0])
     elif spec.startswith("voc:"):
         dataset = data.load("voc", spec[4:], "val")
         images = [np.asarray(image) for image, _ in dataset.take(num_images)]

@@ -35,6 +35,9 @@ __all__ = [
     "MeanF1",
     "ClassIoU",
     "ClassF1",
+    "change_scores",
+    "cohen_kappa",
+    "CohenKappa",
 ]
 
 
@@ -165,6 +168,62 @@ def scores(cm):
     }
 
 
+def cohen_kappa(cm):
+    """Cohen's kappa of a confusion matrix: agreement beyond chance, ``(p_o - p_e) / (1 - p_e)``.
+
+    ``p_o`` is the overall accuracy and ``p_e = sum_c truth_c * predicted_c / total^2`` the
+    accuracy of a prediction drawn at random with the same class frequencies. 1 is perfect,
+    0 chance level; NaN for an empty matrix or when ``p_e`` is 1 (one class everywhere).
+
+    Example:
+        >>> round(cohen_kappa([[45, 5], [5, 45]]), 4)  # p_o 0.9, p_e 0.5
+        0.8
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    if total <= 0:
+        return float("nan")
+    observed = np.trace(cm) / total
+    expected = float(np.sum(cm.sum(axis=0) * cm.sum(axis=1))) / total**2
+    return float("nan") if expected >= 1 else float((observed - expected) / (1 - expected))
+
+
+def change_scores(cm, change_class=1):
+    """The change-detection scores of a confusion matrix (rows truth, columns prediction).
+
+    Returns floats ``precision``, ``recall``, ``f1`` and ``iou`` of the change class,
+    ``overall_accuracy`` (all classes) and ``kappa`` (Cohen's, see :func:`cohen_kappa`); NaN
+    where a denominator is 0 (e.g. precision with no pixel predicted as change).
+
+    Args:
+        cm: ``[C, C]`` counts, e.g. ``confusion_matrix(truth, predicted, 2)``.
+        change_class: the class that means "changed" (1 in kseg's change datasets).
+
+    Example:
+        >>> s = change_scores([[90, 2], [3, 5]])  # TP 5, FP 2, FN 3
+        >>> round(s["precision"], 4), round(s["recall"], 4), round(s["f1"], 4), s["iou"]
+        (0.7143, 0.625, 0.6667, 0.5)
+    """
+    result = scores(cm)
+    if isinstance(change_class, bool) or not isinstance(change_class, (int, np.integer)):
+        raise ValueError(
+            f"change_class must be an integer. Received: change_class={change_class!r}"
+        )
+    if not 0 <= change_class < len(result["iou"]):
+        raise ValueError(
+            f"change_class must be in [0, {len(result['iou'])}). "
+            f"Received: change_class={change_class!r}"
+        )
+    return {
+        "precision": float(result["precision"][change_class]),
+        "recall": float(result["recall"][change_class]),
+        "f1": float(result["f1"][change_class]),
+        "iou": float(result["iou"][change_class]),
+        "overall_accuracy": result["pixel_accuracy"],
+        "kappa": cohen_kappa(cm),
+    }
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class ConfusionMatrixMetric(keras.metrics.Metric):
     """Streaming confusion matrix; subclasses report one score of it.
@@ -260,6 +319,10 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         if name == "mean_f1":
             return tf.reduce_mean(tf.boolean_mask(f1, union > 0))
         nan = tf.constant(float("nan"), tf.float64)
+        if name == "kappa":
+            observed = tf.math.divide_no_nan(tf.reduce_sum(tp), total)
+            expected = tf.math.divide_no_nan(tf.reduce_sum(truth * pred), total * total)
+            return tf.where(expected < 1, (observed - expected) / (1 - expected), nan)
         if name == "class_iou":
             return tf.where(union[self.class_id] > 0, iou[self.class_id], nan)
         if name == "class_f1":
@@ -410,3 +473,16 @@ class ClassF1(_ClassScore):
 
     score_name = "class_f1"
     prefix = "f1"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class CohenKappa(ConfusionMatrixMetric):
+    """Streaming Cohen's kappa (see :func:`cohen_kappa`), e.g. for change detection.
+
+    Example:
+        >>> m = CohenKappa(num_classes=2); m.update_state([[0, 0, 1, 1]], [[0, 0, 1, 0]])
+        >>> float(m.result())  # p_o 0.75, p_e 0.5
+        0.5
+    """
+
+    score_name = "kappa"

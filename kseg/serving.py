@@ -74,6 +74,22 @@ EXAMPLE_INPUT = "tf_example"
 EXAMPLE_IMAGE_KEY = "image/encoded"
 MASK_OUTPUT = "mask_png_bytes"
 LABEL_PADDING = -1
+ENCODED_CHANNELS = (1, 3)
+"""Input channels an encoded image (JPEG/PNG) can carry. Other models (a change-detection
+model's 6-channel image pair) get the tensor signatures only: one encoded picture cannot hold
+two images."""
+
+
+def signatures_for(channels):
+    """The signatures a SavedModel has for a model taking ``channels`` input channels.
+
+    Example:
+        >>> signatures_for(6)
+        ('serving_default', 'predict_image_tensor')
+    """
+    return SIGNATURES if channels in ENCODED_CHANNELS else SIGNATURES[:2]
+
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -487,6 +503,8 @@ def _build_archive(model, shape, num_classes, plte_chunk):
         serve_tensor,
         [tf.TensorSpec((None, None, None, channels), tf.uint8, name=IMAGES_INPUT)],
     )
+    if channels not in ENCODED_CHANNELS:
+        return archive
     archive.add_endpoint(
         BYTES_SIGNATURE, serve_bytes, [tf.TensorSpec((None,), tf.string, name=BYTES_INPUT)]
     )
@@ -559,10 +577,15 @@ def warmup_inputs(images):
     """
     first = np.asarray(images[0], np.float32)
     second = np.asarray(images[-1], np.float32)
-    encoded = np.array([encode_image(first, "jpeg"), encode_image(second, "png")], dtype=object)
-    return [
+    tensors = [
         (FLOAT_SIGNATURE, {IMAGES_INPUT: first[None]}),
         (TENSOR_SIGNATURE, {IMAGES_INPUT: np.clip(np.rint(first), 0, 255).astype(np.uint8)[None]}),
+    ]
+    if first.shape[-1] not in ENCODED_CHANNELS:
+        return tensors
+    encoded = np.array([encode_image(first, "jpeg"), encode_image(second, "png")], dtype=object)
+    return [
+        *tensors,
         (BYTES_SIGNATURE, {BYTES_INPUT: encoded}),
         (EXAMPLE_SIGNATURE, {EXAMPLE_INPUT: np.array([tf_example(encoded[1])], dtype=object)}),
     ]
@@ -695,7 +718,8 @@ def _keras_labels(model, image):
 def _check_export(model, path, images, min_agreement, warmup_count):
     """Runs every signature of the SavedModel at ``path`` (TF1 loader) on ``images`` and
     compares the labels with ``model.predict``; returns the report entry."""
-    agreements = {name: [0, 0] for name in SIGNATURES}
+    encoded_signatures = images[0].shape[-1] in ENCODED_CHANNELS
+    agreements = {name: [0, 0] for name in signatures_for(images[0].shape[-1])}
 
     def add(name, expected, got):
         agreements[name][0] += int((expected == got).sum())
@@ -716,6 +740,8 @@ def _check_export(model, path, images, min_agreement, warmup_count):
                 expected,
                 server.run(TENSOR_SIGNATURE, images=pixels.astype(np.uint8)[None])["labels"][0],
             )
+            if not encoded_signatures:
+                continue
             encoded = encode_image(pixels, "png")  # lossless: the same pixels
             got = server.run(BYTES_SIGNATURE, image_bytes=np.array([encoded], object))
             add(BYTES_SIGNATURE, expected, got["labels"][0])
@@ -724,10 +750,12 @@ def _check_export(model, path, images, min_agreement, warmup_count):
         latency = export_report.median_latency_ms(
             lambda x: server.run(FLOAT_SIGNATURE, images=x[None]), images
         )
-        encoded_images = [np.array([encode_image(x, "png")], object) for x in images]
-        bytes_latency = export_report.median_latency_ms(
-            lambda x: server.run(BYTES_SIGNATURE, image_bytes=x), encoded_images
-        )
+        latencies = {FLOAT_SIGNATURE: latency}
+        if encoded_signatures:
+            encoded_images = [np.array([encode_image(x, "png")], object) for x in images]
+            latencies[BYTES_SIGNATURE] = export_report.median_latency_ms(
+                lambda x: server.run(BYTES_SIGNATURE, image_bytes=x), encoded_images
+            )
         if warmup_count:
             for log in read_warmup_requests(path):
                 server.run_request(log.predict_log.request)
@@ -742,7 +770,7 @@ def _check_export(model, path, images, min_agreement, warmup_count):
         "pixels": int(sum(x.shape[0] * x.shape[1] for x in images)),
         "loader": "TF1 session (tf.compat.v1.saved_model.loader.load, tag 'serve')",
         "latency_ms": latency,
-        "latency_ms_by_signature": {FLOAT_SIGNATURE: latency, BYTES_SIGNATURE: bytes_latency},
+        "latency_ms_by_signature": latencies,
         "warmup_requests": warmup_count,
     }
 
@@ -868,6 +896,9 @@ def export_saved_model(
     archive = _build_archive(model, shape, num_classes, plte)
     preprocessing = _preprocessing(model)
     docs = _signature_docs(model, names, preprocessing, model_size, shape[2], num_classes, mask_png)
+    docs["signatures"] = {
+        k: v for k, v in docs["signatures"].items() if k in signatures_for(shape[2])
+    }
     with fileio.atomic_directory(final) as folder:
         archive.write_out(folder, verbose=False)
         assets = os.path.join(folder, "assets")
@@ -898,7 +929,7 @@ def export_saved_model(
                 "value_range": [0.0, 255.0],
                 "preprocessing": preprocessing,
             },
-            "signatures": list(SIGNATURES),
+            "signatures": list(signatures_for(shape[2])),
             "versioned": versioned,
             **check,
         }

@@ -109,7 +109,17 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("--model", default="unet", help="model name (see `kseg bench --list`)")
+    train.add_argument(
+        "--model",
+        help="model name (see `kseg bench --list`; default unet, fc_siam_diff for change)",
+    )
+    train.add_argument(
+        "--task",
+        default="segment",
+        choices=("segment", "change"),
+        help="change: bi-temporal change detection on image pairs (--dataset synthetic for "
+        "built-in pairs, or change with --data-root holding LEVIR-CD-style <split>/A, B, label)",
+    )
     train.add_argument("--backbone", help="backbone name, for models that take one")
     train.add_argument("--weights", help="backbone weights: imagenet or a weights file")
     train.add_argument("--epochs", type=_positive_int, default=10)
@@ -396,6 +406,8 @@ def _dataset(args, split, training=False, crop_size=None):
         if training
         else {}
     )
+    if getattr(args, "task", "segment") == "change":
+        return _change_dataset(args, name, split, options)
     if name == "synthetic":
         names = list(kseg.data.SYNTHETIC_CLASSES)
         options.pop("crop_size", None)  # scenes are drawn at --image-size
@@ -465,6 +477,27 @@ def _dataset_options(options, reserved):
     return parsed
 
 
+def _change_dataset(args, name, split, options):
+    """The change-detection datasets of ``--task change``: 6-channel pairs, labels 0/1."""
+    import kseg
+
+    names = list(kseg.data.CHANGE_CLASSES)
+    if name == "synthetic":
+        options.pop("crop_size", None)  # pairs are drawn at --image-size
+        if args.num_images is not None:
+            options["num_images"] = args.num_images
+        options.update(image_size=tuple(args.image_size), seed=args.seed)
+        return kseg.data.load("synthetic_change", split=split, **options), 2, names
+    if name == "change":
+        if not args.data_root:
+            raise ValueError("--data-root is required for the change dataset")
+        return kseg.data.load("change", args.data_root, split, **options), 2, names
+    raise ValueError(
+        "unknown dataset for --task change; valid: synthetic, change. "
+        f"Received: --dataset={args.dataset!r}"
+    )
+
+
 def _model_options(model_name, options):
     """Parses ``--model-option KEY=VALUE`` strings, checked against the model's signature."""
     import ast
@@ -506,9 +539,10 @@ def _model_options(model_name, options):
 
 def _input_shape(args):
     # Real datasets train on crops and validate on whole images of any size.
+    channels = 6 if getattr(args, "task", "segment") == "change" else 3  # change: image pairs
     if args.dataset == "synthetic":
-        return (*args.image_size, 3)
-    return (None, None, 3)
+        return (*args.image_size, channels)
+    return (None, None, channels)
 
 
 def _run_train(args):
@@ -517,6 +551,8 @@ def _run_train(args):
     import kseg
     from kseg import engine, fileio, training
 
+    if args.model is None:
+        args.model = "fc_siam_diff" if args.task == "change" else "unet"
     options = _model_options(args.model, args.model_option)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow work in the process.
     strategy = training.make_strategy(args.strategy, tpu=args.tpu)
@@ -557,7 +593,12 @@ def _run_train(args):
         else _pruned_best_checkpoint(pruning, best, monitor="val_mean_iou", mode="max")
     )
     callbacks = [pruning] if pruning is not None else []
-    if chief and samples and all(s[0].shape == samples[0][0].shape for s in samples):
+    if (
+        chief
+        and samples
+        and samples[0][0].shape[-1] == 3  # RGB pictures (not change pairs)
+        and all(s[0].shape == samples[0][0].shape for s in samples)
+    ):
         callbacks.append(
             engine.ImageSummary(
                 os.path.join(args.output, "logs"), [s[0] for s in samples], [s[1] for s in samples]

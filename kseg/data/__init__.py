@@ -26,6 +26,18 @@ from kseg.data.camvid import (
     camvid,
     camvid_pairs,
 )
+from kseg.data.change import (
+    CHANGE_CLASSES,
+    augment_change_pair,
+    change_files,
+    change_folder,
+    read_change_example,
+    read_change_mask,
+    render_change_pair,
+    synthetic_change,
+    synthetic_change_numpy,
+    write_change_dataset,
+)
 from kseg.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABEL_MAP,
@@ -86,6 +98,49 @@ register_info(
         description="Built-in scenes of shapes, generated on the fly (nothing to download).",
     )
 )
+register_info(
+    DatasetInfo(
+        "change",
+        CHANGE_CLASSES,
+        ((0, 0, 0), (255, 255, 255)),
+        splits={"train": 445, "val": 64, "test": 128},
+        description="Bi-temporal change detection, LEVIR-CD layout: <root>/<split>/A, B and "
+        "label (0 unchanged, 255 or 1 changed); examples are 6-channel pairs.",
+    )
+)
+register_info(
+    DatasetInfo(
+        "synthetic_change",
+        CHANGE_CLASSES,
+        ((0, 0, 0), (255, 255, 255)),
+        splits={name: count for name, (_, count) in SYNTHETIC_SPLITS.items()},
+        description="Built-in synthetic image pairs: objects appear, vanish and move under "
+        "illumination changes that are not change.",
+    )
+)
+
+
+@DATASETS.register("change")
+def _load_change(root, split, **kwargs):
+    if root is None:
+        raise ValueError("root must be the change dataset folder. Received: root=None")
+    return change_folder(root, split, **kwargs)
+
+
+@DATASETS.register("synthetic_change")
+def _load_synthetic_change(root, split, **kwargs):
+    if split not in SYNTHETIC_SPLITS:
+        raise ValueError(
+            f"synthetic_change split must be one of {', '.join(SYNTHETIC_SPLITS)}. "
+            f"Received: split={split!r}"
+        )
+    first_index, default_count = SYNTHETIC_SPLITS[split]
+    return synthetic_change(
+        kwargs.pop("num_images", default_count),
+        kwargs.pop("image_size", (64, 64)),
+        first_index=first_index,
+        **kwargs,
+    )
 
 
 register_info(
@@ -253,6 +308,11 @@ def load(name, root=None, split="train", **kwargs):
       ``"sift_flow"``: :func:`sift_flow`.
     - ``"tfds"``: :func:`tfds` with ``root`` the TFDS name; ``"tfrecord"``: :func:`tfrecord`
       with ``root`` a file pattern or prefix (``{split}`` in it is replaced by ``split``).
+    - ``"change"``: bi-temporal change detection, :func:`change_folder` on LEVIR-CD-style
+      ``root/<split>/A``, ``B`` and ``label``: ``(pair [H, W, 6], label 0/1)``; a mask's 255
+      means *changed* (LEVIR-CD), not ignore.
+    - ``"synthetic_change"``: :func:`synthetic_change` pairs (``num_images``, ``image_size``,
+      ``illumination``, ``noise_std`` and the loader keywords); splits as "synthetic".
 
     Example:
         >>> ds = load("synthetic", split="val", num_images=50, image_size=(96, 96), batch_size=8)
@@ -272,6 +332,7 @@ __all__ = [
     "CAMVID32_PALETTE",
     "CAMVID_CLASSES",
     "CAMVID_PALETTE",
+    "CHANGE_CLASSES",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_LABELS",
     "CITYSCAPES_LABEL_MAP",
@@ -294,11 +355,14 @@ __all__ = [
     "TFDS_DEFAULTS",
     "VOC_CLASSES",
     "ade20k",
+    "augment_change_pair",
     "batch_by_size",
     "build_pipeline",
     "camvid",
     "camvid_pairs",
     "center_crop_or_pad",
+    "change_files",
+    "change_folder",
     "cityscapes",
     "coco_stuff",
     "color_lookup",
@@ -310,16 +374,21 @@ __all__ = [
     "label_lookup",
     "load",
     "pad_to_size",
+    "read_change_example",
+    "read_change_mask",
     "read_example",
     "read_image",
     "read_label",
     "register_info",
+    "render_change_pair",
     "render_scene",
     "scene_options",
     "scene_reader",
     "sift_flow",
     "sift_flow_pairs",
     "synthetic",
+    "synthetic_change",
+    "synthetic_change_numpy",
     "synthetic_numpy",
     "synthia",
     "synthia_label_map",
@@ -329,6 +398,7 @@ __all__ = [
     "voc_aug",
     "voc_colormap",
     "voc_pairs",
+    "write_change_dataset",
     "write_tfrecord",
     "write_voc",
 ]

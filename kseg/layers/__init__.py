@@ -66,6 +66,7 @@ from kseg.layers.fast_scnn import (  # noqa: E402,F401
 from kseg.layers.fft_conv import FFTConv2D  # noqa: E402,F401
 from kseg.layers.icnet import CascadeFeatureFusion, cascade_feature_fusion  # noqa: E402,F401
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
+from kseg.layers.image_pair import AbsoluteDifference, SplitImagePair  # noqa: E402,F401
 from kseg.layers.lraspp import LiteRASPP  # noqa: E402,F401
 from kseg.layers.pixel_shuffle import DepthToSpace, SpaceToDepth  # noqa: E402,F401
 from kseg.layers.pyramid_pooling import (  # noqa: E402,F401

@@ -54,6 +54,13 @@ from kseg.models._base import SegmentationModel  # noqa: E402,F401
 
 # Model modules register themselves on import; keep one import per file below.
 from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
+from kseg.models.change import (  # noqa: E402,F401
+    ChangeDetectionNet,
+    FCEarlyFusion,
+    FCSiamConc,
+    FCSiamDiff,
+)
+from kseg.models.convolutionalize import convolutionalize, dense_kernel_as_conv  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401

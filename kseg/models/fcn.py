@@ -24,9 +24,53 @@ from kseg.models._base import (
     check_rate,
     check_weights,
 )
+from kseg.models.convolutionalize import dense_kernel_as_conv
 from kseg.registry import MODELS
 
 VARIANTS = ("32s", "16s", "8s")
+FC_CHANNELS = 4096  # VGG16's fc1/fc2 width: fc6/fc7 of this width take their weights
+_VGG16_CONVS = [
+    f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(1, n + 1)
+]
+
+
+def load_vgg16_classifier_weights(model, weights):
+    """Loads VGG16's 13 convolutions and its fc1/fc2, convolutionalised, into FCN's fc6/fc7.
+
+    ``fc1`` (Dense on the flattened 7x7x512 pool5) becomes the 7x7x512x4096 kernel of ``fc6``
+    and ``fc2`` the 1x1x4096x4096 kernel of ``fc7`` (the paper's "convolutionalization").
+    A file without the classifier (a ``include_top=False`` weights file) still initialises
+    the convolutions; ``fc6``/``fc7`` then keep their random start and a warning says so.
+
+    Args:
+        model: an ``FCN`` with ``fc_channels=4096``.
+        weights: ``"imagenet"`` or a ``keras.applications.VGG16`` weights file.
+
+    Example:
+        >>> model = FCN(num_classes=21, weights="vgg16_full.weights.h5")  # doctest: +SKIP
+    """
+    import warnings
+
+    from kseg.backbones._pretrained import load_application_weights
+
+    try:
+        source = keras.applications.VGG16(include_top=True, weights=weights)
+    except Exception as error:  # noqa: BLE001 - a file without the top: convolutions only
+        convs = [model.get_layer(n) for n in _VGG16_CONVS]
+        load_application_weights("vgg16", convs, keras.applications.VGG16, weights, 3)
+        warnings.warn(
+            f"FCN: {weights!r} holds no VGG16 classifier (fc1/fc2) ({type(error).__name__}); "
+            "fc6/fc7 keep their random initialisation",
+            stacklevel=3,
+        )
+        return
+    for name in _VGG16_CONVS:
+        model.get_layer(name).set_weights(source.get_layer(name).get_weights())
+    pool5 = tuple(source.get_layer("block5_pool").output.shape[1:])  # (7, 7, 512)
+    fc1_kernel, fc1_bias = source.get_layer("fc1").get_weights()
+    model.get_layer("fc6").set_weights([dense_kernel_as_conv(fc1_kernel, pool5), fc1_bias])
+    fc2_kernel, fc2_bias = source.get_layer("fc2").get_weights()
+    model.get_layer("fc7").set_weights([fc2_kernel[None, None], fc2_bias])
 
 
 def _upsample(x, num_classes, factor, name, trainable=True):
@@ -60,8 +104,10 @@ class FCN(SegmentationModel):
         num_classes: number of classes (logits channels).
         input_shape: ``(H, W, 3)``, H/W may be None. Any size ≥ 1 works.
         variant: "32s", "16s" or "8s".
-        weights: None, "imagenet" (VGG16 encoder through keras.applications) or a path to a
-            keras.applications VGG16 weights file.
+        weights: None, "imagenet" or a path to a keras.applications VGG16 weights file. With
+            ``fc_channels=4096`` fc6/fc7 start from VGG16's fc1/fc2, convolutionalised
+            (see :func:`load_vgg16_classifier_weights`; "imagenet" then downloads the VGG16
+            file with its top); narrower fc6/fc7 take the convolution weights only.
         learn_final_upsampling: make the last transposed convolution trainable.
         dropout: dropout rate after fc6 and fc7.
         fc_channels: width of fc6 and fc7 (the paper: 4096; smaller is much cheaper and
@@ -94,7 +140,11 @@ class FCN(SegmentationModel):
 
         images = keras.Input(input_shape, name="images")
         x = ImageNormalization("caffe", name="normalize")(images)
-        features = backbones.build("vgg16", x, output_stride=32, weights=weights)
+        # fc6/fc7 come with the convolutions from one VGG16 (with its top) after the wiring
+        full_width = fc_channels == FC_CHANNELS
+        features = backbones.build(
+            "vgg16", x, output_stride=32, weights=None if full_width else weights
+        )
         x = layers.Conv2D(fc_channels, 7, padding="same", activation="relu", name="fc6")(
             features["P5"]
         )
@@ -123,6 +173,8 @@ class FCN(SegmentationModel):
         )
         logits = CropLike("top_left", name="crop_to_input")([logits, images])
         super().__init__(images, logits, name=name or f"fcn{variant}", **kwargs)
+        if weights is not None and full_width:
+            load_vgg16_classifier_weights(self, weights)
 
         self._store_config(
             num_classes=num_classes,

@@ -238,3 +238,26 @@ def test_normalized_confusion_matrix_values():
         for p in range(c):
             expected = ((y_true == t) & (y_pred == p)).sum() / counted if counted else np.nan
             assert_close(normalized[t, p], expected)
+
+
+def test_change_scores_and_kappa_by_hand():
+    from kseg.metrics import CohenKappa, change_scores, cohen_kappa
+
+    truth = np.array([[0, 0, 0, 0, 1, 1, 1, 255]])
+    pred = np.array([[0, 0, 1, 0, 1, 1, 0, 1]])
+    cm = metrics.confusion_matrix(truth, pred, 2)
+    np.testing.assert_array_equal(cm, [[3, 1], [1, 2]])
+    s = change_scores(cm)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 / 3) and s["iou"] == pytest.approx(0.5)
+    assert s["overall_accuracy"] == pytest.approx(5 / 7)
+    expected_chance = (4 * 4 + 3 * 3) / 49
+    kappa = (5 / 7 - expected_chance) / (1 - expected_chance)
+    assert s["kappa"] == pytest.approx(kappa) == cohen_kappa(cm)
+    metric = CohenKappa(num_classes=2)
+    metric.update_state(truth, pred)
+    assert float(metric.result()) == pytest.approx(kappa, abs=1e-6)
+    assert np.isnan(cohen_kappa([[5, 0], [0, 0]]))  # one class everywhere: chance is certain
+    assert np.isnan(change_scores([[5, 0], [0, 0]])["precision"])
+    with pytest.raises(ValueError, match="change_class=2"):
+        change_scores(cm, change_class=2)

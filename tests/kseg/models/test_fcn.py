@@ -158,3 +158,31 @@ def test_create_and_bad_arguments():
         FCN(dropout=1.5)
     with pytest.raises(ValueError, match="fc_channels.*0"):
         FCN(fc_channels=0)
+
+
+@pytest.mark.slow
+def test_fc6_fc7_start_from_vgg16_fc1_fc2_convolutionalised(tmp_path):
+    # A random VGG16 with its classifier (138 M parameters, ~550 MB file), as a user's file.
+    source = keras.applications.VGG16(weights=None, include_top=True)
+    rng = np.random.default_rng(0)
+    for name in ("fc1", "fc2", "block5_conv3"):
+        layer = source.get_layer(name)
+        layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.weights])
+    path = str(tmp_path / "vgg16_full.weights.h5")
+    source.save_weights(path)
+    fc1, fc1_bias = source.get_layer("fc1").get_weights()
+    fc2, fc2_bias = source.get_layer("fc2").get_weights()
+    conv = source.get_layer("block5_conv3").get_weights()
+    del source
+    keras.backend.clear_session()
+    model = FCN(num_classes=3, variant="32s", input_shape=(64, 64, 3), weights=path)
+    fc6, bias6 = model.get_layer("fc6").get_weights()
+    assert fc6.shape == (7, 7, 512, 4096)
+    np.testing.assert_array_equal(fc6, fc1.reshape(7, 7, 512, 4096))
+    np.testing.assert_array_equal(bias6, fc1_bias)
+    # fc1 row (i*7 + j)*512 + k holds pool5 position (i, j), channel k
+    np.testing.assert_array_equal(fc6[2, 5, 100], fc1[(2 * 7 + 5) * 512 + 100])
+    fc7, bias7 = model.get_layer("fc7").get_weights()
+    np.testing.assert_array_equal(fc7, fc2.reshape(1, 1, 4096, 4096))
+    np.testing.assert_array_equal(bias7, fc2_bias)
+    np.testing.assert_array_equal(model.get_layer("block5_conv3").get_weights()[0], conv[0])

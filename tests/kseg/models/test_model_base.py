@@ -27,18 +27,25 @@ NUM_CLASSES = 3
 INPUT_SHAPE = (40, 48, 3)
 
 
+def _input_shape(name):
+    # change-detection rows take two images stacked (6 channels)
+    return INPUT_SHAPE[:2] + (MATRIX.get(name, {}).get("channels", 3),)
+
+
 def _build(name, **overrides):
     kwargs = dict(MATRIX.get(name, {}).get("kwargs", {}))
     kwargs.update(overrides)
-    return kseg.models.create(name, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, **kwargs)
+    return kseg.models.create(
+        name, num_classes=NUM_CLASSES, input_shape=_input_shape(name), **kwargs
+    )
 
 
 def _first(outputs):
     return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
 
 
-def _images(seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (2,) + INPUT_SHAPE).astype("float32")
+def _images(seed=0, shape=INPUT_SHAPE):
+    return np.random.default_rng(seed).uniform(0, 255, (2,) + shape).astype("float32")
 
 
 @pytest.mark.parametrize("name", [primary for primary, _ in ROWS])
@@ -47,11 +54,11 @@ def test_every_model_is_a_segmentation_model_with_an_exact_config(name):
     assert isinstance(model, SegmentationModel)
     config = model.get_config()
     assert config["num_classes"] == NUM_CLASSES
-    assert config["input_shape"] == INPUT_SHAPE
+    assert config["input_shape"] == _input_shape(name)
     assert config["name"] == model.name
     assert config.get("weights", None) is None
     # one attribute per argument (weights and input_shape under non-clashing names)
-    assert model.input_shape_ == INPUT_SHAPE
+    assert model.input_shape_ == _input_shape(name)
     for key, value in config.items():
         if key not in ("weights", "input_shape", "name"):
             assert getattr(model, key) == value, key
@@ -61,7 +68,7 @@ def test_every_model_is_a_segmentation_model_with_an_exact_config(name):
     assert type(clone) is type(model)
     assert clone.get_config() == config
     clone.set_weights(model.get_weights())
-    images = _images()
+    images = _images(shape=_input_shape(name))
     if name in COMPILED_OP_MODELS:
         _require_op_library(name)
     expected = _first(model(images, training=False))
@@ -76,7 +83,7 @@ def test_preprocessing_describes_the_normalisation_layer(name):
     assert description["value_range"] == (0.0, 255.0)
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, ImageNormalization)]
     assert layers, name
-    images = _images(1)
+    images = _images(1, _input_shape(name))
     normalised = np.asarray(layers[0](images))
     mean = np.asarray(description["mean"], "float32")
     std = np.asarray(description["std"], "float32")

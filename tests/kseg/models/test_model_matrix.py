@@ -27,8 +27,9 @@ NUM_CLASSES = 3
 DEFAULT_SIZES = [(64, 96, 3), (48, 80, 3)]
 
 # Small, light configurations the matrix builds: name -> constructor "kwargs", optional
-# "sizes" (default DEFAULT_SIZES), "learning_rate" (default 1e-3), "train_steps" (default 3)
-# and "slow" (why the row is marked slow).
+# "sizes" (default DEFAULT_SIZES), "learning_rate" (default 1e-3), "train_steps" (default 3),
+# "channels" (input channels, default 3; 6 for change-detection image pairs) and "slow" (why
+# the row is marked slow).
 MATRIX = {
     # 3 steps leave SegNet's logits almost equal (int8 then agrees on ~80 % of pixels, ties
     # broken by rounding); after 30 steps its int8 model agrees everywhere
@@ -87,6 +88,18 @@ MATRIX = {
     "icnet": {"kwargs": {"alpha": 0.125}, "train_steps": 30},
     # zero-initialised scorers (as FCN) and dropout 0.5: the loss starts at exactly ln(3) and
     # the first steps move it by dropout noise; 6 steps (as its own test) bring it down
+    # change detection (issue 19): 6-channel image pairs, the paper's layout at a quarter width;
+    # slow rows (export checks), the quick contract runs in test_change.py
+    **{
+        name: {
+            "kwargs": {"base_filters": 4, "dropout": 0.0},
+            "channels": 6,
+            "sizes": [(32, 48, 6), (24, 40, 6)],
+            "train_steps": 10,
+            "slow": "export checks; the quick model checks are in test_change.py",
+        }
+        for name in ("fc_ef", "fc_siam_conc", "fc_siam_diff")
+    },
     "crfasrnn": {
         "kwargs": {"fc_channels": 16, "iterations": 2},
         "train_steps": 6,
@@ -171,8 +184,19 @@ def _require_op_library(name):
         )
 
 
-def _build(name, input_shape=(None, None, 3)):
-    kwargs = dict(MATRIX.get(name, {}).get("kwargs", {}))
+def _images(name, count, size, seed):
+    """Images the row's model takes: shapes scenes, or change pairs for 6-channel rows."""
+    from kseg.data import synthetic_change_numpy, synthetic_numpy
+
+    if MATRIX.get(name, {}).get("channels", 3) == 6:
+        return synthetic_change_numpy(count, size, seed=seed)[0]
+    return synthetic_numpy(count, image_size=size, seed=seed)[0]
+
+
+def _build(name, input_shape=None):
+    row = MATRIX.get(name, {})
+    input_shape = input_shape or (None, None, row.get("channels", 3))
+    kwargs = dict(row.get("kwargs", {}))
     return kseg.models.create(name, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs)
 
 
@@ -234,13 +258,11 @@ def test_tflite_int8_full_integer(name, names, tmp_path):
         pytest.skip(f"{name} runs the compiled op {_compiled_op(name)} (no TFLite built-in)")
     if name in INT8_EXCLUDED:
         pytest.skip(f"{name}: {INT8_EXCLUDED[name]}")
-    from kseg.data import synthetic_numpy
-
     result = _trained(name, tmp_path)
     model, images = result["model"], result["images"]
     size = tuple(images.shape[1:])
-    calibration, _ = synthetic_numpy(8, image_size=size[:2], seed=0)
-    held_out, _ = synthetic_numpy(4, image_size=size[:2], seed=1)  # other scenes
+    calibration = _images(name, 8, size[:2], seed=0)
+    held_out = _images(name, 4, size[:2], seed=1)  # other scenes
     path = export.tflite(
         model,
         tmp_path / f"{name}_int8.tflite",
