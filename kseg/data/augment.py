@@ -326,10 +326,11 @@ class Augment:
             image = image + 255.0 * delta
         if self.contrast > 0:
             factor = tf.random.stateless_uniform([], seeds[5], 1 - self.contrast, 1 + self.contrast)
-            mean = tf.reduce_mean(image, axis=(0, 1), keepdims=True)
-            image = (image - mean) * factor + mean
+            # (image - channel mean) * factor + channel mean, in one kernel.
+            image = tf.image.adjust_contrast(image, factor)
         if self.saturation > 0 or self.hue > 0:
-            image = tf.clip_by_value(image, 0.0, 255.0) / 255.0
+            # HSV saturation and hue do not depend on the scale: no /255 and *255 passes.
+            image = tf.clip_by_value(image, 0.0, 255.0)
             if self.saturation > 0:
                 factor = tf.random.stateless_uniform(
                     [], seeds[6], 1 - self.saturation, 1 + self.saturation
@@ -338,7 +339,6 @@ class Augment:
             if self.hue > 0:
                 delta = tf.random.stateless_uniform([], seeds[7], -self.hue, self.hue)
                 image = tf.image.adjust_hue(image, delta)
-            image = image * 255.0
         image = tf.clip_by_value(image, 0.0, 255.0)
 
         if self.crop_size is not None:
