@@ -62,6 +62,16 @@ def _check_pad_value(image_pad_value):
     return tuple(float(v) for v in image_pad_value)
 
 
+def _pad(image, label, paddings, image_pad_value, ignore_index):
+    """Pads ``[H, W]`` by ``paddings`` (``[[top, bottom], [left, right]]``), leaving pixels untouched."""
+    # tf.where instead of pad(image - colour) + colour: the subtraction would round the image.
+    inside = tf.pad(tf.ones_like(label, tf.bool), paddings)
+    colour = tf.constant(image_pad_value, dtype=image.dtype)
+    image = tf.where(inside[..., None], tf.pad(image, [*paddings, [0, 0]]), colour)
+    label = tf.pad(label, paddings, constant_values=ignore_index)
+    return image, label
+
+
 def pad_to_size(image, label, size, image_pad_value=IMAGENET_MEAN_RGB, ignore_index=IGNORE_INDEX):
     """Pads ``image [H, W, 3]`` and ``label [H, W]`` at the bottom and right up to at least ``size``.
 
@@ -72,14 +82,77 @@ def pad_to_size(image, label, size, image_pad_value=IMAGENET_MEAN_RGB, ignore_in
         >>> label.numpy()[:, 0].tolist()
         [0, 0, 255, 255]
     """
+    image = tf.convert_to_tensor(image)
+    label = tf.convert_to_tensor(label)
     shape = tf.shape(label)
     pad_h = tf.maximum(size[0] - shape[0], 0)
     pad_w = tf.maximum(size[1] - shape[1], 0)
-    paddings = [[0, pad_h], [0, pad_w]]
-    pad_colour = tf.constant(image_pad_value, dtype=image.dtype)
-    image = tf.pad(image - pad_colour, paddings + [[0, 0]]) + pad_colour
-    label = tf.pad(label, paddings, constant_values=ignore_index)
-    return image, label
+    return _pad(image, label, [[0, pad_h], [0, pad_w]], image_pad_value, ignore_index)
+
+
+def _bilinear_taps(in_size, out_size, start, count):
+    """Source rows (or columns) and weights of output ``start .. start + count - 1``.
+
+    The same float32 arithmetic as TensorFlow's ``ResizeBilinear`` kernel with half-pixel
+    centres, so a window sampled with these equals that window of ``tf.image.resize``.
+    """
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = (tf.cast(tf.range(start, start + count), tf.float32) + 0.5) * scale - 0.5
+    floor = tf.floor(position)
+    low = tf.maximum(tf.cast(floor, tf.int32), 0)
+    high = tf.minimum(tf.cast(tf.math.ceil(position), tf.int32), in_size - 1)
+    return low, high, position - floor
+
+
+def _nearest_taps(in_size, out_size, start, count):
+    """Source indices of output ``start .. start + count - 1``, as ``ResizeNearestNeighbor`` picks them."""
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = tf.floor((tf.cast(tf.range(start, start + count), tf.float32) + 0.5) * scale)
+    return tf.clip_by_value(tf.cast(position, tf.int32), 0, in_size - 1)
+
+
+def _reverse_if(flipped, *vectors):
+    return [tf.where(flipped, tf.reverse(v, [0]), v) for v in vectors]
+
+
+def _resize_window(image, label, scaled_size, top, left, height, width, flipped=False):
+    """The window ``[top, top + height) x [left, left + width)`` of the image and label resized to ``scaled_size``.
+
+    Equal, value for value, to ``tf.image.resize(image, scaled_size)`` (bilinear) and
+    ``tf.image.resize(label, scaled_size, "nearest")`` followed by the slice (and a
+    left-right flip when ``flipped``), but it computes only the window's pixels: at scale 2
+    a 512x1024 crop of a 2048x1024 image costs an eighth of resizing the whole image. The image
+    may be integer (decoded bytes): it is converted to float32 after sampling.
+
+    Example:
+        >>> image = tf.reshape(tf.range(48, dtype=tf.float32), (4, 4, 3))
+        >>> label = tf.reshape(tf.range(16), (4, 4))
+        >>> window, labels = _resize_window(image, label, (8, 8), 2, 2, 4, 4)
+        >>> full = tf.image.resize(image, (8, 8))[2:6, 2:6]
+        >>> bool(tf.reduce_all(window == full)), labels.numpy()[0].tolist()
+        (True, [5, 5, 6, 6])
+    """
+    image = tf.convert_to_tensor(image)
+    label = tf.convert_to_tensor(label)
+    in_h, in_w = tf.shape(label)[0], tf.shape(label)[1]
+    y_low, y_high, y_weight = _bilinear_taps(in_h, scaled_size[0], top, height)
+    x_low, x_high, x_weight = _bilinear_taps(in_w, scaled_size[1], left, width)
+    x_low, x_high, x_weight = _reverse_if(flipped, x_low, x_high, x_weight)
+    # Interpolate along each needed source row once, then between rows, in the kernel's order
+    # (horizontal first), so the result is bit-identical to resizing the whole image.
+    first = y_low[0]
+    rows = image[first : y_high[-1] + 1]
+    left_taps = tf.cast(tf.gather(rows, x_low, axis=1), tf.float32)
+    right_taps = tf.cast(tf.gather(rows, x_high, axis=1), tf.float32)
+    along = left_taps + (right_taps - left_taps) * x_weight[None, :, None]
+    upper = tf.gather(along, y_low - first)
+    lower = tf.gather(along, y_high - first)
+    window = upper + (lower - upper) * y_weight[:, None, None]
+
+    rows = _nearest_taps(in_h, scaled_size[0], top, height)
+    (columns,) = _reverse_if(flipped, _nearest_taps(in_w, scaled_size[1], left, width))
+    labels = tf.gather(tf.gather(label, rows), columns, axis=1)
+    return window, labels
 
 
 def center_crop_or_pad(
@@ -183,48 +256,81 @@ class Augment:
             f"hue={self.hue}, seed={self.seed})"
         )
 
-    def __call__(self, image, label, seed):
-        """Augments one ``image [H, W, 3] float32`` and ``label [H, W] int32`` with a ``[2]`` int seed."""
-        image = tf.convert_to_tensor(image, tf.float32)
-        label = tf.convert_to_tensor(label, tf.int32)
+    def __call__(self, image, label, seed, label_table=None):
+        """Augments one ``image [H, W, 3]`` and ``label [H, W]`` with a ``[2]`` int seed.
+
+        The image may be float or integer (decoded bytes, converted after cropping); the
+        result is float32. ``label_table`` (int32, indexed by the stored id) maps the label
+        after scaling and cropping and before padding, so a reader's id -> class mapping
+        runs on the crop instead of the whole map.
+        """
+        image = tf.convert_to_tensor(image)
+        if not image.dtype.is_integer:
+            image = tf.cast(image, tf.float32)
+        label = tf.cast(label, tf.int32)
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=9)
 
         low, high = self.scale_range
-        if low != high or low != 1.0:
+        scaled = low != high or low != 1.0
+        size = tf.shape(label)
+        if scaled:
             scale = tf.random.stateless_uniform([], seeds[0], low, high)
-            size = tf.cast(tf.shape(label), tf.float32)
-            new_size = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
-            image = tf.image.resize(image, new_size, method="bilinear")
-            label = tf.image.resize(label[..., None], new_size, method="nearest")[..., 0]
-
-        if self.crop_size is not None:
-            image, label = pad_to_size(
-                image, label, self.crop_size, self.image_pad_value, self.ignore_index
-            )
-            shape = tf.shape(label)
-            top = tf.random.stateless_uniform(
-                [], seeds[1], 0, shape[0] - self.crop_size[0] + 1, dtype=tf.int32
-            )
-            left = tf.random.stateless_uniform(
-                [], seeds[2], 0, shape[1] - self.crop_size[1] + 1, dtype=tf.int32
-            )
-            image = image[top : top + self.crop_size[0], left : left + self.crop_size[1]]
-            label = label[top : top + self.crop_size[0], left : left + self.crop_size[1]]
-
+            size = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+        flipped = tf.constant(False)
         if self.flip:
             flipped = tf.random.stateless_uniform([], seeds[3]) < 0.5
-            image = tf.where(flipped, image[:, ::-1], image)
-            label = tf.where(flipped, label[:, ::-1], label)
+
+        if self.crop_size is None:
+            if scaled:
+                image = tf.image.resize(image, size, method="bilinear")
+                label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+            image = tf.cast(image, tf.float32)
+            if label_table is not None:
+                label = tf.gather(label_table, label)
+            image, label = tf.cond(
+                flipped, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label)
+            )
+        else:
+            # Same draws as padding to crop_size and cropping; only the window is computed.
+            crop_h, crop_w = self.crop_size
+            top = tf.random.stateless_uniform(
+                [], seeds[1], 0, tf.maximum(size[0], crop_h) - crop_h + 1, dtype=tf.int32
+            )
+            left = tf.random.stateless_uniform(
+                [], seeds[2], 0, tf.maximum(size[1], crop_w) - crop_w + 1, dtype=tf.int32
+            )
+            height = tf.minimum(crop_h, size[0] - top)
+            width = tf.minimum(crop_w, size[1] - left)
+            if scaled:
+                image, label = _resize_window(image, label, size, top, left, height, width, flipped)
+            else:
+                image = tf.cast(image[top : top + height, left : left + width], tf.float32)
+                label = label[top : top + height, left : left + width]
+                image, label = tf.cond(
+                    flipped, lambda: (image[:, ::-1], label[:, ::-1]), lambda: (image, label)
+                )
+            if label_table is not None:
+                label = tf.gather(label_table, label)
+            # Padding goes bottom/right before the flip, so bottom/left after it.
+            pad_w = crop_w - width
+            pad_left = tf.where(flipped, pad_w, 0)
+            paddings = [[0, crop_h - height], [pad_left, pad_w - pad_left]]
+            image, label = tf.cond(
+                (height < crop_h) | (width < crop_w),
+                lambda: _pad(image, label, paddings, self.image_pad_value, self.ignore_index),
+                lambda: (image, label),
+            )
 
         if self.brightness > 0:
             delta = tf.random.stateless_uniform([], seeds[4], -self.brightness, self.brightness)
             image = image + 255.0 * delta
         if self.contrast > 0:
             factor = tf.random.stateless_uniform([], seeds[5], 1 - self.contrast, 1 + self.contrast)
-            mean = tf.reduce_mean(image, axis=(0, 1), keepdims=True)
-            image = (image - mean) * factor + mean
+            # (image - channel mean) * factor + channel mean, in one kernel.
+            image = tf.image.adjust_contrast(image, factor)
         if self.saturation > 0 or self.hue > 0:
-            image = tf.clip_by_value(image, 0.0, 255.0) / 255.0
+            # HSV saturation and hue do not depend on the scale: no /255 and *255 passes.
+            image = tf.clip_by_value(image, 0.0, 255.0)
             if self.saturation > 0:
                 factor = tf.random.stateless_uniform(
                     [], seeds[6], 1 - self.saturation, 1 + self.saturation
@@ -233,7 +339,6 @@ class Augment:
             if self.hue > 0:
                 delta = tf.random.stateless_uniform([], seeds[7], -self.hue, self.hue)
                 image = tf.image.adjust_hue(image, delta)
-            image = image * 255.0
         image = tf.clip_by_value(image, 0.0, 255.0)
 
         if self.crop_size is not None:

@@ -6,7 +6,8 @@ import os
 
 import tensorflow as tf
 
-from kseg.data.io import IMAGE_EXTENSIONS, color_lookup, label_lookup, read_example
+from kseg.data.decode import ExampleReader
+from kseg.data.io import IMAGE_EXTENSIONS, color_lookup
 from kseg.data.palette import IGNORE_INDEX
 from kseg.data.pipeline import build_pipeline
 
@@ -15,30 +16,16 @@ def example_reader(palette=None, num_classes=None, ignore_index=IGNORE_INDEX, la
     """A TF function reading ``(image_path, label_path)`` to ``(image, label)`` tensors.
 
     ``label_map`` maps the stored ids to classes (see :func:`kseg.data.io.read_label`).
-    Decoding and validation run in Python (PIL), so an error names the file and the value;
-    in a ``tf.data`` pipeline it surfaces as ``tf.errors.InvalidArgumentError`` when the
-    example is reached.
+    Plain PNG/JPEG files are decoded with TensorFlow ops (in parallel in a pipeline); other
+    formats, and any file that fails a check, are read with PIL, so an error names the file and
+    the value; in a ``tf.data`` pipeline it surfaces as ``tf.errors.InvalidArgumentError``
+    when the example is reached. Returns a :class:`kseg.data.decode.ExampleReader`.
 
     Example:
         >>> read = example_reader(num_classes=21)
         >>> image, label = read(tf.constant("a.jpg"), tf.constant("a.png"))  # doctest: +SKIP
     """
-
-    if label_map is not None:
-        label_map = label_lookup(label_map)  # validated and tabled once, not per example
-
-    def read_arrays(image_path, label_path):
-        return read_example(image_path, label_path, palette, num_classes, ignore_index, label_map)
-
-    def read(image_path, label_path):
-        image, label = tf.numpy_function(
-            read_arrays, [image_path, label_path], (tf.float32, tf.int32), stateful=False
-        )
-        image.set_shape((None, None, 3))
-        label.set_shape((None, None))
-        return image, label
-
-    return read
+    return ExampleReader(palette, num_classes, ignore_index, label_map)
 
 
 def _check_dir(name, path):

@@ -57,6 +57,9 @@ def build_pipeline(
     """Turns a dataset of cheap sources (file names, indices) into ``(image, label)`` examples.
 
     ``read`` maps one source to ``(image float32 [H, W, 3], label int32 [H, W])`` in TF ops.
+    A reader with an ``augmented(source, augment, seed)`` method (such as
+    :class:`kseg.data.decode.ExampleReader`) reads and augments in one step, so that it can
+    crop before converting the image to float.
     Sources are shuffled (before reading, so the buffer holds names, not images) when
     ``shuffle`` is True, or when it is None and the pipeline augments. Training (``augment``)
     crops randomly; evaluation with ``crop_size`` pads/centre-crops deterministically; without
@@ -86,10 +89,25 @@ def build_pipeline(
         sources = sources.shuffle(max(num_sources, 1), seed=seed, reshuffle_each_iteration=True)
     # Without shuffling the order is kept, so evaluation sees the files in their listed order.
     deterministic = deterministic or not shuffle
-    examples = sources.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if augment is not None:
+    if augment is not None and hasattr(read, "augmented"):
+        # One map: the reader decodes, then samples only the crop window (see ExampleReader).
         augment_seed = seed if augment.seed is None else augment.seed
-        examples = augment.map(examples, seed=augment_seed, deterministic=deterministic)
+        example_seeds = tf.data.Dataset.random(
+            seed=augment_seed, rerandomize_each_iteration=True
+        ).batch(2)
+        examples = tf.data.Dataset.zip((sources, example_seeds)).map(
+            lambda source, example_seed: read.augmented(source, augment, example_seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+    else:
+        examples = sources.map(
+            read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
+    if augment is not None:
+        if not hasattr(read, "augmented"):
+            augment_seed = seed if augment.seed is None else augment.seed
+            examples = augment.map(examples, seed=augment_seed, deterministic=deterministic)
     elif crop_size is not None:
         examples = examples.map(
             lambda image, label: center_crop_or_pad(image, label, crop_size),

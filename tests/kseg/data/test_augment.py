@@ -211,3 +211,36 @@ def test_pad_to_size_and_center_crop():
 def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Augment(**kwargs)
+
+
+@pytest.mark.parametrize("scale, dtype", [(1.7, np.uint8), (0.6, np.float32)])
+def test_scaled_crop_is_bit_for_bit_a_window_of_the_resized_image(scale, dtype):
+    # Only the crop window is resampled; it must equal resizing everything, then cropping.
+    image, label = _example(23, 31)
+    image = image.astype(dtype)
+    augment = Augment(scale_range=(scale, scale), crop_size=(9, 11), **NO_PHOTOMETRIC)
+    size = (round(23 * scale), round(31 * scale))
+    full_image = tf.image.resize(image.astype(np.float32), size).numpy()
+    full_label = tf.image.resize(label[..., None], size, method="nearest").numpy()[..., 0]
+    table = np.arange(6, dtype=np.int32)[::-1] * 10  # label_table maps the cropped ids
+    flips = set()
+    for seed in range(6):
+        out_image, out_label = augment(image, label, tf.constant([seed, 5]), label_table=table)
+        out_image, out_label = out_image.numpy(), out_label.numpy()
+        flipped = not any(
+            np.array_equal(table[full_label[y : y + 9, x : x + 11]], out_label)
+            for y in range(size[0] - 8)
+            for x in range(size[1] - 10)
+        )
+        if flipped:
+            out_image, out_label = out_image[:, ::-1], out_label[:, ::-1]
+        flips.add(flipped)
+        windows = [
+            (y, x)
+            for y in range(size[0] - 8)
+            for x in range(size[1] - 10)
+            if np.array_equal(full_image[y : y + 9, x : x + 11], out_image)
+            and np.array_equal(table[full_label[y : y + 9, x : x + 11]], out_label)
+        ]
+        assert windows, seed
+    assert flips == {False, True}
