@@ -31,9 +31,11 @@ _SUBMODULES = (
     "losses",
     "metrics",
     "models",
+    "precision",
     "report",
     "serving",
     "testing",
+    "tune",
     "viz",
 )
 
