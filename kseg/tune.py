@@ -41,6 +41,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 
 import keras
 import keras_tuner as kt
@@ -1213,7 +1214,11 @@ def search(
     if not any(r[OBJECTIVE] is not None for r in rows):
         raise ValueError(f"no trial completed. The last trial: {_failure(runner)}")
     best_trial = runner.oracle.get_best_trials(1)[0]
-    best_model = _uncompiled_copy(hypermodel, best_trial, runner.load_model(best_trial))
+    with warnings.catch_warnings():
+        # the checkpoint holds the trial's optimizer slots, the rebuilt model a fresh optimizer
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        trained = runner.load_model(best_trial)
+    best_model = _uncompiled_copy(hypermodel, best_trial, trained)
     keras.config.set_dtype_policy(policy)  # load_model clears the session as a trial does
     best_path = os.path.join(output_dir, "best.keras")
     fileio.save_model(best_model, best_path)
