@@ -699,10 +699,8 @@ class _MainOutputMetrics(keras.callbacks.Callback):
         for key in list(logs):
             for split in ("val_", ""):
                 head = f"{split}{self.prefix}_"
-                if key.startswith(head):
-                    plain = f"{split}{key[len(head) :]}"
-                    if plain in ("val_mean_iou", "val_pixel_accuracy", "mean_iou"):
-                        logs[plain] = logs[key]
+                if key.startswith(head) and not key.endswith("loss"):
+                    logs.setdefault(f"{split}{key[len(head) :]}", logs[key])
 
 
 class SegmentationHyperModel(kt.HyperModel):
@@ -860,8 +858,10 @@ class SegmentationHyperModel(kt.HyperModel):
             ignore_index=self.ignore_index,
         )
 
-    def training_data(self, dataset, augment, batch_size):
+    def training_data(self, dataset, augment, batch_size, outputs=1):
         """The training batches of a trial: augmented, shuffled, batched (whole batches only).
+
+        With ``outputs`` > 1 (auxiliary heads) each output gets the same labels.
 
         Example:
             >>> batches = hypermodel.training_data(train, augment=0.5, batch_size=8)  # doctest: +SKIP
@@ -869,10 +869,13 @@ class SegmentationHyperModel(kt.HyperModel):
         dataset = _unbatched(dataset, "x")
         dataset = self._augment(augment).map(dataset, deterministic=True)
         dataset = dataset.shuffle(256, seed=self.seed)
-        return dataset.batch(int(batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.batch(int(batch_size), drop_remainder=True)
+        return _labels_per_output(dataset, outputs).prefetch(tf.data.AUTOTUNE)
 
-    def validation_data(self, dataset):
+    def validation_data(self, dataset, outputs=1):
         """Validation batches: kept as they are if batched, else 8 per batch (1 if sizes vary).
+
+        With ``outputs`` > 1 each output gets the same labels.
 
         Example:
             >>> batches = hypermodel.validation_data(val)  # doctest: +SKIP
@@ -880,10 +883,9 @@ class SegmentationHyperModel(kt.HyperModel):
         if dataset is None or not isinstance(dataset, tf.data.Dataset):
             return dataset
         image_spec = dataset.element_spec[0]
-        if image_spec.shape.rank == 4:
-            return dataset
-        fixed_size = image_spec.shape[:2].is_fully_defined()
-        return dataset.batch(8 if fixed_size else 1).prefetch(tf.data.AUTOTUNE)
+        if image_spec.shape.rank != 4:
+            dataset = dataset.batch(8 if image_spec.shape[:2].is_fully_defined() else 1)
+        return _labels_per_output(dataset, outputs).prefetch(tf.data.AUTOTUNE)
 
     def fit(self, hp, model, x, validation_data=None, epochs=1, callbacks=None, **kwargs):
         """Trains one trial: batches and augments ``x`` from ``hp``, recompiles for its steps.
@@ -892,7 +894,8 @@ class SegmentationHyperModel(kt.HyperModel):
             >>> history = hypermodel.fit(hp, model, train, validation_data=val)  # doctest: +SKIP
         """
         values = self.space.sample(hp)
-        train = self.training_data(x, values["augment"], values["batch_size"])
+        outputs = len(model.outputs)
+        train = self.training_data(x, values["augment"], values["batch_size"], outputs)
         steps = int(train.cardinality())
         if steps == 0:
             raise ValueError(
@@ -906,12 +909,18 @@ class SegmentationHyperModel(kt.HyperModel):
             callbacks.insert(0, _MainOutputMetrics(model.output_names[0]))
         return model.fit(
             train,
-            validation_data=self.validation_data(validation_data),
+            validation_data=self.validation_data(validation_data, outputs),
             epochs=epochs,
             callbacks=callbacks,
             shuffle=False,  # training_data shuffles, with the search's seed
             **kwargs,
         )
+
+
+def _labels_per_output(dataset, outputs):
+    if outputs == 1:
+        return dataset
+    return dataset.map(lambda images, labels: (images, (labels,) * outputs))
 
 
 def _unbatched(dataset, argument):

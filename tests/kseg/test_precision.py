@@ -118,14 +118,14 @@ def test_kseg_train_precision_option(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(
         ["train", "--model", "unet", "--model-option", "base_filters=4", "--model-option",
-         "depth=2", "--precision", "mixed_float16", "--epochs", "2", "--batch-size", "4",
+         "depth=2", "--precision", "mixed_float16", "--epochs", "1", "--batch-size", "4",
          "--num-images", "8", "--image-size", "32", "32", "--output", str(out)]
     )  # fmt: skip
     assert code == 0
     assert keras.config.dtype_policy().name == "float32"  # restored after the command
     # float16 trains through fit with Keras's loss scaling (compile adds it): finite losses
     history = json.loads((out / "history.json").read_text())
-    assert len(history["loss"]) == 2 and np.all(np.isfinite(history["loss"]))
+    assert len(history["loss"]) == 1 and np.all(np.isfinite(history["loss"]))
     model = kseg.load_model(str(out / "model.keras"))
     # the file holds float32 weights; it loads under the current (float32) policy
     assert {w.dtype for w in model.weights} == {"float32"}

@@ -308,3 +308,19 @@ def test_bayesian_optimization_runs_two_trials(tmp_path):
     assert all(r["status"] == "COMPLETED" for r in result.rows)
     assert result.best_score == max(r["val_mean_iou"] for r in result.rows)
     assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.slow  # a 64x64 Fast-SCNN trial (~25 s here)
+def test_a_model_with_auxiliary_heads_is_searched_on_its_main_output(tmp_path):
+    # Fast-SCNN trains three outputs on the same labels; the objective is the main output's.
+    train = kseg.data.load("synthetic", split="train", num_images=8, image_size=(64, 64))
+    val = kseg.data.load("synthetic", split="val", num_images=4, image_size=(64, 64))
+    result = tune.search(
+        train, val, 6, (64, 64, 3), str(tmp_path), tuner="random", max_trials=1,
+        space={"models": {"fastscnn": {"alpha": 0.25}}, "batch_size": 4}, progress=None,
+    )  # fmt: skip
+    assert result.rows[0]["status"] == "COMPLETED"
+    model = kseg.load_model(result.best_model_path)
+    assert len(model.outputs) == 3
+    scores = kseg.engine.evaluate(model, val.batch(8), num_classes=6, progress=False)
+    assert scores["mean_iou"] == pytest.approx(result.best_score, abs=1e-6)
