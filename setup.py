@@ -248,11 +248,12 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",  # SBD's and SIFT Flow's .mat label files
         "tensorboard",  # keras-tuner and the TensorBoard callback import it
+        "keras-tuner>=1.4",  # kseg.tune, kseg tune
     ],
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]{TF_VERSION}"],
-        "tuner": ["keras-tuner>=1.4"],
+        "tuner": ["keras-tuner>=1.4"],  # now a dependency; the extra stays for old commands
         # TF Serving warm-up requests. It requires the full "tensorflow" wheel by name: beside
         # tensorflow-cpu install it with pip install --no-deps "tensorflow-serving-api~=2.21.0".
         "serving": [f"tensorflow-serving-api{TF_VERSION}"],

@@ -32,10 +32,12 @@ _SUBMODULES = (
     "losses",
     "metrics",
     "models",
+    "precision",
     "report",
     "serving",
     "testing",
     "training",
+    "tune",
     "viz",
 )
 

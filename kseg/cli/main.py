@@ -12,6 +12,7 @@ Examples (shell):
     kseg export --model runs/voc/model.keras --format onnx --output model.onnx
     kseg bench
     kseg data stats --dataset camvid --data-root CamVid   # also: data convert, data show
+    kseg tune --dataset synthetic --max-trials 20 --tuner hyperband --epochs 9 --output runs/tune
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from kseg.cli._args import (  # noqa: F401 (_number_type stays importable from h
 # Reporting lives in kseg.report (shared with kseg.demo); the names stay importable from here.
 from kseg.report import format_scores, write_evaluation
 
-COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo", "data")
+COMMANDS = ("train", "evaluate", "predict", "export", "bench", "demo", "data", "tune")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -185,6 +186,7 @@ def _build_parser():
         const=False,
         help="start over: delete OUTPUT/checkpoints",
     )
+    _add_precision_argument(train)
     train.add_argument(
         "--init-model",
         help="start from this .keras model (e.g. to prune a trained model) instead of building "
@@ -347,6 +349,8 @@ def _build_parser():
         "--num-classes", type=int, default=None, help="default 21; 19 with --latency"
     )
 
+    _add_tune_parser(sub)
+
     demo = sub.add_parser("demo", help="train, evaluate and predict on built-in synthetic scenes")
     demo.add_argument("--output", default="kseg_runs/demo")
     demo.add_argument(
@@ -368,6 +372,67 @@ def _build_parser():
 
     data_command.add_parser(sub)
     return parser
+
+
+def _add_precision_argument(parser):
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        help="Keras dtype policy the model is built under: mixed_* keep float32 weights and "
+        "logits and compute in half precision (default: float32)",
+    )
+
+
+def _add_tune_parser(sub):
+    tune = sub.add_parser(
+        "tune",
+        help="keras-tuner search over models and training settings (kseg.tune)",
+        description="Searches a space of models and training settings (kseg.tune.SearchSpace) "
+        "for the best val_mean_iou; prints a line per trial and the results table, writes "
+        "results.csv, best.keras, best_hyperparameters.json and space.json to --output.",
+    )
+    tune.add_argument("--max-trials", type=_positive_int, default=10)
+    tune.add_argument("--tuner", default="hyperband", choices=("random", "hyperband", "bayesian"))
+    tune.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=1,
+        help="epochs per trial (hyperband: the most a trial gets)",
+    )
+    tune.add_argument(
+        "--hyperband-factor", type=_positive_int, default=3, help="hyperband reduction factor"
+    )
+    tune.add_argument(
+        "--space",
+        metavar="FILE.json",
+        help="the search space (kseg.tune.SearchSpace as JSON; default: kseg.tune.DEFAULT_SPACE)",
+    )
+    tune.add_argument(
+        "--crop-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="training crop of the voc and folder datasets (default: 512 512)",
+    )
+    tune.add_argument("--val-split", default="val")
+    tune.add_argument("--output", default="kseg_runs/tune", help="results and the best model")
+    _add_precision_argument(tune)
+    _add_dataset_arguments(tune, "train")
+
+
+def _with_precision(run):
+    """Runs a command under its --precision dtype policy, restoring the previous one after."""
+
+    def wrapper(args):
+        from kseg.precision import use_precision
+
+        with use_precision(getattr(args, "precision", None)):
+            return run(args)
+
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
 
 
 def _user_errors():
@@ -545,6 +610,7 @@ def _input_shape(args):
     return (None, None, channels)
 
 
+@_with_precision
 def _run_train(args):
     import keras
 
@@ -1028,6 +1094,32 @@ def _run_bench(args):
     return 0
 
 
+def _run_tune(args):
+    from kseg import tune
+
+    train_ds, num_classes, _ = _dataset(args, args.split)
+    val_ds, _, _ = _dataset(args, args.val_split)
+    crop_size = None
+    if args.dataset != "synthetic":
+        crop_size = tuple(args.crop_size) if args.crop_size else DEFAULT_CROP_SIZE
+    tune.search(
+        train_ds,
+        val_ds,
+        num_classes,
+        _input_shape(args),
+        args.output,
+        space=args.space,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        epochs=args.epochs,
+        hyperband_factor=args.hyperband_factor,
+        crop_size=crop_size,
+        precision=args.precision,
+        seed=args.seed,
+    )
+    return 0
+
+
 def _run_demo(args):
     from kseg import demo
 
@@ -1059,6 +1151,7 @@ def main(argv=None):
         "export": _run_export,
         "bench": _run_bench,
         "demo": _run_demo,
+        "tune": _run_tune,
     }[args.command]
     started = time.time()
     try:
@@ -1067,7 +1160,7 @@ def main(argv=None):
         if not isinstance(error, _user_errors()):
             raise
         return _fail(_one_line(error))
-    if args.command in ("train", "demo"):
+    if args.command in ("train", "demo", "tune"):
         print(f"done in {time.time() - started:.0f} s")
     return code
 

@@ -56,6 +56,12 @@ class DenseCRF(keras.layers.Layer):
     ``[B, H, W, C]``. The conventions are those of the reference implementation; see
     ``kseg_ops.dense_crf`` for the math. Not differentiable: use ``CRFRNN`` to train.
 
+    Mixed precision: the op runs in float32 (float64 under a float64 policy); float16 and
+    bfloat16 scores are cast to float32 inside the layer and the probabilities cast back to
+    the compute dtype. A model that turns them into logits (``DeepLabV1(crf=...)``) builds
+    this layer as float32 under a mixed policy, since probabilities near 0 underflow in
+    float16.
+
     Args:
         iterations: mean-field iterations.
         gaussian_sxy, gaussian_compat: width (pixels) and weight of the smoothness kernel.
@@ -119,9 +125,11 @@ class DenseCRF(keras.layers.Layer):
 
     def call(self, inputs):
         images, scores = inputs
-        return kseg_ops.dense_crf(
-            scores,
-            images,
+        # The kernel exists for float32 and float64 only: half precision is computed in float32.
+        dtype = tf.float64 if self.compute_dtype == "float64" else tf.float32
+        probabilities = kseg_ops.dense_crf(
+            tf.cast(scores, dtype),
+            tf.cast(images, dtype),
             iterations=self.iterations,
             gaussian_sxy=self.gaussian_sxy,
             gaussian_compat=self.gaussian_compat,
@@ -131,6 +139,7 @@ class DenseCRF(keras.layers.Layer):
             normalization=self.normalization,
             from_logits=self.from_logits,
         )
+        return tf.cast(probabilities, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(_check_pair_shapes("DenseCRF", input_shape)[1])
@@ -175,6 +184,10 @@ class CRFRNN(keras.layers.Layer):
     result from the unaries: ``scores_{t+1} = unary - compat @ (Ws @ spatial + Wb @ bilateral)``.
     Gradients flow to the unaries and to all three matrices through the lattice filter (the
     image features get none). Returns scores (logits) ``[B, H, W, C]``.
+
+    Mixed precision: the lattice op has float32 and float64 kernels only, so under a
+    float16/bfloat16 policy the layer casts its inputs and weights to float32, runs the mean
+    field in float32 and casts the scores back to the compute dtype.
 
     Args:
         iterations: unrolled mean-field steps (the paper trains with 5).

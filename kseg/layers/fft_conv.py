@@ -58,8 +58,14 @@ class FFTConv2D(keras.layers.Layer):
           for the forward pass, or, when the layer is called with ``training=True`` (as
           ``fit`` does), for forward + backward. With height/width unknown when the layer is
           traced, it chooses for 256x256.
-        - "fft": always the FFT op (float16/bfloat16 inputs are computed in float32).
+        - "fft": always the FFT op.
         - "direct": always ``tf.nn.conv2d``.
+
+    Mixed precision: the FFT op has float32 and float64 kernels only, so under a
+    float16/bfloat16 policy the layer casts the input and kernel to float32 inside, runs the
+    FFT in float32 and casts the result back to the compute dtype (the "direct" path runs in
+    the compute dtype). The result then differs from float32 by the rounding of the input,
+    kernel and output to the half format (``tests/kseg/layers/test_fft_conv_layer.py`` bounds it).
 
     The FFT op refuses NaN/inf inputs (it would spread them over a whole tile) and has no XLA
     kernel, so the layer sets ``supports_jit = False``.

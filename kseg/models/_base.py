@@ -232,6 +232,9 @@ class SegmentationModel(keras.Model):
         [255.0, 255.0, 255.0]
     """
 
+    def __init__(self, inputs, outputs, *args, **kwargs):
+        super().__init__(inputs, _float32_outputs(outputs), *args, **kwargs)
+
     def _store_config(self, **config):
         """Records the constructor arguments: one attribute each, and the config."""
         self._init_config = dict(config)
@@ -281,6 +284,30 @@ class SegmentationModel(keras.Model):
             return None
         channels = self.inputs[0].shape[-1]
         return preprocessing_of(layer.mode, channels or 3)
+
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _float32_outputs(outputs):
+    """Under a mixed dtype policy, appends a float32 cast to each half-precision output.
+
+    Softmax and the losses lose precision in float16/bfloat16 (Keras's mixed-precision
+    guide), so logits always leave the model as float32. Under a float32 policy nothing is
+    added, so the layer graph of a float32 model is unchanged.
+    """
+
+    def cast(tensor):
+        if not isinstance(tensor, keras.KerasTensor):
+            return tensor
+        if keras.backend.standardize_dtype(tensor.dtype) not in _HALF_DTYPES:
+            return tensor
+        producer = tensor._keras_history.operation.name
+        return keras.layers.Activation("linear", dtype="float32", name=f"{producer}_float32")(
+            tensor
+        )
+
+    return keras.tree.map_structure(cast, outputs)
 
 
 def _find_normalization(model):

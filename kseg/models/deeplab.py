@@ -93,8 +93,11 @@ def _maybe_crf(images, logits, crf, model):
         raise ValueError(
             f"{model}: crf must be None or a dict of DenseCRF arguments. Received: crf={crf!r}"
         )
-    probabilities = DenseCRF(name="crf", **crf)([images, logits])
-    return _ProbabilitiesToLogits(name="crf_logits")(probabilities)
+    # Under a mixed policy the CRF and log(p) stay float32: 1e-12 underflows to 0 in float16.
+    half = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
+    dtype = {"dtype": "float32"} if half else {}
+    probabilities = DenseCRF(name="crf", **{**dtype, **crf})([images, logits])
+    return _ProbabilitiesToLogits(name="crf_logits", **dtype)(probabilities)
 
 
 @MODELS.register("deeplabv1", "deeplab_v1")

@@ -244,3 +244,39 @@ def test_layer_contract_with_the_shared_harness(algorithm, padding, tmp_path):
         input_shapes=(None, None, 2),
         tmp_dir=tmp_path,
     )
+
+
+def _unit_roundoff(dtype):
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps) / 2
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "float16", "bfloat16"])
+def test_half_precision_agrees_with_float32_within_the_rounding_bound(policy):
+    # In half precision x, the kernel and the bias are each rounded once (relative error u =
+    # eps / 2), the float32 FFT result is rounded to the half format and so is the bias sum:
+    # |y_half - y_32| <= (2u + u^2) S + u (1 + 2u) S + u |b| + u (S + |b|) (1 + 3u)
+    #                 <= 4.1 u S + 2.1 u |b|, with S = sum |x| |k| (the convolution of |x|, |k|),
+    # plus the float32 FFT's own error (1e-5 S is 10x what test_equals_conv2d allows).
+    fft, ref = _pair("fft", 7, "same", filters=4, channels=3)
+    half = FFTConv2D(4, 7, padding="same", algorithm="fft", dtype=policy)
+    half.build((None, None, None, 3))
+    kernel, bias = ref.get_weights()
+    bias = np.random.default_rng(7).standard_normal(bias.shape).astype("float32")
+    ref.set_weights([kernel, bias])
+    half.set_weights([kernel, bias])
+    x = np.random.default_rng(8).standard_normal((2, 20, 17, 3)).astype("float32")
+    got = half(x)
+    assert got.dtype.name == half.compute_dtype
+    want = ref(x).numpy()
+    total = tf.nn.conv2d(np.abs(x), np.abs(kernel), 1, "SAME").numpy()
+    u = _unit_roundoff(half.compute_dtype)
+    bound = (4.1 * u + 1e-5) * total + 2.1 * u * np.abs(bias)
+    error = np.abs(tf.cast(got, tf.float32).numpy() - want)
+    assert np.all(error <= bound), float((error / bound).max())
+    # The half format really was used (the error is not float32's), and the bound is tight
+    # enough to catch a plausible bug: a correlation with the kernel flipped misses it.
+    assert error.max() > 1e-3 * u * total.max()
+    flipped = tf.nn.conv2d(x, kernel[::-1, ::-1], 1, "SAME").numpy() + bias
+    assert np.mean(np.abs(flipped - want) > bound) > 0.5
