@@ -67,5 +67,6 @@ from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
+from kseg.models.segformer import SegFormer  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
