@@ -114,8 +114,9 @@ class FeaturePyramidAttention(CompositeLayer):
     one channel, as segmentation_models_pytorch's ``FPABlock``: the pyramid is a pixel
     attention map) is upsampled and summed back to full size, multiplies a 1×1 convolution
     of the input (``filters`` channels) and is added to a global-average-pooling branch.
-    Every convolution has a bias, batch normalisation and ReLU. The pyramid needs features of
-    at least 8×8 (three 2×2 pools).
+    Every convolution has a bias, batch normalisation and ReLU. The pools round up ("same"
+    padding), so any feature size works; for sizes divisible by 8 that is the floor pooling
+    of segmentation_models_pytorch.
 
     Args:
         filters: output channels.
@@ -143,7 +144,7 @@ class FeaturePyramidAttention(CompositeLayer):
         self.down3b = block(1, 3, "down3b")
         self.up2 = block(1, 5, "up2")
         self.up1 = block(1, 7, "up1")
-        self.pool = layers.MaxPooling2D(2, name="pool", dtype=policy)
+        self.pool = layers.MaxPooling2D(2, padding="same", name="pool", dtype=policy)
         self.resize = Resize(name="resize", dtype=policy)
 
     def call(self, x, training=None):
@@ -157,14 +158,6 @@ class FeaturePyramidAttention(CompositeLayer):
         y = self.resize([x3, x2]) + _apply(self.up2, x2, training)
         y = self.resize([y, x1]) + _apply(self.up1, x1, training)
         return self.resize([y, x]) * middle + glob
-
-    def _check_shapes(self, shapes):
-        super()._check_shapes(shapes)
-        if any(d is not None and d < 8 for d in shapes[0][1:3]):
-            raise ValueError(
-                "FeaturePyramidAttention: the features must be at least 8x8 (three 2x2 pools). "
-                f"Received: input_shape={tuple(shapes[0])}"
-            )
 
     def _output_shape(self, shapes):
         return (*shapes[0][:3], self.filters)

@@ -43,8 +43,7 @@ class PAN(SegmentationModel):
 
     Args:
         num_classes: number of classes.
-        input_shape: ``(H, W, 3)``; at least 128 × 128 at output stride 16 (the pyramid
-            needs 8 × 8 features).
+        input_shape: ``(H, W, 3)``; any size.
         backbone: "resnet101" (paper), "resnet50"; "resnet18" or "mobilenetv2" for small
             models.
         output_stride: 16 (paper) or 32.
