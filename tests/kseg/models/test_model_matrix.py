@@ -101,6 +101,8 @@ MATRIX = {
             "attention_channels": 8,
             "dropout": 0.0,
         },
+        # three scales and four outputs: the slowest of these rows; quick-suite time budget
+        "slow": "quick-suite time budget (about 90 s of CPU for three runs of the trunk)",
     },
     "danet": {
         "kwargs": {
@@ -108,9 +110,11 @@ MATRIX = {
             "backbone_options": {"alpha": 0.35},
             "inter_channels": 16,
         },
+        "slow": "quick-suite time budget (the attention layers have quick tests of their own)",
     },
     "pan": {
         "kwargs": {"backbone": "mobilenetv2", "backbone_options": {"alpha": 0.35}, "filters": 8},
+        "slow": "quick-suite time budget (the PAN blocks have quick tests of their own)",
     },
     "feature_fusion": {
         "kwargs": {
