@@ -43,6 +43,7 @@ def register(*names):
 
 # Backbone modules register themselves on import.
 from kseg.backbones import (  # noqa: E402,F401
+    mit,
     mobilenet_v2,
     mobilenet_v3,
     resnet,

@@ -4,6 +4,14 @@ Layers wrapping a compiled ``kseg_ops`` op load the op library only when they ru
 """
 
 from kseg.layers.aspp import ASPP  # noqa: E402,F401
+from kseg.layers.attention import (  # noqa: E402,F401
+    ChannelAttention,
+    FeaturePyramidAttention,
+    GlobalAttentionUpsample,
+    L2Normalization,
+    PositionAttention,
+    ScaleAttention,
+)
 from kseg.layers.batch_norm import BatchNormalization  # noqa: E402,F401
 from kseg.layers.bisenet import (  # noqa: E402,F401
     AttentionRefinementModule,
@@ -68,6 +76,12 @@ from kseg.layers.icnet import CascadeFeatureFusion, cascade_feature_fusion  # no
 from kseg.layers.image_normalization import ImageNormalization  # noqa: E402,F401
 from kseg.layers.image_pair import AbsoluteDifference, SplitImagePair  # noqa: E402,F401
 from kseg.layers.lraspp import LiteRASPP  # noqa: E402,F401
+from kseg.layers.mix_transformer import (  # noqa: E402,F401
+    EfficientSelfAttention,
+    MixFFN,
+    MixTransformerBlock,
+    OverlapPatchEmbedding,
+)
 from kseg.layers.pixel_shuffle import DepthToSpace, SpaceToDepth  # noqa: E402,F401
 from kseg.layers.pyramid_pooling import (  # noqa: E402,F401
     AdaptiveAveragePooling2D,

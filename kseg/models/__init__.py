@@ -53,6 +53,7 @@ from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old
 from kseg.models._base import SegmentationModel  # noqa: E402,F401
 
 # Model modules register themselves on import; keep one import per file below.
+from kseg.models.attention_to_scale import AttentionToScale  # noqa: E402,F401
 from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
 from kseg.models.change import (  # noqa: E402,F401
     ChangeDetectionNet,
@@ -62,6 +63,7 @@ from kseg.models.change import (  # noqa: E402,F401
 )
 from kseg.models.convolutionalize import convolutionalize, dense_kernel_as_conv  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
+from kseg.models.danet import DANet  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
 from kseg.models.enet import ENet  # noqa: E402,F401
@@ -69,10 +71,14 @@ from kseg.models.erfnet import ERFNet  # noqa: E402,F401
 from kseg.models.espnet import ESPNet, ESPNetV2  # noqa: E402,F401
 from kseg.models.fast_scnn import FastSCNN  # noqa: E402,F401
 from kseg.models.fcn import FCN  # noqa: E402,F401
+from kseg.models.feature_fusion import FeatureFusionNet  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.lraspp import LRASPP  # noqa: E402,F401
+from kseg.models.pan import PAN  # noqa: E402,F401
+from kseg.models.parsenet import ParseNet  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
+from kseg.models.segformer import SegFormer  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
