@@ -262,6 +262,8 @@ setup(
         "onnx": ["tf2onnx>=1.17", "onnx", "onnxruntime"],
         # kseg.data.tfds (TensorFlow Datasets) and the SIFT Flow .mat labels
         "datasets": ["tensorflow-datasets>=4.9", "scipy"],
+        # COCO-format masks (kseg.data.coco_instances) and kseg.metrics.coco_evaluate
+        "coco": ["pycocotools>=2.0.7"],
         "test": [
             "mediapipe>=1.2",
             "tf2onnx>=1.17",
@@ -273,6 +275,7 @@ setup(
             "scikit-image",
             "tensorflow-datasets>=4.9",
             "pydensecrf2",
+            "pycocotools>=2.0.7",
             "ruff==0.17.6",
             "clang-format==23.1.5",
         ],

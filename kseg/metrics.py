@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.constants import IGNORE_INDEX
+from kseg.instance_metrics import coco_evaluate, panoptic_quality
 
 __all__ = [
     "confusion_matrix",
@@ -35,6 +36,8 @@ __all__ = [
     "MeanF1",
     "ClassIoU",
     "ClassF1",
+    "coco_evaluate",
+    "panoptic_quality",
 ]
 
 
