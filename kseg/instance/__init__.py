@@ -6,6 +6,8 @@ Example:
     >>> model = kseg.models.MaskRCNN(num_classes=3, input_shape=(64, 64, 3))  # doctest: +SKIP
 """
 
+# kseg.models imports MaskRCNN from here; importing it first keeps either import order working.
+import kseg.models  # noqa: F401
 from kseg.instance.boxes import (
     box_iou,
     clip_boxes,
