@@ -36,6 +36,7 @@ from kseg.data.cityscapes import (
 from kseg.data.coco import (
     coco_instances,
     coco_results,
+    instances_to_coco,
     read_coco_instances,
     write_coco_instances,
 )
@@ -280,6 +281,7 @@ def load(name, root=None, split="train", **kwargs):
 
 
 __all__ = [
+    "instances_to_coco",
     "synthetic_instances",
     "render_instance_scene",
     "write_pennfudan",

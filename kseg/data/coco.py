@@ -335,30 +335,25 @@ def mask_to_rle(mask):
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def write_coco_instances(samples, annotation_file, image_dir, class_names=None):
-    """Writes instance samples as an ``instances_*.json`` file and PNG images.
+def instances_to_coco(samples, class_names=None, image_dir=None):
+    """Instance samples as a COCO instances dict (what :func:`write_coco_instances` writes).
 
-    Args:
-        samples: an iterable (a list or a ``tf.data.Dataset``) of dicts with ``image``
-            ``[H, W, 3]`` and ``masks`` ``[N, H, W]``, ``classes`` ``[N]`` (>= 1), optionally
-            ``is_crowd`` ``[N]``, as :func:`kseg.data.synthetic_instances` gives.
-        annotation_file: the JSON file to write.
-        image_dir: folder for the images, ``000000.png``, ``000001.png``, ...
-        class_names: names of classes ``0..K-1`` (0, the background, is not written);
-            default ``"class_k"`` for every class seen.
-
-    Masks are written as compressed RLE (crowd masks as uncompressed RLE, as in COCO), boxes
-    and areas from the masks; image ids count from 1.
+    With ``image_dir`` the images are written there as ``000000.png``, ...; without it only
+    the annotations are built (enough for :func:`kseg.metrics.coco_evaluate`). Masks are
+    compressed RLE (crowd masks uncompressed RLE, as in COCO), boxes and areas come from the
+    masks; image ids count from 1; class ``k`` is category ``k``.
 
     Example:
-        >>> ds = kseg.data.synthetic_instances(8, image_size=(64, 64))
-        >>> write_coco_instances(ds, "/tmp/c/instances.json", "/tmp/c/images")  # doctest: +SKIP
+        >>> coco = instances_to_coco(kseg.data.synthetic_instances(4, (64, 64)))  # doctest: +SKIP
+        >>> len(coco["images"])  # doctest: +SKIP
+        4
     """
     from PIL import Image
 
     mask_api = _pycocotools_mask()
-    image_dir = os.fspath(image_dir)
-    os.makedirs(image_dir, exist_ok=True)
+    if image_dir is not None:
+        image_dir = os.fspath(image_dir)
+        os.makedirs(image_dir, exist_ok=True)
     images, annotations, seen = [], [], set()
     for n, sample in enumerate(samples):
         image = _numpy(sample["image"])
@@ -371,9 +366,10 @@ def write_coco_instances(samples, annotation_file, image_dir, class_names=None):
         )
         height, width = image.shape[:2]
         file_name = f"{n:06d}.png"
-        Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).save(
-            os.path.join(image_dir, file_name)
-        )
+        if image_dir is not None:
+            Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).save(
+                os.path.join(image_dir, file_name)
+            )
         images.append({"id": n + 1, "file_name": file_name, "height": height, "width": width})
         for mask, cls, is_crowd in zip(masks, classes, crowd):
             if cls < 1:
@@ -402,11 +398,33 @@ def write_coco_instances(samples, annotation_file, image_dir, class_names=None):
     count = len(class_names) if class_names is not None else max(seen, default=0) + 1
     names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(count)]
     categories = [{"id": k, "name": names[k], "supercategory": "object"} for k in range(1, count)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_coco_instances(samples, annotation_file, image_dir, class_names=None):
+    """Writes instance samples as an ``instances_*.json`` file and PNG images.
+
+    Args:
+        samples: an iterable (a list or a ``tf.data.Dataset``) of dicts with ``image``
+            ``[H, W, 3]`` and ``masks`` ``[N, H, W]``, ``classes`` ``[N]`` (>= 1), optionally
+            ``is_crowd`` ``[N]``, as :func:`kseg.data.synthetic_instances` gives.
+        annotation_file: the JSON file to write.
+        image_dir: folder for the images, ``000000.png``, ``000001.png``, ...
+        class_names: names of classes ``0..K-1`` (0, the background, is not written);
+            default ``"class_k"`` for every class seen.
+
+    See :func:`instances_to_coco` for what is written.
+
+    Example:
+        >>> ds = kseg.data.synthetic_instances(8, image_size=(64, 64))
+        >>> write_coco_instances(ds, "/tmp/c/instances.json", "/tmp/c/images")  # doctest: +SKIP
+    """
+    data = instances_to_coco(samples, class_names, image_dir)
     directory = os.path.dirname(os.fspath(annotation_file))
     if directory:
         os.makedirs(directory, exist_ok=True)
     with open(annotation_file, "w", encoding="utf-8") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        json.dump(data, f)
 
 
 def _uncompressed_rle(mask):
@@ -462,6 +480,7 @@ __all__ = [
     "coco_instances",
     "coco_results",
     "decode_instances",
+    "instances_to_coco",
     "mask_to_rle",
     "read_coco_instances",
     "write_coco_instances",

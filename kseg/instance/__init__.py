@@ -16,6 +16,7 @@ from kseg.instance.boxes import (
     generate_anchors,
     level_sizes,
 )
+from kseg.instance.evaluate import evaluate
 from kseg.instance.mask_rcnn import MaskRCNN, UpsampleLike, pad_targets
 from kseg.instance.proposals import detections_from_heads, paste_masks, proposals_from_rpn
 from kseg.instance.roi_align import fpn_levels, multilevel_roi_align, roi_align
@@ -30,6 +31,7 @@ __all__ = [
     "decode_boxes",
     "detections_from_heads",
     "encode_boxes",
+    "evaluate",
     "fpn_levels",
     "generate_anchors",
     "level_sizes",

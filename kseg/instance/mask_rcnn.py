@@ -64,6 +64,10 @@ def _conv_bn_relu(filters, name):
     ]
 
 
+def _normal(stddev):
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
 def _huber(x, beta):
     absolute = tf.abs(x)
     return tf.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
@@ -85,6 +89,7 @@ class MaskRCNN(SegmentationModel):
             most), as the paper.
         train_proposals, test_proposals: proposals kept after NMS per image.
         max_detections, score_threshold: detections returned by ``predict``.
+        anchor_sizes: anchor side (pixels) at P2..P6; three aspect ratios each.
 
     Inputs are float RGB images in 0..255. ``fit`` takes ``(images, targets)`` with targets
     ``{"boxes": [B, G, 4] (ymin, xmin, ymax, xmax pixels), "classes": [B, G] (0 pads),
@@ -114,10 +119,19 @@ class MaskRCNN(SegmentationModel):
         test_proposals=1000,
         max_detections=100,
         score_threshold=0.05,
+        anchor_sizes=ANCHOR_SIZES,
         name=None,
         **kwargs,
     ):
         check_num_classes("MaskRCNN", num_classes)
+        anchor_sizes = tuple(anchor_sizes)
+        if len(anchor_sizes) != len(FPN_LEVELS) or not all(
+            isinstance(v, (int, float)) and v > 0 for v in anchor_sizes
+        ):
+            raise ValueError(
+                "MaskRCNN: anchor_sizes must be five positive sizes (P2..P6). "
+                f"Received: anchor_sizes={anchor_sizes!r}"
+            )
         if num_classes < 2:
             raise ValueError(
                 "MaskRCNN: num_classes counts the background and must be >= 2. "
@@ -164,8 +178,14 @@ class MaskRCNN(SegmentationModel):
         )
         num_anchors = len(DEFAULT_RATIOS)
         rpn_conv = layers.Conv2D(fpn_filters, 3, padding="same", activation="relu", name="rpn_conv")
-        rpn_scores_layer = layers.Conv2D(num_anchors, 1, name="rpn_scores")
-        rpn_deltas_layer = layers.Conv2D(num_anchors * 4, 1, name="rpn_deltas")
+        # Small initial outputs (Detectron's std 0.01 / 0.001): losses start near their
+        # chance values instead of saturating.
+        rpn_scores_layer = layers.Conv2D(
+            num_anchors, 1, kernel_initializer=_normal(0.01), name="rpn_scores"
+        )
+        rpn_deltas_layer = layers.Conv2D(
+            num_anchors * 4, 1, kernel_initializer=_normal(0.01), name="rpn_deltas"
+        )
         scores, deltas = [], []
         for level in FPN_LEVELS:
             hidden = rpn_conv(pyramid[level])
@@ -190,8 +210,12 @@ class MaskRCNN(SegmentationModel):
             layers.Dense(1024, activation="relu", name="box_fc"),
         ]
         self.box_head = keras.Sequential(box_layers, name="box_head")
-        self.box_classifier = layers.Dense(num_classes, name="box_classifier")
-        self.box_regressor = layers.Dense(num_classes * 4, name="box_regressor")
+        self.box_classifier = layers.Dense(
+            num_classes, kernel_initializer=_normal(0.01), name="box_classifier"
+        )
+        self.box_regressor = layers.Dense(
+            num_classes * 4, kernel_initializer=_normal(0.001), name="box_regressor"
+        )
         mask_layers = [
             layers.Conv2D(fpn_filters, 3, padding="same", activation="relu", name=f"mask_conv{k}")
             for k in range(4)
@@ -222,6 +246,7 @@ class MaskRCNN(SegmentationModel):
             test_proposals=test_proposals,
             max_detections=max_detections,
             score_threshold=score_threshold,
+            anchor_sizes=anchor_sizes,
         )
 
     # -- heads ---------------------------------------------------------------------------
@@ -266,7 +291,7 @@ class MaskRCNN(SegmentationModel):
         """
         outputs = self(images, training=training)
         image_size = (tf.shape(images)[1], tf.shape(images)[2])
-        anchors = generate_anchors(image_size, FPN_LEVELS, ANCHOR_SIZES)
+        anchors = generate_anchors(image_size, FPN_LEVELS, self.anchor_sizes)
         features = self._features(outputs)
         rpn_scores, rpn_deltas = outputs["rpn_scores"], outputs["rpn_deltas"]
         proposals, _ = self._proposals(outputs, anchors, image_size, self.train_proposals)
@@ -383,7 +408,7 @@ class MaskRCNN(SegmentationModel):
         outputs = self(images, training=False)
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         image_size = (height, width)
-        anchors = generate_anchors(image_size, FPN_LEVELS, ANCHOR_SIZES)
+        anchors = generate_anchors(image_size, FPN_LEVELS, self.anchor_sizes)
         features = self._features(outputs)
         proposals, indices = self._proposals(outputs, anchors, image_size, self.test_proposals)
         class_logits, box_deltas = self.run_box_head(
