@@ -265,6 +265,8 @@ setup(
         "datasets": ["tensorflow-datasets>=4.9", "scipy"],
         # kseg.classic: thresholding, clustering, graph-based baselines
         "classic": ["scikit-image", "scikit-learn"],
+        # COCO-format masks (kseg.data.coco_instances) and kseg.metrics.coco_evaluate
+        "coco": ["pycocotools>=2.0.7"],
         "test": [
             "mediapipe>=1.2",
             "tf2onnx>=1.17",
@@ -277,6 +279,7 @@ setup(
             "tensorflow-datasets>=4.9",
             "scikit-learn",
             "pydensecrf2",
+            "pycocotools>=2.0.7",
             "ruff==0.17.6",
             "clang-format==23.1.5",
         ],

@@ -27,6 +27,7 @@ _SUBMODULES = (
     "export",
     "export_report",
     "fileio",
+    "instance",
     "layers",
     "loss_weights",
     "losses",

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.constants import IGNORE_INDEX
+from kseg.instance_metrics import coco_evaluate, panoptic_quality
 
 __all__ = [
     "confusion_matrix",
@@ -38,6 +39,8 @@ __all__ = [
     "change_scores",
     "cohen_kappa",
     "CohenKappa",
+    "coco_evaluate",
+    "panoptic_quality",
 ]
 
 

@@ -242,6 +242,16 @@ def _build_parser():
         action="store_true",
         help="average the scores over 4 flips of each image (test-time augmentation)",
     )
+    evaluate.add_argument(
+        "--task",
+        default="semantic",
+        choices=("semantic", "instance", "panoptic"),
+        help="instance: COCO bbox/segm AP (pycocotools) of a Mask R-CNN on synthetic, coco or "
+        "pennfudan; panoptic: PQ/SQ/RQ of a model predicting panoptic maps on synthetic or "
+        "coco_panoptic",
+    )
+    evaluate.add_argument("--annotations", help="COCO instances or panoptic JSON file")
+    evaluate.add_argument("--panoptic-dir", help="coco_panoptic: folder of the segment PNGs")
     _add_dataset_arguments(evaluate, "val")
 
     predict = sub.add_parser("predict", help="write colour-coded masks and overlays for images")
@@ -776,6 +786,10 @@ def _run_evaluate(args):
     from kseg import engine
 
     model = _load_model(args.model)
+    if args.task != "semantic":
+        from kseg.cli.instance import run_evaluate_task
+
+        return run_evaluate_task(args, model)
     ds, num_classes, names = _dataset(args, args.split)
     predictor = engine.FlipAverage(model) if args.flip_average else model
     # Batches hold images of one size: padding a smaller image would change its prediction.

@@ -45,6 +45,20 @@ from kseg.data.cityscapes import (
     CITYSCAPES_PALETTE,
     cityscapes,
 )
+from kseg.data.coco import (
+    coco_instances,
+    coco_results,
+    instances_to_coco,
+    read_coco_instances,
+    write_coco_instances,
+)
+from kseg.data.coco_panoptic import (
+    coco_panoptic,
+    decode_panoptic_png,
+    encode_panoptic_png,
+    read_coco_panoptic,
+    write_coco_panoptic,
+)
 from kseg.data.coco_stuff import (
     COCO_STUFF_CLASSES,
     COCO_STUFF_LABEL_MAP,
@@ -57,14 +71,17 @@ from kseg.data.info import DatasetInfo, info, register_info
 from kseg.data.io import color_lookup, label_lookup, read_example, read_image, read_label
 from kseg.data.kitti import kitti
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
+from kseg.data.pennfudan import pennfudan, write_pennfudan
 from kseg.data.pipeline import batch_by_size, build_pipeline
 from kseg.data.sift_flow import SIFT_FLOW_CLASSES, SIFT_FLOW_SPLITS, sift_flow, sift_flow_pairs
 from kseg.data.synthetic import (
     SceneOptions,
+    render_instance_scene,
     render_scene,
     scene_options,
     scene_reader,
     synthetic,
+    synthetic_instances,
     synthetic_numpy,
 )
 from kseg.data.synthia import SYNTHIA13_CLASSES, SYNTHIA16_CLASSES, synthia, synthia_label_map
@@ -324,6 +341,20 @@ def load(name, root=None, split="train", **kwargs):
 
 
 __all__ = [
+    "instances_to_coco",
+    "synthetic_instances",
+    "render_instance_scene",
+    "write_pennfudan",
+    "pennfudan",
+    "write_coco_panoptic",
+    "read_coco_panoptic",
+    "encode_panoptic_png",
+    "decode_panoptic_png",
+    "coco_panoptic",
+    "write_coco_instances",
+    "read_coco_instances",
+    "coco_results",
+    "coco_instances",
     "ADE20K_CLASSES",
     "ADE20K_LABEL_MAP",
     "ADE20K_PALETTE",

@@ -49,6 +49,8 @@ def names():
     return MODELS.names()
 
 
+# Instance segmentation lives in kseg.instance; the model class is found here too.
+from kseg.instance.mask_rcnn import MaskRCNN  # noqa: E402,F401
 from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old name stays)
 from kseg.models._base import SegmentationModel  # noqa: E402,F401
 
