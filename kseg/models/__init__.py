@@ -57,6 +57,7 @@ from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
+from kseg.models.dpn import DeepParsingNetwork  # noqa: E402,F401
 from kseg.models.enet import ENet  # noqa: E402,F401
 from kseg.models.erfnet import ERFNet  # noqa: E402,F401
 from kseg.models.espnet import ESPNet, ESPNetV2  # noqa: E402,F401
@@ -66,6 +67,7 @@ from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
+from kseg.models.reseg import ReSeg  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
