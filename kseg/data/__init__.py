@@ -46,6 +46,7 @@ from kseg.data.io import color_lookup, label_lookup, read_example, read_image, r
 from kseg.data.kitti import kitti
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
 from kseg.data.pipeline import batch_by_size, build_pipeline
+from kseg.data.sequences import SEQUENCE_CLASSES, synthetic_sequences
 from kseg.data.sift_flow import SIFT_FLOW_CLASSES, SIFT_FLOW_SPLITS, sift_flow, sift_flow_pairs
 from kseg.data.synthetic import (
     SceneOptions,
@@ -265,6 +266,8 @@ def load(name, root=None, split="train", **kwargs):
 
 __all__ = [
     "ADE20K_CLASSES",
+    "SEQUENCE_CLASSES",
+    "synthetic_sequences",
     "ADE20K_LABEL_MAP",
     "ADE20K_PALETTE",
     "Augment",

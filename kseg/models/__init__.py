@@ -70,4 +70,5 @@ from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.reseg import ReSeg  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
+from kseg.models.temporal import TemporalSegmenter  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
