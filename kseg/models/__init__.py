@@ -53,6 +53,12 @@ from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old
 from kseg.models._base import SegmentationModel  # noqa: E402,F401
 
 # Model modules register themselves on import; keep one import per file below.
+from kseg.models.adversarial import (  # noqa: E402,F401
+    AdversarialSegmentation,
+    SemiSupervisedGAN,
+    adversarial_discriminator,
+    ssgan_generator,
+)
 from kseg.models.bisenet import BiSeNetV1, BiSeNetV2  # noqa: E402,F401
 from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
