@@ -55,7 +55,9 @@ class ReNet(CompositeLayer):
             )
         else:
             rnn = keras.layers.LSTM(self.units, return_sequences=True, dtype=self.dtype_policy)
-        return keras.layers.Bidirectional(rnn, merge_mode="concat", name=name)
+        return keras.layers.Bidirectional(
+            rnn, merge_mode="concat", name=name, dtype=self.dtype_policy
+        )
 
     def _patches(self, x):
         p = self.patch_size
