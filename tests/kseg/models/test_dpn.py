@@ -31,9 +31,11 @@ def test_dpn_passes_the_model_checks_and_the_mrf_learns(tmp_path):
 
 
 def test_the_mrf_adds_its_label_contexts_to_the_unary():
-    model = kseg.models.DeepParsingNetwork(num_classes=21, input_shape=(64, 64, 3), **{
-        **SMALL, "window": 9, "context_kernel": 9, "components": 5
-    })
+    model = kseg.models.DeepParsingNetwork(
+        num_classes=21,
+        input_shape=(64, 64, 3),
+        **{**SMALL, "window": 9, "context_kernel": 9, "components": 5},
+    )
     unary = model.get_layer("unary").count_params()
     assert model.count_params() - unary == (21 * 81 + 1) * 21 * 5 == 178_710
     assert model.preprocessing == model.get_layer("unary").preprocessing
