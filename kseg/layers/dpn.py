@@ -111,7 +111,7 @@ class DPNMRF(CompositeLayer):
                 weight = ops.exp(-colour - spatial) * inside[window]
                 total = total + weight * probs_p[window]
                 norm = norm + weight
-        return total / norm
+        return total / norm  # norm >= 1: the centre pixel's own weight
 
     def call(self, inputs):
         images, unary = inputs

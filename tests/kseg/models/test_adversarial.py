@@ -38,7 +38,9 @@ def test_adversarial_fit_trains_both_networks_and_round_trips(tmp_path):
     np.testing.assert_allclose(
         history["loss"], np.add(history["seg_loss"], 0.1 * np.array(history["adv_loss"])), 1e-5
     )
-    assert all(changed(segmenter, model.segmenter)) and all(changed(discriminator, model.discriminator))
+    assert all(changed(segmenter, model.segmenter)) and all(
+        changed(discriminator, model.discriminator)
+    )
     assert model.optimizer.iterations.numpy() == 4
     assert model.discriminator_optimizer.iterations.numpy() == 4
 
