@@ -20,7 +20,7 @@ def test_dpn_passes_the_model_checks_and_the_mrf_learns(tmp_path):
     before = model.get_layer("mrf").context.kernel.numpy().copy()
     results = check_model(
         lambda shape: model,
-        input_shapes=[(32, 40, 3), (21, 18, 3)],
+        input_shapes=[(24, 32, 3), (13, 18, 3)],
         num_classes=3,
         tmp_dir=tmp_path,
     )

@@ -13,7 +13,7 @@ def test_reseg_passes_the_model_checks(tmp_path):
         lambda shape: kseg.models.create(
             "reseg", num_classes=3, input_shape=shape, patch_sizes=(2, 1), **SMALL
         ),
-        input_shapes=[(32, 48, 3), (19, 26, 3)],
+        input_shapes=[(24, 32, 3), (13, 18, 3)],
         num_classes=3,
         tmp_dir=tmp_path,
     )
