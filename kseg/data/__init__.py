@@ -73,6 +73,7 @@ from kseg.data.kitti import kitti
 from kseg.data.palette import IGNORE_INDEX, SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, voc_colormap
 from kseg.data.pennfudan import pennfudan, write_pennfudan
 from kseg.data.pipeline import batch_by_size, build_pipeline
+from kseg.data.sequences import SEQUENCE_CLASSES, synthetic_sequences
 from kseg.data.sift_flow import SIFT_FLOW_CLASSES, SIFT_FLOW_SPLITS, sift_flow, sift_flow_pairs
 from kseg.data.synthetic import (
     SceneOptions,
@@ -356,6 +357,8 @@ __all__ = [
     "coco_results",
     "coco_instances",
     "ADE20K_CLASSES",
+    "SEQUENCE_CLASSES",
+    "synthetic_sequences",
     "ADE20K_LABEL_MAP",
     "ADE20K_PALETTE",
     "Augment",

@@ -31,6 +31,7 @@ from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: E
 from kseg.layers.conv_block import conv_bn_relu  # noqa: E402,F401
 from kseg.layers.crf import CRFRNN, DenseCRF  # noqa: E402,F401
 from kseg.layers.crop import CropLike, PadToMultiple  # noqa: E402,F401
+from kseg.layers.dpn import DPNMRF  # noqa: E402,F401
 from kseg.layers.enet_blocks import (  # noqa: E402,F401
     ChannelZeroPad,
     ENetBottleneck,
@@ -87,5 +88,6 @@ from kseg.layers.pyramid_pooling import (  # noqa: E402,F401
     AdaptiveAveragePooling2D,
     pyramid_pooling_module,
 )
+from kseg.layers.renet import ReNet  # noqa: E402,F401
 from kseg.layers.resize import Resize  # noqa: E402,F401
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D  # noqa: E402,F401

@@ -53,6 +53,12 @@ def names():
 from kseg.instance.mask_rcnn import MaskRCNN  # noqa: E402,F401
 from kseg.loss_weights import unet_weight_map  # noqa: E402,F401 (moved; the old name stays)
 from kseg.models._base import SegmentationModel  # noqa: E402,F401
+from kseg.models.adversarial import (  # noqa: E402,F401
+    AdversarialSegmentation,
+    SemiSupervisedGAN,
+    adversarial_discriminator,
+    ssgan_generator,
+)
 
 # Model modules register themselves on import; keep one import per file below.
 from kseg.models.attention_to_scale import AttentionToScale  # noqa: E402,F401
@@ -68,6 +74,7 @@ from kseg.models.crf_as_rnn import CRFasRNN  # noqa: E402,F401
 from kseg.models.danet import DANet  # noqa: E402,F401
 from kseg.models.deconvnet import DeconvNet  # noqa: E402,F401
 from kseg.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus  # noqa: E402,F401
+from kseg.models.dpn import DeepParsingNetwork  # noqa: E402,F401
 from kseg.models.enet import ENet  # noqa: E402,F401
 from kseg.models.erfnet import ERFNet  # noqa: E402,F401
 from kseg.models.espnet import ESPNet, ESPNetV2  # noqa: E402,F401
@@ -80,7 +87,9 @@ from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pan import PAN  # noqa: E402,F401
 from kseg.models.parsenet import ParseNet  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
+from kseg.models.reseg import ReSeg  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
 from kseg.models.segformer import SegFormer  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
+from kseg.models.temporal import TemporalSegmenter  # noqa: E402,F401
 from kseg.models.unet import UNet  # noqa: E402,F401
