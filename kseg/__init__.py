@@ -31,6 +31,7 @@ _SUBMODULES = (
     "losses",
     "metrics",
     "models",
+    "panoptic",
     "report",
     "serving",
     "testing",
@@ -54,7 +55,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """
     import keras
 
-    for module in ("engine", "layers", "losses", "metrics", "models"):
+    for module in ("engine", "layers", "losses", "metrics", "models", "panoptic"):
         importlib.import_module(f"kseg.{module}")  # registers the serializable classes
     return keras.saving.load_model(
         filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode

@@ -65,6 +65,7 @@ from kseg.models.fcn import FCN  # noqa: E402,F401
 from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.lraspp import LRASPP  # noqa: E402,F401
+from kseg.models.panoptic_deeplab import PanopticDeepLab  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.resolution import ResolutionScaled  # noqa: E402,F401
 from kseg.models.segnet import SegNet  # noqa: E402,F401
