@@ -178,8 +178,12 @@ def main():
             data = tf.data.Dataset.from_tensor_slices((images, targets[0][..., 0]))
         data = data.shuffle(len(images), seed=args.seed).repeat().batch(args.batch_size)
         wall, cpu = time.time(), _cpu_seconds()
+        # epochs of 100 steps: one progress line each
         history = model.fit(
-            data.prefetch(2), steps_per_epoch=args.steps, epochs=1, verbose=2
+            data.prefetch(2),
+            steps_per_epoch=min(100, args.steps),
+            epochs=max(1, args.steps // 100),
+            verbose=2,
         ).history
         train_wall, train_cpu = time.time() - wall, _cpu_seconds() - cpu
         if name == "panoptic_deeplab":

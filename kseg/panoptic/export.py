@@ -15,6 +15,7 @@ panoptic map directly.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -61,7 +62,7 @@ def _input_shape(model, input_shape):
     return shape
 
 
-def saved_model(model, path, input_shape=None, **grouping):
+def saved_model(model, path, input_shape=None, batch=None, **grouping):
     """Writes a SavedModel whose ``serving_default`` returns the panoptic map (module doc).
 
     Args:
@@ -69,6 +70,7 @@ def saved_model(model, path, input_shape=None, **grouping):
         path: the SavedModel folder.
         input_shape: ``(H, W, 3)`` for the signature (None entries stay dynamic); default the
             model's input shape.
+        batch: the batch size of the signature (None: any).
         **grouping: ``PanopticGrouping`` options (``center_threshold``, ``nms_kernel``, ...).
 
     Returns:
@@ -90,7 +92,7 @@ def saved_model(model, path, input_shape=None, **grouping):
     archive.add_endpoint(
         name="serving_default",
         fn=_serving_fn(model, grouping),
-        input_signature=[tf.TensorSpec((None,) + shape, tf.float32, name="images")],
+        input_signature=[tf.TensorSpec((batch,) + shape, tf.float32, name="images")],
     )
     archive.write_out(os.fspath(path), verbose=False)
     return os.fspath(path)
@@ -126,21 +128,18 @@ def tflite(model, path, input_shape=None, **grouping):
             "kseg.panoptic.export.tflite: the input size must be fixed. Received: "
             f"input_shape={shape!r}"
         )
-    serve = _serving_fn(model, grouping)
-    function = tf.function(
-        lambda images: serve(images),
-        input_signature=[tf.TensorSpec((1,) + shape, tf.float32, name="images")],
-    )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [function.get_concrete_function()], model
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        content = converter.convert()
-    except Exception as error:  # the converter raises ConverterError and others
-        raise ValueError(
-            f"kseg.panoptic.export.tflite: conversion with built-in ops failed: {error}"
-        ) from error
+
+    # Through a SavedModel, so the TFLite file keeps the named signature and outputs.
+    with tempfile.TemporaryDirectory() as directory:
+        saved = saved_model(model, os.path.join(directory, "saved"), shape, batch=1, **grouping)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            content = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others
+            raise ValueError(
+                f"kseg.panoptic.export.tflite: conversion with built-in ops failed: {error}"
+            ) from error
     with open(path, "wb") as handle:
         handle.write(content)
     return os.fspath(path)
