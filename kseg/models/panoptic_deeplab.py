@@ -7,6 +7,10 @@ of sigma 8 at the instance centres) and the offset head (for every pixel, the ``
 the pixel to its instance's centre, in input pixels). ``kseg.panoptic.group`` turns the three
 into a panoptic map; ``PanopticDeepLab.panoptic_model()`` appends it as a layer, for export.
 
+It is not in ``kseg.models.names()``: that registry holds the semantic models, whose single
+output is the logits (the contract ``kseg.testing.check_model`` and the model matrix train and
+export); this model has three outputs and its own losses.
+
 The layout follows the official configuration (deeplab2 ``configs/coco/panoptic_deeplab/
 resnet50_os16.textproto``): ASPP 256 wide at rates (6, 12, 18) on both branches; semantic
 decoder 256 wide with 64/32-channel projections of P3/P2, instance decoder 128 wide with
@@ -39,7 +43,6 @@ from kseg.models.deeplab import (
     _default_rates,
     check_weights,
 )
-from kseg.registry import MODELS
 
 #: The order of the model's outputs.
 OUTPUT_NAMES = ("semantic", "center", "offset")
@@ -86,7 +89,6 @@ def _head(x, name, filters, outputs, images):
     return Resize(name=f"{name}_upsample")([x, images])
 
 
-@MODELS.register("panoptic_deeplab", "panopticdeeplab")
 @keras.saving.register_keras_serializable(package="kseg")
 class PanopticDeepLab(SegmentationModel):
     """Panoptic-DeepLab: semantic logits, instance centre heat-map and centre offsets.
