@@ -184,6 +184,11 @@ def test_tflite_with_builtin_ops_gives_the_keras_panoptic_map(tmp_path):
     path = kseg.panoptic.export.tflite(
         model, tmp_path / "pdl.tflite", top_k=8, stuff_area=4, center_threshold=-1.0
     )
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
+    # the grouping's ops are among them
+    assert {"MAX_POOL_2D", "TOPK_V2", "ARG_MIN", "ONE_HOT", "BATCH_MATMUL"} <= ops, ops
     out = kseg.panoptic.export.run_tflite(path, images)
     expected = model.panoptic_model(top_k=8, stuff_area=4, center_threshold=-1.0).predict(
         images, verbose=0
