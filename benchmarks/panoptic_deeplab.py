@@ -110,6 +110,15 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def _set_batch_norm_momentum(keras, model, momentum):
+    # keras.applications' MobileNetV2 uses 0.999: after a short schedule its moving statistics
+    # still hold mostly the first steps' batches and inference (training=False) collapses to
+    # one class. Both models get the same momentum.
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def _schedule(keras, learning_rate, steps):
     return keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, 0.0, power=0.9)
 
@@ -124,6 +133,7 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=128, help="ASPP/decoder width")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bn-momentum", type=float, default=0.9)
     parser.add_argument("--models", default="panoptic_deeplab,deeplabv3plus")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
@@ -176,6 +186,7 @@ def main():
                 loss=kseg.losses.CrossEntropy(ignore_index=255),
             )
             data = tf.data.Dataset.from_tensor_slices((images, targets[0][..., 0]))
+        _set_batch_norm_momentum(keras, model, args.bn_momentum)
         data = data.shuffle(len(images), seed=args.seed).repeat().batch(args.batch_size)
         wall, cpu = time.time(), _cpu_seconds()
         # epochs of 100 steps: one progress line each
