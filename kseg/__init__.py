@@ -34,6 +34,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "precision",
+    "panoptic",
     "report",
     "serving",
     "testing",
@@ -58,7 +59,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """
     import keras
 
-    for module in ("engine", "layers", "losses", "metrics", "models"):
+    for module in ("engine", "layers", "losses", "metrics", "models", "panoptic"):
         importlib.import_module(f"kseg.{module}")  # registers the serializable classes
     return keras.saving.load_model(
         filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode

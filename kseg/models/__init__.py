@@ -85,6 +85,7 @@ from kseg.models.gcn import GCN  # noqa: E402,F401
 from kseg.models.icnet import ICNet  # noqa: E402,F401
 from kseg.models.lraspp import LRASPP  # noqa: E402,F401
 from kseg.models.pan import PAN  # noqa: E402,F401
+from kseg.models.panoptic_deeplab import PanopticDeepLab  # noqa: E402,F401
 from kseg.models.parsenet import ParseNet  # noqa: E402,F401
 from kseg.models.pspnet import PSPNet  # noqa: E402,F401
 from kseg.models.reseg import ReSeg  # noqa: E402,F401
