@@ -217,15 +217,16 @@ def test_every_registered_model_builds_under_mixed_policies_with_float32_logits(
     images, _ = synthetic_batch(1, 64, 96, NUM_CLASSES)
     for primary, _names in ROWS:
         kwargs = MATRIX.get(primary, {}).get("kwargs", {})
+        channels = MATRIX.get(primary, {}).get("channels", 3)  # change detection: 6
         with use_precision(policy):
             model = kseg.models.create(
-                primary, num_classes=NUM_CLASSES, input_shape=(None, None, 3), **kwargs
+                primary, num_classes=NUM_CLASSES, input_shape=(None, None, channels), **kwargs
             )
         symbolic = model.outputs
         assert all(t.dtype == "float32" for t in symbolic), (primary, symbolic)
         if primary in ("gcn", "crfasrnn") and not _op_library_loads():
             continue
-        logits = model(images, training=False)
+        logits = model(np.concatenate([images] * (channels // 3), axis=-1), training=False)
         logits = logits[0] if isinstance(logits, (list, tuple)) else logits
         assert logits.dtype == "float32", primary
         assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits))), primary
