@@ -23,6 +23,7 @@ from kseg.data.augment import _check_size
 from kseg.data.folder import _check_dir
 from kseg.data.io import IMAGE_EXTENSIONS, _open, read_image
 from kseg.data.palette import IGNORE_INDEX
+from kseg.data.pipeline import check_pipeline_arguments, finish_pipeline
 from kseg.data.synthetic import _value_noise
 
 CHANGE_CLASSES = ("unchanged", "changed")
@@ -214,16 +215,7 @@ def change_pipeline(
     crop_size = _check_size("crop_size", crop_size, allow_none=True)
     if not isinstance(augment, bool):
         raise ValueError(f"augment must be True or False. Received: augment={augment!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}"
-        )
-    if deterministic and seed is None:
-        seed = 0
+    seed = check_pipeline_arguments(seed, deterministic, batch_size)
     shuffle = augment if shuffle is None else shuffle
     if shuffle:
         sources = sources.shuffle(max(num_sources, 1), seed=seed, reshuffle_each_iteration=True)
@@ -251,18 +243,7 @@ def change_pipeline(
         examples = examples.map(
             centre, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
         )
-    if batch_size is not None:
-        if examples.element_spec[1].shape.is_fully_defined():
-            examples = examples.batch(batch_size, drop_remainder=drop_remainder)
-        else:
-            examples = examples.padded_batch(
-                batch_size,
-                padding_values=(tf.constant(0.0), tf.constant(IGNORE_INDEX, tf.int32)),
-                drop_remainder=drop_remainder,
-            )
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return examples.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return finish_pipeline(examples, batch_size, drop_remainder, deterministic)
 
 
 def change_folder(root, split=None, **pipeline_kwargs):

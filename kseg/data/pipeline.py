@@ -66,22 +66,7 @@ def build_pipeline(
     ``crop_size``, batches of different sizes are padded (image 0, label 255).
     ``deterministic=True`` (seed 0 unless given) gives identical batches on every run.
     """
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-        raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
-    if not isinstance(deterministic, bool):
-        raise ValueError(
-            f"deterministic must be True or False. Received: deterministic={deterministic!r}"
-        )
-    if batch_size is not None and (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}"
-        )
-    if deterministic and seed is None:
-        seed = 0
+    seed = check_pipeline_arguments(seed, deterministic, batch_size)
     augment, crop_size = resolve_augment(augment, crop_size, seed)
     if shuffle is None:
         shuffle = augment is not None
@@ -114,9 +99,32 @@ def build_pipeline(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
+    return finish_pipeline(examples, batch_size, drop_remainder, deterministic)
+
+
+def check_pipeline_arguments(seed, deterministic, batch_size):
+    """Checks the loaders' shared arguments; returns the seed (0 when deterministic and None)."""
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be an integer or None. Received: seed={seed!r}")
+    if not isinstance(deterministic, bool):
+        raise ValueError(
+            f"deterministic must be True or False. Received: deterministic={deterministic!r}"
+        )
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}"
+        )
+    return 0 if deterministic and seed is None else seed
+
+
+def finish_pipeline(examples, batch_size, drop_remainder, deterministic):
+    """Batches (padding mixed sizes: image 0, label 255), sets determinism and prefetches."""
     if batch_size is not None:
-        fixed_size = examples.element_spec[1].shape.is_fully_defined()
-        if fixed_size:
+        if examples.element_spec[1].shape.is_fully_defined():
             examples = examples.batch(batch_size, drop_remainder=drop_remainder)
         else:
             examples = examples.padded_batch(
