@@ -273,6 +273,7 @@ setup(
             "onnx",
             "onnxruntime",
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "pybind11",
             "keras-tuner>=1.4",
             "scikit-image",

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 # Bazel 4.2.3 crashes on an empty PYTHON_BIN_PATH: always pass a value.
-BAZEL_FLAGS=(--spawn_strategy=local --jobs="${BAZEL_JOBS:-1}" "--repo_env=PYTHON_BIN_PATH=${PYTHON}")
+BAZEL_FLAGS=(--spawn_strategy=local --jobs="${BAZEL_JOBS:-2}" "--repo_env=PYTHON_BIN_PATH=${PYTHON}")
 
 echo "== bazel build //kseg_ops/..."
 bazel build "${BAZEL_FLAGS[@]}" //kseg_ops/...

@@ -27,6 +27,10 @@ NAMES = list(kseg.data.SYNTHETIC_CLASSES)
 SIZES = ((37, 53), (20, 31), (64, 48))
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("serving")
+
+
 def softmax(logits):
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)

@@ -7,6 +7,9 @@ import pytest
 import kseg
 from kseg.backbones.mobilenet_v2 import make_divisible
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("mobilenet_v2")
+
 
 def backbone_model(output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)

@@ -6,6 +6,9 @@ import pytest
 
 import kseg
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("mobilenet_v3")
+
 
 def backbone_model(name="mobilenetv3_small", output_stride=32, weights=None, **kwargs):
     inputs = keras.Input((None, None, 3))

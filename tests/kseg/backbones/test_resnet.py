@@ -6,6 +6,9 @@ import pytest
 
 import kseg
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("resnet")
+
 
 @pytest.fixture(scope="module")
 def resnet50_weights(tmp_path_factory):

@@ -6,6 +6,9 @@ import pytest
 
 import kseg
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("xception")
+
 
 def backbone_model(output_stride=32, weights=None, shape=(None, None, 3), **kwargs):
     inputs = keras.Input(shape)

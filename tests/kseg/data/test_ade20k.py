@@ -24,6 +24,10 @@ OBJECT_INFO = {
 COLOR150 = {1: (120, 120, 120), 3: (6, 230, 230), 13: (150, 5, 61), 150: (92, 0, 255)}
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("ade20k")
+
+
 def _error(ds):
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:
         for _ in ds:

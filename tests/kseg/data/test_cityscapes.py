@@ -19,6 +19,10 @@ OFFICIAL = np.full(34, 255)
 OFFICIAL[EVALUATED_IDS] = np.arange(19)
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("cityscapes")
+
+
 def _read_all(ds):
     return [(x.numpy(), y.numpy()) for x, y in ds]
 

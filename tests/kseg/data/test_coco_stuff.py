@@ -17,6 +17,10 @@ from kseg.testing.datasets import write_coco_stuff
 UNUSED = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91}
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("coco_stuff")
+
+
 def _official():
     """Label-map value (id - 1) -> class index among the used ids; 255 -> 255."""
     table = np.full(256, -1)

@@ -19,6 +19,10 @@ SHARED_16 = [3, 4, 2, 21, 5, 7, 15, 9, 6, 1, 10, 17, 8, 19, 12, 11]
 SHARED_13 = [i for i in SHARED_16 if i not in (21, 5, 7)]
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("synthia")
+
+
 def _official(shared):
     table = np.full(23, 255)
     table[shared] = np.arange(len(shared))

@@ -13,6 +13,9 @@ import kseg
 from kseg.data.voc_aug import read_sbd_label, voc_aug_pairs
 from kseg.testing.datasets import VOC_AUG_LISTS, write_sbd_mat, write_voc_aug
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("voc_aug")
+
 
 def _error(ds):
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:

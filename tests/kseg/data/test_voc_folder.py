@@ -17,6 +17,9 @@ from kseg.data import (
     write_voc,
 )
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("voc_folder")
+
 
 def test_voc_colormap_matches_the_devkit_bit_layout():
     def devkit_colour(index):

@@ -221,7 +221,10 @@ _cache = {}
 def _params(rows):
     params = []
     for primary, names in rows:
-        marks = [pytest.mark.slow] if MATRIX.get(primary, {}).get("slow") else []
+        # a row's checks share one trained model (_cache): xdist keeps them on one worker
+        marks = [pytest.mark.xdist_group(primary)]
+        if MATRIX.get(primary, {}).get("slow"):
+            marks.append(pytest.mark.slow)
         params.append(pytest.param(primary, names, id=primary, marks=marks))
     return params
 

@@ -14,6 +14,9 @@ from kseg.testing import (
     synthetic_batch,
 )
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("pspnet")
+
 
 @pytest.mark.slow
 def test_paper_parameter_count():

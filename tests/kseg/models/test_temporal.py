@@ -16,6 +16,10 @@ from kseg.testing import (
 SIZE, LENGTH = (32, 32), 3
 
 
+# the module fixture is built once when xdist keeps the file on one worker
+pytestmark = pytest.mark.xdist_group("temporal")
+
+
 def frame_model():
     return kseg.models.UNet(num_classes=3, input_shape=(*SIZE, 3), base_filters=4, depth=2)
 
