@@ -1076,7 +1076,7 @@ def _run_bench(args):
     import kseg
 
     if args.list:
-        print("\n".join(kseg.models.names()))
+        print("\n".join(kseg.models.names(task="semantic")))
         return 0
     # --models takes names separated by spaces or commas
     models = [n for item in args.models or [] for n in item.split(",") if n] or None
@@ -1089,7 +1089,7 @@ def _run_bench(args):
             return _fail(f"--input must be HxW, e.g. 512x1024. Received: --input {args.input}")
     if args.latency:
         rows = kseg.bench.latency_rows(
-            models or kseg.models.names(),
+            models or kseg.models.names(task="semantic"),
             (*size, 3),
             num_classes=args.num_classes or 19,
             threads=args.threads,

@@ -31,6 +31,7 @@ from kseg.models._base import (
     check_num_classes,
     check_positive_int,
 )
+from kseg.registry import MODELS
 
 FPN_LEVELS = (2, 3, 4, 5, 6)
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
@@ -73,6 +74,7 @@ def _huber(x, beta):
     return tf.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
 
 
+@MODELS.register("mask_rcnn", "maskrcnn")
 @keras.saving.register_keras_serializable(package="kseg")
 class MaskRCNN(SegmentationModel):
     """Mask R-CNN with a ResNet-FPN backbone: boxes, classes and instance masks.
@@ -98,11 +100,16 @@ class MaskRCNN(SegmentationModel):
     ``masks [B, D, H, W]`` (probabilities) and ``num_detections [B]``, padded to
     ``D = max_detections``.
 
+    Registered as ``"mask_rcnn"`` (``kseg.models.create("mask_rcnn", ...)``) with
+    ``task = "instance"``: the semantic sweeps (model matrix, ``kseg bench``) leave it out.
+
     Example:
         >>> model = MaskRCNN(num_classes=81)  # doctest: +SKIP
         >>> model.count_params()  # doctest: +SKIP
         46381173
     """
+
+    task = "instance"
 
     def __init__(
         self,
