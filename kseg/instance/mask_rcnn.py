@@ -261,15 +261,18 @@ class MaskRCNN(SegmentationModel):
     def _features(self, outputs):
         return {f"P{level}": outputs[f"P{level}"] for level in (2, 3, 4, 5)}
 
-    def run_box_head(self, features, rois, box_indices, training=False):
-        """Class logits ``[R, K]`` and class-specific deltas ``[R, K * 4]`` of the RoIs."""
-        crops = multilevel_roi_align(features, rois, box_indices, 7)
+    def run_box_head(self, features, rois, box_indices, training=False, routing="partition"):
+        """Class logits ``[R, K]`` and class-specific deltas ``[R, K * 4]`` of the RoIs
+        (``routing``: see :func:`kseg.instance.multilevel_roi_align`)."""
+        crops = multilevel_roi_align(features, rois, box_indices, 7, routing=routing)
         hidden = self.box_head(crops, training=training)
         return self.box_classifier(hidden), self.box_regressor(hidden)
 
-    def run_mask_head(self, features, rois, box_indices, classes, training=False):
+    def run_mask_head(
+        self, features, rois, box_indices, classes, training=False, routing="partition"
+    ):
         """28x28 mask logits of each RoI for its class, ``[R, 28, 28]``."""
-        crops = multilevel_roi_align(features, rois, box_indices, 14)
+        crops = multilevel_roi_align(features, rois, box_indices, 14, routing=routing)
         logits = self.mask_head(crops, training=training)  # [R, 28, 28, K]
         return tf.gather(logits, tf.cast(classes, tf.int32), axis=3, batch_dims=1)
 
@@ -403,8 +406,11 @@ class MaskRCNN(SegmentationModel):
 
     # -- inference -----------------------------------------------------------------------
 
-    def detect(self, images):
+    def detect(self, images, routing="partition"):
         """Detections of a batch: see the class notes (``predict`` returns the same).
+
+        ``routing="gather"`` sends RoIs to their FPN level with TFLite built-in ops only (the
+        exports use it; same values, more work), see :func:`kseg.instance.multilevel_roi_align`.
 
         Example:
             >>> out = model.detect(images)  # doctest: +SKIP
@@ -419,7 +425,7 @@ class MaskRCNN(SegmentationModel):
         features = self._features(outputs)
         proposals, indices = self._proposals(outputs, anchors, image_size, self.test_proposals)
         class_logits, box_deltas = self.run_box_head(
-            features, tf.concat(proposals, 0), tf.concat(indices, 0)
+            features, tf.concat(proposals, 0), tf.concat(indices, 0), routing=routing
         )
         start = 0
         results = {"boxes": [], "scores": [], "classes": [], "masks": [], "num_detections": []}
@@ -435,7 +441,9 @@ class MaskRCNN(SegmentationModel):
                 max_detections=limit,
             )
             start += count
-            logits = self.run_mask_head(features, boxes, tf.fill(tf.shape(classes), b), classes)
+            logits = self.run_mask_head(
+                features, boxes, tf.fill(tf.shape(classes), b), classes, routing=routing
+            )
             masks = paste_masks(tf.sigmoid(tf.cast(logits, tf.float32)), boxes, image_size)
             found = tf.shape(boxes)[0]
             pad = limit - found
