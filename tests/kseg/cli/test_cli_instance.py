@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 import kseg
 from kseg.cli.main import main
@@ -98,3 +99,186 @@ def test_evaluate_task_names_a_missing_option(tmp_path, capsys):
     )
     assert code != 0
     assert "--annotations" in capsys.readouterr().err
+
+
+TINY_MASK_RCNN = [
+    "--backbone",
+    "resnet18",
+    "--model-option",
+    "fpn_filters=8",
+    "--model-option",
+    "roi_samples=16",
+    "--model-option",
+    "train_proposals=40",
+    "--model-option",
+    "test_proposals=20",
+    "--model-option",
+    "max_detections=5",
+    "--model-option",
+    "score_threshold=0.0",
+]
+
+
+def _scenes(count, size, seed):
+    return [
+        {k: v.numpy() for k, v in s.items()}
+        for s in kseg.data.synthetic_instances(count, size, seed=seed)
+    ]
+
+
+def test_train_instance_on_coco_with_an_empty_image_then_predict_coco_results(tmp_path):
+    from PIL import Image
+
+    scenes = _scenes(2, (32, 32), seed=5)
+    empty = {
+        "image": scenes[1]["image"],
+        "boxes": np.zeros((0, 4), np.float32),
+        "classes": np.zeros((0,), np.int32),
+        "masks": np.zeros((0, 32, 32), np.uint8),
+    }
+    kseg.data.write_coco_instances(
+        [scenes[0], empty],
+        tmp_path / "instances.json",
+        tmp_path / "images",
+        class_names=kseg.data.SYNTHETIC_CLASSES,
+    )
+    common = ["--image-size", "32", "32", "--batch-size", "2", "--epochs", "1"]
+    code = main(
+        ["train", "--task", "instance", "--dataset", "coco", "--annotations"]
+        + [str(tmp_path / "instances.json"), "--data-root", str(tmp_path / "images")]
+        + common
+        + TINY_MASK_RCNN
+        + ["--output", str(tmp_path / "run")]
+    )
+    assert code == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # The image without annotations is in the batch, trained on as all background.
+    for key in ("rpn_objectness", "rpn_box", "box_class", "box_regression", "mask"):
+        assert np.isfinite(history[key]).all(), key
+    model = kseg.load_model(tmp_path / "run" / "model.keras")
+    assert isinstance(model, kseg.models.MaskRCNN) and model.num_classes == 6
+
+    for n, scene in enumerate(scenes):
+        Image.fromarray(scene["image"].astype(np.uint8)).save(tmp_path / f"in{n}.png")
+    code = main(
+        ["predict", "--task", "instance", "--model", str(tmp_path / "run" / "model.keras")]
+        + [str(tmp_path / "in0.png"), str(tmp_path / "in1.png"), "--score-threshold", "0"]
+        + ["--output", str(tmp_path / "pred")]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    images = json.loads((tmp_path / "pred" / "images.json").read_text())
+    assert [i["file_name"] for i in images] == ["in0.png", "in1.png"]
+    for n in range(2):
+        image = np.asarray(Image.open(tmp_path / f"in{n}.png"), np.float32)
+        out = {k: np.asarray(v)[0] for k, v in model.detect(image[None]).items()}
+        mine = [r for r in results if r["image_id"] == n + 1]
+        assert len(mine) == int(out["num_detections"]) == 5
+        for r, box, cls in zip(mine, out["boxes"], out["classes"]):
+            ymin, xmin, ymax, xmax = box
+            np.testing.assert_allclose(r["bbox"], [xmin, ymin, xmax - xmin, ymax - ymin], atol=1e-4)
+            assert r["category_id"] == cls and set(r["segmentation"]) == {"size", "counts"}
+        picture = np.asarray(Image.open(tmp_path / "pred" / f"in{n}_instances.png"))
+        assert picture.shape == (32, 32, 3) and not np.array_equal(picture, image)
+
+
+def test_instance_datasets_are_refused_by_semantic_training(tmp_path, capsys):
+    code = main(["train", "--dataset", "coco", "--data-root", str(tmp_path)])
+    assert code != 0
+    assert "--task instance" in capsys.readouterr().err
+
+
+def test_draw_instances_colours_each_instance_in_its_own_colour():
+    from kseg.cli.instance import draw_instances, instance_colors
+
+    masks = np.zeros((2, 12, 12), np.float32)
+    masks[0, 1:5, 1:5] = 1.0
+    masks[1, 5:9, 1:5] = 0.9  # touching, same class: still its own colour
+    picture = draw_instances(np.zeros((12, 12, 3)), [[1, 1, 5, 5], [5, 1, 9, 5]], [1, 1], masks)
+    colors = instance_colors(2)
+    assert not np.array_equal(colors[0], colors[1])
+    np.testing.assert_array_equal(picture[3, 3], np.round(0.5 * colors[0]).astype(np.uint8))
+    np.testing.assert_array_equal(picture[7, 3], np.round(0.5 * colors[1]).astype(np.uint8))
+    assert np.all(picture[10:, 6:] == 0)
+
+
+TINY_PANOPTIC = [
+    "--backbone",
+    "mobilenetv2",
+    "--model-option",
+    "aspp_filters=8",
+    "--model-option",
+    "semantic_filters=8",
+    "--model-option",
+    "instance_filters=8",
+    "--model-option",
+    "semantic_projections=(8, 8)",
+    "--model-option",
+    "instance_projections=(8, 4)",
+    "--model-option",
+    "semantic_head_filters=8",
+    "--model-option",
+    "instance_head_filters=8",
+]
+
+
+def test_train_panoptic_then_predict_panoptic_png_and_json_and_evaluate(tmp_path):
+    from PIL import Image
+
+    size = ["--image-size", "32", "32"]
+    code = main(
+        ["train", "--task", "panoptic", "--num-images", "2", "--batch-size", "2", "--epochs", "1"]
+        + size
+        + TINY_PANOPTIC
+        + ["--output", str(tmp_path / "run")]
+    )
+    assert code == 0
+    path = tmp_path / "run" / "model.keras"
+    model = kseg.load_model(path)
+    assert isinstance(model, kseg.models.PanopticDeepLab) and model.thing_classes == (1, 2, 3, 4, 5)
+    scene = _scenes(1, (32, 32), seed=9)[0]
+    Image.fromarray(scene["image"].astype(np.uint8)).save(tmp_path / "a.png")
+    code = main(
+        ["predict", "--task", "panoptic", "--model", str(path), str(tmp_path / "a.png")]
+        + ["--output", str(tmp_path / "pred")]
+    )
+    assert code == 0
+    expected = np.asarray(
+        model.panoptic_model().predict(
+            np.asarray(Image.open(tmp_path / "a.png"), np.float32)[None], verbose=0
+        )
+    )[0]
+    data = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
+    (annotation,) = data["annotations"]
+    ids = kseg.data.decode_panoptic_png(
+        np.asarray(Image.open(tmp_path / "pred" / "panoptic" / annotation["file_name"]))
+    )
+    # Back through segments_info: category = class + 1; things numbered from 1 per class.
+    back = np.full(ids.shape, 255000)
+    for segment in annotation["segments_info"]:
+        back[ids == segment["id"]] = (segment["category_id"] - 1) * 1000
+    np.testing.assert_array_equal(
+        back // 1000, np.where(expected // 1000 == 255, 255, expected // 1000)
+    )
+    assert (tmp_path / "pred" / "a_panoptic.png").exists()
+    code = main(
+        ["evaluate", "--task", "panoptic", "--model", str(path), "--num-images", "2"]
+        + size
+        + ["--output", str(tmp_path / "eval")]
+    )
+    assert code == 0
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0.0 <= scores["pq"] <= 1.0 and set(scores) >= {"things", "stuff", "per_class"}
+
+
+@pytest.mark.slow
+def test_instance_demo_trains_scores_and_draws(tmp_path):
+    code = main(
+        ["demo", "--task", "instance", "--steps", "2", "--num-train", "8", "--num-val", "4"]
+        + ["--image-size", "32", "32", "--output", str(tmp_path)]
+    )
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["recipe"]["steps"] == 2 and -1.0 <= metrics["segm"]["AP50"] <= 1.0
+    assert isinstance(kseg.load_model(tmp_path / "model.keras"), kseg.models.MaskRCNN)
+    assert len(list(tmp_path.glob("val_*.png"))) == 4
