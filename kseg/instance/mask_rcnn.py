@@ -264,16 +264,20 @@ class MaskRCNN(SegmentationModel):
     def run_box_head(self, features, rois, box_indices, training=False, routing="partition"):
         """Class logits ``[R, K]`` and class-specific deltas ``[R, K * 4]`` of the RoIs
         (``routing``: see :func:`kseg.instance.multilevel_roi_align`)."""
+        count = tf.shape(rois)[0]
+        rois, box_indices = _at_least_one_roi(rois, box_indices)
         crops = multilevel_roi_align(features, rois, box_indices, 7, routing=routing)
         hidden = self.box_head(crops, training=training)
-        return self.box_classifier(hidden), self.box_regressor(hidden)
+        return self.box_classifier(hidden)[:count], self.box_regressor(hidden)[:count]
 
     def run_mask_head(
         self, features, rois, box_indices, classes, training=False, routing="partition"
     ):
         """28x28 mask logits of each RoI for its class, ``[R, 28, 28]``."""
+        count = tf.shape(rois)[0]
+        rois, box_indices = _at_least_one_roi(rois, box_indices)
         crops = multilevel_roi_align(features, rois, box_indices, 14, routing=routing)
-        logits = self.mask_head(crops, training=training)  # [R, 28, 28, K]
+        logits = self.mask_head(crops, training=training)[:count]  # [R, 28, 28, K]
         return tf.gather(logits, tf.cast(classes, tf.int32), axis=3, batch_dims=1)
 
     def _proposals(self, outputs, anchors, image_size, count):
@@ -343,7 +347,11 @@ class MaskRCNN(SegmentationModel):
             classes.append(c)
             box_targets.append(d)
             indices.append(tf.fill(tf.shape(r)[:1], b))
-            masks.append(mask_targets(gt_masks, matched, r, 28))
+            # Foreground RoIs only (the mask loss's), so an image without objects needs none.
+            fg = c > 0
+            masks.append(
+                mask_targets(gt_masks, tf.boolean_mask(matched, fg), tf.boolean_mask(r, fg), 28)
+            )
         rois = tf.concat(rois, 0)
         indices = tf.concat(indices, 0)
         classes = tf.concat(classes, 0)
@@ -374,7 +382,7 @@ class MaskRCNN(SegmentationModel):
             training,
         )
         mask_bce = tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=tf.boolean_mask(masks, foreground), logits=tf.cast(mask_logits, tf.float32)
+            labels=masks, logits=tf.cast(mask_logits, tf.float32)
         )
         mask_loss = tf.math.divide_no_nan(
             tf.reduce_sum(mask_bce), tf.cast(tf.size(mask_bce), tf.float32)
@@ -457,6 +465,16 @@ class MaskRCNN(SegmentationModel):
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self.detect(images)
+
+
+def _at_least_one_roi(rois, box_indices):
+    """Appends a 1x1 RoI only when there is none: an eager Conv2D on an empty batch fails
+    (an image without objects, or without detections); the heads' callers drop it."""
+    rois = tf.convert_to_tensor(rois, tf.float32)
+    box_indices = tf.cast(box_indices, tf.int32)
+    missing = tf.maximum(1 - tf.shape(rois)[0], 0)
+    rois = tf.concat([rois, tf.tile([[0.0, 0.0, 1.0, 1.0]], [missing, 1])], 0)
+    return rois, tf.concat([box_indices, tf.zeros([missing], tf.int32)], 0)
 
 
 def _static_batch(tensor):

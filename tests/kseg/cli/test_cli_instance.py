@@ -126,8 +126,8 @@ def _scenes(count, size, seed):
     ]
 
 
+@pytest.mark.slow
 def test_train_instance_on_coco_with_an_empty_image_then_predict_coco_results(tmp_path):
-    from PIL import Image
 
     scenes = _scenes(2, (32, 32), seed=5)
     empty = {
@@ -157,11 +157,32 @@ def test_train_instance_on_coco_with_an_empty_image_then_predict_coco_results(tm
         assert np.isfinite(history[key]).all(), key
     model = kseg.load_model(tmp_path / "run" / "model.keras")
     assert isinstance(model, kseg.models.MaskRCNN) and model.num_classes == 6
+    _check_predict_instance(tmp_path, tmp_path / "run" / "model.keras", model, scenes)
+
+
+def test_predict_instance_task_writes_coco_results_and_pictures(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = kseg.models.create(
+        "mask_rcnn",
+        num_classes=6,
+        backbone="resnet18",
+        fpn_filters=8,
+        input_shape=(32, 32, 3),
+        test_proposals=20,
+        max_detections=5,
+        score_threshold=0.0,
+    )
+    model.save(tmp_path / "m.keras")
+    _check_predict_instance(tmp_path, tmp_path / "m.keras", model, _scenes(2, (32, 32), seed=5))
+
+
+def _check_predict_instance(tmp_path, path, model, scenes):
+    from PIL import Image
 
     for n, scene in enumerate(scenes):
         Image.fromarray(scene["image"].astype(np.uint8)).save(tmp_path / f"in{n}.png")
     code = main(
-        ["predict", "--task", "instance", "--model", str(tmp_path / "run" / "model.keras")]
+        ["predict", "--task", "instance", "--model", str(path)]
         + [str(tmp_path / "in0.png"), str(tmp_path / "in1.png"), "--score-threshold", "0"]
         + ["--output", str(tmp_path / "pred")]
     )
@@ -191,40 +212,36 @@ def test_instance_datasets_are_refused_by_semantic_training(tmp_path, capsys):
 def test_draw_instances_colours_each_instance_in_its_own_colour():
     from kseg.cli.instance import draw_instances, instance_colors
 
-    masks = np.zeros((2, 12, 12), np.float32)
-    masks[0, 1:5, 1:5] = 1.0
-    masks[1, 5:9, 1:5] = 0.9  # touching, same class: still its own colour
-    picture = draw_instances(np.zeros((12, 12, 3)), [[1, 1, 5, 5], [5, 1, 9, 5]], [1, 1], masks)
+    masks = np.zeros((2, 40, 40), np.float32)
+    masks[0, 10:20, 2:14] = 1.0
+    masks[1, 20:30, 2:14] = 0.9  # touching, same class: still its own colour
+    boxes = [[10, 2, 20, 14], [20, 2, 30, 14]]
+    picture = draw_instances(np.zeros((40, 40, 3)), boxes, [1, 1], masks)
     colors = instance_colors(2)
     assert not np.array_equal(colors[0], colors[1])
-    np.testing.assert_array_equal(picture[3, 3], np.round(0.5 * colors[0]).astype(np.uint8))
-    np.testing.assert_array_equal(picture[7, 3], np.round(0.5 * colors[1]).astype(np.uint8))
-    assert np.all(picture[10:, 6:] == 0)
+    # inside each mask, right of the class label and left of the box outline (column 13)
+    np.testing.assert_allclose(picture[18, 12], 0.5 * colors[0], atol=1)
+    np.testing.assert_allclose(picture[28, 12], 0.5 * colors[1], atol=1)
+    np.testing.assert_array_equal(picture[10, 13], colors[0])  # the box outline
+    assert np.all(picture[:, 20:] == 0) and np.all(picture[32:] == 0)
 
 
-TINY_PANOPTIC = [
-    "--backbone",
-    "mobilenetv2",
-    "--model-option",
-    "aspp_filters=8",
-    "--model-option",
-    "semantic_filters=8",
-    "--model-option",
-    "instance_filters=8",
-    "--model-option",
-    "semantic_projections=(8, 8)",
-    "--model-option",
-    "instance_projections=(8, 4)",
-    "--model-option",
-    "semantic_head_filters=8",
-    "--model-option",
-    "instance_head_filters=8",
+TINY_PANOPTIC_OPTIONS = {
+    "aspp_filters": 8,
+    "semantic_filters": 8,
+    "instance_filters": 8,
+    "semantic_projections": (8, 8),
+    "instance_projections": (8, 4),
+    "semantic_head_filters": 8,
+    "instance_head_filters": 8,
+}
+TINY_PANOPTIC = ["--backbone", "mobilenetv2"] + [
+    part for k, v in TINY_PANOPTIC_OPTIONS.items() for part in ("--model-option", f"{k}={v}")
 ]
 
 
+@pytest.mark.slow
 def test_train_panoptic_then_predict_panoptic_png_and_json_and_evaluate(tmp_path):
-    from PIL import Image
-
     size = ["--image-size", "32", "32"]
     code = main(
         ["train", "--task", "panoptic", "--num-images", "2", "--batch-size", "2", "--epochs", "1"]
@@ -236,6 +253,27 @@ def test_train_panoptic_then_predict_panoptic_png_and_json_and_evaluate(tmp_path
     path = tmp_path / "run" / "model.keras"
     model = kseg.load_model(path)
     assert isinstance(model, kseg.models.PanopticDeepLab) and model.thing_classes == (1, 2, 3, 4, 5)
+    _check_predict_and_evaluate_panoptic(tmp_path, path, model)
+
+
+def test_predict_and_evaluate_panoptic_task_on_a_panoptic_deeplab(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = kseg.models.create(
+        "panoptic_deeplab",
+        num_classes=6,
+        thing_classes=(1, 2, 3, 4, 5),
+        backbone="mobilenetv2",
+        input_shape=(32, 32, 3),
+        **TINY_PANOPTIC_OPTIONS,
+    )
+    model.save(tmp_path / "m.keras")
+    _check_predict_and_evaluate_panoptic(tmp_path, tmp_path / "m.keras", model)
+
+
+def _check_predict_and_evaluate_panoptic(tmp_path, path, model):
+    from PIL import Image
+
+    size = ["--image-size", "32", "32"]
     scene = _scenes(1, (32, 32), seed=9)[0]
     Image.fromarray(scene["image"].astype(np.uint8)).save(tmp_path / "a.png")
     code = main(
