@@ -1024,6 +1024,27 @@ def _export_data(args, num_classes, size):
     return calibration, held_out, source, _class_names(args, num_classes, names)
 
 
+def _run_export_detections(args, model):
+    """``kseg export`` of a MaskRCNN or PanopticDeepLab: their own exports, post-processing
+    included (``kseg.instance.export``, ``kseg.panoptic.export``)."""
+    if model.task == "instance":
+        from kseg.instance import export as task_export
+    else:
+        from kseg.panoptic import export as task_export
+    if args.format == "onnx" or args.quantize:
+        value = f"--quantize={args.quantize}" if args.quantize else "--format=onnx"
+        raise ValueError(
+            f"a {model.task} model exports as float32 SavedModel or TFLite only. Received: {value}"
+        )
+    shape = (*args.input_size, 3) if args.input_size else None
+    if args.format == "tflite":
+        path = task_export.tflite(model, args.output, input_shape=shape)
+    else:
+        path = task_export.saved_model(model, args.output, input_shape=shape)
+    print(f"exported the {model.task} model {args.model} to {path}")
+    return 0
+
+
 def _run_export(args):
     from kseg import export, export_checks
 
@@ -1045,6 +1066,8 @@ def _run_export(args):
             f"{args.min_agreement}"
         )
     model = _load_model(args.model)
+    if getattr(model, "task", "semantic") != "semantic":
+        return _run_export_detections(args, model)
     if args.format in ("savedmodel", "saved_model"):
         path = _run_export_savedmodel(args, model)
         print(f"exported {args.model} to {path} (report: {path}/export_report.json)")

@@ -320,3 +320,34 @@ def test_instance_demo_trains_scores_and_draws(tmp_path):
     assert metrics["recipe"]["steps"] == 2 and -1.0 <= metrics["segm"]["AP50"] <= 1.0
     assert isinstance(kseg.load_model(tmp_path / "model.keras"), kseg.models.MaskRCNN)
     assert len(list(tmp_path.glob("val_*.png"))) == 4
+
+
+@pytest.mark.slow
+def test_export_command_writes_the_detection_signature_of_a_mask_rcnn(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = kseg.models.create(
+        "mask_rcnn",
+        num_classes=3,
+        backbone="resnet18",
+        fpn_filters=8,
+        input_shape=(32, 32, 3),
+        test_proposals=10,
+        max_detections=3,
+        score_threshold=0.0,
+    )
+    model.save(tmp_path / "m.keras")
+    code = main(["export", "--model", str(tmp_path / "m.keras"), "--output", str(tmp_path / "sm")])
+    assert code == 0
+    images = _scenes(1, (32, 32), seed=2)[0]["image"][None].astype(np.float32)
+    got = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](
+        images=tf.constant(images)
+    )
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(got["masks"].numpy(), expected["masks"], atol=1e-4)
+    code = main(
+        ["export", "--model", str(tmp_path / "m.keras"), "--format", "onnx"]
+        + ["--output", str(tmp_path / "m.onnx")]
+    )
+    assert code != 0
