@@ -368,8 +368,9 @@ def _model_images(model, files):
 def run_predict_task(args, model, files, stems):
     """``kseg predict --task instance|panoptic``: writes predictions and pictures.
 
-    instance: ``predictions.json`` (COCO results: ``image_id``, ``category_id``, ``bbox``,
-    ``score``, RLE ``segmentation``; detections scoring ``>= --score-threshold``),
+    instance: ``predictions.json`` (COCO results: ``image_id``, ``category_id`` (class k, or
+    the k-th category id of ``--annotations``), ``bbox``, ``score``, RLE ``segmentation``;
+    detections scoring ``>= --score-threshold``),
     ``images.json`` (COCO ``images`` entries naming the files) and ``<name>_instances.png``.
     panoptic: ``panoptic/<name>.png`` (COCO panoptic PNG, RGB-encoded segment ids),
     ``panoptic.json`` (COCO panoptic ``annotations`` with ``segments_info``; category =
@@ -395,6 +396,11 @@ def run_predict_task(args, model, files, stems):
             "--task instance needs an instance model (a MaskRCNN .keras file). "
             f"Received: --model={args.model}"
         )
+    category_ids = None
+    if args.task == "instance" and getattr(args, "annotations", None):
+        from kseg.data.coco import read_coco_instances
+
+        _, category_ids = read_coco_instances(args.annotations)
     for n, (path, image) in enumerate(_model_images(model, files)):
         stem = stems[n]
         height, width = image.shape[:2]
@@ -407,7 +413,12 @@ def run_predict_task(args, model, files, stems):
             keep = out["scores"][:count] >= args.score_threshold
             picked = {k: out[k][:count][keep] for k in ("boxes", "scores", "classes", "masks")}
             results += coco_results(
-                n + 1, picked["boxes"], picked["scores"], picked["classes"], picked["masks"]
+                n + 1,
+                picked["boxes"],
+                picked["scores"],
+                picked["classes"],
+                picked["masks"],
+                category_ids,
             )
             picture = draw_instances(
                 image, picked["boxes"], picked["classes"], picked["masks"], picked["scores"]

@@ -271,6 +271,11 @@ def _build_parser():
         "instance; panoptic: COCO panoptic PNGs + panoptic.json and pictures",
     )
     predict.add_argument(
+        "--annotations",
+        help="instance: a COCO instances JSON whose category ids the predictions take (class k "
+        "= the k-th smallest category id, as kseg.data.coco_instances reads; default: id k)",
+    )
+    predict.add_argument(
         "--score-threshold",
         type=float,
         default=0.5,

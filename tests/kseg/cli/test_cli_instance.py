@@ -174,6 +174,23 @@ def test_predict_instance_task_writes_coco_results_and_pictures(tmp_path):
     )
     model.save(tmp_path / "m.keras")
     _check_predict_instance(tmp_path, tmp_path / "m.keras", model, _scenes(2, (32, 32), seed=5))
+    # With a COCO file, class k is written as its k-th smallest category id.
+    categories = [{"id": i, "name": f"c{i}"} for i in (90, 3, 7, 11, 13)]
+    (tmp_path / "cats.json").write_text(
+        json.dumps({"images": [], "annotations": [], "categories": categories})
+    )
+    code = main(
+        ["predict", "--task", "instance", "--model", str(tmp_path / "m.keras")]
+        + [str(tmp_path / "in0.png"), "--score-threshold", "0"]
+        + ["--annotations", str(tmp_path / "cats.json"), "--output", str(tmp_path / "ids")]
+    )
+    assert code == 0
+    plain = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    mapped = json.loads((tmp_path / "ids" / "predictions.json").read_text())
+    to_id = {1: 3, 2: 7, 3: 11, 4: 13, 5: 90}
+    assert [to_id[r["category_id"]] for r in plain if r["image_id"] == 1] == [
+        r["category_id"] for r in mapped
+    ]
 
 
 def _check_predict_instance(tmp_path, path, model, scenes):
