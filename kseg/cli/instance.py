@@ -224,6 +224,17 @@ def run_train_task(args, model_options):
     from kseg import fileio
     from kseg.instance.mask_rcnn import pad_targets
 
+    # The semantic training loop's extras (kseg.engine.train) are not wired to these models.
+    for flag, value, default in (
+        ("--strategy", args.strategy, "default"),
+        ("--prune", args.prune, None),
+        ("--init-model", args.init_model, None),
+    ):
+        if value != default:
+            raise ValueError(
+                f"--task {args.task} trains on one device without pruning or --init-model. "
+                f"Received: {flag}={value}"
+            )
     size = tuple(args.image_size)
     keras.utils.set_random_seed(args.seed)
     if args.task == "instance":

@@ -224,6 +224,11 @@ def test_instance_datasets_are_refused_by_semantic_training(tmp_path, capsys):
     code = main(["train", "--dataset", "coco", "--data-root", str(tmp_path)])
     assert code != 0
     assert "--task instance" in capsys.readouterr().err
+    code = main(
+        ["train", "--task", "instance", "--strategy", "mirrored", "--output", str(tmp_path)]
+    )
+    assert code != 0
+    assert "Received: --strategy=mirrored" in capsys.readouterr().err
 
 
 def test_draw_instances_colours_each_instance_in_its_own_colour():
