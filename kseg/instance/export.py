@@ -14,12 +14,13 @@ mask pasting in one graph, so a server or a phone gets detections directly.
   by batched matrix products.
 
 Training's graph routes each RoI to its FPN level with ``tf.dynamic_partition`` /
-``tf.dynamic_stitch`` and ``predict`` pasted masks with ``tf.image.crop_and_resize``; TFLite
-has no built-in kernel for any of the three (``UNSUPPORTED_BUILTIN_OPS``; TF 2.21's converter
-offers them only as Flex ops, which the ``tensorflow`` pip package's interpreter does not run).
-So the exports use ``detect(routing="gather")`` (every RoI aligned on every level, its own
-level gathered: the same values for four times the RoIAlign work) and a crop_and_resize-free
-pasting (the same values to float rounding).
+``tf.dynamic_stitch`` and crops mask targets with ``tf.image.crop_and_resize``; TFLite has no
+built-in kernel for any of the three (``UNSUPPORTED_BUILTIN_OPS``; TF 2.21's converter offers
+them only as Flex ops, which the ``tensorflow`` pip package's interpreter does not run). So the
+exports use ``detect(routing="gather")`` (every RoI aligned on every level, its own level
+gathered: the same values for four times the RoIAlign work), and ``paste_masks`` (in
+``predict`` too) samples with two batched matrix products instead of ``crop_and_resize`` (the
+same values to float rounding).
 
 Example:
     >>> import kseg
