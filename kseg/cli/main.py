@@ -673,6 +673,12 @@ def _run_train(args):
         return run_train_task(args, _model_options(name, args.model_option))
     if args.model is None:
         args.model = "fc_siam_diff" if args.task == "change" else "unet"
+    task = getattr(kseg.models.MODELS.get(args.model), "task", "semantic")
+    if task != "semantic":
+        raise ValueError(
+            f"model {args.model!r} predicts {task} segmentation: train it with --task {task}. "
+            f"Received: --model={args.model} with --task {args.task}"
+        )
     options = _model_options(args.model, args.model_option)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow work in the process.
     strategy = training.make_strategy(args.strategy, tpu=args.tpu)

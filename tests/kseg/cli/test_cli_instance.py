@@ -229,6 +229,8 @@ def test_instance_datasets_are_refused_by_semantic_training(tmp_path, capsys):
     )
     assert code != 0
     assert "Received: --strategy=mirrored" in capsys.readouterr().err
+    assert main(["train", "--model", "panoptic_deeplab", "--output", str(tmp_path)]) != 0
+    assert "train it with --task panoptic" in capsys.readouterr().err
 
 
 def test_draw_instances_colours_each_instance_in_its_own_colour():
