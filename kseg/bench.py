@@ -565,7 +565,7 @@ def zoo_rows(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwarg
     """Profiles registered models; returns one dict per model (name plus ``profile`` fields).
 
     Args:
-        models: model names (default: every name in ``kseg.models.names()``).
+        models: model names (default: every semantic model, ``kseg.models.names("semantic")``).
         input_shape: ``(H, W, C)`` each model is built and profiled at.
         num_classes: number of classes each model is built with.
         model_kwargs: optional ``{name: {kwarg: value}}`` passed to ``kseg.models.create``.
@@ -580,7 +580,7 @@ def zoo_rows(models=None, input_shape=(512, 512, 3), num_classes=21, model_kwarg
 
     from kseg import models as model_zoo
 
-    names = model_zoo.names() if models is None else list(models)
+    names = model_zoo.names(task="semantic") if models is None else list(models)
     model_kwargs = dict(model_kwargs or {})
     rows = []
     for name in names:

@@ -211,22 +211,27 @@ def _accumulate(pred, truth, things, divisor, ignore_label, stats, num_classes):
 def _average(per_class, classes):
     rows = [per_class[k] for k in classes if per_class[k]["n"]]
     if not rows:
-        return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
+        return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0, "classes": 0}
     return {key: float(np.mean([r[key] for r in rows])) for key in ("pq", "sq", "rq")} | {
-        "n": len(rows)
+        "n": len(rows),
+        "classes": len(rows),
     }
 
 
 def panoptic_quality(
     pred,
     truth,
+    thing_classes=(),
     *,
-    thing_classes,
     num_classes=None,
     label_divisor=PANOPTIC_LABEL_DIVISOR,
     ignore_label=IGNORE_INDEX,
+    void_label=None,
 ):
     """Panoptic quality (Kirillov et al. 2019) with void and crowd as in the COCO panoptic API.
+
+    The one implementation in kseg: ``kseg.metrics.panoptic_quality`` and
+    ``kseg.panoptic.panoptic_quality`` are this function.
 
     Maps hold ``class * label_divisor + instance`` (see :data:`kseg.constants.PANOPTIC_LABEL_DIVISOR`);
     a class part equal to ``ignore_label`` is void. In ``truth``, instance 0 of a thing class is
@@ -241,13 +246,16 @@ def panoptic_quality(
     Args:
         pred, truth: id maps ``[H, W]``, a batch ``[N, H, W]`` or a list of maps (any sizes,
             paired by position).
-        thing_classes: the classes that are things; all others are stuff.
+        thing_classes: the classes that are things; all others are stuff. Without it there
+            are no crowd regions (every class is stuff).
         num_classes: if given, an id of a class ``>= num_classes`` (other than void) is an error.
         label_divisor, ignore_label: the id convention.
+        void_label: another name for ``ignore_label`` (the name ``kseg.panoptic`` used).
 
     Returns:
         ``{"pq", "sq", "rq"}`` over all classes, ``"all"``, ``"things"`` and ``"stuff"`` as
-        ``{"pq", "sq", "rq", "n"}`` (``n`` the number of classes averaged; NaN scores when 0),
+        ``{"pq", "sq", "rq", "n", "classes"}`` (``n`` and ``classes`` both the number of
+        classes averaged; NaN scores when 0, where COCO's API would divide by zero),
         and ``"per_class"``: ``{class: {"pq", "sq", "rq", "tp", "fp", "fn", "n"}}``.
 
     Example:
@@ -256,17 +264,21 @@ def panoptic_quality(
         >>> round(panoptic_quality(pred, truth, thing_classes=[1])["things"]["pq"], 4)
         0.0
     """
+    if void_label is not None:
+        ignore_label = void_label
     things = _check_thing_classes(thing_classes)
     preds, truths = _as_maps(pred, "pred"), _as_maps(truth, "truth")
     if len(preds) != len(truths):
         raise ValueError(
-            f"pred and truth must hold as many maps. Received: {len(preds)} and {len(truths)}"
+            "pred and truth must hold as many maps. "
+            f"Received: len(pred)={len(preds)}, len(truth)={len(truths)}"
         )
     stats = {}
     for n, (p, t) in enumerate(zip(preds, truths)):
         if p.shape != t.shape:
             raise ValueError(
-                f"pred and truth maps {n} differ in size. Received: {p.shape} and {t.shape}"
+                f"pred and truth maps {n} differ in size. "
+                f"Received: pred[{n}].shape={p.shape}, truth[{n}].shape={t.shape}"
             )
         _accumulate(p, t, things, label_divisor, ignore_label, stats, num_classes)
     per_class = {}

@@ -407,10 +407,12 @@ class SearchSpace:
             )
         normalised = {}
         for name, options in models_spec.items():
-            if name not in MODELS:
+            # The tuner scores mean IoU of semantic logits: instance/panoptic models do not fit.
+            if name not in MODELS or getattr(MODELS.get(name), "task", "semantic") != "semantic":
+                valid = [n for n in MODELS.names() if MODELS.get(n).task == "semantic"]
                 raise ValueError(
-                    f"space['models'] names an unknown model {name!r}; valid models: "
-                    f"{', '.join(MODELS.names())}. Received: space['models'][{name!r}]"
+                    f"space['models'] names an unknown or non-semantic model {name!r}; valid "
+                    f"models: {', '.join(valid)}. Received: space['models'][{name!r}]"
                 )
             if options is None:
                 options = {}

@@ -112,15 +112,22 @@ def _build_parser():
     train = sub.add_parser("train", help="train a model")
     train.add_argument(
         "--model",
-        help="model name (see `kseg bench --list`; default unet, fc_siam_diff for change)",
+        help="model name (see `kseg bench --list`; default unet, fc_siam_diff for change, "
+        "mask_rcnn for instance, panoptic_deeplab for panoptic)",
     )
     train.add_argument(
         "--task",
         default="segment",
-        choices=("segment", "change"),
+        choices=("segment", "change", "instance", "panoptic"),
         help="change: bi-temporal change detection on image pairs (--dataset synthetic for "
-        "built-in pairs, or change with --data-root holding LEVIR-CD-style <split>/A, B, label)",
+        "built-in pairs, or change with --data-root holding LEVIR-CD-style <split>/A, B, label); "
+        "instance: Mask R-CNN on synthetic, coco (--annotations, --data-root the image folder) "
+        "or pennfudan; panoptic: Panoptic-DeepLab on synthetic or coco_panoptic (--annotations, "
+        "--panoptic-dir). Instance/panoptic samples are held in memory and resized to "
+        "--image-size",
     )
+    train.add_argument("--annotations", help="instance/panoptic: COCO instances or panoptic JSON")
+    train.add_argument("--panoptic-dir", help="coco_panoptic: folder of the segment PNGs")
     train.add_argument("--backbone", help="backbone name, for models that take one")
     train.add_argument("--weights", help="backbone weights: imagenet or a weights file")
     train.add_argument("--epochs", type=_positive_int, default=10)
@@ -256,6 +263,24 @@ def _build_parser():
 
     predict = sub.add_parser("predict", help="write colour-coded masks and overlays for images")
     predict.add_argument("--model", required=True, help="a .keras file")
+    predict.add_argument(
+        "--task",
+        default="semantic",
+        choices=("semantic", "instance", "panoptic"),
+        help="instance: COCO results JSON (predictions.json) and pictures with one colour per "
+        "instance; panoptic: COCO panoptic PNGs + panoptic.json and pictures",
+    )
+    predict.add_argument(
+        "--annotations",
+        help="instance: a COCO instances JSON whose category ids the predictions take (class k "
+        "= the k-th smallest category id, as kseg.data.coco_instances reads; default: id k)",
+    )
+    predict.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="instance: detections scoring below this are left out (default 0.5)",
+    )
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--output", default="kseg_runs/predict")
     predict.add_argument(
@@ -377,6 +402,15 @@ def _build_parser():
     )
     demo.add_argument("--image-size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--task",
+        default="semantic",
+        choices=("semantic", "instance"),
+        help="instance: a small Mask R-CNN on synthetic instance scenes, COCO AP, pictures",
+    )
+    demo.add_argument(
+        "--steps", type=_positive_int, default=None, help="instance: training steps (default 600)"
+    )
 
     from kseg.cli import data as data_command  # kseg data stats/convert/show
 
@@ -509,6 +543,11 @@ def _dataset(args, split, training=False, crop_size=None):
             **options,
         )
         return dataset, args.num_classes, None
+    if name in kseg.data.INSTANCE_DATASETS + kseg.data.PANOPTIC_DATASETS:
+        raise ValueError(
+            f"the {name} dataset holds instances or panoptic maps: train it with --task "
+            f"instance or --task panoptic. Received: --dataset={args.dataset!r}"
+        )
     if name not in kseg.data.DATASETS:
         raise ValueError(
             f"unknown dataset; valid: {', '.join(kseg.data.DATASETS.names())}. "
@@ -627,8 +666,19 @@ def _run_train(args):
     import kseg
     from kseg import engine, fileio, training
 
+    if args.task in ("instance", "panoptic"):
+        from kseg.cli.instance import run_train_task
+
+        name = args.model or ("mask_rcnn" if args.task == "instance" else "panoptic_deeplab")
+        return run_train_task(args, _model_options(name, args.model_option))
     if args.model is None:
         args.model = "fc_siam_diff" if args.task == "change" else "unet"
+    task = getattr(kseg.models.MODELS.get(args.model), "task", "semantic")
+    if task != "semantic":
+        raise ValueError(
+            f"model {args.model!r} predicts {task} segmentation: train it with --task {task}. "
+            f"Received: --model={args.model} with --task {args.task}"
+        )
     options = _model_options(args.model, args.model_option)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow work in the process.
     strategy = training.make_strategy(args.strategy, tpu=args.tpu)
@@ -846,6 +896,11 @@ def _run_predict(args):
     from kseg.data import read_image
 
     model = _load_model(args.model)
+    if args.task != "semantic":
+        from kseg.cli.instance import run_predict_task
+
+        files = _image_files(args.inputs)
+        return run_predict_task(args, model, files, _output_stems(files))
     predictor = engine.FlipAverage(model) if args.flip_average else model
     os.makedirs(args.output, exist_ok=True)
     files = _image_files(args.inputs)
@@ -980,6 +1035,27 @@ def _export_data(args, num_classes, size):
     return calibration, held_out, source, _class_names(args, num_classes, names)
 
 
+def _run_export_detections(args, model):
+    """``kseg export`` of a MaskRCNN or PanopticDeepLab: their own exports, post-processing
+    included (``kseg.instance.export``, ``kseg.panoptic.export``)."""
+    if model.task == "instance":
+        from kseg.instance import export as task_export
+    else:
+        from kseg.panoptic import export as task_export
+    if args.format == "onnx" or args.quantize:
+        value = f"--quantize={args.quantize}" if args.quantize else "--format=onnx"
+        raise ValueError(
+            f"a {model.task} model exports as float32 SavedModel or TFLite only. Received: {value}"
+        )
+    shape = (*args.input_size, 3) if args.input_size else None
+    if args.format == "tflite":
+        path = task_export.tflite(model, args.output, input_shape=shape)
+    else:
+        path = task_export.saved_model(model, args.output, input_shape=shape)
+    print(f"exported the {model.task} model {args.model} to {path}")
+    return 0
+
+
 def _run_export(args):
     from kseg import export, export_checks
 
@@ -1001,6 +1077,8 @@ def _run_export(args):
             f"{args.min_agreement}"
         )
     model = _load_model(args.model)
+    if getattr(model, "task", "semantic") != "semantic":
+        return _run_export_detections(args, model)
     if args.format in ("savedmodel", "saved_model"):
         path = _run_export_savedmodel(args, model)
         print(f"exported {args.model} to {path} (report: {path}/export_report.json)")
@@ -1076,7 +1154,7 @@ def _run_bench(args):
     import kseg
 
     if args.list:
-        print("\n".join(kseg.models.names()))
+        print("\n".join(kseg.models.names(task="semantic")))
         return 0
     # --models takes names separated by spaces or commas
     models = [n for item in args.models or [] for n in item.split(",") if n] or None
@@ -1089,7 +1167,7 @@ def _run_bench(args):
             return _fail(f"--input must be HxW, e.g. 512x1024. Received: --input {args.input}")
     if args.latency:
         rows = kseg.bench.latency_rows(
-            models or kseg.models.names(),
+            models or kseg.models.names(task="semantic"),
             (*size, 3),
             num_classes=args.num_classes or 19,
             threads=args.threads,
@@ -1137,6 +1215,10 @@ def _run_tune(args):
 def _run_demo(args):
     from kseg import demo
 
+    if args.task == "instance":
+        from kseg.cli.instance import run_instance_demo
+
+        return run_instance_demo(args)
     result = demo.run(
         output_dir=args.output,
         epochs=args.epochs,

@@ -244,6 +244,95 @@ DATASETS.register("ade20k")(ade20k)
 DATASETS.register("coco_stuff")(coco_stuff)
 
 
+def _coco_split_name(split):
+    # "train" -> "train2017" (COCO's 2017 release); a split with a year ("val2014") is kept.
+    if not isinstance(split, str) or not split:
+        raise ValueError(
+            f"split must be a COCO split name such as 'val'. Received: split={split!r}"
+        )
+    return split if any(ch.isdigit() for ch in split) else f"{split}2017"
+
+
+@DATASETS.register("coco", "coco_instances")
+def _load_coco_instances(root, split, annotation_file=None, image_dir=None, **kwargs):
+    import os
+
+    if annotation_file is None or image_dir is None:
+        if root is None:
+            raise ValueError(
+                "root must be the COCO folder (annotations/, train2017/, val2017/), or "
+                "annotation_file and image_dir given. Received: root=None"
+            )
+        name = _coco_split_name(split)
+        annotation_file = annotation_file or os.path.join(
+            root, "annotations", f"instances_{name}.json"
+        )
+        image_dir = image_dir or os.path.join(root, name)
+    return coco_instances(annotation_file, image_dir, **kwargs)
+
+
+@DATASETS.register("coco_panoptic")
+def _load_coco_panoptic(root, split, json_file=None, image_dir=None, panoptic_dir=None):
+    import os
+
+    if json_file is None or image_dir is None or panoptic_dir is None:
+        if root is None:
+            raise ValueError(
+                "root must be the COCO folder (annotations/panoptic_<split>2017.json and its "
+                "PNG folder, <split>2017/), or json_file, image_dir and panoptic_dir given. "
+                "Received: root=None"
+            )
+        name = _coco_split_name(split)
+        json_file = json_file or os.path.join(root, "annotations", f"panoptic_{name}.json")
+        image_dir = image_dir or os.path.join(root, name)
+        panoptic_dir = panoptic_dir or os.path.join(root, "annotations", f"panoptic_{name}")
+    return coco_panoptic(json_file, image_dir, panoptic_dir)
+
+
+PENNFUDAN_SPLITS = ("all", "train", "val", "test")
+"""PennFudan has no official split: "train" is all but the last ``held_out=50`` images (sorted
+by name), "val" and "test" those last 50 (as torchvision's detection tutorial), "all" (or None)
+every image."""
+
+
+@DATASETS.register("pennfudan")
+def _load_pennfudan(root, split="all", held_out=50):
+    if root is None:
+        raise ValueError("root must be the PennFudanPed folder. Received: root=None")
+    key = "all" if split is None else split
+    if key not in PENNFUDAN_SPLITS:
+        raise ValueError(
+            f"pennfudan split must be one of {', '.join(PENNFUDAN_SPLITS)}. "
+            f"Received: split={split!r}"
+        )
+    dataset = pennfudan(root)
+    count = int(dataset.cardinality())
+    if not isinstance(held_out, int) or held_out < 0:
+        raise ValueError(f"held_out must be an int >= 0. Received: held_out={held_out!r}")
+    cut = max(count - held_out, 0)
+    first, last = {"all": (0, count), "train": (0, cut)}.get(key, (cut, count))
+    return dataset.skip(first).take(last - first)
+
+
+@DATASETS.register("synthetic_instances")
+def _load_synthetic_instances(root, split="train", **kwargs):
+    if split not in SYNTHETIC_SPLITS:
+        raise ValueError(
+            f"synthetic_instances split must be one of {', '.join(SYNTHETIC_SPLITS)}. "
+            f"Received: split={split!r}"
+        )
+    first_index, default_count = SYNTHETIC_SPLITS[split]
+    return synthetic_instances(
+        kwargs.pop("num_images", default_count), first_index=first_index, **kwargs
+    )
+
+
+INSTANCE_DATASETS = ("coco", "coco_instances", "pennfudan", "synthetic_instances")
+"""Names in :data:`DATASETS` giving instance samples (dicts of image, boxes, classes, masks)."""
+PANOPTIC_DATASETS = ("coco_panoptic", "synthetic_instances")
+"""Names in :data:`DATASETS` giving panoptic samples (dicts with ``image`` and ``panoptic``)."""
+
+
 @DATASETS.register("synthia13")
 def _load_synthia13(root, split="train", **kwargs):
     return synthia(root, split, num_classes=13, **kwargs)
@@ -332,11 +421,28 @@ def load(name, root=None, split="train", **kwargs):
     - ``"synthetic_change"``: :func:`synthetic_change` pairs (``num_images``, ``image_size``,
       ``illumination``, ``noise_std`` and the loader keywords); splits as "synthetic".
 
+    Instance and panoptic datasets give dicts (``image``, ``boxes``, ``classes``, ``masks``,
+    ...; or ``image``, ``panoptic``), not ``(image, label)`` pairs:
+
+    - ``"coco"`` (also ``"coco_instances"``): :func:`coco_instances` on
+      ``root/annotations/instances_<split>2017.json`` and ``root/<split>2017/`` (a split with a
+      year, e.g. "val2014", is used as is; ``annotation_file=`` / ``image_dir=`` override).
+    - ``"coco_panoptic"``: :func:`coco_panoptic` on ``root/annotations/panoptic_<split>2017.json``,
+      its PNG folder ``root/annotations/panoptic_<split>2017/`` and ``root/<split>2017/``
+      (``json_file=``, ``image_dir=``, ``panoptic_dir=`` override).
+    - ``"pennfudan"``: :func:`pennfudan` on the ``PennFudanPed`` folder; ``split`` "all"
+      (default), "train" (all but the last ``held_out=50`` images by name) or "val"/"test"
+      (those last 50).
+    - ``"synthetic_instances"``: :func:`synthetic_instances` (its keywords); splits as
+      "synthetic".
+
     Example:
         >>> ds = load("synthetic", split="val", num_images=50, image_size=(96, 96), batch_size=8)
         >>> images, labels = next(iter(ds))
         >>> images.shape.as_list(), labels.shape.as_list()
         ([8, 96, 96, 3], [8, 96, 96])
+        >>> sorted(next(iter(load("synthetic_instances", split="val", num_images=1))))
+        ['boxes', 'classes', 'image', 'masks', 'panoptic']
     """
     return DATASETS.get(name)(root, split, **kwargs)
 
@@ -376,6 +482,9 @@ __all__ = [
     "COCO_STUFF_STUFF_CLASSES",
     "COCO_STUFF_THING_CLASSES",
     "DATASETS",
+    "INSTANCE_DATASETS",
+    "PANOPTIC_DATASETS",
+    "PENNFUDAN_SPLITS",
     "DatasetInfo",
     "IGNORE_INDEX",
     "IMAGENET_MEAN_RGB",

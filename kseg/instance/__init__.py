@@ -8,6 +8,7 @@ Example:
 
 # kseg.models imports MaskRCNN from here; importing it first keeps either import order working.
 import kseg.models  # noqa: F401
+from kseg.instance import export
 from kseg.instance.boxes import (
     box_iou,
     clip_boxes,
@@ -32,6 +33,7 @@ __all__ = [
     "detections_from_heads",
     "encode_boxes",
     "evaluate",
+    "export",
     "fpn_levels",
     "generate_anchors",
     "level_sizes",

@@ -31,6 +31,7 @@ from kseg.models._base import (
     check_num_classes,
     check_positive_int,
 )
+from kseg.registry import MODELS
 
 FPN_LEVELS = (2, 3, 4, 5, 6)
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
@@ -73,6 +74,7 @@ def _huber(x, beta):
     return tf.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
 
 
+@MODELS.register("mask_rcnn", "maskrcnn")
 @keras.saving.register_keras_serializable(package="kseg")
 class MaskRCNN(SegmentationModel):
     """Mask R-CNN with a ResNet-FPN backbone: boxes, classes and instance masks.
@@ -98,11 +100,16 @@ class MaskRCNN(SegmentationModel):
     ``masks [B, D, H, W]`` (probabilities) and ``num_detections [B]``, padded to
     ``D = max_detections``.
 
+    Registered as ``"mask_rcnn"`` (``kseg.models.create("mask_rcnn", ...)``) with
+    ``task = "instance"``: the semantic sweeps (model matrix, ``kseg bench``) leave it out.
+
     Example:
         >>> model = MaskRCNN(num_classes=81)  # doctest: +SKIP
         >>> model.count_params()  # doctest: +SKIP
         46381173
     """
+
+    task = "instance"
 
     def __init__(
         self,
@@ -254,16 +261,23 @@ class MaskRCNN(SegmentationModel):
     def _features(self, outputs):
         return {f"P{level}": outputs[f"P{level}"] for level in (2, 3, 4, 5)}
 
-    def run_box_head(self, features, rois, box_indices, training=False):
-        """Class logits ``[R, K]`` and class-specific deltas ``[R, K * 4]`` of the RoIs."""
-        crops = multilevel_roi_align(features, rois, box_indices, 7)
+    def run_box_head(self, features, rois, box_indices, training=False, routing="partition"):
+        """Class logits ``[R, K]`` and class-specific deltas ``[R, K * 4]`` of the RoIs
+        (``routing``: see :func:`kseg.instance.multilevel_roi_align`)."""
+        count = tf.shape(rois)[0]
+        rois, box_indices = _at_least_one_roi(rois, box_indices)
+        crops = multilevel_roi_align(features, rois, box_indices, 7, routing=routing)
         hidden = self.box_head(crops, training=training)
-        return self.box_classifier(hidden), self.box_regressor(hidden)
+        return self.box_classifier(hidden)[:count], self.box_regressor(hidden)[:count]
 
-    def run_mask_head(self, features, rois, box_indices, classes, training=False):
+    def run_mask_head(
+        self, features, rois, box_indices, classes, training=False, routing="partition"
+    ):
         """28x28 mask logits of each RoI for its class, ``[R, 28, 28]``."""
-        crops = multilevel_roi_align(features, rois, box_indices, 14)
-        logits = self.mask_head(crops, training=training)  # [R, 28, 28, K]
+        count = tf.shape(rois)[0]
+        rois, box_indices = _at_least_one_roi(rois, box_indices)
+        crops = multilevel_roi_align(features, rois, box_indices, 14, routing=routing)
+        logits = self.mask_head(crops, training=training)[:count]  # [R, 28, 28, K]
         return tf.gather(logits, tf.cast(classes, tf.int32), axis=3, batch_dims=1)
 
     def _proposals(self, outputs, anchors, image_size, count):
@@ -333,7 +347,11 @@ class MaskRCNN(SegmentationModel):
             classes.append(c)
             box_targets.append(d)
             indices.append(tf.fill(tf.shape(r)[:1], b))
-            masks.append(mask_targets(gt_masks, matched, r, 28))
+            # Foreground RoIs only (the mask loss's), so an image without objects needs none.
+            fg = c > 0
+            masks.append(
+                mask_targets(gt_masks, tf.boolean_mask(matched, fg), tf.boolean_mask(r, fg), 28)
+            )
         rois = tf.concat(rois, 0)
         indices = tf.concat(indices, 0)
         classes = tf.concat(classes, 0)
@@ -364,7 +382,7 @@ class MaskRCNN(SegmentationModel):
             training,
         )
         mask_bce = tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=tf.boolean_mask(masks, foreground), logits=tf.cast(mask_logits, tf.float32)
+            labels=masks, logits=tf.cast(mask_logits, tf.float32)
         )
         mask_loss = tf.math.divide_no_nan(
             tf.reduce_sum(mask_bce), tf.cast(tf.size(mask_bce), tf.float32)
@@ -396,8 +414,11 @@ class MaskRCNN(SegmentationModel):
 
     # -- inference -----------------------------------------------------------------------
 
-    def detect(self, images):
+    def detect(self, images, routing="partition"):
         """Detections of a batch: see the class notes (``predict`` returns the same).
+
+        ``routing="gather"`` sends RoIs to their FPN level with TFLite built-in ops only (the
+        exports use it; same values, more work), see :func:`kseg.instance.multilevel_roi_align`.
 
         Example:
             >>> out = model.detect(images)  # doctest: +SKIP
@@ -412,7 +433,7 @@ class MaskRCNN(SegmentationModel):
         features = self._features(outputs)
         proposals, indices = self._proposals(outputs, anchors, image_size, self.test_proposals)
         class_logits, box_deltas = self.run_box_head(
-            features, tf.concat(proposals, 0), tf.concat(indices, 0)
+            features, tf.concat(proposals, 0), tf.concat(indices, 0), routing=routing
         )
         start = 0
         results = {"boxes": [], "scores": [], "classes": [], "masks": [], "num_detections": []}
@@ -428,7 +449,9 @@ class MaskRCNN(SegmentationModel):
                 max_detections=limit,
             )
             start += count
-            logits = self.run_mask_head(features, boxes, tf.fill(tf.shape(classes), b), classes)
+            logits = self.run_mask_head(
+                features, boxes, tf.fill(tf.shape(classes), b), classes, routing=routing
+            )
             masks = paste_masks(tf.sigmoid(tf.cast(logits, tf.float32)), boxes, image_size)
             found = tf.shape(boxes)[0]
             pad = limit - found
@@ -442,6 +465,16 @@ class MaskRCNN(SegmentationModel):
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self.detect(images)
+
+
+def _at_least_one_roi(rois, box_indices):
+    """Appends a 1x1 RoI only when there is none: an eager Conv2D on an empty batch fails
+    (an image without objects, or without detections); the heads' callers drop it."""
+    rois = tf.convert_to_tensor(rois, tf.float32)
+    box_indices = tf.cast(box_indices, tf.int32)
+    missing = tf.maximum(1 - tf.shape(rois)[0], 0)
+    rois = tf.concat([rois, tf.tile([[0.0, 0.0, 1.0, 1.0]], [missing, 1])], 0)
+    return rois, tf.concat([box_indices, tf.zeros([missing], tf.int32)], 0)
 
 
 def _static_batch(tensor):

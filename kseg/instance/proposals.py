@@ -111,25 +111,26 @@ def paste_masks(masks, boxes, image_size):
     boxes = tf.cast(boxes, tf.float32)
     size = tf.cast(tf.shape(masks)[1], tf.float32)
     height, width = image_size
-    h = tf.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
-    w = tf.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
-    # Mask-grid coordinates (cell-centre units) of the first and last image pixel centres.
-    y_first = (0.5 - boxes[:, 0]) / h * size - 0.5
-    y_last = (tf.cast(height, tf.float32) - 0.5 - boxes[:, 0]) / h * size - 0.5
-    x_first = (0.5 - boxes[:, 1]) / w * size - 0.5
-    x_last = (tf.cast(width, tf.float32) - 0.5 - boxes[:, 1]) / w * size - 0.5
-    normalized = tf.stack([y_first, x_first, y_last, x_last], axis=1) / (size - 1.0)
     # Pad by one cell of zeros so that sampling fades to 0 just past the box, not clamps.
     padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1]])
-    normalized = (normalized * (size - 1.0) + 1.0) / (size + 1.0)
-    pasted = tf.image.crop_and_resize(
-        padded[..., None],
-        normalized,
-        tf.range(tf.shape(masks)[0]),
-        (height, width),
-        extrapolation_value=0.0,
-    )
-    return pasted[..., 0]
+    # Bilinear sampling is separable: two batched products with hat-function weights give
+    # tf.image.crop_and_resize's values with TFLite built-ins (it has no CropAndResize).
+    rows = _grid_weights(boxes[:, 0], boxes[:, 2], height, size)  # [D, H, M + 2]
+    cols = _grid_weights(boxes[:, 1], boxes[:, 3], width, size)  # [D, W, M + 2]
+    return tf.matmul(tf.matmul(rows, padded), cols, transpose_b=True)
+
+
+def _grid_weights(start, end, pixels, size):
+    """``[D, pixels, M + 2]`` bilinear weights of each image pixel centre over the padded
+    mask cells of its box (zero rows for pixels whose sample falls outside the padded mask)."""
+    extent = tf.maximum(end - start, 1e-6)
+    centres = tf.cast(tf.range(pixels), tf.float32) + 0.5
+    # Cell-centre coordinate in the padded grid (mask cell k at k + 1).
+    coords = (centres[None, :] - start[:, None]) / extent[:, None] * size - 0.5 + 1.0
+    inside = (coords >= 0.0) & (coords <= size + 1.0)
+    cells = tf.cast(tf.range(tf.cast(size, tf.int32) + 2), tf.float32)
+    weights = tf.maximum(1.0 - tf.abs(coords[..., None] - cells[None, None, :]), 0.0)
+    return tf.where(inside[..., None], weights, 0.0)
 
 
 __all__ = ["detections_from_heads", "paste_masks", "proposals_from_rpn"]

@@ -135,24 +135,57 @@ def fpn_levels(boxes, min_level=2, max_level=5, canonical_level=4, canonical_siz
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
 
 
+ROUTINGS = ("partition", "gather")
+
+
 def multilevel_roi_align(
-    features, boxes, box_indices, output_size=7, sampling_ratio=2, levels=(2, 3, 4, 5)
+    features,
+    boxes,
+    box_indices,
+    output_size=7,
+    sampling_ratio=2,
+    levels=(2, 3, 4, 5),
+    routing="partition",
 ):
     """RoIAlign of each box on its FPN level (:func:`fpn_levels`).
 
     Args:
         features: ``{"P2": [B, H/4, W/4, C], ...}`` for ``levels``.
         boxes, box_indices, output_size, sampling_ratio: as :func:`roi_align`.
+        routing: ``"partition"`` aligns each box on its level only (``tf.dynamic_partition``
+            and ``tf.dynamic_stitch``: the cheap way, used in training); ``"gather"`` aligns
+            every box on every level and gathers its level's crop (``len(levels)`` times the
+            work, but only TFLite built-in ops, used by the exports). Both give the same values.
 
     Example:
         >>> feats = {f"P{l}": tf.ones((1, 64 // 2**l, 64 // 2**l, 4)) for l in (2, 3, 4, 5)}
         >>> multilevel_roi_align(feats, [[0.0, 0.0, 32.0, 32.0]], [0]).shape.as_list()
         [1, 7, 7, 4]
     """
+    if routing not in ROUTINGS:
+        raise ValueError(
+            f"routing must be one of {', '.join(ROUTINGS)}. Received: routing={routing!r}"
+        )
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     box_indices = tf.cast(box_indices, tf.int32)
     level = fpn_levels(boxes, min(levels), max(levels)) - min(levels)
     positions = tf.range(tf.shape(boxes)[0])
+    if routing == "gather":
+        crops = [
+            tf.cast(
+                roi_align(
+                    features[f"P{lvl}"],
+                    boxes,
+                    box_indices,
+                    output_size,
+                    1.0 / 2**lvl,
+                    sampling_ratio,
+                ),
+                tf.float32,
+            )
+            for lvl in levels
+        ]
+        return tf.gather(tf.concat(crops, 0), level * tf.shape(boxes)[0] + positions)
     parts_boxes = tf.dynamic_partition(boxes, level, len(levels))
     parts_index = tf.dynamic_partition(box_indices, level, len(levels))
     parts_position = tf.dynamic_partition(positions, level, len(levels))
@@ -175,4 +208,4 @@ def multilevel_roi_align(
     return tf.dynamic_stitch(parts_position, outputs)
 
 
-__all__ = ["fpn_levels", "multilevel_roi_align", "roi_align"]
+__all__ = ["ROUTINGS", "fpn_levels", "multilevel_roi_align", "roi_align"]

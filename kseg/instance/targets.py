@@ -76,7 +76,8 @@ def assign_anchors(
     gt_crowd = tf.cast(gt_crowd, tf.bool)
     boxes = tf.boolean_mask(gt_boxes, ~gt_crowd)
     iou = box_iou(anchors, boxes)  # [A, G]
-    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], -1.0)], axis=1)
+    # The extra column (IoU 0) makes every proposal of an image without objects background.
+    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], 0.0)], axis=1)
     best_iou = tf.reduce_max(padded, axis=1)
     matched = tf.cast(tf.argmax(padded, axis=1), tf.int32)
     best_per_box = tf.reduce_max(iou, axis=0)  # [G]
@@ -137,7 +138,8 @@ def sample_rois(
     boxes = tf.gather(gt_boxes, kept)
     candidates = tf.concat([proposals, boxes], axis=0)
     iou = box_iou(candidates, boxes)
-    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], -1.0)], axis=1)
+    # The extra column (IoU 0) makes every proposal of an image without objects background.
+    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], 0.0)], axis=1)
     best_iou = tf.reduce_max(padded, axis=1)
     best = tf.cast(tf.argmax(padded, axis=1), tf.int32)
     foreground = best_iou >= foreground_iou
@@ -151,7 +153,7 @@ def sample_rois(
     is_foreground = tf.gather(foreground, order)
     matched_kept = tf.where(is_foreground, tf.gather(best, order), 0)
     matched = tf.gather(tf.concat([kept, [0]], 0), matched_kept)
-    classes = tf.where(is_foreground, tf.gather(gt_classes, matched), 0)
+    classes = tf.where(is_foreground, tf.gather(tf.concat([gt_classes, [0]], 0), matched), 0)
     matched_boxes = tf.gather(tf.concat([gt_boxes, [[0.0, 0.0, 1.0, 1.0]]], 0), matched)
     deltas = tf.where(
         is_foreground[:, None], encode_boxes(matched_boxes, rois, BOX_HEAD_WEIGHTS), 0.0

@@ -44,9 +44,25 @@ def create(name, resolution=None, **kwargs):
     return ResolutionScaled(name, kwargs, resolution=resolution, input_shape=input_shape)
 
 
-def names():
-    """Lists the registered model names."""
-    return MODELS.names()
+def names(task=None):
+    """Lists the registered model names; ``task`` keeps those of one task.
+
+    Args:
+        task: None (all), ``"semantic"`` (logits ``[B, H, W, num_classes]``: what the model
+            matrix, ``kseg bench`` and the tuner sweep), ``"instance"`` or ``"panoptic"``.
+
+    Example:
+        >>> names(task="instance")
+        ['mask_rcnn', 'maskrcnn']
+    """
+    if task is None:
+        return MODELS.names()
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}. Received: task={task!r}")
+    return [n for n in MODELS.names() if getattr(MODELS.get(n), "task", "semantic") == task]
+
+
+TASKS = ("semantic", "instance", "panoptic")
 
 
 # Instance segmentation lives in kseg.instance; the model class is found here too.

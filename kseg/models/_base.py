@@ -232,6 +232,11 @@ class SegmentationModel(keras.Model):
         [255.0, 255.0, 255.0]
     """
 
+    task = "semantic"
+    """What the model predicts: "semantic" (logits ``[B, H, W, num_classes]``, the contract
+    of ``kseg.testing.check_model``), "instance" (``MaskRCNN``) or "panoptic"
+    (``PanopticDeepLab``). Sweeps over ``kseg.models.names()`` select by it."""
+
     def __init__(self, inputs, outputs, *args, **kwargs):
         super().__init__(inputs, _float32_outputs(outputs), *args, **kwargs)
 

@@ -7,9 +7,9 @@ of sigma 8 at the instance centres) and the offset head (for every pixel, the ``
 the pixel to its instance's centre, in input pixels). ``kseg.panoptic.group`` turns the three
 into a panoptic map; ``PanopticDeepLab.panoptic_model()`` appends it as a layer, for export.
 
-It is not in ``kseg.models.names()``: that registry holds the semantic models, whose single
-output is the logits (the contract ``kseg.testing.check_model`` and the model matrix train and
-export); this model has three outputs and its own losses.
+It is registered as ``"panoptic_deeplab"`` with ``task = "panoptic"``: the sweeps over the
+semantic models (whose single output is the logits, the contract ``kseg.testing.check_model``
+and the model matrix train and export) leave it out; it has three outputs and its own losses.
 
 The layout follows the official configuration (deeplab2 ``configs/coco/panoptic_deeplab/
 resnet50_os16.textproto``): ASPP 256 wide at rates (6, 12, 18) on both branches; semantic
@@ -43,6 +43,7 @@ from kseg.models.deeplab import (
     _default_rates,
     check_weights,
 )
+from kseg.registry import MODELS
 
 #: The order of the model's outputs.
 OUTPUT_NAMES = ("semantic", "center", "offset")
@@ -89,9 +90,12 @@ def _head(x, name, filters, outputs, images):
     return Resize(name=f"{name}_upsample")([x, images])
 
 
+@MODELS.register("panoptic_deeplab", "panopticdeeplab")
 @keras.saving.register_keras_serializable(package="kseg")
 class PanopticDeepLab(SegmentationModel):
     """Panoptic-DeepLab: semantic logits, instance centre heat-map and centre offsets.
+
+    ``kseg.models.create("panoptic_deeplab", ...)`` builds it too (``task = "panoptic"``).
 
     Outputs (a list, in ``OUTPUT_NAMES`` order), all at the input resolution:
     ``semantic`` logits ``[B, H, W, num_classes]``, ``center`` heat-map ``[B, H, W, 1]`` (no
@@ -130,6 +134,8 @@ class PanopticDeepLab(SegmentationModel):
         >>> [tuple(shape) for shape in model.output_shape]
         [(None, 64, 64, 4), (None, 64, 64, 1), (None, 64, 64, 2)]
     """
+
+    task = "panoptic"
 
     def __init__(
         self,

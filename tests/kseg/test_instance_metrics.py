@@ -114,14 +114,23 @@ def _random_prediction(rng, truth):
     return pred
 
 
+def test_there_is_one_panoptic_quality():
+    from kseg.panoptic import quality
+
+    assert kseg.panoptic.panoptic_quality is kseg.metrics.panoptic_quality
+    assert quality.panoptic_quality is kseg.metrics.panoptic_quality
+
+
 def test_panoptic_quality_equals_the_definition_on_random_cases():
+    # kseg.panoptic.panoptic_quality is this same function (test above).
+    panoptic_quality = kseg.metrics.panoptic_quality
     rng = np.random.default_rng(0)
     checked = {"crowd": 0, "void": 0, "fp": 0, "fn": 0}
     for case in range(60):
         count = int(rng.integers(1, 4))
         truths = [_random_truth(rng, 20, 24) for _ in range(count)]
         preds = [_random_prediction(rng, t) for t in truths]
-        result = kseg.metrics.panoptic_quality(preds, truths, thing_classes=THINGS)
+        result = panoptic_quality(preds, truths, thing_classes=THINGS)
         rows, overall, things, stuff = _reference_pq(preds, truths, set(THINGS))
         assert sorted(result["per_class"]) == sorted(rows), case
         for cls, (pq, sq, rq) in rows.items():
@@ -132,6 +141,7 @@ def test_panoptic_quality_equals_the_definition_on_random_cases():
         for key, expected in (("all", overall), ("things", things), ("stuff", stuff)):
             got = [result[key][k] for k in ("pq", "sq", "rq")]
             np.testing.assert_allclose(got, expected, atol=1e-12, equal_nan=True)
+            assert result[key]["classes"] == result[key]["n"]
         checked["crowd"] += any(np.any(t == c * 1000) for t in truths for c in THINGS)
         checked["void"] += any(np.any(t == PANOPTIC_VOID) for t in truths)
     # The cases exercise every rule.

@@ -115,7 +115,14 @@ def test_sample_declares_the_space_on_the_hyperparameters():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ({"models": {"unet3000": {}}}, r"unknown model 'unet3000'; valid models: .*deeplabv3plus"),
+        (
+            {"models": {"unet3000": {}}},
+            r"unknown or non-semantic model 'unet3000'; valid models: .*deeplabv3plus",
+        ),
+        (  # mean IoU of logits cannot score an instance model
+            {"models": {"mask_rcnn": {}}},
+            r"non-semantic model 'mask_rcnn'; valid models: (?:(?!mask_rcnn)[^.])*unet[^.]*\. Rec",
+        ),
         (
             {"models": {"lraspp": {"backbone": tune.choice("mobilenetv3_small", "resnet5")}}},
             r"unknown backbone 'resnet5'; valid backbones: .*mobilenetv2",

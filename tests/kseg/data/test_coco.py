@@ -171,3 +171,55 @@ def test_pennfudan_round_trip(tmp_path):
         np.testing.assert_array_equal(sample["masks"], scene["masks"])
         np.testing.assert_array_equal(sample["boxes"], scene["boxes"])
         assert sample["classes"].tolist() == [1] * len(scene["classes"])
+
+
+def test_instance_and_panoptic_datasets_load_by_name_from_their_release_layouts(tmp_path):
+    scenes = _scenes(3)
+    root = tmp_path / "coco"
+    kseg.data.write_coco_instances(
+        scenes,
+        root / "annotations" / "instances_val2017.json",
+        root / "val2017",
+        class_names=kseg.data.SYNTHETIC_CLASSES,
+    )
+    kseg.data.write_coco_panoptic(
+        scenes,
+        root / "annotations" / "panoptic_val2017.json",
+        root / "val2017",
+        root / "annotations" / "panoptic_val2017",
+        kseg.data.SYNTHETIC_CLASSES,
+        thing_classes=range(1, 6),
+    )
+    for name in ("coco", "coco_instances"):
+        back = _as_numpy(kseg.data.load(name, root, "val"))
+        assert len(back) == 3
+        for scene, sample in zip(scenes, back):
+            np.testing.assert_array_equal(sample["masks"], scene["masks"])
+            assert sample["classes"].tolist() == scene["classes"].tolist()
+    panoptic = _as_numpy(kseg.data.load("coco_panoptic", root, "val"))
+    for scene, sample in zip(scenes, panoptic):
+        np.testing.assert_array_equal(sample["panoptic"], scene["panoptic"])
+    with pytest.raises(FileNotFoundError, match="instances_train2017.json"):
+        kseg.data.load("coco", root, "train")
+
+    kseg.data.write_pennfudan(scenes, tmp_path / "ped")
+    split = {
+        s: [
+            len(x["classes"])
+            for x in _as_numpy(kseg.data.load("pennfudan", tmp_path / "ped", s, held_out=1))
+        ]
+        for s in ("all", "train", "val")
+    }
+    counts = [len(s["classes"]) for s in scenes]
+    assert split == {"all": counts, "train": counts[:2], "val": counts[2:]}
+    with pytest.raises(ValueError, match="Received: split='dev'"):
+        kseg.data.load("pennfudan", tmp_path / "ped", "dev")
+
+    synthetic = _as_numpy(
+        kseg.data.load("synthetic_instances", split="val", num_images=2, image_size=(32, 32))
+    )
+    expected = _as_numpy(
+        synthetic_instances(2, (32, 32), first_index=kseg.data.SYNTHETIC_SPLITS["val"][0])
+    )
+    np.testing.assert_array_equal(synthetic[1]["panoptic"], expected[1]["panoptic"])
+    assert "coco" in kseg.data.INSTANCE_DATASETS and "coco_panoptic" in kseg.data.PANOPTIC_DATASETS

@@ -69,6 +69,29 @@ def test_mask_rcnn_trains_predicts_and_round_trips(tmp_path):
         np.testing.assert_allclose(again[key], out[key], atol=1e-5)
 
 
+def test_an_image_without_objects_is_trained_on_as_all_background():
+    scene = next(iter(kseg.data.synthetic_instances(1, (64, 64), seed=0)))
+    scene = {k: v.numpy() for k, v in scene.items()}
+    empty = {
+        "image": scene["image"],
+        "boxes": np.zeros((0, 4), np.float32),
+        "classes": np.zeros((0,), np.int32),
+        "masks": np.zeros((0, 64, 64), np.uint8),
+    }
+    images, targets = pad_targets([empty, empty])
+    assert not targets["classes"].any()  # padding only
+    model = _small_model()
+    with tf.GradientTape() as tape:
+        losses = model.compute_losses(images, targets)
+        total = tf.add_n(list(losses.values()))
+    # No objects: no box or mask targets, only "background" for the RPN and the box classifier.
+    assert float(losses["rpn_box"]) == 0.0 and float(losses["box_regression"]) == 0.0
+    assert float(losses["mask"]) == 0.0
+    assert float(losses["rpn_objectness"]) > 0.0 and float(losses["box_class"]) > 0.0
+    gradients = tape.gradient(total, model.trainable_variables)
+    assert all(np.isfinite(g.numpy()).all() for g in gradients if g is not None)
+
+
 def test_every_weight_gets_a_gradient():
     images, targets = _batch()
     model = _small_model()

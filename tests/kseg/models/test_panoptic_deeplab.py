@@ -109,9 +109,12 @@ def test_bad_arguments_are_named(kwargs, message):
         kseg.models.PanopticDeepLab(**{**TINY, **kwargs})
 
 
-def test_reexported_and_not_in_the_semantic_registry():
+def test_reexported_and_registered_as_a_panoptic_model():
     assert kseg.panoptic.PanopticDeepLab is kseg.models.PanopticDeepLab
-    assert not any("panoptic" in name for name in kseg.models.names())
+    assert kseg.models.names(task="panoptic") == ["panoptic_deeplab", "panopticdeeplab"]
+    assert not any("panoptic" in name for name in kseg.models.names(task="semantic"))
+    model = kseg.models.create("panoptic_deeplab", **TINY)
+    assert type(model) is kseg.models.PanopticDeepLab and len(model.outputs) == 3
 
 
 @pytest.mark.slow
