@@ -209,6 +209,7 @@ INT8_AGREEMENT = 0.97
         ),
         ("lraspp", {"backbone": "mobilenetv3_small", "alpha": 0.5}, None),
     ],
+    ids=["deeplabv3", "lraspp"],
 )
 def test_mediapipe_image_segmenter(name, kwargs, int8_shortfall, tmp_path):
     pytest.importorskip("mediapipe")
