@@ -190,7 +190,7 @@ def _trained_model(name, size, num_scenes=96, epochs=16, **kwargs):
 
 # The int8 exports must agree with Keras on >= 97 % of held-out pixels (scenes other than the
 # calibration ones). Every int8 op is within its rounding error (QuantizationDebugger: RMSE
-# 0.23-0.30 of a step per op, no clipping); what decides the figure is how sensitive the float
+# 0.23-0.31 of a step per op, no clipping); what decides the figure is how sensitive the float
 # model is to those roundings (benchmarks/RESULTS.md, int8 agreement).
 INT8_AGREEMENT = 0.97
 
