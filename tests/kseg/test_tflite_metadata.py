@@ -163,14 +163,18 @@ def _mediapipe_masks(path, images):
     return labels, np.stack(categories), np.stack(confidences)
 
 
-def _trained_model(name, size, **kwargs):
-    """``name`` trained briefly on synthetic scenes, so that its argmax is not one class.
+def _trained_model(name, size, num_scenes=96, epochs=16, **kwargs):
+    """``name`` trained on synthetic scenes until its argmax is a segmentation, not noise.
 
     BatchNormalization momentum 0.5: after a few dozen steps the moving statistics are those
     of the data (at Keras's 0.99 inference-mode outputs would still be one class).
+    96 scenes for 16 epochs, not 32 for 8: the shorter run left a DeepLabV3 whose own float
+    argmax changed on 3.8 % of the pixels when every pixel was brightened by 0.5 (of 255), the
+    rounding int8 cannot avoid on the normalised input (x / 127.5 - 1 falls half-way between
+    int8 steps), so no int8 file could reach 97 % on it (benchmarks/RESULTS.md, int8 agreement).
     """
     keras.utils.set_random_seed(0)
-    images, labels = kseg.data.synthetic_numpy(32, size, seed=0)
+    images, labels = kseg.data.synthetic_numpy(num_scenes, size, seed=0)
     model = kseg.models.create(name, num_classes=6, input_shape=(*size, 3), **kwargs)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -180,30 +184,34 @@ def _trained_model(name, size, **kwargs):
         optimizer=keras.optimizers.Adam(3e-3),
         loss=kseg.losses.CrossEntropy(class_weights=weights),
     )
-    model.fit(images, labels, batch_size=8, epochs=8, verbose=0)
+    model.fit(images, labels, batch_size=8, epochs=epochs, verbose=0)
     return model, images
 
 
-# The int8 exports must agree with Keras on >= 97 % of pixels. Measured on these briefly trained
-# narrow models (8 epochs of 32 scenes): DeepLabV3 84-91 % (over training variants), LR-ASPP
-# 95-96 %; the int8 logits differ by up to ~2.5 (logit range about +-6) and LiteRT gives the
-# same figures as MediaPipe, so the loss is in the conversion, not the client. Until that is
-# solved the test reports the shortfall as an expected failure instead of lowering the bar.
+# The int8 exports must agree with Keras on >= 97 % of held-out pixels (scenes other than the
+# calibration ones). Every int8 op is within its rounding error (QuantizationDebugger: RMSE
+# 0.23-0.31 of a step per op, no clipping); what decides the figure is how sensitive the float
+# model is to those roundings (benchmarks/RESULTS.md, int8 agreement).
 INT8_AGREEMENT = 0.97
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name, kwargs",
+    "name, kwargs, int8_shortfall",
     [
         (
             "deeplabv3",
             {"backbone": "mobilenetv2", "aspp": False, "backbone_options": {"alpha": 0.35}},
+            # 95.7-96.7 % after 16-48 epochs of 96-128 scenes (95.6 % at alpha 0.5): rounding
+            # accumulated along 17 narrow inverted-residual blocks, every op within its half
+            # step; no op to fix (benchmarks/RESULTS.md, int8 agreement)
+            "MobileNetV2 x0.35 int8: accumulated rounding, 95.7-96.7 % of pixels",
         ),
-        ("lraspp", {"backbone": "mobilenetv3_small", "alpha": 0.5}),
+        ("lraspp", {"backbone": "mobilenetv3_small", "alpha": 0.5}, None),
     ],
+    ids=["deeplabv3", "lraspp"],
 )
-def test_mediapipe_image_segmenter(name, kwargs, tmp_path):
+def test_mediapipe_image_segmenter(name, kwargs, int8_shortfall, tmp_path):
     pytest.importorskip("mediapipe")
     size = (128, 128)
     model, calibration = _trained_model(name, size, **kwargs)
@@ -233,7 +241,7 @@ def test_mediapipe_image_segmenter(name, kwargs, tmp_path):
         assert labels == names
         agreement = float((category == want).mean())
         figures[variant] = agreement
-        if variant == "float32":
+        if variant == "float32" or not int8_shortfall:
             assert agreement >= minimum, (variant, agreement)
         # the client runs the file as LiteRT does: same argmax
         litert = export.run_tflite(path, held_out).argmax(-1)
@@ -245,9 +253,9 @@ def test_mediapipe_image_segmenter(name, kwargs, tmp_path):
             )
             np.testing.assert_allclose(confidence, probabilities, atol=1e-4)
     print(name, figures)
-    short = {v: a for v, a in figures.items() if v != "float32" and a < INT8_AGREEMENT}
+    short = {v: a for v, a in figures.items() if a < INT8_AGREEMENT}
     if short:
-        pytest.xfail(f"int8 agreement with Keras below {INT8_AGREEMENT}: {short}")
+        pytest.xfail(f"{int8_shortfall}: {short}")
 
 
 def test_cli_tflite_with_calibration_data_and_report(tmp_path, capsys):
