@@ -1,12 +1,12 @@
 """Mask R-CNN learning run on the synthetic instance scenes, scored by pycocotools' COCOeval.
 
 Trains a Mask R-CNN (by default ResNet-50-FPN with 64-channel FPN levels and heads) on
-``kseg.data.synthetic_instances`` at their default difficulty (0.5: textured background, noise,
-objects of one class touching and overlapping) for a budget of optimiser steps, then reports COCO bbox and mask AP on held-out
-scenes, overall and per class. The settings (RPN positives from IoU 0.5, half of the
-sampled RoIs foreground, warm-up then cosine decay) are the ones the notes in
-``benchmarks/RESULTS.md`` measured; ``--preset paper`` restores the first run's settings
-(RPN positives from IoU 0.7, 25 % foreground RoIs, constant learning rate) for comparison.
+``kseg.data.synthetic_instances`` at their default difficulty (0.5: textured background,
+noise, objects of one class touching and overlapping) for a budget of optimiser steps, then
+reports COCO bbox and mask AP on held-out scenes, overall and per class. The settings (RPN
+positives from IoU 0.5, half of the sampled RoIs foreground, warm-up then cosine decay) are
+the ones measured in ``benchmarks/RESULTS.md``; ``--preset paper`` restores the first run's
+settings (RPN positives from IoU 0.7, 25 % foreground RoIs, constant learning rate).
 
     flock /tmp/kseg-heavy.lock python benchmarks/mask_rcnn_synthetic.py --steps 1400 \
         --output /tmp/mrcnn.json
