@@ -11,6 +11,10 @@ size; Panoptic-DeepLab trains its three losses (paper weights), DeepLabV3+ cross
 Held-out scenes (another seed) give Panoptic-DeepLab's PQ (``kseg.panoptic.panoptic_quality``)
 and both models' semantic mIoU.
 
+``--scenes synthetic_instances`` trains and scores on ``kseg.data.synthetic_instances`` at
+``--difficulty`` (default 0.5: five thing classes told apart by shape, touching and overlapping
+objects of one class, textured background) instead of the scenes above.
+
 Run (timed runs hold the lock so they never overlap)::
 
     flock /tmp/kseg-heavy.lock python benchmarks/panoptic_deeplab.py --steps 1500 \
