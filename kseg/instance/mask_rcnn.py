@@ -35,6 +35,7 @@ from kseg.registry import MODELS
 
 FPN_LEVELS = (2, 3, 4, 5, 6)
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
+RPN_NEGATIVE_IOU = 0.3
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -89,6 +90,9 @@ class MaskRCNN(SegmentationModel):
         rpn_samples, roi_samples, roi_positive_fraction: anchors per image for the RPN loss
             (half positive at most) and RoIs per image for the heads (25 % foreground at
             most), as the paper.
+        rpn_positive_iou: IoU with a box from which an anchor is a positive of the RPN loss
+            (the paper's 0.7; besides, each box's best anchors are positive). On small
+            objects few anchors reach 0.7, so 0.5 gives the RPN several positives per box.
         train_proposals, test_proposals: proposals kept after NMS per image.
         max_detections, score_threshold: detections returned by ``predict``.
         anchor_sizes: anchor side (pixels) at P2..P6; three aspect ratios each.
@@ -120,6 +124,7 @@ class MaskRCNN(SegmentationModel):
         weights=None,
         fpn_filters=256,
         rpn_samples=256,
+        rpn_positive_iou=0.7,
         roi_samples=512,
         roi_positive_fraction=0.25,
         train_proposals=1000,
@@ -143,6 +148,16 @@ class MaskRCNN(SegmentationModel):
             raise ValueError(
                 "MaskRCNN: num_classes counts the background and must be >= 2. "
                 f"Received: num_classes={num_classes!r}"
+            )
+        if (
+            isinstance(rpn_positive_iou, bool)
+            or not isinstance(rpn_positive_iou, (int, float))
+            or not RPN_NEGATIVE_IOU < rpn_positive_iou <= 1.0
+        ):
+            raise ValueError(
+                f"MaskRCNN: rpn_positive_iou must be in ({RPN_NEGATIVE_IOU}, 1] (anchors under "
+                f"{RPN_NEGATIVE_IOU} are the negatives). Received: rpn_positive_iou="
+                f"{rpn_positive_iou!r}"
             )
         if fpn is not True:
             raise ValueError(f"MaskRCNN: only fpn=True is implemented. Received: fpn={fpn!r}")
@@ -247,6 +262,7 @@ class MaskRCNN(SegmentationModel):
             weights=weights,
             fpn_filters=fpn_filters,
             rpn_samples=rpn_samples,
+            rpn_positive_iou=rpn_positive_iou,
             roi_samples=roi_samples,
             roi_positive_fraction=roi_positive_fraction,
             train_proposals=train_proposals,
@@ -323,7 +339,12 @@ class MaskRCNN(SegmentationModel):
                 else tf.boolean_mask(tf.cast(crowd[b], tf.bool), valid)
             )
             labels, _, deltas = assign_anchors(
-                anchors, gt_boxes, gt_crowd, num_samples=self.rpn_samples
+                anchors,
+                gt_boxes,
+                gt_crowd,
+                positive_iou=self.rpn_positive_iou,
+                negative_iou=RPN_NEGATIVE_IOU,
+                num_samples=self.rpn_samples,
             )
             sampled = labels >= 0
             count = tf.maximum(tf.reduce_sum(tf.cast(sampled, tf.float32)), 1.0)

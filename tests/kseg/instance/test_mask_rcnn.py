@@ -153,3 +153,63 @@ def test_mask_rcnn_r50_fpn_parameter_count_matches_model_garden():
     model = MaskRCNN(num_classes=81)
     assert abs(model.count_params() - 46.3e6) / 46.3e6 < 0.02
     assert model.count_params() == 46_384_245
+
+
+def test_rpn_positive_iou_sets_the_rpn_positives(monkeypatch):
+    from kseg.instance import mask_rcnn, targets
+
+    calls = []
+
+    def recording(anchors, gt_boxes, gt_crowd=None, **kwargs):
+        labels, matched, deltas = targets.assign_anchors(anchors, gt_boxes, gt_crowd, **kwargs)
+        every = targets.assign_anchors(
+            anchors, gt_boxes, gt_crowd, **{**kwargs, "num_samples": None}
+        )
+        calls.append((kwargs["positive_iou"], int(np.sum(every[0].numpy() == 1)), labels))
+        return labels, matched, deltas
+
+    monkeypatch.setattr(mask_rcnn, "assign_anchors", recording)
+    # One 20x20 box on a 64x64 image: at IoU 0.7 only its best anchor, at 0.5 several.
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    box_targets = {
+        "boxes": np.array([[[10.0, 20.0, 30.0, 40.0]]], np.float32),
+        "classes": np.array([[1]], np.int32),
+        "masks": np.zeros((1, 1, 64, 64), np.uint8),
+    }
+    box_targets["masks"][0, 0, 10:30, 20:40] = 1
+    counts = {}
+    for threshold in (0.7, 0.5):
+        model = MaskRCNN(
+            num_classes=2,
+            backbone="resnet18",
+            fpn_filters=16,
+            input_shape=(64, 64, 3),
+            roi_samples=16,
+            train_proposals=50,
+            test_proposals=50,
+            rpn_positive_iou=threshold,
+            anchor_sizes=(16, 32, 64, 128, 256),
+        )
+        assert model.get_config()["rpn_positive_iou"] == threshold
+        model.compute_losses(tf.constant(images), box_targets)
+        used, positives, labels = calls[-1]
+        assert used == threshold
+        counts[threshold] = positives
+        # The sampled positives are those of the threshold (at most half of rpn_samples).
+        assert int(np.sum(labels.numpy() == 1)) == positives
+    # Brute force: anchors (16 px at P2, 32 px at P3; ratios 1/2, 1, 2) with IoU >= t.
+    from kseg.instance.boxes import box_iou, generate_anchors
+
+    iou = box_iou(
+        generate_anchors((64, 64), sizes=(16, 32, 64, 128, 256)), [[10.0, 20.0, 30.0, 40.0]]
+    )
+    iou = iou.numpy()[:, 0]
+    assert counts[0.5] == int(np.sum((iou >= 0.5) | (iou == iou.max())))
+    assert counts[0.7] == int(np.sum((iou >= 0.7) | (iou == iou.max())))
+    assert counts[0.5] > counts[0.7]
+
+
+@pytest.mark.parametrize("value", [0.3, 0.1, 1.5, True, "0.5"])
+def test_rpn_positive_iou_is_checked(value):
+    with pytest.raises(ValueError, match=r"Received: rpn_positive_iou="):
+        MaskRCNN(num_classes=3, backbone="resnet18", rpn_positive_iou=value)
