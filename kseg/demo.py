@@ -66,7 +66,7 @@ on them (the single-pass figure is reported too). ``dense_crf`` (``kseg.layers.D
 arguments; None leaves it out) then refines those logits with a fully connected CRF on the
 scene's colours: the objects are flat-coloured, so the CRF pulls each object's pixels to one
 class, where the network alone mixes ellipse, rectangle and triangle inside an object. The
-settings are the reference implementation's (``DenseCRF``'s defaults), checked against 17 others
+settings are the reference implementation's (``DenseCRF``'s defaults), checked against 21 others
 on the synthetic "test" split (scenes disjoint from the "val" scenes the demo reports): none
 scored more than 0.001 above them. The CRF costs about 1 CPU-second for the 200 scenes.
 """
