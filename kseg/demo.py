@@ -143,6 +143,24 @@ class _CRFRefined:
         return keras.ops.convert_to_numpy(self.crf([images, logits]))
 
 
+def _available_crf(crf_arguments):
+    """``crf_arguments`` when the compiled CRF op loads, else None with a printed reason.
+
+    Checked before training, so that a missing ``kseg_ops`` library costs the demo its CRF
+    figure, not its run.
+    """
+    if not crf_arguments:
+        return None
+    import kseg_ops
+
+    try:
+        kseg_ops.load_ops_library()
+    except ImportError as error:
+        print(f"note: the dense CRF is left out, its op does not load: {error}")
+        return None
+    return crf_arguments
+
+
 PANEL_SIZE = 256
 """Smallest side of each picture panel in pixels: scenes are enlarged by an integer factor
 (nearest neighbour) so that the boundaries the model gets right or wrong can be seen."""
@@ -179,6 +197,7 @@ def run(
     ):
         if value is not None:
             recipe[key] = value
+    recipe["dense_crf"] = _available_crf(recipe["dense_crf"])
     height, width = recipe["image_size"]
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     os.makedirs(output_dir, exist_ok=True)

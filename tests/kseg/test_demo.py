@@ -78,3 +78,18 @@ def test_the_recipes_crf_gives_a_flat_coloured_object_one_class():
     expected = np.zeros((32, 32), "int64")
     expected[8:24, 8:24] = 1
     np.testing.assert_array_equal(after, expected)
+
+
+def test_a_crf_op_that_does_not_load_leaves_the_crf_out_before_training(monkeypatch, capsys):
+    import kseg_ops
+
+    settings = demo.RECIPE["dense_crf"]
+    assert demo._available_crf(settings) is settings
+
+    def missing():
+        raise ImportError("_kseg_ops.so not found")
+
+    monkeypatch.setattr(kseg_ops, "load_ops_library", missing)
+    assert demo._available_crf(settings) is None
+    assert "_kseg_ops.so not found" in capsys.readouterr().out
+    assert demo._available_crf(None) is None
