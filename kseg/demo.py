@@ -33,6 +33,14 @@ RECIPE = {
     "steps_per_execution": 8,
     "flip_average": True,
     "dihedral_augment": True,
+    "dense_crf": {
+        "iterations": 10,
+        "gaussian_sxy": 3.0,
+        "gaussian_compat": 3.0,
+        "bilateral_sxy": 80.0,
+        "bilateral_srgb": 13.0,
+        "bilateral_compat": 10.0,
+    },
 }
 """The demo's training recipe; ``run`` arguments override single entries.
 
@@ -54,7 +62,13 @@ loss and runs ``steps_per_execution`` steps per graph call: both save per-step o
 learning rate warms up linearly over the first ``warmup_fraction`` of the steps, then follows
 the poly policy. With ``flip_average`` the held-out evaluation averages the logits of the image
 and its horizontal, vertical and double flips, and their transposes when the model was trained
-on them (the single-pass figure is reported too).
+on them (the single-pass figure is reported too). ``dense_crf`` (``kseg.layers.DenseCRF``
+arguments; None leaves it out) then refines those logits with a fully connected CRF on the
+scene's colours: the objects are flat-coloured, so the CRF pulls each object's pixels to one
+class, where the network alone mixes ellipse, rectangle and triangle inside an object. The
+settings are the reference implementation's (``DenseCRF``'s defaults), checked against 21 others
+on the synthetic "test" split (scenes disjoint from the "val" scenes the demo reports): none
+scored more than 0.001 above them. The CRF costs about 1 CPU-second for the 200 scenes.
 """
 
 
@@ -105,6 +119,48 @@ def _training_batches(images, labels, batch_size, seed):
     )
 
 
+class _CRFRefined:
+    """A predictor's logits refined by ``kseg.layers.DenseCRF`` on the images themselves.
+
+    Callable like a model (``engine.evaluate`` and ``engine.predict_labels`` accept it);
+    returns the CRF's probabilities.
+
+    Example:
+        >>> refined = _CRFRefined(model, {"iterations": 3})  # doctest: +SKIP
+        >>> kseg.engine.predict_labels(refined, images)  # doctest: +SKIP
+    """
+
+    def __init__(self, predictor, crf_arguments):
+        import kseg
+
+        self.predictor = predictor
+        self.crf = kseg.layers.DenseCRF(from_logits=True, **crf_arguments)
+
+    def __call__(self, images, training=False):
+        import keras
+
+        logits = self.predictor(images, training=training)
+        return keras.ops.convert_to_numpy(self.crf([images, logits]))
+
+
+def _available_crf(crf_arguments):
+    """``crf_arguments`` when the compiled CRF op loads, else None with a printed reason.
+
+    Checked before training, so that a missing ``kseg_ops`` library costs the demo its CRF
+    figure, not its run.
+    """
+    if not crf_arguments:
+        return None
+    import kseg_ops
+
+    try:
+        kseg_ops.load_ops_library()
+    except ImportError as error:
+        print(f"note: the dense CRF is left out, its op does not load: {error}")
+        return None
+    return crf_arguments
+
+
 PANEL_SIZE = 256
 """Smallest side of each picture panel in pixels: scenes are enlarged by an integer factor
 (nearest neighbour) so that the boundaries the model gets right or wrong can be seen."""
@@ -141,6 +197,7 @@ def run(
     ):
         if value is not None:
             recipe[key] = value
+    recipe["dense_crf"] = _available_crf(recipe["dense_crf"])
     height, width = recipe["image_size"]
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     os.makedirs(output_dir, exist_ok=True)
@@ -215,8 +272,15 @@ def run(
         views = "8 flips and transposes" if transpose else "4 flips"
         print(f"single pass: mean IoU {single_pass:.4f}; with the logits averaged over {views}:")
         result = engine.evaluate(predictor, val_ds, num_classes, progress=False)
+    averaged = result["mean_iou"]
+    if recipe["dense_crf"]:
+        predictor = _CRFRefined(predictor, recipe["dense_crf"])
+        print(f"mean IoU {averaged:.4f}; refined by a dense CRF on the scene's colours:")
+        result = engine.evaluate(predictor, val_ds, num_classes, progress=False)
     result["mean_iou_single_pass"] = single_pass
+    result["mean_iou_before_crf"] = averaged
     result["flip_average"] = bool(recipe["flip_average"])
+    result["dense_crf"] = dict(recipe["dense_crf"]) if recipe["dense_crf"] else None
     print(format_scores(result, class_names))
     metrics_path, cm_path = write_evaluation(result, output_dir, class_names)
 
@@ -231,7 +295,11 @@ def run(
 
     elapsed = time.time() - started
     views = 8 if recipe["dihedral_augment"] else 4
-    how = f"{views}-view average; single pass {single_pass:.4f}, " if recipe["flip_average"] else ""
+    how = f"{views}-view average; " if recipe["flip_average"] else ""
+    if recipe["dense_crf"]:
+        how = f"{how}dense CRF; before the CRF {averaged:.4f}, "
+    if how:
+        how += f"single pass {single_pass:.4f}, "
     print(
         f"\nheld-out mean IoU {result['mean_iou']:.4f} ({how}pixel accuracy {result['pixel_accuracy']:.4f}) "
         f"after {elapsed:.0f} s"
