@@ -501,3 +501,16 @@ def test_a_nested_model_is_kept_whole_with_its_weights():
     assert report["left"]["a"] == "feeds 'inner' (Sequential), which prune_channels cannot narrow"
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
     np.testing.assert_array_equal(narrow.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_train_prune_block_prunes_whole_blocks(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--model", "unet", "--model-option", "base_filters=4", "--model-option"]
+    argv += ["depth=2", "--dataset", "synthetic", "--image-size", "32", "32", "--num-images"]
+    argv += ["4", "--epochs", "1", "--batch-size", "2", "--prune", "0.5", "--prune-block", "2"]
+    assert main([*argv, "--output", str(run)]) == 0
+    model = kseg.load_model(run / "model.keras")
+    kernel = np.asarray(model.get_layer("down2_conv1").kernel.numpy())  # [3, 3, 4, 8]
+    blocks = _blocks_along(kernel, -2, 2).reshape(-1, 2)
+    assert (blocks == 0).all(1).sum() == blocks.shape[0] // 2
+    assert ((blocks == 0).any(1) == (blocks == 0).all(1)).all()
