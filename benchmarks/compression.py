@@ -10,10 +10,11 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
   scenes): post-training quantization of the trained model, no fine-tuning;
 - ``float32 + FT``: the trained model fine-tuned for the budget (the fair reference for the
   fine-tuned variants);
-- ``magnitude S`` (``--sparsities``; ``blocks of B`` for ``--blocks`` above 1):
-  ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the budget) +
-  fine-tuning, then ``strip``;
-- ``channels R``: ``kseg.compress.prune_channels(ratio=R)`` + fine-tuning.
+- ``magnitude S`` (``--magnitude``; ``blocks of B``: ``block_size=B``; ``L dense``: layer ``L``
+  skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
+  budget) + fine-tuning, then ``strip``;
+- ``channels R`` (``--channel-ratios``): ``kseg.compress.prune_channels(ratio=R)`` +
+  fine-tuning.
 
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
 sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
@@ -209,6 +210,14 @@ def base_model(name, args, train, val):
     return _save(model, path), f"trained {args.train_steps} steps"
 
 
+def _magnitude_spec(spec):
+    """``"S[:B[:LAYER,...]]"``: sparsity, block size (default 1), layers left dense."""
+    parts = spec.split(":")
+    block = int(parts[1]) if len(parts) > 1 else 1
+    skip = tuple(parts[2].split(",")) if len(parts) > 2 else ()
+    return float(parts[0]), block, skip
+
+
 def fine_tuned_variants(name, model, args, train):
     """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
     folder = os.path.join(args.work_dir, name)
@@ -216,11 +225,14 @@ def fine_tuned_variants(name, model, args, train):
     steps, lr = args.finetune_steps, args.finetune_lr
     plans = [("float32 + FT", "ft", {})]
     if name in args.magnitude_models.split(","):
-        for block in args.blocks:
-            for sparsity in args.sparsities:
-                label = f"magnitude {sparsity:.0%}" + (f", blocks of {block}" if block > 1 else "")
-                plans.append((label, "magnitude", {"sparsity": sparsity, "block_size": block}))
-    plans.append((f"channels {args.channel_ratio:.0%}", "channels", {}))
+        for spec in args.magnitude:
+            sparsity, block, skip = _magnitude_spec(spec)
+            label = f"magnitude {sparsity:.0%}" + (f", blocks of {block}" if block > 1 else "")
+            label += "".join(f", {layer} dense" for layer in skip)
+            options = {"sparsity": sparsity, "block_size": block, "skip": skip}
+            plans.append((label, "magnitude", options))
+    for ratio in args.channel_ratios:
+        plans.append((f"channels {ratio:.0%}", "channels", {"ratio": ratio}))
 
     variants = {}
     for label, kind, options in plans:
@@ -244,6 +256,7 @@ def fine_tuned_variants(name, model, args, train):
                 end_step=end,
                 frequency=frequency,
                 block_size=options["block_size"],
+                skip=options["skip"],
             )
             _fit(copy, train, steps, lr, args.seed, [callback])
             compress.strip(copy)
@@ -256,7 +269,7 @@ def fine_tuned_variants(name, model, args, train):
                 "negative_zeros": _negative_zeros(copy),
             }
         else:
-            copy, report = compress.prune_channels(model, args.channel_ratio)
+            copy, report = compress.prune_channels(model, options["ratio"])
             _fit(copy, train, steps, lr, args.seed)
             notes = {"left": report["left"], "narrowed_layers": len(report["layers"])}
         notes["finetune_seconds"] = round(time.time() - started)
@@ -404,10 +417,14 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=demo.RECIPE["learning_rate"])
     parser.add_argument("--finetune-steps", type=int, default=1000)
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8])
-    parser.add_argument("--blocks", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--magnitude",
+        nargs="+",
+        default=["0.5", "0.8", "0.5:4:logits", "0.8:4:logits"],
+        help="magnitude-pruned variants, each SPARSITY[:BLOCK[:LAYER,...]] (layers left dense)",
+    )
     parser.add_argument("--magnitude-models", default="unet,segnet")
-    parser.add_argument("--channel-ratio", type=float, default=0.5)
+    parser.add_argument("--channel-ratios", type=float, nargs="+", default=[0.5, 0.3])
     parser.add_argument("--latency-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
