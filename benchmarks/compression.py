@@ -172,21 +172,57 @@ def _run_bytes(data, images):
         return export.run_tflite(file.name, images)
 
 
-def _lock(path):
+@contextlib.contextmanager
+def _lock(path, timeout):
+    """Holds the flock on ``path`` (None: no lock); yields False when ``timeout`` seconds
+    passed without getting it."""
     if not path:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def held():
-        with open(path, "a") as file:
-            print(f"waiting for {path}", flush=True)
-            fcntl.flock(file, fcntl.LOCK_EX)
+        yield True
+        return
+    with open(path, "a") as file:
+        print(f"waiting for {path} (at most {timeout:.0f} s)", flush=True)
+        deadline = time.time() + timeout
+        while True:
             try:
-                yield
-            finally:
-                fcntl.flock(file, fcntl.LOCK_UN)
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    yield False
+                    return
+                time.sleep(5)
+        try:
+            yield True
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
-    return held()
+
+def time_rows(result, args):
+    """Fills ``latency_ms`` of every row from its timing file, all variants interleaved."""
+    rows = result["rows"]
+    image = np.random.default_rng(0).uniform(0, 255, (1, args.latency_size, args.latency_size, 3))
+    with _lock(args.lock, args.lock_timeout) as held:
+        if not held:
+            print(f"{result['model']}: no latency: {args.lock} stayed taken", flush=True)
+            return result
+        interpreters = {}
+        for label, row in rows.items():
+            interpreter = export.tflite_interpreter(row["timing_file"], num_threads=args.threads)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+            for _ in range(3):
+                interpreter.invoke()
+            interpreters[label] = interpreter
+            row["latency_samples"] = []
+        load = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            for label, interpreter in interpreters.items():
+                rows[label]["latency_samples"].append(_median_ms(interpreter, args.runs))
+        result["load_average"] = (load, os.getloadavg()[0])
+    for row in rows.values():
+        row["latency_ms"] = float(np.median(row["latency_samples"]))
+    return result
 
 
 def base_model(name, args, train, val):
@@ -292,8 +328,9 @@ def measure(name, args, train, val):
 
     size = (args.image_size, args.image_size, 3)
     latency_shape = (args.latency_size, args.latency_size, 3)
-    rows, timing_files = {}, {}
-    folder = tempfile.mkdtemp(prefix=f"compression_{name}_")
+    rows = {}
+    folder = os.path.join(args.work_dir, name, "tflite")
+    os.makedirs(folder, exist_ok=True)
     for label, (keras_model, quantize, notes) in variants.items():
         calibration = train[0][:64] if quantize == "int8" else None
         stem = os.path.join(folder, label.replace(" ", "_").replace("%", "").replace(",", ""))
@@ -330,46 +367,32 @@ def measure(name, args, train, val):
             representative_data=calibration,
             input_shape=latency_shape,
         )
-        timing_files[label] = stem + "_timing.tflite"
+        row["timing_file"] = stem + "_timing.tflite"
         rows[label] = row
         print(f"{name}: {label}: mIoU {row['miou']:.4f}, gzip {zipped / 1024:.1f} KiB", flush=True)
 
-    image = np.random.default_rng(0).uniform(0, 255, (1, *latency_shape))
-    with _lock(args.lock):
-        interpreters = {}
-        for label, path in timing_files.items():
-            interpreter = export.tflite_interpreter(path, num_threads=args.threads)
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-            interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
-            for _ in range(3):
-                interpreter.invoke()
-            interpreters[label] = interpreter
-            rows[label]["latency_samples"] = []
-        load = os.getloadavg()[0]
-        for _ in range(args.rounds):
-            for label, interpreter in interpreters.items():
-                rows[label]["latency_samples"].append(_median_ms(interpreter, args.runs))
-        load = (load, os.getloadavg()[0])
-    for row in rows.values():
-        row["latency_ms"] = float(np.median(row["latency_samples"]))
-    return {
+    result = {
         "model": name,
         "origin": origin,
         "finetune_steps": args.finetune_steps,
-        "load_average": load,
         "rows": rows,
     }
+    return time_rows(result, args)
 
 
 def format_table(result):
     rows = result["rows"]
     base = rows["float32"]
     reference = rows.get("float32 + FT", base)
+    load = result.get("load_average")
+    timing = (
+        f"load average {load[0]:.1f} / {load[1]:.1f} around the timing"
+        if load
+        else "latency not measured: the lock stayed taken"
+    )
     lines = [
         f"**{result['model']}** ({result['origin']}; every fine-tuned variant "
-        f"{result['finetune_steps']} steps; load average {result['load_average'][0]:.1f} / "
-        f"{result['load_average'][1]:.1f} around the timing)",
+        f"{result['finetune_steps']} steps; {timing})",
         "",
         "| variant | mIoU | Δ vs f32 (pts) | Δ vs f32+FT (pts) | sparsity | params | MAdds "
         "| MAdds vs f32 | TFLite KiB | gzip KiB | gzip vs f32 gzip | latency ms | latency vs f32 |",
@@ -384,7 +407,11 @@ def format_table(result):
             f"{versus_ft} | {sparsity} | {row['params']:,} | {row['madds'] / 1e6:,.1f} M | "
             f"{row['madds'] / base['madds']:.2f}× | {row['bytes'] / 1024:,.1f} | "
             f"{row['gzip_bytes'] / 1024:,.1f} | {base['gzip_bytes'] / row['gzip_bytes']:.2f}× | "
-            f"{row['latency_ms']:.2f} | {row['latency_ms'] / base['latency_ms']:.2f}× |"
+            + (
+                f"{row['latency_ms']:.2f} | {row['latency_ms'] / base['latency_ms']:.2f}× |"
+                if "latency_ms" in row
+                else "– | – |"
+            )
         )
     extra = [(label, row) for label, row in rows.items() if "gzip_bytes_signed_zeros" in row]
     if extra:
@@ -431,10 +458,27 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lock", default="/tmp/kseg-heavy.lock", help="flock file for timing")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=3600,
+        help="seconds to wait for --lock; then the latency is left out (--time adds it later)",
+    )
+    parser.add_argument("--time", nargs="+", help="only add the latency to these JSON files")
     parser.add_argument("--output", help="JSON file for the results")
     parser.add_argument("--tables", nargs="+", help="only print the tables of these JSON files")
     args = parser.parse_args(argv)
 
+    if args.time:
+        for path in args.time:
+            with open(path) as file:
+                record = json.load(file)
+            record["results"] = [time_rows(r, args) for r in record["results"]]
+            with open(path, "w") as file:
+                json.dump(record, file, indent=2)
+            for result in record["results"]:
+                print(format_table(result) + "\n")
+        return
     if args.tables:
         for path in args.tables:
             with open(path) as file:
