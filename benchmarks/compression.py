@@ -19,15 +19,16 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
 sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
 median of ``--runs`` invocations at ``--latency-size``, interleaved over ``--rounds`` rounds).
-For magnitude pruning the run also gives the gzip size the file had when its zeros kept the
-sign of the pruned weight (-0.0, as before ``strip`` wrote +0.0) and the size of TFLite's sparse
-tensor format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+For magnitude pruning the run also gives the gzip size of the same model with its zeros' signs
+randomised (-0.0 for about half, as ``w * mask`` left them before ``strip`` wrote +0.0) and the
+size of TFLite's sparse tensor format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
 
 Trained and fine-tuned models are kept in ``--work-dir`` and reused by a later run; only the
 latency phase takes ``--lock`` (a ``flock`` file), so training never blocks other timed runs:
 
     python benchmarks/compression.py --unet-model kseg_runs/demo/model.keras \\
         --work-dir compression_work --models unet --output unet.json
+    python benchmarks/compression.py --time unet.json      # latency later, if the lock was taken
     python benchmarks/compression.py --tables unet.json segnet.json   # the RESULTS.md tables
 """
 
