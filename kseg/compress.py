@@ -9,7 +9,8 @@ are kept in non-trainable variables and applied as the kernels' Keras *constrain
 Keras 3 optimizer applies after each update inside the compiled train step: a pruned weight is
 exactly zero after every step, also with ``steps_per_execution > 1``. No layer is wrapped, so the
 model keeps its class and ``strip`` only detaches the masks. The sparse kernels make the TFLite
-file compress (gzip) but not run faster.
+file compress (gzip) but not run faster; ``block_size`` prunes runs of consecutive input
+channels, which TFLite stores next to each other, so the file compresses better still.
 
 **Channel pruning** (``prune_channels``) removes whole filters (smallest L1 norms) and rebuilds a
 narrower functional model, which runs faster: the consumers of each removed channel (batch norm,
