@@ -230,7 +230,7 @@ def _build_parser():
         default=1,
         metavar="B",
         help="prune blocks of B consecutive input channels together (default 1: single "
-        "weights); 4 makes the TFLite file gzip better at the same sparsity",
+        "weights); 2 or 4 make the TFLite file gzip better at the same sparsity",
     )
     _add_dataset_arguments(train, "train")
 
