@@ -1,25 +1,42 @@
 """Compression side by side: quantized, magnitude-pruned and channel-pruned U-Net and SegNet.
 
-For each model (a small U-Net and SegNet), trained on ``kseg.data.load("synthetic")`` scenes,
-one run measures every variant's held-out mIoU (computed from the TFLite model's outputs),
-TFLite size (raw and gzip -9), float32 MAdds and TFLite latency (XNNPACK, ``--threads``,
-median of ``--runs`` invocations at ``--latency-size``, interleaved over ``--rounds`` rounds so
-that a machine slowing down affects all variants alike):
+Both models are trained once on the demo's scenes (``kseg demo``: 4000 training and 200 held-out
+96x96 synthetic scenes of one seed, class-weighted cross-entropy, random flips and transposes);
+the U-Net is the demo's own model when ``--unet-model`` names its ``model.keras``. Every
+variant starts from that one trained model, and every fine-tuned variant gets the same step
+budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a poly schedule):
 
 - ``float32`` / ``float16`` / ``dynamic`` / ``int8`` (full integer, calibrated on training
   scenes): post-training quantization of the trained model, no fine-tuning;
-- ``float32 + FT``: the trained model fine-tuned for the same budget as the pruned ones;
-- ``magnitude 50 %`` / ``80 %``: ``kseg.compress.prune`` (polynomial schedule reaching the
-  target at 2/3 of the fine-tuning steps; ``--prune-skip`` layers left dense) + fine-tuning,
-  then ``strip``;
-- ``channels 50 %``: ``kseg.compress.prune_channels(ratio=0.5)`` + the same fine-tuning.
+- ``float32 + FT``: the trained model fine-tuned for the budget (the fair reference for the
+  fine-tuned variants);
+- ``magnitude S`` (``--magnitude``; ``blocks of B``: ``block_size=B``; ``L dense``: layer ``L``
+  skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
+  budget) + fine-tuning, then ``strip``;
+- ``channels R`` (``--channel-ratios``): ``kseg.compress.prune_channels(ratio=R)`` +
+  fine-tuning.
 
-    flock /tmp/kseg-heavy.lock python benchmarks/compression.py --output compression.json
+Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
+sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
+median of ``--runs`` invocations at ``--latency-size``, interleaved over ``--rounds`` rounds).
+For magnitude pruning the run also gives the gzip size of the same model with its zeros' signs
+randomised (-0.0 for about half, as ``w * mask`` left them before ``strip`` wrote +0.0) and the
+size of TFLite's sparse tensor format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+
+Trained and fine-tuned models are kept in ``--work-dir`` and reused by a later run; only the
+latency phase takes ``--lock`` (a ``flock`` file), so training never blocks other timed runs:
+
+    python benchmarks/compression.py --unet-model kseg_runs/demo/model.keras \\
+        --work-dir compression_work --models unet --output unet.json
+    python benchmarks/compression.py --time unet.json      # latency later, if the lock was taken
+    python benchmarks/compression.py --tables unet.json segnet.json   # the RESULTS.md tables
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -30,50 +47,69 @@ import time
 import numpy as np
 
 import kseg
-from kseg import compress, engine, export
+from kseg import compress, demo, engine, export
 
-MODELS = {
+BUILDERS = {
     "unet": ("unet", {"base_filters": 8, "depth": 4}),
     "segnet": ("segnet", {"stage_filters": (8, 16, 32, 64, 64)}),
 }
+NUM_CLASSES = len(kseg.data.SYNTHETIC_CLASSES)
 
 
-def _scenes(split, count, size, seed):
-    dataset = kseg.data.load(
-        "synthetic", split=split, num_images=count, image_size=(size, size), seed=seed
+def _data(args):
+    size = (args.image_size, args.image_size)
+    train = demo._split_arrays("train", args.train_scenes, size, args.seed)
+    val = demo._split_arrays("val", args.val_scenes, size, args.seed)
+    return train, val
+
+
+def _fit(model, train, steps, learning_rate, seed, callbacks=()):
+    """The demo's training (weighted cross-entropy, flips and transposes) for ``steps`` steps."""
+    images, labels = train
+    weights = kseg.losses.class_weights_from_frequency(
+        labels, NUM_CLASSES, demo.RECIPE["class_weight_power"]
     )
-    return next(dataset.batch(count).as_numpy_iterator())
-
-
-def _fit(model, images, labels, epochs, learning_rate, batch_size, callbacks=()):
-    steps = epochs * (len(images) // batch_size)
     engine.compile_model(
         model,
-        len(kseg.data.SYNTHETIC_CLASSES),
+        NUM_CLASSES,
         learning_rate=learning_rate,
         total_steps=steps,
+        loss=kseg.losses.CrossEntropy(class_weights=weights),
+        warmup_steps=int(demo.RECIPE["warmup_fraction"] * steps),
         metrics=[],
-        warmup_steps=steps // 30,
+        steps_per_execution=demo.RECIPE["steps_per_execution"],
     )
-    model.fit(
-        images,
-        labels,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=list(callbacks),
-    )
-    return steps
+    batches = demo._training_batches(images, labels, demo.RECIPE["batch_size"], seed).repeat()
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=list(callbacks))
 
 
-def _miou(logits, labels, num_classes):
-    cm = kseg.metrics.confusion_matrix(labels, logits.argmax(-1), num_classes)
+def _any_size(model):
+    # The same network for inputs of any size (the demo builds it for 96x96): the latency is
+    # measured at another size than the scenes'.
+    config = model.get_config()
+    if tuple(config.get("input_shape", ()))[:2] == (None, None):
+        return model
+    config["input_shape"] = (None, None, config["input_shape"][-1])
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _load(path):
+    return kseg.load_model(path, compile=False)
+
+
+def _save(model, path):
+    model.save(path)
+    return _load(path)
+
+
+def _miou(logits, labels):
+    cm = kseg.metrics.confusion_matrix(labels, logits.argmax(-1), NUM_CLASSES)
     return float(kseg.metrics.scores(np.asarray(cm))["mean_iou"])
 
 
-def _sizes(path):
-    data = open(path, "rb").read()
+def _sizes(data):
     return len(data), len(gzip.compress(data, compresslevel=9))
 
 
@@ -86,170 +122,376 @@ def _median_ms(interpreter, runs):
     return 1000.0 * float(np.median(samples))
 
 
-def _copy(model):
-    # An independent copy (same class, config and weights) through a .keras round trip.
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "m.keras")
-        model.save(path)
-        return kseg.load_model(path, compile=False)
+def _negative_zeros(model):
+    return sum(
+        int(np.signbit(v)[v == 0].sum())
+        for v in (np.asarray(w) for w in model.get_weights())
+        if v.dtype.kind == "f"
+    )
 
 
-def measure(name, args, data, folder):
-    builder, options = MODELS[name]
-    (train_x, train_y), (val_x, val_y) = data
-    num_classes = len(kseg.data.SYNTHETIC_CLASSES)
+def _signed_zero_copy(model, seed):
+    # The zeros with a random sign, as ``w * mask`` left them (the pruned weights' signs).
+    copy = _any_size(type(model).from_config(model.get_config()))
+    rng = np.random.default_rng(seed)
+    weights = []
+    for w in model.get_weights():
+        w = np.array(w)
+        zeros = w == 0
+        if w.dtype.kind == "f" and zeros.any():
+            w[zeros] = np.where(rng.random(int(zeros.sum())) < 0.5, -0.0, 0.0)
+        weights.append(w)
+    copy.set_weights(weights)
+    return copy
+
+
+def _sparse_format(model, shape, images):
+    """TFLite's sparse tensor format (EXPERIMENTAL_SPARSITY): (bytes, argmax agreement with the
+    dense export on ``images``)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    fn = tf.function(lambda x: model(x, training=False))
+    frozen = convert_variables_to_constants_v2(
+        fn.get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    data = converter.convert()
+    logits = _run_bytes(data, images)
+    expected = np.asarray(model.predict(images, verbose=0))
+    return data, float((logits.argmax(-1) == expected.argmax(-1)).mean())
+
+
+def _run_bytes(data, images):
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
+        file.write(data)
+        file.flush()
+        return export.run_tflite(file.name, images)
+
+
+@contextlib.contextmanager
+def _lock(path, timeout):
+    """Holds the flock on ``path`` (None: no lock); yields False when ``timeout`` seconds
+    passed without getting it."""
+    if not path:
+        yield True
+        return
+    with open(path, "a") as file:
+        print(f"waiting for {path} (at most {timeout:.0f} s)", flush=True)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    yield False
+                    return
+                time.sleep(5)
+        try:
+            yield True
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def time_rows(result, args):
+    """Fills ``latency_ms`` of every row from its timing file, all variants interleaved."""
+    rows = result["rows"]
+    image = np.random.default_rng(0).uniform(0, 255, (1, args.latency_size, args.latency_size, 3))
+    with _lock(args.lock, args.lock_timeout) as held:
+        if not held:
+            print(f"{result['model']}: no latency: {args.lock} stayed taken", flush=True)
+            return result
+        interpreters = {}
+        for label, row in rows.items():
+            interpreter = export.tflite_interpreter(row["timing_file"], num_threads=args.threads)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+            for _ in range(3):
+                interpreter.invoke()
+            interpreters[label] = interpreter
+            row["latency_samples"] = []
+        load = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            for label, interpreter in interpreters.items():
+                rows[label]["latency_samples"].append(_median_ms(interpreter, args.runs))
+        result["load_average"] = (load, os.getloadavg()[0])
+    for row in rows.values():
+        row["latency_ms"] = float(np.median(row["latency_samples"]))
+    return result
+
+
+def base_model(name, args, train, val):
+    """The trained model: ``--unet-model`` for the U-Net, else trained here once (demo recipe,
+    ``--train-steps``) and kept in the work folder."""
+    if name == "unet" and args.unet_model:
+        return _any_size(_load(args.unet_model)), "the demo's model.keras"
+    path = os.path.join(args.work_dir, f"{name}_trained.keras")
+    if os.path.exists(path):
+        return _load(path), f"trained {args.train_steps} steps (kept)"
     import keras
 
     keras.utils.set_random_seed(args.seed)
+    builder, options = BUILDERS[name]
     model = kseg.models.create(
-        builder, num_classes=num_classes, input_shape=(None, None, 3), **options
+        builder, num_classes=NUM_CLASSES, input_shape=(None, None, 3), **options
     )
     started = time.time()
-    steps = _fit(model, train_x, train_y, args.epochs, args.lr, args.batch_size)
-    print(f"{name}: trained {steps} steps in {time.time() - started:.0f} s", flush=True)
-    ft_epochs, ft_lr = args.finetune_epochs, args.finetune_lr
-    ft_steps = ft_epochs * (len(train_x) // args.batch_size)
+    _fit(model, train, args.train_steps, args.lr, args.seed)
+    print(f"{name}: trained {args.train_steps} steps in {time.time() - started:.0f} s", flush=True)
+    return _save(model, path), f"trained {args.train_steps} steps"
 
-    variants = {}  # label -> (keras model, quantize, notes)
-    variants["float32"] = (model, None, {})
-    variants["float16"] = (model, "float16", {})
-    variants["dynamic"] = (model, "dynamic", {})
-    variants["int8"] = (model, "int8", {})
 
-    tuned = _copy(model)
-    _fit(tuned, train_x, train_y, ft_epochs, ft_lr, args.batch_size)
-    variants["float32 + FT"] = (tuned, None, {})
+def _magnitude_spec(spec):
+    """``"S[:B[:LAYER,...]]"``: sparsity, block size (default 1), layers left dense."""
+    parts = spec.split(":")
+    block = int(parts[1]) if len(parts) > 1 else 1
+    skip = tuple(parts[2].split(",")) if len(parts) > 2 else ()
+    return float(parts[0]), block, skip
 
-    for sparsity in (0.5, 0.8):
-        pruned = _copy(model)
-        end = max(1, ft_steps * 2 // 3)
-        frequency = max(1, end // 20)
-        _, callback = compress.prune(
-            pruned, sparsity, end_step=end, frequency=frequency, skip=tuple(args.prune_skip)
-        )
-        _fit(pruned, train_x, train_y, ft_epochs, ft_lr, args.batch_size, [callback])
-        compress.strip(pruned)
-        reached = compress.sparsity_report(pruned)["total"]["sparsity"]
-        variants[f"magnitude {sparsity:.0%}"] = (pruned, None, {"sparsity": reached})
 
-    narrow, report = compress.prune_channels(model, args.channel_ratio)
-    _fit(narrow, train_x, train_y, ft_epochs, ft_lr, args.batch_size)
-    variants[f"channels {args.channel_ratio:.0%}"] = (
-        narrow,
-        None,
-        {"left": report["left"], "narrowed_layers": len(report["layers"])},
-    )
-    print(f"{name}: fine-tuned 5 variants ({ft_steps} steps each)", flush=True)
+def fine_tuned_variants(name, model, args, train):
+    """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
+    folder = os.path.join(args.work_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    steps, lr = args.finetune_steps, args.finetune_lr
+    plans = [("float32 + FT", "ft", {})]
+    if name in args.magnitude_models.split(","):
+        for spec in args.magnitude:
+            sparsity, block, skip = _magnitude_spec(spec)
+            label = f"magnitude {sparsity:.0%}" + (f", blocks of {block}" if block > 1 else "")
+            label += "".join(f", {layer} dense" for layer in skip)
+            options = {"sparsity": sparsity, "block_size": block, "skip": skip}
+            plans.append((label, "magnitude", options))
+    for ratio in args.channel_ratios:
+        plans.append((f"channels {ratio:.0%}", "channels", {"ratio": ratio}))
 
-    size = args.image_size
+    variants = {}
+    for label, kind, options in plans:
+        stem = os.path.join(folder, label.replace(" ", "_").replace("%", "").replace(",", ""))
+        if os.path.exists(stem + ".keras"):
+            with open(stem + ".json") as file:
+                variants[label] = (_load(stem + ".keras"), json.load(file))
+            continue
+        started = time.time()
+        copy = _any_size(type(model).from_config(model.get_config()))
+        copy.set_weights(model.get_weights())
+        notes = {}
+        if kind == "ft":
+            _fit(copy, train, steps, lr, args.seed)
+        elif kind == "magnitude":
+            end = max(8, steps * 2 // 3)
+            frequency = max(8, end // 20 // 8 * 8)
+            _, callback = compress.prune(
+                copy,
+                options["sparsity"],
+                end_step=end,
+                frequency=frequency,
+                block_size=options["block_size"],
+                skip=options["skip"],
+            )
+            _fit(copy, train, steps, lr, args.seed, [callback])
+            compress.strip(copy)
+            report = compress.sparsity_report(copy)
+            notes = {
+                "target": options["sparsity"],
+                "block_size": options["block_size"],
+                "sparsity": report["total"]["sparsity"],
+                "layer_sparsity": {k: v["sparsity"] for k, v in report["layers"].items()},
+                "negative_zeros": _negative_zeros(copy),
+            }
+        else:
+            copy, report = compress.prune_channels(model, options["ratio"])
+            _fit(copy, train, steps, lr, args.seed)
+            notes = {"left": report["left"], "narrowed_layers": len(report["layers"])}
+        notes["finetune_seconds"] = round(time.time() - started)
+        copy = _save(copy, stem + ".keras")
+        with open(stem + ".json", "w") as file:
+            json.dump(notes, file, indent=1)
+        print(f"{name}: {label}: fine-tuned {steps} steps in {notes['finetune_seconds']} s")
+        variants[label] = (copy, notes)
+    return variants
+
+
+def measure(name, args, train, val):
+    model, origin = base_model(name, args, train, val)
+    val_x, val_y = val
+    variants = {"float32": (model, None, {})}
+    for quantize in ("float16", "dynamic", "int8"):
+        variants[quantize] = (model, quantize, {})
+    for label, (tuned, notes) in fine_tuned_variants(name, model, args, train).items():
+        variants[label] = (tuned, None, notes)
+
+    size = (args.image_size, args.image_size, 3)
     latency_shape = (args.latency_size, args.latency_size, 3)
-    rows, interpreters = {}, {}
+    rows = {}
+    folder = os.path.join(args.work_dir, name, "tflite")
+    os.makedirs(folder, exist_ok=True)
     for label, (keras_model, quantize, notes) in variants.items():
-        calibration = train_x[:64] if quantize == "int8" else None
-        path = os.path.join(folder, f"{name}_{label.replace(' ', '_').replace('%', '')}.tflite")
+        calibration = train[0][:64] if quantize == "int8" else None
+        stem = os.path.join(folder, label.replace(" ", "_").replace("%", "").replace(",", ""))
         export.tflite(
             keras_model,
-            path,
+            stem + ".tflite",
             quantize=quantize,
             representative_data=calibration,
-            input_shape=(size, size, 3),
+            input_shape=size,
         )
-        logits = export.run_tflite(path, val_x, num_threads=args.threads)
-        raw, zipped = _sizes(path)
-        timing_path = path.replace(".tflite", "_timing.tflite")
-        export.tflite(
-            keras_model,
-            timing_path,
-            quantize=quantize,
-            representative_data=calibration,
-            input_shape=latency_shape,
-        )
-        interpreter = export.tflite_interpreter(timing_path, num_threads=args.threads)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        image = np.random.default_rng(0).uniform(0, 255, (1, *latency_shape))
-        interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
-        for _ in range(3):
-            interpreter.invoke()
-        interpreters[label] = interpreter
-        rows[label] = {
-            "miou": _miou(logits, val_y, num_classes),
+        logits = export.run_tflite(stem + ".tflite", val_x, num_threads=args.threads)
+        with open(stem + ".tflite", "rb") as file:
+            raw, zipped = _sizes(file.read())
+        row = {
+            "miou": _miou(logits, val_y),
             "bytes": raw,
             "gzip_bytes": zipped,
             "madds": kseg.bench.profile(keras_model, latency_shape)["madds"],
             "params": int(keras_model.count_params()),
-            "latency_samples": [],
             **notes,
         }
-    for _ in range(args.rounds):
-        for label, interpreter in interpreters.items():
-            rows[label]["latency_samples"].append(_median_ms(interpreter, args.runs))
-    for row in rows.values():
-        row["latency_ms"] = float(np.median(row.pop("latency_samples")))
-    return {"model": name, "train_steps": steps, "finetune_steps": ft_steps, "rows": rows}
+        if "target" in notes:
+            signed = _signed_zero_copy(keras_model, args.seed)
+            export.tflite(signed, stem + "_signed.tflite", input_shape=size)
+            with open(stem + "_signed.tflite", "rb") as file:
+                row["gzip_bytes_signed_zeros"] = _sizes(file.read())[1]
+            data, agreement = _sparse_format(keras_model, size, val_x[:8])
+            row["sparse_format_bytes"], row["sparse_format_gzip_bytes"] = _sizes(data)
+            row["sparse_format_agreement"] = agreement
+        export.tflite(
+            keras_model,
+            stem + "_timing.tflite",
+            quantize=quantize,
+            representative_data=calibration,
+            input_shape=latency_shape,
+        )
+        row["timing_file"] = stem + "_timing.tflite"
+        rows[label] = row
+        print(f"{name}: {label}: mIoU {row['miou']:.4f}, gzip {zipped / 1024:.1f} KiB", flush=True)
+
+    result = {
+        "model": name,
+        "origin": origin,
+        "finetune_steps": args.finetune_steps,
+        "rows": rows,
+    }
+    return time_rows(result, args)
 
 
 def format_table(result):
     rows = result["rows"]
     base = rows["float32"]
+    reference = rows.get("float32 + FT", base)
+    load = result.get("load_average")
+    timing = (
+        f"load average {load[0]:.1f} / {load[1]:.1f} around the timing"
+        if load
+        else "latency not measured: the lock stayed taken"
+    )
     lines = [
-        f"**{result['model']}** (trained {result['train_steps']} steps; fine-tuning "
-        f"{result['finetune_steps']} steps)",
+        f"**{result['model']}** ({result['origin']}; every fine-tuned variant "
+        f"{result['finetune_steps']} steps; {timing})",
         "",
-        "| variant | mIoU | Δ mIoU (pts) | params | MAdds | MAdds vs f32 | TFLite KiB | gzip KiB "
-        "| gzip vs f32 raw | gzip vs f32 gzip | latency ms | latency vs f32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | mIoU | Δ vs f32 (pts) | Δ vs f32+FT (pts) | sparsity | params | MAdds "
+        "| MAdds vs f32 | TFLite KiB | gzip KiB | gzip vs f32 gzip | latency ms | latency vs f32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
-        extra = f" (sparsity {row['sparsity']:.4f})" if "sparsity" in row else ""
+        tuned = "FT" in label or "magnitude" in label or "channels" in label
+        versus_ft = f"{100 * (row['miou'] - reference['miou']):+.2f}" if tuned else ""
+        sparsity = f"{row['sparsity']:.4f}" if "sparsity" in row else ""
         lines.append(
-            f"| {label}{extra} | {row['miou']:.4f} | {100 * (row['miou'] - base['miou']):+.2f} | "
-            f"{row['params']:,} | {row['madds'] / 1e6:,.1f} M | "
+            f"| {label} | {row['miou']:.4f} | {100 * (row['miou'] - base['miou']):+.2f} | "
+            f"{versus_ft} | {sparsity} | {row['params']:,} | {row['madds'] / 1e6:,.1f} M | "
             f"{row['madds'] / base['madds']:.2f}× | {row['bytes'] / 1024:,.1f} | "
-            f"{row['gzip_bytes'] / 1024:,.1f} | {base['bytes'] / row['gzip_bytes']:.2f}× | "
-            f"{base['gzip_bytes'] / row['gzip_bytes']:.2f}× | {row['latency_ms']:.2f} | "
-            f"{row['latency_ms'] / base['latency_ms']:.2f}× |"
+            f"{row['gzip_bytes'] / 1024:,.1f} | {base['gzip_bytes'] / row['gzip_bytes']:.2f}× | "
+            + (
+                f"{row['latency_ms']:.2f} | {row['latency_ms'] / base['latency_ms']:.2f}× |"
+                if "latency_ms" in row
+                else "– | – |"
+            )
         )
+    extra = [(label, row) for label, row in rows.items() if "gzip_bytes_signed_zeros" in row]
+    if extra:
+        lines += [
+            "",
+            "| variant | gzip vs f32 gzip: +0.0 zeros (now) | with -0.0 zeros (before) "
+            "| sparse tensor format: raw KiB | its gzip vs f32 gzip | its argmax agreement |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, row in extra:
+            lines.append(
+                f"| {label} | {base['gzip_bytes'] / row['gzip_bytes']:.2f}× | "
+                f"{base['gzip_bytes'] / row['gzip_bytes_signed_zeros']:.2f}× | "
+                f"{row['sparse_format_bytes'] / 1024:,.1f} | "
+                f"{base['gzip_bytes'] / row['sparse_format_gzip_bytes']:.2f}× | "
+                f"{row['sparse_format_agreement']:.4f} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="unet,segnet")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--train-scenes", type=int, default=1600)
-    parser.add_argument("--val-scenes", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--unet-model", help="the trained demo U-Net (kseg demo's model.keras)")
+    parser.add_argument("--work-dir", default="compression_work")
+    parser.add_argument("--image-size", type=int, default=demo.RECIPE["image_size"][0])
+    parser.add_argument("--train-scenes", type=int, default=demo.RECIPE["num_train"])
+    parser.add_argument("--val-scenes", type=int, default=demo.RECIPE["num_val"])
+    parser.add_argument("--train-steps", type=int, default=4000)
+    parser.add_argument("--lr", type=float, default=demo.RECIPE["learning_rate"])
+    parser.add_argument("--finetune-steps", type=int, default=1000)
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--channel-ratio", type=float, default=0.5)
     parser.add_argument(
-        "--prune-skip",
-        action="append",
-        default=[],
-        help="layer left dense by magnitude pruning (repeatable), e.g. logits",
+        "--magnitude",
+        nargs="+",
+        default=["0.5", "0.8", "0.5:4:logits", "0.8:4:logits"],
+        help="magnitude-pruned variants, each SPARSITY[:BLOCK[:LAYER,...]] (layers left dense)",
     )
+    parser.add_argument("--magnitude-models", default="unet,segnet")
+    parser.add_argument("--channel-ratios", type=float, nargs="+", default=[0.5, 0.3])
     parser.add_argument("--latency-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lock", default="/tmp/kseg-heavy.lock", help="flock file for timing")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=3600,
+        help="seconds to wait for --lock; then the latency is left out (--time adds it later)",
+    )
+    parser.add_argument("--time", nargs="+", help="only add the latency to these JSON files")
     parser.add_argument("--output", help="JSON file for the results")
+    parser.add_argument("--tables", nargs="+", help="only print the tables of these JSON files")
     args = parser.parse_args(argv)
 
-    size = args.image_size
-    data = (
-        _scenes("train", args.train_scenes, size, args.seed),
-        _scenes("val", args.val_scenes, size, args.seed),
-    )
+    if args.time:
+        for path in args.time:
+            with open(path) as file:
+                record = json.load(file)
+            record["results"] = [time_rows(r, args) for r in record["results"]]
+            with open(path, "w") as file:
+                json.dump(record, file, indent=2)
+            for result in record["results"]:
+                print(format_table(result) + "\n")
+        return
+    if args.tables:
+        for path in args.tables:
+            with open(path) as file:
+                for result in json.load(file)["results"]:
+                    print(format_table(result) + "\n")
+        return
+    os.makedirs(args.work_dir, exist_ok=True)
+    train, val = _data(args)
     results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for name in args.models.split(","):
-            results.append(measure(name, args, data, folder))
-            print(format_table(results[-1]), flush=True)
-            print(flush=True)
+    for name in args.models.split(","):
+        results.append(measure(name, args, train, val))
+        print(format_table(results[-1]) + "\n", flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     print(f"machine: {machine}; threads {args.threads}; latency at {args.latency_size}²")
     if args.output:

@@ -9,7 +9,8 @@ are kept in non-trainable variables and applied as the kernels' Keras *constrain
 Keras 3 optimizer applies after each update inside the compiled train step: a pruned weight is
 exactly zero after every step, also with ``steps_per_execution > 1``. No layer is wrapped, so the
 model keeps its class and ``strip`` only detaches the masks. The sparse kernels make the TFLite
-file compress (gzip) but not run faster.
+file compress (gzip) but not run faster; ``block_size`` prunes runs of consecutive input
+channels, which TFLite stores next to each other, so the file compresses better still.
 
 **Channel pruning** (``prune_channels``) removes whole filters (smallest L1 norms) and rebuilds a
 narrower functional model, which runs faster: the consumers of each removed channel (batch norm,
@@ -151,6 +152,46 @@ def _leaf_layers(model):
     return result
 
 
+def _block_axis(layer):
+    # The input-channel axis of the kernel: TFLite stores weights [out, ..., in] (OHWI), so
+    # consecutive input channels are consecutive bytes there. Keras keeps transposed kernels as
+    # [..., out, in], all others as [..., in, out].
+    transposed = (
+        keras.layers.Conv1DTranspose,
+        keras.layers.Conv2DTranspose,
+        keras.layers.Conv3DTranspose,
+    )
+    return -1 if isinstance(layer, transposed) else -2
+
+
+def _block_scores(values, axis, block):
+    """``(scores, sizes, expand)``: the mean magnitude and the size of every block of ``block``
+    consecutive entries along ``axis`` (the last block of an axis may be shorter), and a function
+    mapping a per-block boolean array back to the kernel's shape."""
+    magnitude = np.abs(np.asarray(values, np.float64))
+    if block == 1:
+        return magnitude, np.ones(magnitude.shape, np.int64), lambda drop: drop
+    moved = np.moveaxis(magnitude, axis, -1)
+    length = moved.shape[-1]
+    count = -(-length // block)
+    padded = np.full(moved.shape[:-1] + (count * block,), np.nan)
+    padded[..., :length] = moved
+    padded = padded.reshape(moved.shape[:-1] + (count, block))
+    sizes = np.sum(~np.isnan(padded), axis=-1)
+    scores = np.nanmean(padded, axis=-1)
+
+    def expand(drop):
+        return np.moveaxis(np.repeat(drop, block, axis=-1)[..., :length], -1, axis)
+
+    return scores, sizes, expand
+
+
+def _apply_mask(values, keep):
+    # np.where, not values * mask: a negative weight times 0 is -0.0, whose bytes (00 00 00 80)
+    # break the runs of zero bytes that make a pruned TFLite file compress.
+    return np.where(keep, values, np.zeros((), values.dtype))
+
+
 class _MaskConstraint:
     """Multiplies a kernel by its mask after the constraint the layer had before (if any)."""
 
@@ -202,6 +243,7 @@ class PruningCallback(keras.callbacks.Callback):
         initial_sparsity,
         power,
         model=None,
+        block_size=1,
     ):
         super().__init__()
         self.entries = entries
@@ -213,6 +255,7 @@ class PruningCallback(keras.callbacks.Callback):
         self.scope = scope
         self.initial_sparsity = initial_sparsity
         self.power = power
+        self.block_size = block_size
         self.sparsity = 0.0
         self.last_update_step = None
         self.done = False
@@ -261,30 +304,38 @@ class PruningCallback(keras.callbacks.Callback):
         Example:
             >>> callback.update_masks(0.5)   # doctest: +SKIP
         """
-        magnitudes = [np.abs(np.asarray(e["variable"].numpy(), np.float64)) for e in self.entries]
+        # Scores per group: one weight, or a block of ``block_size`` consecutive input channels.
+        groups = [
+            _block_scores(np.asarray(e["variable"].numpy()), e["block_axis"], self.block_size)
+            for e in self.entries
+        ]
         if self.scope == "global":
-            flat = np.concatenate([m.ravel() for m in magnitudes]) if magnitudes else np.zeros(0)
-            count = int(round(sparsity * flat.size))
-            drop = np.zeros(flat.size, bool)
-            # A stable sort keeps the already-zero weights first, so pruned weights stay pruned.
-            drop[np.argsort(flat, kind="stable")[:count]] = True
-            offset = 0
-            masks = []
-            for m in magnitudes:
-                masks.append(~drop[offset : offset + m.size].reshape(m.shape))
-                offset += m.size
+            scores = np.concatenate([g[0].ravel() for g in groups]) if groups else np.zeros(0)
+            sizes = np.concatenate([g[1].ravel() for g in groups]) if groups else np.zeros(0)
+            # Blocks of the smallest mean magnitude first, until the weights reach the sparsity;
+            # a stable sort keeps the already-zero weights first, so pruned weights stay pruned.
+            order = np.argsort(scores, kind="stable")
+            target = int(round(sparsity * sizes.sum()))  # weights to zero
+            count = int(np.searchsorted(np.cumsum(sizes[order]), target)) + 1 if target else 0
+            count = min(count, order.size)
+            drop = np.zeros(scores.size, bool)
+            drop[order[:count]] = True
+            offset, drops = 0, []
+            for g in groups:
+                drops.append(drop[offset : offset + g[0].size].reshape(g[0].shape))
+                offset += g[0].size
         else:
-            masks = []
-            for m in magnitudes:
-                count = int(round(sparsity * m.size))
-                drop = np.zeros(m.size, bool)
-                drop[np.argsort(m.ravel(), kind="stable")[:count]] = True
-                masks.append(~drop.reshape(m.shape))
-        for entry, mask in zip(self.entries, masks):
+            drops = []
+            for score, _, _ in groups:
+                count = int(round(sparsity * score.size))
+                drop = np.zeros(score.size, bool)
+                drop[np.argsort(score.ravel(), kind="stable")[:count]] = True
+                drops.append(drop.reshape(score.shape))
+        for entry, (_, _, expand), drop in zip(self.entries, groups, drops):
             variable = entry["variable"]
-            mask = mask.astype(entry["mask"].dtype)
-            entry["mask"].assign(mask)
-            variable.assign(np.asarray(variable.numpy()) * mask.astype(variable.dtype))
+            keep = ~expand(drop)
+            entry["mask"].assign(keep.astype(entry["mask"].dtype))
+            variable.assign(_apply_mask(np.asarray(variable.numpy()), keep))
         self.sparsity = float(sparsity)
 
     def _step(self):
@@ -324,6 +375,7 @@ def prune(
     skip=(),
     initial_sparsity=0.0,
     power=3,
+    block_size=1,
 ):
     """Prepares ``model`` for magnitude pruning; returns ``(model, callback)``.
 
@@ -353,6 +405,11 @@ def prune(
             whose kernels are left dense.
         initial_sparsity: ``s_i`` of the polynomial schedule.
         power: exponent of the polynomial schedule (3 in the paper).
+        block_size: weights pruned together: 1 prunes single weights; ``b`` prunes blocks of
+            ``b`` consecutive input channels of one filter at one kernel position (ranked by
+            their mean magnitude). TFLite stores kernels ``[out, kh, kw, in]``, so a pruned
+            block is a run of ``4 b`` zero bytes there, which gzip codes far more cheaply than
+            scattered zeros (``benchmarks/RESULTS.md``, Compression).
 
     Returns:
         ``(model, PruningCallback)``.
@@ -390,6 +447,7 @@ def prune(
     if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
         raise ValueError(f"power must be a positive number. Received: power={power!r}")
     skip = _check_skip(skip)
+    block_size = _check_step("block_size", block_size, low=1)
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built before pruning")
     if any(isinstance(v.constraint, _MaskConstraint) for v in model.weights):
@@ -411,7 +469,13 @@ def prune(
             previous = variable.constraint
             variable.constraint = _MaskConstraint(mask, previous)
             entries.append(
-                {"layer": layer, "variable": variable, "mask": mask, "previous": previous}
+                {
+                    "layer": layer,
+                    "variable": variable,
+                    "mask": mask,
+                    "previous": previous,
+                    "block_axis": _block_axis(layer),
+                }
             )
     if not entries:
         raise ValueError(
@@ -431,6 +495,7 @@ def prune(
         initial_sparsity,
         power,
         model=model,
+        block_size=block_size,
     )
     return model, callback
 
@@ -439,7 +504,7 @@ def strip(model):
     """Detaches the pruning masks: returns the same model, plain, with the masked weights zero.
 
     Every kernel's constraint goes back to what it was before :func:`prune`; the weights keep
-    their zeros (the masks are applied one last time). The model has its own class and config,
+    their zeros (the masks are applied one last time, as +0.0). The model has its own class and config,
     so it saves, loads and exports like the unpruned one. A model that was never pruned is
     returned unchanged.
 
@@ -454,8 +519,8 @@ def strip(model):
     for variable in model.weights:
         constraint = variable.constraint
         if isinstance(constraint, _MaskConstraint):
-            mask = np.asarray(constraint.mask.numpy())
-            variable.assign(np.asarray(variable.numpy()) * mask.astype(variable.dtype))
+            keep = np.asarray(constraint.mask.numpy()) != 0
+            variable.assign(_apply_mask(np.asarray(variable.numpy()), keep))
             variable.constraint = constraint.previous
     model.train_function = None
     return model

@@ -167,6 +167,116 @@ def test_skip_leaves_named_layers_dense():
         compress.prune(model, 0.5, end_step=3, skip=keras.layers.Conv2D)
 
 
+def test_stripped_zeros_are_positive_zeros():
+    # w * 0 is -0.0 for a negative w; its bytes (00 00 00 80) would break the runs of zero
+    # bytes that gzip codes cheaply in the TFLite file.
+    model = _conv_model()
+    kernel = model.get_layer("a").kernel
+    kernel.assign(-np.abs(np.asarray(kernel.numpy())) - 0.01)  # every weight negative
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model, callback = compress.prune(model, 0.5, schedule="constant")
+    x, y = _data()
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[callback], verbose=0)
+    compress.strip(model)
+    values = np.asarray(kernel.numpy())
+    assert (values == 0).sum() == values.size // 2
+    assert not np.signbit(values[values == 0]).any()
+    assert (values[values != 0] < 0).all()
+
+
+def _blocks_along(values, axis, block):
+    moved = np.moveaxis(values, axis, -1)
+    return moved.reshape(-1, moved.shape[-1] // block, block)
+
+
+def test_block_size_prunes_runs_of_input_channels_by_mean_magnitude():
+    rng = np.random.default_rng(7)
+    inputs = keras.Input((4, 4, 8))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Conv2DTranspose(4, 2, strides=2, name="up")(x)  # kernel [2, 2, 4, 6]
+    x = keras.layers.Conv2D(3, 1, name="first_in_3")(keras.layers.Conv2D(3, 1, name="rgb")(x))
+    model = keras.Model(inputs, x)
+    for layer in model.layers[1:]:
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape))
+    originals = {layer.name: np.asarray(layer.kernel.numpy()) for layer in model.layers[1:]}
+    model, callback = compress.prune(model, 0.5, schedule="constant", block_size=2)
+    callback.set_model(model)
+    callback.update_masks(0.5)
+    compress.strip(model)
+    for name, axis in (("conv", -2), ("up", -1)):  # the input-channel axis of each kernel
+        values = np.asarray(model.get_layer(name).kernel.numpy())
+        blocks = _blocks_along(values, axis, 2).reshape(-1, 2)
+        zero = (blocks == 0).all(1)
+        assert ((blocks == 0).any(1) == zero).all()  # a block is pruned whole or not at all
+        assert zero.sum() == blocks.shape[0] // 2
+        means = np.abs(_blocks_along(originals[name], axis, 2).reshape(-1, 2)).mean(1)
+        assert means[zero].max() < means[~zero].min()  # the smallest mean magnitudes went
+    # 3 input channels in blocks of 2: blocks [c0, c1] and [c2]; round(0.5 * 9 * 2) = 9 blocks
+    values = np.asarray(model.get_layer("first_in_3").kernel.numpy())[0, 0]  # [in 3, out 3]
+    means = np.concatenate(
+        [
+            np.abs(originals["first_in_3"][0, 0, :2]).mean(0),
+            np.abs(originals["first_in_3"][0, 0, 2]),
+        ]
+    )
+    expected = np.zeros(6, bool)
+    expected[np.argsort(means, kind="stable")[:3]] = True
+    assert ((values[:2] == 0).all(0) == expected[:3]).all()
+    assert ((values[2] == 0) == expected[3:]).all()
+
+
+def test_global_scope_with_blocks_prunes_the_small_layer_first():
+    rng = np.random.default_rng(8)
+    inputs = keras.Input((8, 8, 4))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")
+    model = keras.Model(inputs, b(a(inputs)))
+    a.kernel.assign(rng.uniform(0.5, 1.0, a.kernel.shape))  # 288 weights, all larger than b's
+    b.kernel.assign(rng.uniform(0.001, 0.01, b.kernel.shape))  # 576 weights
+    model, callback = compress.prune(model, 0.6, schedule="constant", scope="global", block_size=4)
+    callback.set_model(model)
+    callback.update_masks(0.6)
+    report = compress.sparsity_report(compress.strip(model))
+    # round(0.6 * 864) = 518 weights -> 130 whole blocks of 4, all from b
+    assert report["total"]["zeros"] == 520
+    assert report["layers"]["a"]["zeros"] == 0 and report["layers"]["b"]["zeros"] == 520
+    blocks = _blocks_along(np.asarray(b.kernel.numpy()), -2, 4).reshape(-1, 4)
+    assert ((blocks == 0).any(1) == (blocks == 0).all(1)).all()
+
+
+def test_blocks_are_runs_in_the_tflite_file_and_compress_better(tmp_path):
+    import gzip
+
+    from kseg import export
+
+    rng = np.random.default_rng(9)
+    inputs = keras.Input((8, 8, 64))
+    model = keras.Model(inputs, keras.layers.Conv2D(64, 3, padding="same", name="c")(inputs))
+    weights = rng.laplace(scale=0.05, size=(3, 3, 64, 64)).astype("float32")
+    sizes = {}
+    for block in (1, 4):
+        model.get_layer("c").kernel.assign(weights)
+        model, callback = compress.prune(model, 0.5, schedule="constant", block_size=block)
+        callback.set_model(model)
+        callback.update_masks(0.5)
+        compress.strip(model)
+        kernel = np.asarray(model.get_layer("c").kernel.numpy())
+        path = export.tflite(model, tmp_path / f"b{block}.tflite", input_shape=(8, 8, 64))
+        with open(path, "rb") as file:
+            sizes[block] = len(gzip.compress(file.read(), 9))
+        # TFLite holds the kernel as [out, kh, kw, in]: consecutive input channels are
+        # consecutive floats, so each pruned block is one run of zeros in the file
+        interpreter = export.tflite_interpreter(path)
+        interpreter.allocate_tensors()
+        (stored,) = [
+            interpreter.get_tensor(d["index"])
+            for d in interpreter.get_tensor_details()
+            if tuple(d["shape"]) == (64, 3, 3, 64)
+        ]
+        np.testing.assert_array_equal(stored, kernel.transpose(3, 0, 1, 2))
+    assert sizes[4] < 0.95 * sizes[1]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -177,6 +287,7 @@ def test_skip_leaves_named_layers_dense():
         ({"target_sparsity": 0.5, "end_step": 5, "frequency": 0}, "Received: frequency=0"),
         ({"target_sparsity": 0.5, "end_step": 5, "scope": "net"}, "Received: scope='net'"),
         ({"target_sparsity": 0.5, "end_step": 5, "schedule": "cubic"}, "schedule='cubic'"),
+        ({"target_sparsity": 0.5, "end_step": 5, "block_size": 0}, "Received: block_size=0"),
     ],
 )
 def test_bad_pruning_arguments_name_the_value(kwargs, message):
@@ -390,3 +501,16 @@ def test_a_nested_model_is_kept_whole_with_its_weights():
     assert report["left"]["a"] == "feeds 'inner' (Sequential), which prune_channels cannot narrow"
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
     np.testing.assert_array_equal(narrow.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_train_prune_block_prunes_whole_blocks(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--model", "unet", "--model-option", "base_filters=4", "--model-option"]
+    argv += ["depth=2", "--dataset", "synthetic", "--image-size", "32", "32", "--num-images"]
+    argv += ["4", "--epochs", "1", "--batch-size", "2", "--prune", "0.5", "--prune-block", "2"]
+    assert main([*argv, "--output", str(run)]) == 0
+    model = kseg.load_model(run / "model.keras")
+    kernel = np.asarray(model.get_layer("down2_conv1").kernel.numpy())  # [3, 3, 4, 8]
+    blocks = _blocks_along(kernel, -2, 2).reshape(-1, 2)
+    assert (blocks == 0).all(1).sum() == blocks.shape[0] // 2
+    assert ((blocks == 0).any(1) == (blocks == 0).all(1)).all()
