@@ -37,6 +37,23 @@ def check_change_model(model, flag="--model"):
         )
 
 
+def refuse_change_model(model, task):
+    """Raises when a change model is given to a task other than ``change``, saying what to use.
+
+    Example:
+        >>> refuse_change_model(kseg.load_model("cd.keras"), "semantic")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ValueError: ... use --task change. Received: --task=semantic
+    """
+    from kseg.models.change import ChangeDetectionNet
+
+    if isinstance(model, ChangeDetectionNet):
+        raise ValueError(
+            f"{type(model).__name__} is a change model taking image pairs: use --task change. "
+            f"Received: --task={task}"
+        )
+
+
 def format_change_scores(scores):
     """The change scores as plain-text lines.
 
@@ -195,4 +212,10 @@ def run_predict(args, model):
     return 0
 
 
-__all__ = ["change_inputs", "check_change_model", "format_change_scores", "predict_pair"]
+__all__ = [
+    "change_inputs",
+    "check_change_model",
+    "format_change_scores",
+    "predict_pair",
+    "refuse_change_model",
+]

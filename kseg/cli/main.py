@@ -800,6 +800,10 @@ def _run_evaluate(args):
         change.check_change_model(model)
         ds, _, names = _dataset(args, args.split)
         return change.run_evaluate(args, model, ds, names)
+    if args.task == "semantic":
+        from kseg.cli.change import refuse_change_model
+
+        refuse_change_model(model, args.task)
     if args.task != "semantic":
         from kseg.cli.instance import run_evaluate_task
 
@@ -864,6 +868,9 @@ def _run_predict(args):
         from kseg.cli import change
 
         return change.run_predict(args, model)
+    from kseg.cli.change import refuse_change_model
+
+    refuse_change_model(model, args.task)
     predictor = engine.FlipAverage(model) if args.flip_average else model
     os.makedirs(args.output, exist_ok=True)
     files = _image_files(args.inputs)

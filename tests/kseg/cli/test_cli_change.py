@@ -79,6 +79,9 @@ def test_evaluate_change_writes_the_change_scores_of_the_models_predictions(
     out = tmp_path / "eval"
     args = ["evaluate", "--task", "change", "--model", path, "--dataset", "change"]
     assert main([*args, "--data-root", str(root), "--split", "test", "--output", str(out)]) == 0
+    assert "change kappa" in capsys.readouterr().out
+    assert main([*args[:1], *args[3:], "--data-root", str(root), "--split", "test"]) == 2
+    assert "FCSiamDiff is a change model" in capsys.readouterr().err
     written = json.loads((out / "metrics.json").read_text())
     # The reference: the files read back (PNG rounding), the model's argmax, numpy counts.
     read = [read_change_example(*files) for files in zip(*change_files(str(root), "test"))]
@@ -94,7 +97,6 @@ def test_evaluate_change_writes_the_change_scores_of_the_models_predictions(
     assert change["iou"] == pytest.approx(tp / (tp + fp + fn))
     assert change["overall_accuracy"] == pytest.approx((predicted == truth).mean())
     assert written["class_names"] == ["unchanged", "changed"]
-    assert "change kappa" in capsys.readouterr().out
 
     segmenter = tmp_path / "unet.keras"
     kseg.models.create("unet", num_classes=3, input_shape=(32, 32, 3), base_filters=4).save(
