@@ -60,7 +60,7 @@ def format_change_scores(scores):
     Example:
         >>> print(format_change_scores(dict(precision=0.5, recall=1.0, f1=2 / 3, iou=0.5,
         ...                                 overall_accuracy=0.9, kappa=0.6)).splitlines()[0])
-        change precision   0.5000
+        change precision      0.5000
     """
     return "\n".join(
         f"change {name.replace('_', ' '):<12}{scores[name]:9.4f}" for name in CHANGE_SCORES
