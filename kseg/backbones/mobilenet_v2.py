@@ -53,12 +53,12 @@ def make_divisible(value, divisor=8):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _bn(name, track):
-    return track(layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=name))
+def _bn(name, track, momentum):
+    return track(layers.BatchNormalization(epsilon=1e-3, momentum=momentum, name=name))
 
 
 @BACKBONES.register("mobilenetv2", "mobilenet_v2")
-def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
+def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0, bn_momentum=0.999):
     """Builds MobileNetV2 on ``inputs`` and returns ``{"P1".."P5"}``.
 
     Args:
@@ -68,6 +68,10 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
         weights: None, "imagenet" or a path to a keras.applications MobileNetV2 weights file
             of the same ``alpha`` (ImageNet weights exist for 0.35, 0.5, 0.75, 1.0, 1.3, 1.4).
         alpha: width multiplier applied to every layer (channels rounded to multiples of 8).
+        bn_momentum: momentum of every batch-norm layer's moving statistics. 0.999 is
+            keras.applications' value, right for fine-tuning ImageNet weights over long
+            schedules; from scratch over a few hundred steps the moving statistics stay near
+            their initial 0/1 and inference collapses, so use 0.9 or 0.99 there.
 
     Returns:
         dict: P1 = ``expanded_conv_project_BN`` (stride 2, 16·alpha channels), P2 =
@@ -85,6 +89,15 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
         raise ValueError(
             f"mobilenet_v2: alpha must be a positive number. Received: alpha={alpha!r}"
         )
+    if (
+        not isinstance(bn_momentum, (int, float))
+        or isinstance(bn_momentum, bool)
+        or not 0 <= bn_momentum < 1
+    ):
+        raise ValueError(
+            "mobilenet_v2: bn_momentum must be a number in [0, 1). "
+            f"Received: bn_momentum={bn_momentum!r}"
+        )
     if weights is not None and alpha not in _ALPHAS_WITH_WEIGHTS:
         raise ValueError(
             f"mobilenet_v2: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}. "
@@ -96,7 +109,7 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
             make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1"
         )
     )(inputs)
-    x = _bn("bn_Conv1", track)(x)
+    x = _bn("bn_Conv1", track, bn_momentum)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
 
     features = {}
@@ -118,7 +131,7 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
             y = track(
                 layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=f"{prefix}expand")
             )(y)
-            y = _bn(f"{prefix}expand_BN", track)(y)
+            y = _bn(f"{prefix}expand_BN", track, bn_momentum)(y)
             y = layers.ReLU(6.0, name=f"{prefix}expand_relu")(y)
         y = track(
             layers.DepthwiseConv2D(
@@ -130,10 +143,10 @@ def mobilenet_v2(inputs, output_stride=32, weights=None, alpha=1.0):
                 name=f"{prefix}depthwise",
             )
         )(y)
-        y = _bn(f"{prefix}depthwise_BN", track)(y)
+        y = _bn(f"{prefix}depthwise_BN", track, bn_momentum)(y)
         y = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(y)
         y = track(layers.Conv2D(out_channels, 1, use_bias=False, name=f"{prefix}project"))(y)
-        y = _bn(f"{prefix}project_BN", track)(y)
+        y = _bn(f"{prefix}project_BN", track, bn_momentum)(y)
         if in_channels == out_channels and stride == 1 and _BLOCKS[block_id][2] == 1:
             y = layers.Add(name=f"{prefix}add")([x, y])
         x = y

@@ -260,10 +260,11 @@ def _build_parser():
     evaluate.add_argument(
         "--task",
         default="semantic",
-        choices=("semantic", "instance", "panoptic"),
+        choices=("semantic", "instance", "panoptic", "change"),
         help="instance: COCO bbox/segm AP (pycocotools) of a Mask R-CNN on synthetic, coco or "
         "pennfudan; panoptic: PQ/SQ/RQ of a model predicting panoptic maps on synthetic or "
-        "coco_panoptic",
+        "coco_panoptic; change: precision, recall, F1, IoU of the change class, overall "
+        "accuracy and Cohen's kappa of a change model on synthetic pairs or a change folder",
     )
     evaluate.add_argument("--annotations", help="COCO instances or panoptic JSON file")
     evaluate.add_argument("--panoptic-dir", help="coco_panoptic: folder of the segment PNGs")
@@ -274,9 +275,11 @@ def _build_parser():
     predict.add_argument(
         "--task",
         default="semantic",
-        choices=("semantic", "instance", "panoptic"),
+        choices=("semantic", "instance", "panoptic", "change"),
         help="instance: COCO results JSON (predictions.json) and pictures with one colour per "
-        "instance; panoptic: COCO panoptic PNGs + panoptic.json and pictures",
+        "instance; panoptic: COCO panoptic PNGs + panoptic.json and pictures; change: INPUTS are "
+        "two images (A then B), two folders paired by file name, or a folder holding A/ and B/; "
+        "writes <name>_change.png (255 changed) and an overlay on B",
     )
     predict.add_argument(
         "--annotations",
@@ -845,6 +848,16 @@ def _run_evaluate(args):
     from kseg import engine
 
     model = _load_model(args.model)
+    if args.task == "change":
+        from kseg.cli import change
+
+        change.check_change_model(model)
+        ds, _, names = _dataset(args, args.split)
+        return change.run_evaluate(args, model, ds, names)
+    if args.task == "semantic":
+        from kseg.cli.change import refuse_change_model
+
+        refuse_change_model(model, args.task)
     if args.task != "semantic":
         from kseg.cli.instance import run_evaluate_task
 
@@ -905,11 +918,18 @@ def _run_predict(args):
     from kseg.data import read_image
 
     model = _load_model(args.model)
+    if args.task == "change":
+        from kseg.cli import change
+
+        return change.run_predict(args, model)
     if args.task != "semantic":
         from kseg.cli.instance import run_predict_task
 
         files = _image_files(args.inputs)
         return run_predict_task(args, model, files, _output_stems(files))
+    from kseg.cli.change import refuse_change_model
+
+    refuse_change_model(model, args.task)
     predictor = engine.FlipAverage(model) if args.flip_average else model
     os.makedirs(args.output, exist_ok=True)
     files = _image_files(args.inputs)

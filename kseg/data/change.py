@@ -71,6 +71,31 @@ def read_change_mask(path):
     return (values != 0).astype(np.int32)
 
 
+def _name(path):
+    return os.fspath(path.decode() if isinstance(path, bytes) else path)
+
+
+def read_change_pair(path_a, path_b):
+    """Reads images A and B into one pair ``float32 [H, W, 6]`` (A's RGB, then B's).
+
+    Images of different sizes are an error naming both files and their sizes.
+
+    Example:
+        >>> pair = read_change_pair("A/1.png", "B/1.png")  # doctest: +SKIP
+        >>> pair.shape  # doctest: +SKIP
+        (1024, 1024, 6)
+    """
+    image_a, image_b = read_image(path_a), read_image(path_b)
+    if image_a.shape != image_b.shape:
+        raise ValueError(
+            f"image pair of different sizes: {_name(path_a)!r} is "
+            f"{image_a.shape[0]}x{image_a.shape[1]}, {_name(path_b)!r} is "
+            f"{image_b.shape[0]}x{image_b.shape[1]} (height x width). "
+            f"Received: sizes={image_a.shape[:2]}, {image_b.shape[:2]}"
+        )
+    return np.concatenate([image_a, image_b], axis=-1)
+
+
 def read_change_example(path_a, path_b, label_path):
     """Reads images A and B and their change mask: ``(pair [H, W, 6], label [H, W])``.
 
@@ -79,22 +104,14 @@ def read_change_example(path_a, path_b, label_path):
     Example:
         >>> pair, label = read_change_example("A/1.png", "B/1.png", "label/1.png")  # doctest: +SKIP
     """
-    name = lambda p: os.fspath(p.decode() if isinstance(p, bytes) else p)  # noqa: E731
-    image_a, image_b = read_image(path_a), read_image(path_b)
-    if image_a.shape != image_b.shape:
-        raise ValueError(
-            f"image pair of different sizes: {name(path_a)!r} is "
-            f"{image_a.shape[0]}x{image_a.shape[1]}, {name(path_b)!r} is "
-            f"{image_b.shape[0]}x{image_b.shape[1]} (height x width). "
-            f"Received: sizes={image_a.shape[:2]}, {image_b.shape[:2]}"
-        )
+    pair = read_change_pair(path_a, path_b)
     label = read_change_mask(label_path)
-    if label.shape != image_a.shape[:2]:
+    if label.shape != pair.shape[:2]:
         raise ValueError(
-            f"change mask {name(label_path)!r} is {label.shape[0]}x{label.shape[1]}, but its "
-            f"images {name(path_a)!r} are {image_a.shape[0]}x{image_a.shape[1]} (height x width)"
+            f"change mask {_name(label_path)!r} is {label.shape[0]}x{label.shape[1]}, but its "
+            f"images {_name(path_a)!r} are {pair.shape[0]}x{pair.shape[1]} (height x width)"
         )
-    return np.concatenate([image_a, image_b], axis=-1), label
+    return pair, label
 
 
 def change_files(root, split=None):

@@ -325,8 +325,14 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
     maps of 255 mark unlabelled images), ``lambda_unlabeled`` × ``-log P(real)`` over every
     pixel of the real images and ``lambda_fake`` × ``-log P(fake)`` over the pixels of a
     batch of generated images; then the generator on ``-log P(real)`` of its images (the
-    non-saturating loss). ``compile(optimizer, generator_optimizer=None, ...)``. Logged:
-    ``loss`` (segmenter total), ``sup_loss``, ``unsup_loss``, ``fake_loss``, ``g_loss``.
+    non-saturating loss) or, with ``feature_layer``, on feature matching (Salimans et al.
+    2016, which Souly et al. build on): the squared distance between the mean activations
+    of that segmenter layer on the real and the generated batch. Generated images never
+    update the segmenter's batch-norm statistics (they are restored after the fake batch),
+    so inference normalises with real-image statistics only. A segmenter trained on the
+    labelled images first is a warm start. ``compile(optimizer, generator_optimizer=None,
+    ...)``. Logged: ``loss`` (segmenter total), ``sup_loss``, ``unsup_loss``, ``fake_loss``,
+    ``g_loss``.
 
     Args:
         segmenter: a one-output K-class segmentation model with a known input size.
@@ -335,6 +341,8 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
         lambda_unlabeled, lambda_fake: weights of the two GAN terms of the segmenter.
         generator_filters: width of the default generator.
         seed: seed of the noise.
+        feature_layer: None (non-saturating generator loss) or the name of a segmenter layer
+            whose mean activations the generator matches (feature matching).
 
     Example:
         >>> import kseg
@@ -360,10 +368,22 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
         lambda_fake=1.0,
         generator_filters=64,
         seed=0,
+        feature_layer=None,
         name=None,
         **kwargs,
     ):
         segmenter = _check_segmenter("SemiSupervisedGAN", segmenter)
+        features = None
+        if feature_layer is not None:
+            names = [layer.name for layer in segmenter.layers]
+            if feature_layer not in names:
+                raise ValueError(
+                    "SemiSupervisedGAN: feature_layer must name a layer of the segmenter "
+                    f"(e.g. {names[-2]!r}). Received: feature_layer={feature_layer!r}"
+                )
+            features = keras.Model(
+                segmenter.inputs, segmenter.get_layer(feature_layer).output, name="features"
+            )
         check_positive_int("SemiSupervisedGAN", "latent_dim", latent_dim)
         check_positive_int("SemiSupervisedGAN", "generator_filters", generator_filters)
         _check_weight("SemiSupervisedGAN", "lambda_unlabeled", lambda_unlabeled)
@@ -394,7 +414,9 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
             lambda_fake=float(lambda_fake),
             generator_filters=generator_filters,
             seed=seed,
+            feature_layer=feature_layer,
         )
+        self._features = features
         self._make_trackers()
         self.noise_seed = keras.random.SeedGenerator(seed)
 
@@ -420,9 +442,20 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
         y = _sparse_labels(y)
         noise = keras.random.normal((tf.shape(x)[0], self.latent_dim), seed=self.noise_seed)
         fake_images = tf.stop_gradient(self.generator(noise, training=True))
+        statistics = [
+            v
+            for layer in self.segmenter._flatten_layers()
+            if isinstance(layer, layers.BatchNormalization)
+            for v in layer.non_trainable_variables
+        ]
         with tf.GradientTape() as tape:
-            logits = self(x, training=True)
+            # Batch-norm statistics of generated images are put back: inference must use
+            # those of real images (tf.function orders the reads and assigns as written).
+            saved = [tf.identity(v) for v in statistics]
             fake_logits = self(fake_images, training=True)
+            for variable, value in zip(statistics, saved):
+                variable.assign(value)
+            logits = self(x, training=True)
             sup_loss = _masked_cross_entropy(y, logits)
             total_real = tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
             total_fake = tf.reduce_logsumexp(tf.cast(fake_logits, tf.float32), axis=-1)
@@ -438,10 +471,17 @@ class SemiSupervisedGAN(_TrainerMixin, SegmentationModel):
 
         with tf.GradientTape() as tape:
             generated = self.generator(noise, training=True)
-            scores = tf.reduce_logsumexp(
-                tf.cast(self(generated, training=False), tf.float32), axis=-1
-            )
-            g_loss = tf.reduce_mean(tf.nn.softplus(-scores))
+            if self._features is None:
+                scores = tf.reduce_logsumexp(
+                    tf.cast(self(generated, training=False), tf.float32), axis=-1
+                )
+                g_loss = tf.reduce_mean(tf.nn.softplus(-scores))
+            else:
+                axes = list(range(len(self._features.output.shape) - 1))
+                real = tf.reduce_mean(tf.cast(self._features(x, training=False), tf.float32), axes)
+                fake = self._features(generated, training=False)
+                fake = tf.reduce_mean(tf.cast(fake, tf.float32), axes)
+                g_loss = tf.reduce_sum(tf.square(tf.stop_gradient(real) - fake))
         variables = self.generator.trainable_variables
         grads = tape.gradient(g_loss, variables)
         self.generator_optimizer.apply_gradients(zip(grads, variables))

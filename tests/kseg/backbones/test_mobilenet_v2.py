@@ -92,3 +92,20 @@ def test_bad_arguments(tmp_path):
         backbone_model(alpha=0.6, weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         backbone_model(weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="Received: bn_momentum=1"):
+        backbone_model(bn_momentum=1)
+
+
+def test_bn_momentum_sets_how_far_one_training_step_moves_the_statistics():
+    # Moving mean starts at 0: after one training call it is (1 - momentum) * the batch mean.
+    model = backbone_model(shape=(16, 16, 3), alpha=0.35, bn_momentum=0.9)
+    assert {
+        layer.momentum for layer in model.layers if "BN" in layer.name or "bn" in layer.name
+    } == {0.9}
+    x = np.random.default_rng(2).uniform(-1, 1, size=(2, 16, 16, 3)).astype("float32")
+    conv = keras.Model(model.input, model.get_layer("Conv1").output)(x).numpy()
+    model(x, training=True)
+    moving_mean = model.get_layer("bn_Conv1").moving_mean.numpy()
+    np.testing.assert_allclose(moving_mean, 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    default = backbone_model(shape=(16, 16, 3), alpha=0.35)
+    assert default.get_layer("bn_Conv1").momentum == 0.999  # keras.applications' value

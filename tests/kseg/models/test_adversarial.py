@@ -98,6 +98,37 @@ def test_semi_supervised_gan_uses_unlabelled_and_generated_images(tmp_path):
     )
 
 
+def test_semi_supervised_gan_feature_matching_and_real_batch_norm_statistics():
+    images, labels = synthetic_batch(4, 32, 32, num_classes=3, seed=4)
+    segmenter = unet()
+    reference = keras.models.clone_model(segmenter)
+    reference.set_weights(segmenter.get_weights())
+    layer = [lay.name for lay in segmenter.layers if "relu" in lay.name][-1]
+    model = kseg.models.SemiSupervisedGAN(
+        segmenter, latent_dim=8, generator_filters=8, seed=3, feature_layer=layer
+    )
+    # Learning rate 0: the logged losses are those of the initial weights.
+    model.compile(keras.optimizers.SGD(0.0), generator_optimizer=keras.optimizers.SGD(0.0))
+    logs = model.train_step((tf.constant(images), tf.constant(labels)))
+    # The moving statistics are those of one training call on the real batch alone.
+    reference(images, training=True)
+    for ours, theirs in zip(segmenter.non_trainable_variables, reference.non_trainable_variables):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(reference.non_trainable_variables[0].numpy(), 0)
+    # The generator's loss: squared distance of the layer's mean activations (inference mode,
+    # after the segmenter's step), real batch against the generated one.
+    noise = keras.random.normal((4, 8), seed=keras.random.SeedGenerator(3))
+    features = keras.Model(reference.inputs, reference.get_layer(layer).output)
+    real = np.asarray(features(images, training=False)).mean((0, 1, 2))
+    fake = np.asarray(features(model.generator(noise, training=True), training=False))
+    expected = np.sum((real - fake.mean((0, 1, 2))) ** 2)
+    np.testing.assert_allclose(float(logs["g_loss"]), expected, rtol=1e-4)
+    config = model.get_config()
+    assert config["feature_layer"] == layer
+    with pytest.raises(ValueError, match="Received: feature_layer='nope'"):
+        kseg.models.SemiSupervisedGAN(unet(), feature_layer="nope")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["adversarial", "ssgan"])
 def test_exports_serve_the_segmenter(kind, tmp_path):
