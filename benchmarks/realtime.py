@@ -131,6 +131,60 @@ def latency_table(results):
     return "\n".join(table)
 
 
+def acceptance(results, reference="deeplabv3_mnv2"):
+    """The issue's three speed checks, per input size, as Markdown lines: the fastest real-time
+    model in int8 against ``reference`` in float32 (>= 5x); int8 against float32 for each model
+    (>= 1.5x where XNNPACK runs every int8 op); float32 ms per GMAdd against the median (<= 2x).
+    """
+    realtime = {label for label, _, _ in REALTIME}
+    lines = []
+    for shape in dict.fromkeys(tuple(row["input_shape"]) for row in results):
+        rows = [row for row in results if tuple(row["input_shape"]) == shape]
+        size = f"{shape[0]}x{shape[1]}"
+        ms = {row["name"]: row.get("latency_ms", {}) for row in rows}
+        int8 = {
+            name: value["tflite_int8"]
+            for name, value in ms.items()
+            if name in realtime and value.get("tflite_int8") is not None
+        }
+        base = ms.get(reference, {}).get("tflite_float32")
+        if int8 and base is not None:
+            fastest = min(int8, key=int8.get)
+            ratio = base / int8[fastest]
+            lines.append(
+                f"- {size}: fastest real-time int8 is {fastest} ({int8[fastest]:.1f} ms), "
+                f"{ratio:.1f}x faster than {reference} float32 ({base:.1f} ms): "
+                f"{'pass' if ratio >= 5 else 'FAIL'} (>= 5x)"
+            )
+        for row in rows:
+            fp32, q = row["latency_ms"].get("tflite_float32"), row["latency_ms"].get("tflite_int8")
+            if fp32 is None or q is None:
+                continue
+            left = row.get("tflite_undelegated", {}).get("int8")
+            speedup = fp32 / q
+            verdict = (
+                ("pass" if speedup >= 1.5 else "FAIL") + " (>= 1.5x)"
+                if not left
+                else "not checked: XNNPACK leaves " + _ops_text(left) + " in int8"
+            )
+            lines.append(f"- {size} {row['name']}: fp32 / int8 = {speedup:.2f}x, {verdict}")
+        per = [row.get("fp32_ms_per_gmadd") for row in rows]
+        per = [value for value in per if value is not None]
+        if per:
+            median = float(np.median(per))
+            slow = [
+                f"{row['name']} ({row['fp32_ms_per_gmadd'] / median:.2f}x)"
+                for row in rows
+                if row.get("fp32_ms_per_gmadd") is not None
+                and row["fp32_ms_per_gmadd"] > 2 * median
+            ]
+            lines.append(
+                f"- {size}: median fp32 {median:.2f} ms / GMAdd; above 2x the median: "
+                + (", ".join(slow) if slow else "none")
+            )
+    return "\n".join(lines)
+
+
 def _miou(predictions, labels, num_classes):
     ious = []
     for c in range(num_classes):
@@ -338,7 +392,7 @@ def main(argv=None):
     else:
         sizes = [_size(s) for s in args.sizes.split(",")]
         results = measure(rows, sizes, args.num_classes, args.threads, args.runs, args.warmup)
-        text = latency_table(results)
+        text = latency_table(results) + "\n\n" + acceptance(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": header, "rows": results}, f, indent=1, default=str)
