@@ -208,50 +208,56 @@ def train(rows, size, num_classes, budget_seconds, batch_size, num_train, num_va
     )
     results = []
     for label, name, kwargs in rows:
-        keras.utils.set_random_seed(0)
-        model = kseg.models.create(name, num_classes=num_classes, input_shape=(*size, 3), **kwargs)
-        outputs = len(model.outputs)
-        loss = kseg.losses.CrossEntropy(ignore_index=255)
-        model.compile(
-            keras.optimizers.Adam(1e-3),
-            loss=[loss] * outputs if outputs > 1 else loss,
-            loss_weights=getattr(model, "loss_weights_for_outputs", None),
-        )
-        rng = np.random.default_rng(0)
-        # The budget is this process's CPU time (all threads), so other jobs on the machine
-        # change the wall time of a run but not how much training each model gets.
-        # The first step traces and compiles the train function (tens of CPU-seconds for the
-        # deeper graphs); it is run before the clock starts, so the budget is training only.
-        index = rng.choice(num_train, batch_size, replace=False)
-        y = labels[index]
-        model.train_on_batch(images[index], [y] * outputs if outputs > 1 else y)
-        start, wall, steps = time.process_time(), time.perf_counter(), 1
-        while time.process_time() - start < budget_seconds:
+        try:
+            keras.utils.set_random_seed(0)
+            model = kseg.models.create(
+                name, num_classes=num_classes, input_shape=(*size, 3), **kwargs
+            )
+            outputs = len(model.outputs)
+            loss = kseg.losses.CrossEntropy(ignore_index=255)
+            model.compile(
+                keras.optimizers.Adam(1e-3),
+                loss=[loss] * outputs if outputs > 1 else loss,
+                loss_weights=getattr(model, "loss_weights_for_outputs", None),
+            )
+            rng = np.random.default_rng(0)
+            # The budget is this process's CPU time (all threads), so other jobs on the machine
+            # change the wall time of a run but not how much training each model gets.
+            # The first step traces and compiles the train function (tens of CPU-seconds for the
+            # deeper graphs); it is run before the clock starts, so the budget is training only.
             index = rng.choice(num_train, batch_size, replace=False)
             y = labels[index]
             model.train_on_batch(images[index], [y] * outputs if outputs > 1 else y)
-            steps += 1
-        cpu, wall = time.process_time() - start, time.perf_counter() - wall
-        predict = model.inference_model() if hasattr(model, "inference_model") else model
-        logits = predict.predict(val_images, batch_size=batch_size, verbose=0)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        miou = _miou(logits.argmax(-1), val_labels, num_classes)
-        results.append(
-            {
-                "name": label,
-                "steps": steps,
-                "cpu_seconds": cpu,
-                "wall_seconds": wall,
-                "miou": miou,
-                # At the training size; the speed run's figures replace them (join_latency).
-                "params": predict.count_params(),
-                "madds": kseg.bench.profile(predict, (*size, 3))["madds"],
-            }
-        )
-        print(f"{label}: {steps} steps, {cpu:.0f} CPU-s, held-out mIoU {miou:.3f}", flush=True)
-        del model, predict
-        keras.backend.clear_session()
+            start, wall, steps = time.process_time(), time.perf_counter(), 1
+            while time.process_time() - start < budget_seconds:
+                index = rng.choice(num_train, batch_size, replace=False)
+                y = labels[index]
+                model.train_on_batch(images[index], [y] * outputs if outputs > 1 else y)
+                steps += 1
+            cpu, wall = time.process_time() - start, time.perf_counter() - wall
+            predict = model.inference_model() if hasattr(model, "inference_model") else model
+            logits = predict.predict(val_images, batch_size=batch_size, verbose=0)
+            if isinstance(logits, (list, tuple)):
+                logits = logits[0]
+            miou = _miou(logits.argmax(-1), val_labels, num_classes)
+            results.append(
+                {
+                    "name": label,
+                    "steps": steps,
+                    "cpu_seconds": cpu,
+                    "wall_seconds": wall,
+                    "miou": miou,
+                    # At the training size; the speed run's figures replace them (join_latency).
+                    "params": predict.count_params(),
+                    "madds": kseg.bench.profile(predict, (*size, 3))["madds"],
+                }
+            )
+            print(f"{label}: {steps} steps, {cpu:.0f} CPU-s, held-out mIoU {miou:.3f}", flush=True)
+            del model, predict
+            keras.backend.clear_session()
+        except Exception as error:  # one model failing must not end the whole table
+            print(f"{label}: failed: {type(error).__name__}: {error}", flush=True)
+            keras.backend.clear_session()
     return results
 
 
