@@ -8,13 +8,17 @@ argmax agreement on held-out synthetic scenes, the float32 milliseconds per GMAd
 to the median of the rows) and the ops XNNPACK leaves to TFLite's own kernels.
 Names not registered yet are skipped (and listed).
 
-``--train`` instead trains each model on ``kseg.data.synthetic`` scenes for the same CPU
-budget (``--budget-seconds`` of process CPU time) and reports held-out mIoU beside MAdds,
-with an accuracy–speed plot (PNG).
+Under the table it prints the issue's three speed checks (``acceptance``).
 
-    flock /tmp/kseg-heavy.lock python benchmarks/realtime.py --output realtime.md
-    flock /tmp/kseg-heavy.lock python benchmarks/realtime.py --train --budget-seconds 120 \\
-        --plot realtime.png --output realtime_train.md
+``--train`` instead trains each model on ``kseg.data.synthetic`` scenes for the same CPU
+budget (``--budget-seconds`` of process CPU time, the tracing step excluded) and reports
+held-out mIoU beside params, MAdds and TFLite latencies taken from a speed run's ``--json``
+(``--latency-json``), with an accuracy–speed plot (PNG). ``--precise-bn N`` re-estimates the
+batch-normalisation statistics on N training batches before the evaluation.
+
+    flock /tmp/kseg-heavy.lock python benchmarks/realtime.py --json speed.json --output speed.md
+    flock /tmp/kseg-heavy.lock python benchmarks/realtime.py --train --budget-seconds 60 \\
+        --latency-json speed.json --plot realtime.png --output realtime_train.md
 """
 
 from __future__ import annotations
