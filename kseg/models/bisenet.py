@@ -218,10 +218,17 @@ class BiSeNetV2(_AuxiliaryOutputs, SegmentationModel):
     Parameters at 19 classes (trainable, ``inference_model()``): 3,358,627 (paper ≈3.4 M,
     [?]: -1.2 %); the four booster heads add 0.29 M for training. Multiply-adds at
     512×1024 (``kseg.bench.profile``): 24.60 B, 16 % above the paper's "21.15 GFLOPs"
-    (Table 8), which must count multiply-adds (2·MAdds would be 49 G). 9.8 B of ours are
-    the 1024-wide head, whose width the paper does not print; a 640-wide head would give
-    20.9 B but only 2.9 M parameters, so no head width meets both published figures and we
-    keep the reimplementations' 1024 (``head_channels`` changes it).
+    (Table 8). The paper counts multiply-adds: without its head the network is already 14.79 B,
+    so 2·MAdds would be above 29.6 G. Everything but the head follows Table 1 and the text; the
+    head's 3×3 width is the one size the paper leaves open, each channel costing 9.59 M MAdds
+    and 1,173 parameters. 21.15 B needs a 663-wide head, which has 2.94 M parameters (-14 %);
+    widths 770–883 would land both figures within 10 %, but no released code uses them and
+    they follow no rule: BiSeNetV2-Large (``alpha=2, depth_multiplier=3``, 118.51 GFLOPs in
+    the same table) has a 63.6 B body and would need a ≈2,900-wide head (1024: 83.1 B,
+    2048: 102.6 B), so no head width, fixed or scaled with ``alpha``, fits both of the paper's
+    FLOP figures. We keep the 1024 of the reimplementations (CoinCheung's BiSeNet and
+    MMSegmentation's FCN head), which gives the parameter count, and leave the MAdds 16 % above;
+    ``head_channels`` changes it (``head_channels=663`` for the paper's MAdds).
 
     Width and depth: ``alpha`` multiplies every channel count (the paper's width multiplier,
     2.0 for BiSeNetV2-Large), ``depth_multiplier`` the number of stride-1 GE layers of the
