@@ -18,10 +18,10 @@ import resource
 import time
 
 import keras
-import numpy as np
 
 import kseg
 from kseg.instance import MaskRCNN, pad_targets
+from kseg.instance.evaluate import detections
 from kseg.instance_metrics import coco_evaluate
 
 
@@ -44,27 +44,6 @@ class Budget(keras.callbacks.Callback):
         done = int(self.model.optimizer.iterations.numpy())
         if done >= self.steps or time.perf_counter() - self.start > self.seconds:
             self.model.stop_training = True
-
-
-def detections(model, samples, batch_size=8):
-    """COCO result dicts of ``model.detect`` on ``samples`` (image ``n`` is id ``n + 1``)."""
-    from kseg.data.coco import coco_results
-
-    results = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        out = model.detect(np.stack([s["image"] for s in chunk]).astype(np.float32))
-        out = {k: np.asarray(v) for k, v in out.items()}
-        for b in range(len(chunk)):
-            n = int(out["num_detections"][b])
-            results += coco_results(
-                start + b + 1,
-                out["boxes"][b, :n],
-                out["scores"][b, :n],
-                out["classes"][b, :n],
-                out["masks"][b, :n],
-            )
-    return results
 
 
 def scores_per_class(results, truth, num_classes):
@@ -193,7 +172,7 @@ def main():
         )
     train_seconds, train_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     start = time.perf_counter()
-    results = detections(model, held_out)
+    results = detections(model, held_out, batch_size=8)
     truth = kseg.data.instances_to_coco(held_out)
     scores = coco_evaluate(results, truth)
     report = {

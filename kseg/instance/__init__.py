@@ -17,7 +17,7 @@ from kseg.instance.boxes import (
     generate_anchors,
     level_sizes,
 )
-from kseg.instance.evaluate import evaluate
+from kseg.instance.evaluate import detections, evaluate
 from kseg.instance.mask_rcnn import MaskRCNN, UpsampleLike, pad_targets
 from kseg.instance.proposals import detections_from_heads, paste_masks, proposals_from_rpn
 from kseg.instance.roi_align import fpn_levels, multilevel_roi_align, roi_align
@@ -25,6 +25,7 @@ from kseg.instance.targets import assign_anchors, mask_targets, sample_rois
 
 __all__ = [
     "MaskRCNN",
+    "detections",
     "UpsampleLike",
     "assign_anchors",
     "box_iou",

@@ -11,6 +11,33 @@ from __future__ import annotations
 import numpy as np
 
 
+def detections(model, samples, batch_size=4):
+    """COCO result dicts of ``model.detect`` on ``samples`` (image ``n`` is COCO image ``n + 1``).
+
+    Example:
+        >>> results = detections(model, samples)  # doctest: +SKIP
+        >>> sorted(results[0])  # doctest: +SKIP
+        ['bbox', 'category_id', 'image_id', 'score', 'segmentation']
+    """
+    from kseg.data.coco import coco_results
+
+    results = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        out = model.detect(np.stack([np.asarray(s["image"]) for s in chunk]).astype(np.float32))
+        out = {k: np.asarray(v) for k, v in out.items()}
+        for b in range(len(chunk)):
+            n = int(out["num_detections"][b])
+            results += coco_results(
+                start + b + 1,
+                out["boxes"][b, :n],
+                out["scores"][b, :n],
+                out["classes"][b, :n],
+                out["masks"][b, :n],
+            )
+    return results
+
+
 def evaluate(model, samples, batch_size=4, iou_types=("bbox", "segm")):
     """Runs ``model.detect`` on ``samples`` (dicts with ``image``, ``boxes``, ``classes``,
     ``masks``) and scores the detections with :func:`kseg.metrics.coco_evaluate`.
@@ -23,24 +50,11 @@ def evaluate(model, samples, batch_size=4, iou_types=("bbox", "segm")):
         >>> sorted(scores)  # doctest: +SKIP
         ['bbox', 'segm']
     """
-    from kseg.data.coco import coco_results, instances_to_coco
+    from kseg.data.coco import instances_to_coco
     from kseg.instance_metrics import coco_evaluate
 
     samples = [{k: np.asarray(v) for k, v in s.items()} for s in samples]
-    results = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        out = model.detect(np.stack([s["image"] for s in chunk]).astype(np.float32))
-        out = {k: np.asarray(v) for k, v in out.items()}
-        for b in range(len(chunk)):
-            n = int(out["num_detections"][b])
-            results += coco_results(
-                start + b + 1,
-                out["boxes"][b, :n],
-                out["scores"][b, :n],
-                out["classes"][b, :n],
-                out["masks"][b, :n],
-            )
+    results = detections(model, samples, batch_size)
     return coco_evaluate(results, instances_to_coco(samples), iou_types)
 
 
