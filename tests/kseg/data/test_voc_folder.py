@@ -193,10 +193,10 @@ def test_load_dispatches_by_name(tmp_path, scenes):
     os.replace(tmp_path / "f/x/masks", tmp_path / "g/masks/train")
     ((_, label),) = list(load("folder", tmp_path / "g", "train", num_classes=2))
     np.testing.assert_array_equal(label.numpy(), labels[0])
-    with pytest.raises(ValueError, match="Unknown dataset 'coco'. Valid names: ") as error:
-        load("coco", tmp_path)
+    with pytest.raises(ValueError, match="Unknown dataset 'mapillary'. Valid names: ") as error:
+        load("mapillary", tmp_path)
     listed = str(error.value).split("Valid names: ")[1].split(", ")
-    assert {"folder", "synthetic", "voc", "cityscapes"} <= set(listed)
+    assert {"folder", "synthetic", "voc", "cityscapes", "coco", "pennfudan"} <= set(listed)
 
 
 def test_batch_by_size_groups_images_of_one_size():
