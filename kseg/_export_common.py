@@ -43,3 +43,26 @@ def _first_output(outputs):
     if isinstance(outputs, (list, tuple)):
         return outputs[0]
     return outputs
+
+
+def run_tflite_per_image(path, images, outputs):
+    """Runs the default signature of the TFLite file ``path`` on ``images`` one at a time.
+
+    The instance and panoptic exports have a batch of one; their ``run_tflite`` stack the named
+    ``outputs`` back into batches.
+
+    Example:
+        >>> out = run_tflite_per_image("/tmp/m.tflite", images, ("boxes",))  # doctest: +SKIP
+    """
+    import os
+
+    import numpy as np
+    import tensorflow as tf
+
+    runner = tf.lite.Interpreter(model_path=os.fspath(path)).get_signature_runner()
+    results = {name: [] for name in outputs}
+    for image in np.asarray(images, np.float32):
+        out = runner(images=image[None])
+        for name in outputs:
+            results[name].append(out[name][0])
+    return {name: np.stack(values) for name, values in results.items()}

@@ -36,7 +36,6 @@ import os
 import re
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 OUTPUTS = ("boxes", "classes", "scores", "masks", "num_detections")
@@ -109,7 +108,11 @@ def saved_model(model, path, input_shape=None, batch=1):
         fn=serve,
         input_signature=[tf.TensorSpec((batch,) + shape, tf.float32, name="images")],
     )
-    archive.write_out(os.fspath(path), verbose=False)
+    from kseg import fileio
+
+    # written beside and swapped in: a killed export leaves no half folder at ``path``
+    with fileio.atomic_directory(path) as folder:
+        archive.write_out(folder, verbose=False)
     return os.fspath(path)
 
 
@@ -165,8 +168,9 @@ def tflite(model, path, input_shape=None, select_tf_ops=False):
                 "no built-in kernel for; pass select_tf_ops=True to keep them as Flex ops. "
                 f"Received: unsupported ops={missing or str(error)[:500]}"
             ) from error
-    with open(path, "wb") as handle:
-        handle.write(content)
+    from kseg import fileio
+
+    fileio.write_bytes(path, content)
     return os.fspath(path)
 
 
@@ -181,14 +185,9 @@ def run_tflite(path, images):
         >>> out["masks"].shape  # doctest: +SKIP
         (2, 100, 64, 64)
     """
-    interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
-    runner = interpreter.get_signature_runner()
-    results = {name: [] for name in OUTPUTS}
-    for image in np.asarray(images, np.float32):
-        out = runner(images=image[None])
-        for name in OUTPUTS:
-            results[name].append(out[name][0])
-    return {name: np.stack(values) for name, values in results.items()}
+    from kseg._export_common import run_tflite_per_image
+
+    return run_tflite_per_image(path, images, OUTPUTS)
 
 
 __all__ = ["OUTPUTS", "UNSUPPORTED_BUILTIN_OPS", "run_tflite", "saved_model", "tflite"]

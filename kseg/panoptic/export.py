@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 OUTPUTS = ("panoptic", "semantic", "center", "offset")
@@ -94,7 +93,11 @@ def saved_model(model, path, input_shape=None, batch=None, **grouping):
         fn=_serving_fn(model, grouping),
         input_signature=[tf.TensorSpec((batch,) + shape, tf.float32, name="images")],
     )
-    archive.write_out(os.fspath(path), verbose=False)
+    from kseg import fileio
+
+    # written beside and swapped in: a killed export leaves no half folder at ``path``
+    with fileio.atomic_directory(path) as folder:
+        archive.write_out(folder, verbose=False)
     return os.fspath(path)
 
 
@@ -140,8 +143,9 @@ def tflite(model, path, input_shape=None, **grouping):
             raise ValueError(
                 f"kseg.panoptic.export.tflite: conversion with built-in ops failed: {error}"
             ) from error
-    with open(path, "wb") as handle:
-        handle.write(content)
+    from kseg import fileio
+
+    fileio.write_bytes(path, content)
     return os.fspath(path)
 
 
@@ -156,11 +160,6 @@ def run_tflite(path, images):
         >>> out["panoptic"].shape                                                     # doctest: +SKIP
         (2, 64, 64)
     """
-    interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
-    runner = interpreter.get_signature_runner()
-    results = {name: [] for name in OUTPUTS}
-    for image in np.asarray(images, np.float32):
-        out = runner(images=image[None])
-        for name in OUTPUTS:
-            results[name].append(out[name][0])
-    return {name: np.stack(values) for name, values in results.items()}
+    from kseg._export_common import run_tflite_per_image
+
+    return run_tflite_per_image(path, images, OUTPUTS)
