@@ -21,7 +21,7 @@ RECIPE = {
     "image_size": (96, 96),
     "num_train": 4000,
     "num_val": 200,
-    "epochs": 8,
+    "epochs": 7,
     "batch_size": 8,
     "learning_rate": 5e-3,
     "warmup_fraction": 0.03,
