@@ -68,12 +68,15 @@ def _fit(model, train, steps, learning_rate, seed, callbacks=(), teacher=None, o
     with ``teacher``, distilled from it (``kseg.compress.Distiller``, ``options`` its
     temperature and alpha)."""
     images, labels = train
-    trained = model
-    if teacher is not None:
-        model = compress.Distiller(trained, teacher, **(options or {}))
     weights = kseg.losses.class_weights_from_frequency(
         labels, NUM_CLASSES, demo.RECIPE["class_weight_power"]
     )
+    trained = model
+    if teacher is not None:
+        options = dict(options or {})
+        if options.pop("weighted", True):  # the hard loss's class weights for the KL too
+            options["class_weights"] = weights
+        model = compress.Distiller(trained, teacher, **options)
     engine.compile_model(
         model,
         NUM_CLASSES,
@@ -262,8 +265,9 @@ def _magnitude_spec(spec):
 
 
 def _channel_spec(spec):
-    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd][:slim=N]"``: ratio, ``prune_channels``
-    options, distillation, and N steps of batch-norm sparsity training (L1 on the gammas,
+    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N]"``: ratio,
+    ``prune_channels`` options, distillation (``kd``: the KL weighted per pixel by the hard
+    loss's class weights; ``kd_plain``: unweighted), and N steps of batch-norm sparsity training (L1 on the gammas,
     ``--slim-strength``) before the cut, taken out of the same budget."""
     parts = spec.split(":")
     options = {"ratio": float(parts[0]), "scope": "layer", "criterion": "l1"}
@@ -276,8 +280,9 @@ def _channel_spec(spec):
             options["criterion"] = part
         elif part.startswith("floor="):
             options["min_keep"] = float(part[len("floor=") :])
-        elif part == "kd":
+        elif part in ("kd", "kd_plain"):
             options["distill"] = True
+            options["kd_weighted"] = part == "kd"
         elif part.startswith("slim="):
             options["slim_steps"] = int(part[len("slim=") :])
         else:
@@ -288,7 +293,7 @@ def _channel_spec(spec):
     if options.get("slim_steps"):
         extra.append(f"slimmed {options['slim_steps']} steps")
     if options.get("distill"):
-        extra.append("distilled")
+        extra.append("distilled" if options["kd_weighted"] else "distilled (unweighted KL)")
     return label + "".join(", " + e for e in extra), options
 
 
@@ -362,7 +367,11 @@ def fine_tuned_variants(name, model, args, train):
             }
             copy, report = compress.prune_channels(source, options["ratio"], **prune_options)
             teacher = _copy(model) if options.get("distill") else None
-            distill = {"temperature": args.kd_temperature, "alpha": args.kd_alpha}
+            distill = {
+                "temperature": args.kd_temperature,
+                "alpha": args.kd_alpha,
+                "weighted": options.get("kd_weighted", True),
+            }
             _fit(copy, train, steps - slim, lr, args.seed, teacher=teacher, options=distill)
             notes = {
                 "left": report["left"],

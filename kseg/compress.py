@@ -1100,8 +1100,11 @@ class Distiller(keras.Model):
     ``(1 - alpha) * hard + alpha * T² * KL(softmax(t / T) || softmax(s / T))``, with ``hard``
     the loss given to ``compile`` on the student's logits ``s`` and the labels, ``t`` the
     teacher's logits for the same (augmented) images, ``T`` the temperature; the KL is averaged
-    over all pixels (the teacher answers also where the labels say "ignore"). Regularization
-    losses are added unweighted. Only the first output of either model is used (auxiliary heads
+    over all pixels (the teacher answers also where the labels say "ignore"), or, with
+    ``class_weights``, weighted by the weight of each pixel's label class (pixels labelled
+    ``ignore_index`` weigh 0), as a class-weighted hard loss weights them: without that, the
+    soft targets of a frequent background pull a student trained for mIoU towards it.
+    Regularization losses are added unweighted. Only the first output of either model is used (auxiliary heads
     are left to the hard loss). The teacher is set non-trainable and runs in inference mode (its
     batch norms keep their statistics); the student's layers are shared, so fitting the
     distiller trains ``student`` itself, which is what to save and export.
@@ -1116,6 +1119,10 @@ class Distiller(keras.Model):
             unpruned model).
         temperature: ``T`` > 0, softening both distributions.
         alpha: weight of the distillation term, in [0, 1].
+        class_weights: None, or one weight per class for the pixels of the distillation term
+            (e.g. those of the hard loss, ``kseg.losses.class_weights_from_frequency``).
+        ignore_index: the label value whose pixels get no distillation weight (with
+            ``class_weights``).
 
     Example:
         >>> import kseg
@@ -1126,7 +1133,16 @@ class Distiller(keras.Model):
         >>> # distiller.fit(train, epochs=...); then save or export ``student``
     """
 
-    def __init__(self, student, teacher, temperature=2.0, alpha=0.5, **kwargs):
+    def __init__(
+        self,
+        student,
+        teacher,
+        temperature=2.0,
+        alpha=0.5,
+        class_weights=None,
+        ignore_index=255,
+        **kwargs,
+    ):
         for arg, value in (("student", student), ("teacher", teacher)):
             if not isinstance(value, keras.Model):
                 raise ValueError(
@@ -1156,12 +1172,22 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.temperature = float(temperature)
         self.alpha = alpha
+        if class_weights is not None:
+            class_weights = np.asarray(class_weights, "float32").reshape(-1)
+            if classes[0] is not None and class_weights.size != classes[0]:
+                raise ValueError(
+                    f"class_weights must hold one weight per class ({classes[0]}). "
+                    f"Received: class_weights of size {class_weights.size}"
+                )
+        self.class_weights = class_weights
+        self.ignore_index = ignore_index
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 
-    def distillation_loss(self, student_logits, teacher_logits):
-        """``T² · KL(softmax(t / T) || softmax(s / T))`` averaged over the pixels.
+    def distillation_loss(self, student_logits, teacher_logits, labels=None):
+        """``T² · KL(softmax(t / T) || softmax(s / T))`` averaged over the pixels (weighted
+        by the labels' ``class_weights`` when both are given).
 
         Example:
             >>> distiller.distillation_loss(logits, logits)  # 0 for equal logits  # doctest: +SKIP
@@ -1172,7 +1198,17 @@ class Distiller(keras.Model):
         s = ops.cast(student_logits, "float32") / self.temperature
         target = ops.softmax(t, axis=-1)
         kl = ops.sum(target * (ops.log_softmax(t, axis=-1) - ops.log_softmax(s, axis=-1)), -1)
-        return self.temperature**2 * ops.mean(kl)
+        if self.class_weights is None or labels is None:
+            return self.temperature**2 * ops.mean(kl)
+        labels = ops.cast(labels, "int32")
+        if len(labels.shape) == len(kl.shape) + 1:
+            labels = ops.squeeze(labels, -1)
+        valid = ops.not_equal(labels, self.ignore_index)
+        index = ops.where(valid, labels, ops.zeros_like(labels))
+        weights = ops.take(ops.convert_to_tensor(self.class_weights), index)
+        weights = ops.where(valid, weights, ops.zeros_like(weights))
+        total = ops.maximum(ops.sum(weights), 1e-12)
+        return self.temperature**2 * ops.sum(weights * kl) / total
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         from keras import ops
@@ -1183,7 +1219,7 @@ class Distiller(keras.Model):
         if self.alpha == 0.0:
             return total
         teacher_logits = _first(self.teacher(x, training=False))
-        soft = self.distillation_loss(_first(y_pred), ops.stop_gradient(teacher_logits))
+        soft = self.distillation_loss(_first(y_pred), ops.stop_gradient(teacher_logits), y)
         return (1.0 - self.alpha) * hard + self.alpha * soft + regularization
 
 

@@ -509,6 +509,19 @@ def test_distiller_loss_is_hinton_kd_and_trains_only_the_student():
         distiller.compile("sgd", kseg.losses.CrossEntropy())
         loss = distiller.evaluate(x, y, verbose=0)
         np.testing.assert_allclose(loss, (1 - alpha) * hard + alpha * kl, rtol=1e-4)
+    # class-weighted KL: each pixel weighs its label's class weight; ignored pixels weigh 0
+    y_ignore = y.copy()
+    y_ignore[:, :2] = 255
+    class_weights = np.array([0.5, 1.0, 3.0])
+    w = np.where(y_ignore == 255, 0.0, class_weights[np.minimum(y_ignore, 2)])
+    weighted_kl = temperature**2 * np.sum(w * np.sum(p_t * (np.log(p_t) - np.log(p_s)), -1))
+    distiller = compress.Distiller(
+        student, teacher, temperature=temperature, alpha=1.0, class_weights=class_weights
+    )
+    distiller.compile("sgd", kseg.losses.CrossEntropy())
+    np.testing.assert_allclose(
+        distiller.evaluate(x, y_ignore, verbose=0), weighted_kl / w.sum(), rtol=1e-4
+    )
     teacher_weights = [w.copy() for w in teacher.get_weights()]  # BN statistics included
     student_weights = [w.copy() for w in student.get_weights()]
     distiller.compile(keras.optimizers.Adam(1e-2), kseg.losses.CrossEntropy())
@@ -581,6 +594,10 @@ def test_bad_distillation_arguments_name_the_value():
         compress.Distiller(student, _logits_model(1), alpha=2)
     with pytest.raises(ValueError, match="student has 3. Received: teacher with 8 classes"):
         compress.Distiller(student, _conv_model())
+    with pytest.raises(
+        ValueError, match="one weight per class \\(3\\). Received: class_weights of size 2"
+    ):
+        compress.Distiller(student, _logits_model(1), class_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="Received: strength=-1"):
         compress.bn_sparsity(student, -1)
 
