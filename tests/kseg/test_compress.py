@@ -646,6 +646,52 @@ def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
     assert "--prune: must be a number in [0, 1). Received: 1.0" in capsys.readouterr().err
 
 
+def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        "unet",
+        "--model-option",
+        "base_filters=4",
+        "--model-option",
+        "depth=2",
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "32",
+        "32",
+        "--num-images",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--prune-channels",
+        "0.5",
+        "--prune-channels-scope",
+        "global",
+        "--prune-channels-criterion",
+        "bn_gamma",
+        "--output",
+        str(run),
+    ]
+    assert main(argv) == 0
+    report = json.loads((run / "channels.json").read_text())
+    # depth 2, base 4: 4+4+8+8+16+16 encoder/bottom, 8+8+8 and 4+4+4 decoder filters
+    assert report["filters"] == 92 and report["removed"] == 46
+    assert "removed 46 of 92 filters" in capsys.readouterr().out
+    model = kseg.load_model(run / "model.keras")
+    for name, kept in report["layers"].items():
+        assert model.get_layer(name).filters == kept["kept"], name
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-2], "--prune-channels", "1", "--output", str(run)])
+    assert exit_info.value.code == 2
+    assert "Received: 1" in capsys.readouterr().err
+
+
 def test_a_nested_model_is_kept_whole_with_its_weights():
     keras.utils.set_random_seed(5)
     inner = keras.Sequential(
