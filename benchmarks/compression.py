@@ -13,8 +13,14 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
 - ``magnitude S`` (``--magnitude``; ``blocks of B``: ``block_size=B``; ``L dense``: layer ``L``
   skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
   budget) + fine-tuning, then ``strip``;
-- ``channels R`` (``--channel-ratios``): ``kseg.compress.prune_channels(ratio=R)`` +
-  fine-tuning.
+- ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain]
+  [:slim=N]``): ``kseg.compress.prune_channels(ratio=R, scope=..., criterion=...,
+  min_keep=F)`` + fine-tuning; ``kd``: distilled from the unpruned trained model
+  (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by the
+  hard loss's class weights; ``kd_plain``: unweighted); ``slim=N``: the first N steps of the
+  budget train the unpruned model with ``kseg.compress.bn_sparsity(--slim-strength)`` before
+  the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
+  be its own teacher).
 
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
 sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
