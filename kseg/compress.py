@@ -16,6 +16,10 @@ channels, which TFLite stores next to each other, so the file compresses better 
 narrower functional model, which runs faster: the consumers of each removed channel (batch norm,
 depthwise convolutions, the next convolution's input channels, concatenations, residual adds,
 max-unpooling indices) are narrowed with it; layers it cannot narrow safely are left and listed.
+It removes the same share of every layer (``scope="layer"``) or ranks all filters of the model
+together (``scope="global"``, network slimming: ``criterion="bn_gamma"``, with ``bn_sparsity``
+for a sparsity phase before the cut). ``Distiller`` fine-tunes the pruned model with the
+unpruned one as its teacher (knowledge distillation).
 
 Example:
     >>> import kseg
