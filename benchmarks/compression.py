@@ -14,10 +14,10 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
   skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
   budget) + fine-tuning, then ``strip``;
 - ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain]
-  [:slim=N]``): ``kseg.compress.prune_channels(ratio=R, scope=..., criterion=...,
+  [:slim=N[/S]]``): ``kseg.compress.prune_channels(ratio=R, scope=..., criterion=...,
   min_keep=F)`` + fine-tuning; ``kd``: distilled from the unpruned trained model
   (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by the
-  hard loss's class weights; ``kd_plain``: unweighted); ``slim=N``: the first N steps of the
+  hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps of the
   budget train the unpruned model with ``kseg.compress.bn_sparsity(--slim-strength)`` before
   the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
   be its own teacher).
@@ -271,7 +271,7 @@ def _magnitude_spec(spec):
 
 
 def _channel_spec(spec):
-    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N]"``: ratio,
+    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/STRENGTH]]"``: ratio,
     ``prune_channels`` options, distillation (``kd``: the KL weighted per pixel by the hard
     loss's class weights; ``kd_plain``: unweighted), and N steps of batch-norm sparsity training (L1 on the gammas,
     ``--slim-strength``) before the cut, taken out of the same budget."""
@@ -289,15 +289,21 @@ def _channel_spec(spec):
         elif part in ("kd", "kd_plain"):
             options["distill"] = True
             options["kd_weighted"] = part == "kd"
-        elif part.startswith("slim="):
-            options["slim_steps"] = int(part[len("slim=") :])
+        elif part.startswith("slim="):  # slim=N or slim=N/STRENGTH
+            steps, _, strength = part[len("slim=") :].partition("/")
+            options["slim_steps"] = int(steps)
+            if strength:
+                options["slim_strength"] = float(strength)
         else:
             raise ValueError(f"unknown channel-pruning option {part!r}. Received: spec={spec!r}")
     if options["scope"] == "global" or options["criterion"] != "l1":
         floor = options.get("min_keep", 0.1)
         extra.append(f"{options['scope']} {options['criterion']} (floor {floor:g})")
     if options.get("slim_steps"):
-        extra.append(f"slimmed {options['slim_steps']} steps")
+        strength = options.get("slim_strength")
+        extra.append(
+            f"slimmed {options['slim_steps']} steps" + (f" (λ {strength:g})" if strength else "")
+        )
     if options.get("distill"):
         extra.append("distilled" if options["kd_weighted"] else "distilled (unweighted KL)")
     return label + "".join(", " + e for e in extra), options
@@ -364,7 +370,7 @@ def fine_tuned_variants(name, model, args, train):
         else:
             slim = options.get("slim_steps", 0)
             if slim:  # sparsity training of a copy, inside the budget
-                compress.bn_sparsity(copy, args.slim_strength)
+                compress.bn_sparsity(copy, options.get("slim_strength", args.slim_strength))
                 _fit(copy, train, slim, lr, args.seed)
                 compress.bn_sparsity(copy, 0)
             source = copy if slim else model
@@ -537,7 +543,7 @@ def main(argv=None):
         "--channels",
         nargs="+",
         default=["0.5", "0.5:global:bn_gamma:kd"],
-        help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:kd][:slim=N]",
+        help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/S]]",
     )
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
