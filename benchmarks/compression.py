@@ -19,8 +19,7 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
   (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by the
   hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps of the
   budget train the unpruned model with ``kseg.compress.bn_sparsity(S)`` (default
-  ``--slim-strength``) before
-  the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
+  ``--slim-strength``) before the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
   be its own teacher).
 
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
