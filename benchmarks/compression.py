@@ -238,8 +238,7 @@ def time_rows(result, args):
         result["load_average"] = (load, os.getloadavg()[0])
     for row in rows.values():
         row["latency_ms"] = float(np.median(row["latency_samples"]))
-        # Other jobs share the CPUs (only timed runs take the lock): the fastest round is the
-        # least disturbed one.
+        # Kept in the JSON: other jobs share the CPUs (only timed runs take the lock).
         row["latency_best_ms"] = float(np.min(row["latency_samples"]))
     return result
 
@@ -485,9 +484,8 @@ def format_table(result):
         f"{result['finetune_steps']} steps; {timing})",
         "",
         "| variant | mIoU | Δ vs f32 (pts) | Δ vs f32+FT (pts) | sparsity | params | MAdds "
-        "| MAdds vs f32 | TFLite KiB | gzip KiB | gzip vs f32 gzip | latency ms | latency vs f32 "
-        "| fastest round ms | its vs f32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MAdds vs f32 | TFLite KiB | gzip KiB | gzip vs f32 gzip | latency ms | latency vs f32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
         tuned = "FT" in label or "magnitude" in label or "channels" in label
@@ -502,12 +500,6 @@ def format_table(result):
                 f"{row['latency_ms']:.2f} | {row['latency_ms'] / base['latency_ms']:.2f}× |"
                 if "latency_ms" in row
                 else "– | – |"
-            )
-            + (
-                f" {row['latency_best_ms']:.2f} | "
-                f"{row['latency_best_ms'] / base['latency_best_ms']:.2f}× |"
-                if "latency_best_ms" in row
-                else " – | – |"
             )
         )
     extra = [(label, row) for label, row in rows.items() if "gzip_bytes_signed_zeros" in row]
