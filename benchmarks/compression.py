@@ -13,8 +13,14 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
 - ``magnitude S`` (``--magnitude``; ``blocks of B``: ``block_size=B``; ``L dense``: layer ``L``
   skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
   budget) + fine-tuning, then ``strip``;
-- ``channels R`` (``--channel-ratios``): ``kseg.compress.prune_channels(ratio=R)`` +
-  fine-tuning.
+- ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain]
+  [:slim=N[/S]]``): ``kseg.compress.prune_channels(ratio=R, scope=..., criterion=...,
+  min_keep=F)`` + fine-tuning; ``kd``: distilled from the unpruned trained model
+  (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by the
+  hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps of the
+  budget train the unpruned model with ``kseg.compress.bn_sparsity(S)`` (default
+  ``--slim-strength``) before the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
+  be its own teacher).
 
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
 sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
@@ -63,12 +69,20 @@ def _data(args):
     return train, val
 
 
-def _fit(model, train, steps, learning_rate, seed, callbacks=()):
-    """The demo's training (weighted cross-entropy, flips and transposes) for ``steps`` steps."""
+def _fit(model, train, steps, learning_rate, seed, callbacks=(), teacher=None, options=None):
+    """The demo's training (weighted cross-entropy, flips and transposes) for ``steps`` steps;
+    with ``teacher``, distilled from it (``kseg.compress.Distiller``, ``options`` its
+    temperature and alpha)."""
     images, labels = train
     weights = kseg.losses.class_weights_from_frequency(
         labels, NUM_CLASSES, demo.RECIPE["class_weight_power"]
     )
+    trained = model
+    if teacher is not None:
+        options = dict(options or {})
+        if options.pop("weighted", True):  # the hard loss's class weights for the KL too
+            options["class_weights"] = weights
+        model = compress.Distiller(trained, teacher, **options)
     engine.compile_model(
         model,
         NUM_CLASSES,
@@ -81,6 +95,7 @@ def _fit(model, train, steps, learning_rate, seed, callbacks=()):
     )
     batches = demo._training_batches(images, labels, demo.RECIPE["batch_size"], seed).repeat()
     model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=list(callbacks))
+    return trained
 
 
 def _any_size(model):
@@ -223,6 +238,8 @@ def time_rows(result, args):
         result["load_average"] = (load, os.getloadavg()[0])
     for row in rows.values():
         row["latency_ms"] = float(np.median(row["latency_samples"]))
+        # Kept in the JSON: other jobs share the CPUs (only timed runs take the lock).
+        row["latency_best_ms"] = float(np.min(row["latency_samples"]))
     return result
 
 
@@ -255,6 +272,51 @@ def _magnitude_spec(spec):
     return float(parts[0]), block, skip
 
 
+def _channel_spec(spec):
+    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/STRENGTH]]"``: ratio,
+    ``prune_channels`` options, distillation (``kd``: the KL weighted per pixel by the hard
+    loss's class weights; ``kd_plain``: unweighted), and N steps of batch-norm sparsity training (L1 on the gammas,
+    ``--slim-strength``) before the cut, taken out of the same budget."""
+    parts = spec.split(":")
+    options = {"ratio": float(parts[0]), "scope": "layer", "criterion": "l1"}
+    label = f"channels {options['ratio']:.0%}"
+    extra = []
+    for part in parts[1:]:
+        if part in ("global", "layer"):
+            options["scope"] = part
+        elif part in ("l1", "l2", "bn_gamma"):
+            options["criterion"] = part
+        elif part.startswith("floor="):
+            options["min_keep"] = float(part[len("floor=") :])
+        elif part in ("kd", "kd_plain"):
+            options["distill"] = True
+            options["kd_weighted"] = part == "kd"
+        elif part.startswith("slim="):  # slim=N or slim=N/STRENGTH
+            steps, _, strength = part[len("slim=") :].partition("/")
+            options["slim_steps"] = int(steps)
+            if strength:
+                options["slim_strength"] = float(strength)
+        else:
+            raise ValueError(f"unknown channel-pruning option {part!r}. Received: spec={spec!r}")
+    if options["scope"] == "global" or options["criterion"] != "l1":
+        floor = options.get("min_keep", 0.1)
+        extra.append(f"{options['scope']} {options['criterion']} (floor {floor:g})")
+    if options.get("slim_steps"):
+        strength = options.get("slim_strength")
+        extra.append(
+            f"slimmed {options['slim_steps']} steps" + (f" (λ {strength:g})" if strength else "")
+        )
+    if options.get("distill"):
+        extra.append("distilled" if options["kd_weighted"] else "distilled (unweighted KL)")
+    return label + "".join(", " + e for e in extra), options
+
+
+def _copy(model):
+    copy = _any_size(type(model).from_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def fine_tuned_variants(name, model, args, train):
     """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
     folder = os.path.join(args.work_dir, name)
@@ -270,6 +332,9 @@ def fine_tuned_variants(name, model, args, train):
             plans.append((label, "magnitude", options))
     for ratio in args.channel_ratios:
         plans.append((f"channels {ratio:.0%}", "channels", {"ratio": ratio}))
+    for spec in args.channels:
+        label, options = _channel_spec(spec)
+        plans.append((label, "channels", options))
 
     variants = {}
     for label, kind, options in plans:
@@ -279,8 +344,7 @@ def fine_tuned_variants(name, model, args, train):
                 variants[label] = (_load(stem + ".keras"), json.load(file))
             continue
         started = time.time()
-        copy = _any_size(type(model).from_config(model.get_config()))
-        copy.set_weights(model.get_weights())
+        copy = _copy(model)
         notes = {}
         if kind == "ft":
             _fit(copy, train, steps, lr, args.seed)
@@ -306,9 +370,33 @@ def fine_tuned_variants(name, model, args, train):
                 "negative_zeros": _negative_zeros(copy),
             }
         else:
-            copy, report = compress.prune_channels(model, options["ratio"])
-            _fit(copy, train, steps, lr, args.seed)
-            notes = {"left": report["left"], "narrowed_layers": len(report["layers"])}
+            slim = options.get("slim_steps", 0)
+            if slim:  # sparsity training of a copy, inside the budget
+                compress.bn_sparsity(copy, options.get("slim_strength", args.slim_strength))
+                _fit(copy, train, slim, lr, args.seed)
+                compress.bn_sparsity(copy, 0)
+            source = copy if slim else model
+            prune_options = {
+                k: options[k] for k in ("scope", "criterion", "min_keep") if k in options
+            }
+            copy, report = compress.prune_channels(source, options["ratio"], **prune_options)
+            teacher = _copy(model) if options.get("distill") else None
+            distill = {
+                "temperature": args.kd_temperature,
+                "alpha": args.kd_alpha,
+                "weighted": options.get("kd_weighted", True),
+            }
+            _fit(copy, train, steps - slim, lr, args.seed, teacher=teacher, options=distill)
+            notes = {
+                "left": report["left"],
+                "narrowed_layers": len(report["layers"]),
+                "filters": report["filters"],
+                "removed": report["removed"],
+                "kept": {k: v["kept"] for k, v in report["layers"].items()},
+                "options": options,
+            }
+            if teacher is not None:
+                notes["distillation"] = distill
         notes["finetune_seconds"] = round(time.time() - started)
         copy = _save(copy, stem + ".keras")
         with open(stem + ".json", "w") as file:
@@ -452,7 +540,16 @@ def main(argv=None):
         help="magnitude-pruned variants, each SPARSITY[:BLOCK[:LAYER,...]] (layers left dense)",
     )
     parser.add_argument("--magnitude-models", default="unet,segnet")
-    parser.add_argument("--channel-ratios", type=float, nargs="+", default=[0.5, 0.3])
+    parser.add_argument("--channel-ratios", type=float, nargs="+", default=[])
+    parser.add_argument(
+        "--channels",
+        nargs="+",
+        default=["0.5", "0.5:global:bn_gamma:kd"],
+        help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/S]]",
+    )
+    parser.add_argument("--kd-temperature", type=float, default=2.0)
+    parser.add_argument("--kd-alpha", type=float, default=0.5)
+    parser.add_argument("--slim-strength", type=float, default=1e-4)
     parser.add_argument("--latency-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)

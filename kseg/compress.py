@@ -16,6 +16,10 @@ channels, which TFLite stores next to each other, so the file compresses better 
 narrower functional model, which runs faster: the consumers of each removed channel (batch norm,
 depthwise convolutions, the next convolution's input channels, concatenations, residual adds,
 max-unpooling indices) are narrowed with it; layers it cannot narrow safely are left and listed.
+It removes the same share of every layer (``scope="layer"``) or ranks all filters of the model
+together (``scope="global"``, network slimming: ``criterion="bn_gamma"``, with ``bn_sparsity``
+for a sparsity phase before the cut). ``Distiller`` fine-tunes the pruned model with the
+unpruned one as its teacher (knowledge distillation).
 
 Example:
     >>> import kseg
@@ -40,6 +44,7 @@ import numpy as np
 SCHEDULES = ("polynomial", "constant")
 SCOPES = ("layer", "global")
 CRITERIA = ("l1", "l2")
+CHANNEL_CRITERIA = ("l1", "l2", "bn_gamma")
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -814,25 +819,65 @@ def _filter_norms(layer, kind, criterion):
     # Output channels: the last kernel axis, or the second last for a transposed convolution.
     axis = kernel.ndim - 2 if kind == "transpose" else kernel.ndim - 1
     moved = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1)
-    if criterion == "l1":
-        return np.abs(moved).sum(axis=1)
-    return np.sqrt((moved.astype(np.float64) ** 2).sum(axis=1))
+    if criterion == "l2":
+        return np.sqrt((moved.astype(np.float64) ** 2).sum(axis=1))
+    return np.abs(moved).sum(axis=1)  # "l1", and "bn_gamma" for channels no batch norm scales
+
+
+def _bn_gammas(channels, consumers, layer_by_name):
+    """``{group root: mean |gamma|}`` over the batch norms that scale the group's channels."""
+    sums = {}
+    for name, (kind, in_ids) in consumers.items():
+        layer = layer_by_name[name]
+        if kind != "batchnorm" or in_ids is None or not layer.scale:
+            continue
+        gamma = np.abs(np.asarray(layer.gamma.numpy(), np.float64))
+        for cid, value in zip(in_ids, gamma):
+            total, count = sums.get(channels.find(cid), (0.0, 0))
+            sums[channels.find(cid)] = (total + float(value), count + 1)
+    return {root: total / count for root, (total, count) in sums.items()}
+
+
+def _check_fraction(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(f"{name} must be a number in [0, 1]. Received: {name}={value!r}")
+    return float(value)
 
 
 def _slice(array, axis, keep):
     return np.take(array, keep, axis=axis) if keep is not None else array
 
 
-def prune_channels(model, ratio, criterion="l1", skip=()):
+def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_keep=0.1):
     """Removes whole filters from the convolutions and rebuilds a narrower functional model.
 
-    For every ``Conv*D``, ``Conv*DTranspose``, ``SeparableConv*D`` and ``Dense`` layer, the
-    ``floor(ratio * filters)`` filters of smallest norm (``criterion``: "l1", as Li et al. 2017,
-    or "l2") are removed, and everything reading those channels is narrowed with them: batch
+    Which filters go (``scope``):
+
+    - "layer" (the default, Li et al. 2017): every ``Conv*D``, ``Conv*DTranspose``,
+      ``SeparableConv*D`` and ``Dense`` layer loses the ``floor(ratio * filters)`` filters of
+      smallest importance, so every layer keeps the same share.
+    - "global" (network slimming, Liu et al. 2017): one ranking over all prunable filters of the
+      model removes ``floor(ratio * filters)`` of them in total, the least important first, so the
+      layers that matter keep more and the redundant ones lose more; no layer keeps fewer than
+      ``max(1, ceil(min_keep * filters))``. The multiply-adds saved are then whatever the
+      chosen filters cost (the report says how many were removed).
+
+    Importance (``criterion``): "l1" or "l2", the norm of each filter's kernel weights, or
+    "bn_gamma", the ``|gamma|`` of the batch norm that scales the filter's output channel
+    (network slimming; a channel with a small gamma is nearly a constant). For the global
+    ranking the norms are divided by their layer's mean norm, so layers of different fan-in
+    compare; under "bn_gamma" a channel no batch norm scales (a transposed convolution feeding a
+    concatenation, say) gets that normalised L1 norm times the mean ``|gamma|`` of the model.
+
+    Everything reading a removed channel is narrowed with it: batch
     norm (its four vectors sliced), depthwise convolutions (they follow their input), the next
     convolution's input channels, concatenations (at the channel offsets of each operand),
     residual adds and other element-wise merges (their operands share one set of channels: a
-    position is removed from all operands or from none, chosen by the summed norms) and
+    position is removed from all operands or from none, chosen by the summed importances) and
     ``MaxUnpooling2D`` (the decoder values and the encoder's pooling indices, as in SegNet,
     share their channels likewise). Channels that reach a model output, that feed a layer it
     does not know (custom layers, reshapes, channel-mixing normalisations, grouped
@@ -841,24 +886,29 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
 
     The new model is a plain ``keras.Model`` (``Functional``) cloned from ``model`` with the
     narrower layer configs and the kept weights (``keras.models.clone_model``, which compiles it
-    like the original when that was compiled, with a new optimizer): fine-tune it. Removed
-    filters whose outputs were already zero (zero kernel and bias, as after magnitude pruning of
-    whole filters) leave the outputs unchanged.
+    like the original when that was compiled, with a new optimizer): fine-tune it, ideally with
+    the unpruned model as a teacher (:class:`Distiller`). Removed filters whose outputs were
+    already zero (zero kernel and bias, as after magnitude pruning of whole filters) leave the
+    outputs unchanged.
 
     Args:
         model: a functional Keras model (kseg's models are).
-        ratio: fraction of each layer's filters to remove, in [0, 1).
-        criterion: "l1" or "l2" norm of each filter's kernel weights.
+        ratio: fraction of the filters to remove (of each layer, or of all), in [0, 1).
+        criterion: "l1", "l2" or "bn_gamma" (see above).
         skip: layer names (``fnmatch`` patterns) or classes whose filters are all kept.
+        scope: "layer" or "global" (see above).
+        min_keep: under "global", the fraction of each layer's filters always kept, in [0, 1]
+            (at least one filter is kept whatever the value).
 
     Returns:
-        ``(narrow_model, report)``; ``report`` holds ``ratio``, ``criterion``,
-        ``layers`` (``{name: {"filters": before, "kept": after}}`` for every layer narrowed)
+        ``(narrow_model, report)``; ``report`` holds ``ratio``, ``criterion``, ``scope``,
+        ``filters`` (prunable filters before) and ``removed`` (filters removed), ``layers``
+        (``{name: {"filters": before, "kept": after}}`` for every layer narrowed)
         and ``left`` (``{name: reason}`` for every convolution or dense layer kept whole).
 
     Raises:
-        ValueError: for ``ratio`` outside [0, 1), an unknown ``criterion`` or a model that is not
-            functional.
+        ValueError: for ``ratio`` outside [0, 1), ``min_keep`` outside [0, 1], an unknown
+            ``criterion`` or ``scope``, or a model that is not functional.
 
     Example:
         >>> import kseg
@@ -867,6 +917,10 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
         >>> narrow, report = kseg.compress.prune_channels(model, 0.5)
         >>> narrow.get_layer("block1_conv1").filters, report["left"]["logits"]
         (4, 'reaches the model output')
+        >>> slim, report = kseg.compress.prune_channels(
+        ...     model, 0.5, criterion="bn_gamma", scope="global", min_keep=0.25)
+        >>> report["removed"] == report["filters"] // 2
+        True
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
@@ -874,18 +928,38 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
             f"Received: model of type {type(model).__name__}"
         )
     ratio = _check_sparsity("ratio", ratio)
-    _check_choice("criterion", criterion, CRITERIA)
+    _check_choice("criterion", criterion, CHANNEL_CRITERIA)
+    _check_choice("scope", scope, SCOPES)
+    min_keep = _check_fraction("min_keep", min_keep)
     skip = _check_skip(skip)
 
     channels, consumers, producers, layer_by_name = _trace_channels(model, skip)
 
     # Groups: sets of (layer, filter) removed together; clusters: producers sharing groups.
+    comparable = scope == "global" or criterion == "bn_gamma"
     groups = {}
     for name, (kind, count) in producers.items():
         norms = _filter_norms(layer_by_name[name], kind, criterion)
+        if comparable:  # a layer's norms over their mean: layers of any fan-in compare
+            mean = float(np.mean(norms)) if norms.size else 0.0
+            norms = norms / mean if mean > 0 else np.zeros_like(norms)
         for j in range(count):
             root = channels.find((name, j))
             groups.setdefault(root, []).append((name, j, float(norms[j])))
+    gammas = _bn_gammas(channels, consumers, layer_by_name) if criterion == "bn_gamma" else {}
+    gamma_scale = float(np.mean(list(gammas.values()))) if gammas else 1.0
+
+    def importance(root):
+        # Per filter of the group, so that groups of several coupled filters compare globally.
+        members = groups[root]
+        if criterion == "bn_gamma":
+            if root in gammas:
+                return gammas[root]
+            return gamma_scale * sum(n for _, _, n in members) / len(members)
+        if comparable:
+            return sum(n for _, _, n in members) / len(members)
+        return sum(n for _, _, n in members)
+
     cluster_of = {name: name for name in producers}
 
     def cluster(name):
@@ -903,20 +977,50 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
 
     removed = set()
     left = {}
-    for roots in clusters.values():
-        names = sorted({n for r in roots for n, _, _ in groups[r]})
-        free = [r for r in roots if channels.reason(r) is None]
-        # Per producer of the cluster, ratio of its filters; coupled producers share groups.
-        count = min(int(math.floor(ratio * len(roots) + 1e-9)), len(free))
-        if free and count >= len(free) and len(free) == len(roots):
-            count = len(free) - 1  # keep at least one channel
-        free.sort(key=lambda r: sum(norm for _, _, norm in groups[r]))
-        for r in free[:count]:
-            removed.add(r)
-        if count == 0:
+    frees = {
+        key: [r for r in roots if channels.reason(r) is None] for key, roots in clusters.items()
+    }
+    prunable = sum(len(groups[r]) for free in frees.values() for r in free)
+    if scope == "global":
+        # The least important filters of the whole model first, each layer (cluster) down to
+        # its floor; a removed group removes all its coupled filters.
+        quota = {
+            key: min(len(frees[key]), len(roots) - max(1, math.ceil(min_keep * len(roots) - 1e-9)))
+            for key, roots in clusters.items()
+        }
+        target = int(math.floor(ratio * prunable + 1e-9))
+        ranked = sorted(
+            ((importance(r), key, r) for key, free in frees.items() for r in free),
+            key=lambda item: item[0],
+        )
+        count = 0
+        for _, key, root in ranked:
+            if count >= target:
+                break
+            if quota[key] > 0:
+                quota[key] -= 1
+                removed.add(root)
+                count += len(groups[root])
+    else:
+        for key, roots in clusters.items():
+            free = list(frees[key])
+            # Per producer of the cluster, ratio of its filters; coupled producers share groups.
+            count = min(int(math.floor(ratio * len(roots) + 1e-9)), len(free))
+            if free and count >= len(free) and len(free) == len(roots):
+                count = len(free) - 1  # keep at least one channel
+            free.sort(key=importance)
+            removed.update(free[:count])
+    for key, roots in clusters.items():
+        if not any(r in removed for r in roots):
+            names = sorted({n for r in roots for n, _, _ in groups[r]})
             reasons = [channels.reason(r) for r in roots if channels.reason(r) is not None]
+            fallback = (
+                "its filters rank above the global threshold"
+                if scope == "global" and frees[key]
+                else "nothing to remove at this ratio"
+            )
             for n in names:
-                left[n] = reasons[0] if reasons else "nothing to remove at this ratio"
+                left[n] = reasons[0] if reasons else fallback
 
     def kept(cid):
         return channels.find(cid) not in removed
@@ -973,7 +1077,184 @@ def prune_channels(model, ratio, criterion="l1", skip=()):
     report = {
         "ratio": ratio,
         "criterion": criterion,
+        "scope": scope,
+        "filters": prunable,
+        "removed": sum(len(groups[r]) for r in removed),
         "layers": report_layers,
         "left": dict(sorted(left.items())),
     }
     return narrow, report
+
+
+# --------------------------------------------------------------------------- fine-tuning aids
+
+
+def _first(outputs):
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0]
+    return outputs
+
+
+class Distiller(keras.Model):
+    """Trains ``student`` on its compiled loss plus the soft targets of a frozen ``teacher``.
+
+    Knowledge distillation (Hinton et al. 2015), per pixel: the loss is
+    ``(1 - alpha) * hard + alpha * T² * KL(softmax(t / T) || softmax(s / T))``, with ``hard``
+    the loss given to ``compile`` on the student's logits ``s`` and the labels, ``t`` the
+    teacher's logits for the same (augmented) images, ``T`` the temperature; the KL is averaged
+    over all pixels (the teacher answers also where the labels say "ignore"), or, with
+    ``class_weights``, weighted by the weight of each pixel's label class (pixels labelled
+    ``ignore_index`` weigh 0), as a class-weighted hard loss weights them: without that, the
+    soft targets of a frequent background pull a student trained for mIoU towards it.
+    Regularization losses are added unweighted. Only the first output of either model is used (auxiliary heads
+    are left to the hard loss). The teacher is set non-trainable and runs in inference mode (its
+    batch norms keep their statistics); the student's layers are shared, so fitting the
+    distiller trains ``student`` itself, which is what to save and export.
+
+    Use it to fine-tune a channel-pruned model (:func:`prune_channels`) from the unpruned one:
+    the unpruned model is its own teacher, so the reference it is compared with is fine-tuned
+    on the hard loss alone.
+
+    Args:
+        student: the model to train (e.g. the pruned model).
+        teacher: a model with the same input and the same number of classes (e.g. the
+            unpruned model).
+        temperature: ``T`` > 0, softening both distributions.
+        alpha: weight of the distillation term, in [0, 1].
+        class_weights: None, or one weight per class for the pixels of the distillation term
+            (e.g. those of the hard loss, ``kseg.losses.class_weights_from_frequency``).
+        ignore_index: the label value whose pixels get no distillation weight (with
+            ``class_weights``).
+
+    Example:
+        >>> import kseg
+        >>> teacher = kseg.models.UNet(num_classes=3, input_shape=(32, 32, 3), base_filters=4)
+        >>> student, _ = kseg.compress.prune_channels(teacher, 0.5)
+        >>> distiller = kseg.compress.Distiller(student, teacher, temperature=2.0, alpha=0.5)
+        >>> distiller.compile("adam", kseg.losses.CrossEntropy())
+        >>> # distiller.fit(train, epochs=...); then save or export ``student``
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        temperature=2.0,
+        alpha=0.5,
+        class_weights=None,
+        ignore_index=255,
+        **kwargs,
+    ):
+        for arg, value in (("student", student), ("teacher", teacher)):
+            if not isinstance(value, keras.Model):
+                raise ValueError(
+                    f"{arg} must be a keras.Model. Received: {arg} of type {type(value).__name__}"
+                )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or temperature <= 0
+        ):
+            raise ValueError(
+                f"temperature must be a positive number. Received: temperature={temperature!r}"
+            )
+        alpha = _check_fraction("alpha", alpha)
+        classes = [
+            _first(m.outputs).shape[-1] if getattr(m, "outputs", None) else None
+            for m in (student, teacher)
+        ]
+        if None not in classes and classes[0] != classes[1]:
+            raise ValueError(
+                "the teacher must predict the student's classes: the student has "
+                f"{classes[0]}. Received: teacher with {classes[1]} classes"
+            )
+        super().__init__(name=kwargs.pop("name", f"{student.name}_distiller"), **kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.temperature = float(temperature)
+        self.alpha = alpha
+        if class_weights is not None:
+            class_weights = np.asarray(class_weights, "float32").reshape(-1)
+            if classes[0] is not None and class_weights.size != classes[0]:
+                raise ValueError(
+                    f"class_weights must hold one weight per class ({classes[0]}). "
+                    f"Received: class_weights of size {class_weights.size}"
+                )
+        self.class_weights = class_weights
+        self.ignore_index = ignore_index
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def distillation_loss(self, student_logits, teacher_logits, labels=None):
+        """``T² · KL(softmax(t / T) || softmax(s / T))`` averaged over the pixels (weighted
+        by the labels' ``class_weights`` when both are given).
+
+        Example:
+            >>> distiller.distillation_loss(logits, logits)  # 0 for equal logits  # doctest: +SKIP
+        """
+        from keras import ops
+
+        t = ops.cast(teacher_logits, "float32") / self.temperature
+        s = ops.cast(student_logits, "float32") / self.temperature
+        target = ops.softmax(t, axis=-1)
+        kl = ops.sum(target * (ops.log_softmax(t, axis=-1) - ops.log_softmax(s, axis=-1)), -1)
+        if self.class_weights is None or labels is None:
+            return self.temperature**2 * ops.mean(kl)
+        labels = ops.cast(labels, "int32")
+        if len(labels.shape) == len(kl.shape) + 1:
+            labels = ops.squeeze(labels, -1)
+        valid = ops.not_equal(labels, self.ignore_index)
+        index = ops.where(valid, labels, ops.zeros_like(labels))
+        weights = ops.take(ops.convert_to_tensor(self.class_weights), index)
+        weights = ops.where(valid, weights, ops.zeros_like(weights))
+        total = ops.maximum(ops.sum(weights), 1e-12)
+        return self.temperature**2 * ops.sum(weights * kl) / total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        from keras import ops
+
+        total = super().compute_loss(x, y, y_pred, sample_weight, training)
+        regularization = ops.sum(self.losses) if self.losses else 0.0
+        hard = total - regularization
+        if self.alpha == 0.0:
+            return total
+        teacher_logits = _first(self.teacher(x, training=False))
+        soft = self.distillation_loss(_first(y_pred), ops.stop_gradient(teacher_logits), y)
+        return (1.0 - self.alpha) * hard + self.alpha * soft + regularization
+
+
+def bn_sparsity(model, strength):
+    """Adds (``strength > 0``) or removes (0) an L1 penalty on every batch norm's gamma.
+
+    Network slimming's sparsity training (Liu et al. 2017): a short phase of training with
+    ``strength * sum |gamma|`` added to the loss drives the gammas of the unneeded channels
+    towards zero, so that :func:`prune_channels` with ``criterion="bn_gamma"`` finds them and
+    removing them costs little. The penalty is set as the gamma variables' regularizer (not in
+    the layer configs: a saved model does not carry it); call ``bn_sparsity(model, 0)`` before
+    the fine-tuning that follows the pruning (``prune_channels`` builds new layers without it
+    anyway). Recompile or fit again after changing it (the train function is reset).
+
+    Returns:
+        the number of batch norms penalised (or released).
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.models.UNet(num_classes=3, input_shape=(32, 32, 3), base_filters=4)
+        >>> kseg.compress.bn_sparsity(model, 1e-4) > 0
+        True
+        >>> # model.fit(...); narrow, _ = kseg.compress.prune_channels(model, 0.5,
+        >>> #     criterion="bn_gamma", scope="global")
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
+        raise ValueError(f"strength must be a number >= 0. Received: strength={strength!r}")
+    count = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
+            layer.gamma.regularizer = keras.regularizers.L1(strength) if strength else None
+            count += 1
+    model.train_function = None
+    return count

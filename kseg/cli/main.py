@@ -239,6 +239,30 @@ def _build_parser():
         help="prune blocks of B consecutive input channels together (default 1: single "
         "weights); 2 or 4 make the TFLite file gzip better at the same sparsity",
     )
+    channels = train.add_argument_group("channel pruning (kseg.compress.prune_channels)")
+    channels.add_argument(
+        "--prune-channels",
+        type=_sparsity,
+        metavar="RATIO",
+        help="before training, remove this fraction of the filters (a narrower, faster model; "
+        "with --init-model, of a trained one) and write the kept filters to channels.json",
+    )
+    channels.add_argument(
+        "--prune-channels-scope",
+        default="layer",
+        choices=("layer", "global"),
+        help="layer: RATIO of every layer; global: RATIO of all filters, least important first",
+    )
+    channels.add_argument(
+        "--prune-channels-criterion", default="l1", choices=("l1", "l2", "bn_gamma")
+    )
+    channels.add_argument(
+        "--prune-channels-min-keep",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="global scope: the fraction of each layer's filters always kept (default 0.1)",
+    )
     _add_dataset_arguments(train, "train")
 
     evaluate = sub.add_parser(
@@ -710,6 +734,9 @@ def _run_train(args):
             if args.init_model
             else kseg.models.create(args.model, **kwargs)
         )
+    if args.prune_channels is not None:
+        with strategy.scope():
+            model = _prune_channels(args, model)
     # Seeded and deterministic, so the batches of step s are the same in every run: a resumed
     # run skips the steps it has done and sees what an uninterrupted run would.
     train_batches = train_ds.shuffle(256, seed=args.seed).batch(
@@ -772,6 +799,33 @@ def _run_train(args):
         f"TensorBoard logs in {os.path.join(args.output, 'logs')}"
     )
     return 0
+
+
+def _prune_channels(args, model):
+    """The narrower model of ``kseg train --prune-channels``; channels.json says what is kept."""
+    from kseg import compress, fileio
+
+    if not 0.0 <= args.prune_channels_min_keep <= 1.0:
+        raise ValueError(
+            "--prune-channels-min-keep must be a fraction in [0, 1]. "
+            f"Received: --prune-channels-min-keep={args.prune_channels_min_keep}"
+        )
+    narrow, report = compress.prune_channels(
+        model,
+        args.prune_channels,
+        criterion=args.prune_channels_criterion,
+        scope=args.prune_channels_scope,
+        min_keep=args.prune_channels_min_keep,
+    )
+    print(
+        f"channel pruning ({args.prune_channels_scope} scope, {args.prune_channels_criterion}): "
+        f"removed {report['removed']} of {report['filters']} filters; parameters "
+        f"{model.count_params():,} -> {narrow.count_params():,}"
+    )
+    os.makedirs(args.output, exist_ok=True)
+    with fileio.atomic_open(os.path.join(args.output, "channels.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return narrow
 
 
 def _pruning(args, model, total_steps):

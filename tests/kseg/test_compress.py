@@ -342,17 +342,20 @@ def _zero_filters(model, fraction=0.5, seed=0):
         ),
     ],
 )
-def test_prune_channels_removing_zero_filters_keeps_the_outputs(build, narrowed):
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_prune_channels_removing_zero_filters_keeps_the_outputs(build, narrowed, scope):
     keras.utils.set_random_seed(4)
     model = build()
     _zero_filters(model)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
-    narrow, report = compress.prune_channels(model, 0.5)
+    # global: the zero filters have normalised L1 0, so they are exactly the half ranked last
+    narrow, report = compress.prune_channels(model, 0.5, scope=scope, min_keep=0.25)
     for name, shape in narrowed.items():
         assert tuple(narrow.get_layer(name).kernel.shape) == shape, name
     assert report["left"] == {"logits": "reaches the model output"}
     assert all(v["kept"] * 2 == v["filters"] for v in report["layers"].values())
+    assert report["removed"] * 2 == report["filters"]
     np.testing.assert_allclose(narrow.predict(images, verbose=0), expected, atol=1e-5, rtol=1e-5)
     assert narrow.count_params() < 0.4 * model.count_params()
     # the original is untouched
@@ -405,6 +408,142 @@ def test_residual_add_operands_share_one_channel_set():
     np.testing.assert_array_equal(narrow.get_layer("head").kernel.numpy(), head[:, :, [1, 3]])
 
 
+def _two_bn_convs():
+    """c1 (4 filters) -> bn1 -> c2 (8 filters) -> bn2 -> head, with set gammas."""
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(x))
+    for name, gamma in (
+        ("bn1", [0.1, -0.2, 1.0, 2.0]),
+        ("bn2", [0.05, 0.3, -0.4, 1.5, 1.6, 1.7, 1.8, 1.9]),
+    ):
+        weights = model.get_layer(name).get_weights()
+        weights[0] = np.asarray(gamma, "float32")
+        model.get_layer(name).set_weights(weights)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("min_keep", "kept_c1", "kept_c2"),
+    [
+        # |gamma| ranked over both layers: .05 .1 .2 .3 .4 1.0 | 1.5 ...; 6 of 12 go
+        (0.0, [3], [3, 4, 5, 6, 7]),
+        # c1 keeps at least 2 of 4: its 1.0 stays and c2's 1.5 goes instead
+        (0.5, [2, 3], [4, 5, 6, 7]),
+    ],
+)
+def test_global_bn_gamma_ranks_filters_across_layers_down_to_the_floor(min_keep, kept_c1, kept_c2):
+    model = _two_bn_convs()
+    narrow, report = compress.prune_channels(
+        model, 0.5, criterion="bn_gamma", scope="global", min_keep=min_keep
+    )
+    assert report["filters"] == 12 and report["removed"] == 6
+    assert report["layers"] == {
+        "c1": {"filters": 4, "kept": len(kept_c1)},
+        "c2": {"filters": 8, "kept": len(kept_c2)},
+    }
+    c1, c2 = model.get_layer("c1").kernel.numpy(), model.get_layer("c2").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("c1").kernel.numpy(), c1[..., kept_c1])
+    np.testing.assert_array_equal(
+        narrow.get_layer("c2").kernel.numpy(), c2[:, :, kept_c1][..., kept_c2]
+    )
+    for old, new in zip(
+        model.get_layer("bn2").get_weights(), narrow.get_layer("bn2").get_weights()
+    ):
+        np.testing.assert_array_equal(new, old[kept_c2])
+    head = model.get_layer("head").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("head").kernel.numpy(), head[:, :, kept_c2])
+    # layer scope with bn_gamma: half of each layer, smallest |gamma| first
+    _, report = compress.prune_channels(model, 0.5, criterion="bn_gamma")
+    assert report["layers"] == {"c1": {"filters": 4, "kept": 2}, "c2": {"filters": 8, "kept": 4}}
+
+
+def test_bn_gamma_ranks_channels_without_batch_norm_by_normalised_l1():
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 1, use_bias=False, name="a")(inputs)  # no batch norm
+    b = keras.layers.Conv2D(4, 1, name="b")(a)
+    b = keras.layers.BatchNormalization(name="bn")(b)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(b))
+    kernel = np.zeros((1, 1, 2, 4), "float32")
+    kernel[0, 0, 0] = [1.0, 1.0, 1.0, 5.0]  # L1 / mean L1: .5 .5 .5 2.5
+    model.get_layer("a").set_weights([kernel])
+    weights = model.get_layer("bn").get_weights()
+    weights[0] = np.array([0.9, 1.1, 1.2, 1.3], "float32")  # mean |gamma| 1.125
+    model.get_layer("bn").set_weights(weights)
+    # scores: a .5625 .5625 .5625 2.8125, b .9 1.1 1.2 1.3: a's first three and b's first go
+    narrow, report = compress.prune_channels(
+        model, 0.5, criterion="bn_gamma", scope="global", min_keep=0.0
+    )
+    assert report["layers"] == {"a": {"filters": 4, "kept": 1}, "b": {"filters": 4, "kept": 3}}
+    np.testing.assert_array_equal(narrow.get_layer("a").kernel.numpy(), kernel[..., [3]])
+
+
+def _logits_model(seed, filters=4):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_distiller_loss_is_hinton_kd_and_trains_only_the_student():
+    student, teacher = _logits_model(0), _logits_model(1, filters=6)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, (4, 8, 8))
+    s, t = (np.asarray(m.predict(x, verbose=0), np.float64) for m in (student, teacher))
+    hard = float(kseg.losses.CrossEntropy()(y, s))
+    temperature = 3.0
+    p_t, p_s = _softmax(t / temperature), _softmax(s / temperature)
+    kl = temperature**2 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), -1))
+    for alpha in (0.0, 0.3, 1.0):
+        distiller = compress.Distiller(student, teacher, temperature=temperature, alpha=alpha)
+        distiller.compile("sgd", kseg.losses.CrossEntropy())
+        loss = distiller.evaluate(x, y, verbose=0)
+        np.testing.assert_allclose(loss, (1 - alpha) * hard + alpha * kl, rtol=1e-4)
+    # class-weighted KL: each pixel weighs its label's class weight; ignored pixels weigh 0
+    y_ignore = y.copy()
+    y_ignore[:, :2] = 255
+    class_weights = np.array([0.5, 1.0, 3.0])
+    w = np.where(y_ignore == 255, 0.0, class_weights[np.minimum(y_ignore, 2)])
+    weighted_kl = temperature**2 * np.sum(w * np.sum(p_t * (np.log(p_t) - np.log(p_s)), -1))
+    distiller = compress.Distiller(
+        student, teacher, temperature=temperature, alpha=1.0, class_weights=class_weights
+    )
+    distiller.compile("sgd", kseg.losses.CrossEntropy())
+    np.testing.assert_allclose(
+        distiller.evaluate(x, y_ignore, verbose=0), weighted_kl / w.sum(), rtol=1e-4
+    )
+    teacher_weights = [w.copy() for w in teacher.get_weights()]  # BN statistics included
+    student_weights = [w.copy() for w in student.get_weights()]
+    distiller.compile(keras.optimizers.Adam(1e-2), kseg.losses.CrossEntropy())
+    history = distiller.fit(x, y, epochs=5, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    for old, new in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert any(not np.array_equal(a, b) for a, b in zip(student_weights, student.get_weights()))
+    # the distiller predicts with the student
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_bn_sparsity_adds_and_removes_the_l1_penalty_on_gammas():
+    model = _two_bn_convs()
+    assert compress.bn_sparsity(model, 1e-2) == 2
+    total = 0.05 + 0.3 + 0.4 + 1.5 + 1.6 + 1.7 + 1.8 + 1.9 + 0.1 + 0.2 + 1.0 + 2.0
+    np.testing.assert_allclose(float(sum(model.losses)), 1e-2 * total, rtol=1e-5)
+    assert compress.bn_sparsity(model, 0) == 2 and model.losses == []
+
+
 @keras.saving.register_keras_serializable(package="kseg_tests")
 class _Mystery(keras.layers.Layer):
     def call(self, x):
@@ -438,11 +577,29 @@ def test_layers_it_cannot_narrow_are_kept_and_listed():
         ({"ratio": 1.5}, "Received: ratio=1.5"),
         ({"ratio": -0.1}, "Received: ratio=-0.1"),
         ({"ratio": 0.5, "criterion": "l0"}, "Received: criterion='l0'"),
+        ({"ratio": 0.5, "scope": "model"}, "Received: scope='model'"),
+        ({"ratio": 0.5, "scope": "global", "min_keep": 1.5}, "Received: min_keep=1.5"),
     ],
 )
 def test_bad_channel_pruning_arguments_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         compress.prune_channels(_conv_model(), **kwargs)
+
+
+def test_bad_distillation_arguments_name_the_value():
+    student = _logits_model(0)
+    with pytest.raises(ValueError, match="Received: temperature=0"):
+        compress.Distiller(student, _logits_model(1), temperature=0)
+    with pytest.raises(ValueError, match="Received: alpha=2"):
+        compress.Distiller(student, _logits_model(1), alpha=2)
+    with pytest.raises(ValueError, match="student has 3. Received: teacher with 8 classes"):
+        compress.Distiller(student, _conv_model())
+    with pytest.raises(
+        ValueError, match="one weight per class \\(3\\). Received: class_weights of size 2"
+    ):
+        compress.Distiller(student, _logits_model(1), class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Received: strength=-1"):
+        compress.bn_sparsity(student, -1)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -487,6 +644,52 @@ def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
         main([*argv[:-4], "--prune", "1.0", "--output", str(run)])
     assert exit_info.value.code == 2
     assert "--prune: must be a number in [0, 1). Received: 1.0" in capsys.readouterr().err
+
+
+def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        "unet",
+        "--model-option",
+        "base_filters=4",
+        "--model-option",
+        "depth=2",
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "32",
+        "32",
+        "--num-images",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--prune-channels",
+        "0.5",
+        "--prune-channels-scope",
+        "global",
+        "--prune-channels-criterion",
+        "bn_gamma",
+        "--output",
+        str(run),
+    ]
+    assert main(argv) == 0
+    report = json.loads((run / "channels.json").read_text())
+    # depth 2, base 4: 4+4+8+8+16+16 encoder/bottom, 8+8+8 and 4+4+4 decoder filters
+    assert report["filters"] == 92 and report["removed"] == 46
+    assert "removed 46 of 92 filters" in capsys.readouterr().out
+    model = kseg.load_model(run / "model.keras")
+    for name, kept in report["layers"].items():
+        assert model.get_layer(name).filters == kept["kept"], name
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-2], "--prune-channels", "1", "--output", str(run)])
+    assert exit_info.value.code == 2
+    assert "Received: 1" in capsys.readouterr().err
 
 
 def test_a_nested_model_is_kept_whole_with_its_weights():

@@ -197,24 +197,21 @@ INT8_AGREEMENT = 0.97
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name, kwargs, int8_shortfall",
+    "name, kwargs, epochs",
     [
-        (
-            "deeplabv3",
-            {"backbone": "mobilenetv2", "aspp": False, "backbone_options": {"alpha": 0.35}},
-            # 95.7-96.7 % after 16-48 epochs of 96-128 scenes (95.6 % at alpha 0.5): rounding
-            # accumulated along 17 narrow inverted-residual blocks, every op within its half
-            # step; no op to fix (benchmarks/RESULTS.md, int8 agreement)
-            "MobileNetV2 x0.35 int8: accumulated rounding, 95.7-96.7 % of pixels",
-        ),
-        ("lraspp", {"backbone": "mobilenetv3_small", "alpha": 0.5}, None),
+        # MobileNetV2 at width 1.0, 24 epochs: int8 agreement 97.9 % / 97.3 % (seeds 0 / 1). At
+        # width 0.35 it stayed at 95.7-96.7 % however long it trained: rounding accumulated
+        # along 17 narrow inverted-residual blocks, every op within its half step
+        # (benchmarks/RESULTS.md, int8 agreement)
+        ("deeplabv3", {"backbone": "mobilenetv2", "aspp": False, "backbone_options": {}}, 24),
+        ("lraspp", {"backbone": "mobilenetv3_small", "alpha": 0.5}, 16),
     ],
     ids=["deeplabv3", "lraspp"],
 )
-def test_mediapipe_image_segmenter(name, kwargs, int8_shortfall, tmp_path):
+def test_mediapipe_image_segmenter(name, kwargs, epochs, tmp_path):
     pytest.importorskip("mediapipe")
     size = (128, 128)
-    model, calibration = _trained_model(name, size, **kwargs)
+    model, calibration = _trained_model(name, size, epochs=epochs, **kwargs)
     held_out, _ = kseg.data.synthetic_numpy(6, size, seed=0, first_index=1000)
     held_out = np.round(held_out)  # MediaPipe sees 8-bit pixels
     want = model.predict(held_out, verbose=0).argmax(-1)
@@ -241,8 +238,7 @@ def test_mediapipe_image_segmenter(name, kwargs, int8_shortfall, tmp_path):
         assert labels == names
         agreement = float((category == want).mean())
         figures[variant] = agreement
-        if variant == "float32" or not int8_shortfall:
-            assert agreement >= minimum, (variant, agreement)
+        assert agreement >= minimum, (variant, agreement)
         # the client runs the file as LiteRT does: same argmax
         litert = export.run_tflite(path, held_out).argmax(-1)
         assert (category == litert).mean() >= 0.9999, (variant, (category == litert).mean())
@@ -253,9 +249,6 @@ def test_mediapipe_image_segmenter(name, kwargs, int8_shortfall, tmp_path):
             )
             np.testing.assert_allclose(confidence, probabilities, atol=1e-4)
     print(name, figures)
-    short = {v: a for v, a in figures.items() if a < INT8_AGREEMENT}
-    if short:
-        pytest.xfail(f"{int8_shortfall}: {short}")
 
 
 def test_cli_tflite_with_calibration_data_and_report(tmp_path, capsys):
