@@ -205,6 +205,19 @@ def _run(sublayers, x, training):
     return x
 
 
+def _subsample(x):
+    """``x[:, ::2, ::2]`` as ops TFLite's XNNPACK delegate runs (float32 and int8): padded to
+    even sizes, ``space_to_depth(2)``, whose first ``C`` channels are the even rows and
+    columns. A 1×1 max pooling of stride 2 or a stride-2 slice (the obvious spellings) are
+    not delegated and cut the graph."""
+    channels = x.shape[-1]
+    height = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+    width = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
+    if not (isinstance(height, int) and isinstance(width, int) and height % 2 == width % 2 == 0):
+        x = tf.pad(x, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
+    return tf.nn.space_to_depth(x, 2)[..., :channels]
+
+
 def _br(layer, name):
     return [_bn(f"{name}_bn", layer.dtype_policy), prelu(f"{name}_prelu", layer.dtype_policy)]
 
@@ -364,12 +377,6 @@ class EESPUnit(CompositeLayer):
         ]
         self.concat_act = _br(self, "concat")
         self.expand = _cbr(self, self.filters, self.filters, 1, "expand", groups=k, act=False)
-        # branches at stride 1, one subsampling (rows/columns 0, 2, 4, ...)
-        self.subsample = (
-            layers.MaxPooling2D(1, strides=2, name="subsample", dtype=policy)
-            if self.strides == 2
-            else None
-        )
         self.prelu = prelu("prelu", policy) if self.strides == 1 else None
 
     def call(self, x, training=None):
@@ -379,8 +386,8 @@ class EESPUnit(CompositeLayer):
             y = dw(reduced)
             outputs.append(y if not outputs else outputs[-1] + y)
         y = tf.concat(outputs, axis=-1)
-        if self.subsample is not None:
-            y = self.subsample(y)
+        if self.strides == 2:  # branches at stride 1, one subsampling (rows/columns 0, 2, ...)
+            y = _subsample(y)
         y = _run(self.expand, _run(self.concat_act, y, training), training)
         if self.strides == 2:
             return y
