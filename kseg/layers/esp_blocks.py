@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 from kseg.layers._composite import CompositeLayer, check_int
-from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D
+from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: F401 (re-export)
 from kseg.layers.enet_blocks import prelu
 from kseg.layers.resize import Resize
 
@@ -530,7 +530,8 @@ class EfficientPyramidPooling(CompositeLayer):
     ``CBR 1×1`` to ``projection`` channels; at each scale of 2.0, 1.5, 1.0, 0.5, 0.1 (sizes
     ``ceil(h·s)``, at least 5) a depth-wise 3×3 convolution, brought back to the input size;
     concatenation → BN → PReLU → channel shuffle (5 groups) → grouped 3×3 CBR (``projection``
-    groups) back to ``projection`` channels → 1×1
+    groups) back to ``projection`` channels (run as the equal depth-wise convolution summed over
+    the scales, see ``_fuse_conv``) → 1×1
     convolution to ``filters`` (→ BN → PReLU unless ``last_bn_act`` is False). The authors
     resample with adaptive average pooling where a map shrinks and bilinearly where it grows;
     here every resampling is bilinear (``tf.image.resize``: any size, one TFLite built-in op),
@@ -572,7 +573,6 @@ class EfficientPyramidPooling(CompositeLayer):
                 self.resizes.append(None)
                 self.restores.append(None)
         self.merge = _br(self, "merge")
-        self.shuffle = ChannelShuffle(len(PYRAMID_SCALES), name="shuffle", dtype=policy)
         pyramid = len(PYRAMID_SCALES) * projection
         self.fuse = _cbr(self, pyramid, projection, 3, "fuse", groups=projection)
         self.out = [
@@ -584,8 +584,25 @@ class EfficientPyramidPooling(CompositeLayer):
         scaled = []
         for dw, resize, restore in zip(self.dws, self.resizes, self.restores):
             scaled.append(dw(x) if resize is None else restore([dw(resize(x)), x]))
-        y = self.shuffle(_run(self.merge, tf.concat(scaled, axis=-1), training))
-        return _run(self.out, _run(self.fuse, y, training), training)
+        y = _run(self.merge, tf.concat(scaled, axis=-1), training)
+        y = _run(self.fuse[1:], self._fuse_conv(y), training)
+        return _run(self.out, y, training)
+
+    def _fuse_conv(self, y):
+        """The authors' channel shuffle (5 groups) + grouped 3×3 convolution (``projection``
+        groups of 5 channels: output ``j`` reads channel ``j`` of every scale), written as a
+        depth-wise 3×3 convolution of the unshuffled channels summed over the scales: the
+        same weights (``fuse``'s kernel) and multiply-adds, but TFLite/XNNPACK run a
+        depth-wise convolution and a sum ~8x faster than the TRANSPOSE and the grouped
+        convolution of 1 output channel per group (benchmarks/RESULTS.md, issue 15)."""
+        scales, projection, conv = len(PYRAMID_SCALES), self.projection, self.fuse[0]
+        if not conv.built:  # built where calling it built it, so weights keep their order
+            conv.build(tuple(y.shape))
+        kernel = tf.reshape(tf.cast(conv.kernel, y.dtype), (3, 3, scales * projection, 1))
+        y = tf.nn.depthwise_conv2d(y, kernel, (1, 1, 1, 1), "SAME")
+        shape = tf.shape(y)
+        y = tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], scales, projection]))
+        return tf.reduce_sum(y, axis=3)
 
     def _output_shape(self, shapes):
         return (*shapes[0][:3], self.filters)

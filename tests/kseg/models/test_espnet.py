@@ -83,6 +83,28 @@ def test_espnetv2_float32_tflite_runs_entirely_in_xnnpack(tmp_path):
     )
 
 
+@pytest.mark.parametrize("projection", [9, 1])
+def test_pyramid_pooling_fuse_equals_the_authors_shuffle_and_grouped_convolution(projection):
+    # EfficientPyramidPooling runs "channel shuffle (5) + 3x3 conv in `projection` groups" as
+    # a depth-wise convolution summed over the scales; same weights, same values.
+    import tensorflow as tf
+
+    from kseg.layers import ChannelShuffle
+    from kseg.layers.esp_blocks import EfficientPyramidPooling, _run
+
+    layer = EfficientPyramidPooling(projection, 16)
+    x = np.random.default_rng(0).normal(size=(2, 13, 17, 24)).astype("float32")
+    got = layer(x).numpy()
+    y = _run(layer.project, x, False)
+    scaled = [
+        dw(y) if resize is None else restore([dw(resize(y)), y])
+        for dw, resize, restore in zip(layer.dws, layer.resizes, layer.restores)
+    ]
+    y = ChannelShuffle(5)(_run(layer.merge, tf.concat(scaled, axis=-1), False))
+    expected = _run(layer.out, _run(layer.fuse, y, False), False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_esp_module_hierarchical_fusion_by_hand():
     """With an identity reduction and centre-only (identity) kernels every branch equals the
     reduced map; hierarchical fusion sums them: dilation 2, 4, 8, 16 give 1, 2, 3, 4 copies."""
