@@ -382,18 +382,38 @@ class EESPUnit(CompositeLayer):
     def call(self, x, training=None):
         reduced = _run(self.reduce, x, training)
         outputs = []
+        subsampled = _subsample(reduced) if self.strides == 2 else None
         for dw in self.dws:
-            y = dw(reduced)
+            y = dw(reduced) if subsampled is None else self._strided_branch(dw, reduced, subsampled)
             outputs.append(y if not outputs else outputs[-1] + y)
         y = tf.concat(outputs, axis=-1)
-        if self.strides == 2:  # branches at stride 1, one subsampling (rows/columns 0, 2, ...)
-            y = _subsample(y)
         y = _run(self.expand, _run(self.concat_act, y, training), training)
         if self.strides == 2:
             return y
         if x.shape[-1] == self.filters:
             y = x + y
         return self.prelu(y)
+
+    @staticmethod
+    def _strided_branch(dw, reduced, subsampled):
+        """The stride-1 branch ``dw(reduced)`` at rows/columns 0, 2, 4... (TensorFlow has no
+        strided dilated depth-wise convolution), computed where it can be at the output
+        resolution: rate 1 as a stride-2 convolution of the input padded by 1, an even rate
+        ``2r`` as rate ``r`` on ``subsampled`` (every tap falls on an even row and column);
+        an odd rate > 1 (taps on both parities) at stride 1, then subsampled. The same values
+        with a quarter of the work for all but the odd rates."""
+        if not dw.built:  # built where calling it built it, so weights keep their order
+            dw.build(tuple(reduced.shape))
+        kernel = tf.cast(dw.kernel, reduced.dtype)
+        rate = dw.dilation_rate[0]
+        if rate == 1:
+            padded = tf.pad(reduced, [[0, 0], [1, 1], [1, 1], [0, 0]])
+            return tf.nn.depthwise_conv2d(padded, kernel, (1, 2, 2, 1), "VALID")
+        if rate % 2 == 0:
+            return tf.nn.depthwise_conv2d(
+                subsampled, kernel, (1, 1, 1, 1), "SAME", dilations=(rate // 2, rate // 2)
+            )
+        return _subsample(dw(reduced))
 
     def _output_shape(self, shapes):
         b, h, w, _ = shapes[0]
