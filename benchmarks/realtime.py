@@ -6,7 +6,10 @@ and with ASPP and at width 0.5, v3+ on MobileNetV2) side by side in one run, wit
 TFLite float32 and full-integer int8 latency (XNNPACK, ``--threads``), the int8/float32
 argmax agreement on held-out synthetic scenes, the float32 milliseconds per GMAdd (and its ratio
 to the median of the rows) and the ops XNNPACK leaves to TFLite's own kernels.
-Names not registered yet are skipped (and listed).
+Names not registered yet are skipped (and listed). The models are untrained; their
+batch-normalisation statistics are re-estimated on synthetic scenes before timing
+(``--statistics-batches``), so that int8 scales are those of a network with normalised
+activations (see ``measure``).
 
 Under the table it prints the issue's three speed checks (``acceptance``).
 
@@ -44,6 +47,9 @@ REALTIME = [
     ("icnet", "icnet", {}),
     ("lraspp_large", "lraspp", {"backbone": "mobilenetv3_large"}),
     ("lraspp_small", "lraspp", {"backbone": "mobilenetv3_small"}),
+    # no hard-swish, squeeze-excite or 5x5 kernels: XNNPACK runs every int8 op
+    ("lraspp_large_min", "lraspp", {"backbone": "mobilenetv3_large_minimalistic"}),
+    ("lraspp_small_min", "lraspp", {"backbone": "mobilenetv3_small_minimalistic"}),
 ]
 MOBILE_DEEPLABS = [
     ("deeplabv3_mnv2", "deeplabv3", {"backbone": "mobilenetv2", "aspp": False}),
@@ -72,15 +78,34 @@ def select(labels=None):
     return rows, [label for label, _, _ in skipped]
 
 
-def measure(rows, sizes, num_classes, threads, runs, warmup):
+def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=2):
+    """Times every row at every size (``kseg.bench.profile(latency=True)``).
+
+    Before timing, each untrained model's batch-normalisation statistics are re-estimated on
+    ``statistics_batches`` batches of 2 synthetic scenes (weights unchanged; 0 skips it).
+    With the initial statistics (mean 0, variance 1) activations shrink layer after layer
+    (1e-8 after Fast-SCNN's bottlenecks), and two branches that are added can be 1e4 apart in
+    scale: XNNPACK then refuses the int8 ADD (each input's scale must be 1/1024..256 of the
+    output's), which a trained network does not meet. The float32 graph is the same either way.
+    """
     import keras
+
+    from kseg.data import synthetic_numpy
 
     results = []
     for height, width in sizes:
+        scenes = None
+        if statistics_batches:
+            scenes, _ = synthetic_numpy(
+                2 * statistics_batches, image_size=(height, width), seed=2, num_classes=6
+            )
         for label, name, kwargs in rows:
+            keras.utils.set_random_seed(0)
             model = kseg.models.create(
                 name, num_classes=num_classes, input_shape=(height, width, 3), **kwargs
             )
+            if scenes is not None:
+                reestimate_batch_norm(model, scenes, 2, statistics_batches)
             info = kseg.bench.profile(
                 model,
                 (height, width, 3),
@@ -155,10 +180,16 @@ def acceptance(results, reference="deeplabv3_mnv2"):
         if int8 and base is not None:
             fastest = min(int8, key=int8.get)
             ratio = base / int8[fastest]
+            meeting = [name for name in sorted(int8, key=int8.get) if base / int8[name] >= 5]
             lines.append(
                 f"- {size}: fastest real-time int8 is {fastest} ({int8[fastest]:.1f} ms), "
                 f"{ratio:.1f}x faster than {reference} float32 ({base:.1f} ms): "
-                f"{'pass' if ratio >= 5 else 'FAIL'} (>= 5x)"
+                + (
+                    f"pass (>= 5x), met by {fastest}"
+                    + (f"; also >= 5x: {', '.join(meeting[1:])}" if len(meeting) > 1 else "")
+                    if ratio >= 5
+                    else "FAIL (>= 5x), met by none"
+                )
             )
         for row in rows:
             fp32, q = row["latency_ms"].get("tflite_float32"), row["latency_ms"].get("tflite_int8")
@@ -402,6 +433,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--statistics-batches",
+        type=int,
+        default=2,
+        help="speed run: re-estimate batch-norm statistics on this many batches of 2 synthetic "
+        "scenes before timing (0: the untrained initial statistics)",
+    )
     parser.add_argument("--output", help="write the markdown table here")
     parser.add_argument("--json", help="write the raw rows (JSON) here")
     parser.add_argument("--train", action="store_true", help="accuracy under a CPU budget")
@@ -465,7 +503,15 @@ def main(argv=None):
         print(f"wrote {args.plot}")
     else:
         sizes = [_size(s) for s in args.sizes.split(",")]
-        results = measure(rows, sizes, args.num_classes, args.threads, args.runs, args.warmup)
+        results = measure(
+            rows,
+            sizes,
+            args.num_classes,
+            args.threads,
+            args.runs,
+            args.warmup,
+            args.statistics_batches,
+        )
         text = latency_table(results) + "\n\n" + acceptance(results)
     if args.json:
         with open(args.json, "w") as f:

@@ -21,9 +21,20 @@ Table 7) to 0.5 %. torchvision's ``reduced_tail`` and TF slim's ``_reduce_consec
 halve the outputs only, so the first block keeps its 672 (Large) / 288 (Small) expanded
 channels, which gives 1.75 M / 0.52 M with the same head (+16 % / +10 % over the paper).
 The halved layers have no ImageNet weights (the rest loads).
+
+The "minimalistic" variants (``mobilenetv3_large_minimalistic``,
+``mobilenetv3_small_minimalistic``; keras.applications' ``minimalistic=True``, TF slim's
+``mobilenet_v3_*_minimalistic``) keep every width and stride but use no hard-swish (ReLU
+everywhere), no squeeze-and-excite and only 3×3 depthwise kernels. They exist for hardware
+and runtimes that do not run those ops well: TFLite's XNNPACK delegate (TF 2.21) has no int8
+``HARD_SWISH``, so every hard-swish of the full networks runs on TFLite's reference kernel
+in int8 and splits the graph, while the minimalistic networks run entirely in XNNPACK.
+ImageNet weights exist for ``alpha=1.0`` only.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 from keras import layers
@@ -73,6 +84,12 @@ _LEVELS = {
 }
 _TAIL_START = {"large": 12, "small": 8}  # first block of the last (stride-32) stage
 _ALPHAS_WITH_WEIGHTS = (0.75, 1.0)
+_MINIMALISTIC_ALPHAS_WITH_WEIGHTS = (1.0,)
+
+
+def _minimalistic(blocks):
+    """The minimalistic blocks: same expansions, widths and strides; 3×3, ReLU, no SE."""
+    return tuple((e, filters, 3, stride, False, "relu") for e, filters, _, stride, _, _ in blocks)
 
 
 def _bn(name, track):
@@ -83,13 +100,24 @@ def _activation(kind, name):
     return layers.ReLU(name=name) if kind == "relu" else layers.Activation("hard_swish", name=name)
 
 
-def _mobilenet_v3(variant, inputs, output_stride, weights, alpha, reduced_tail, name, application):
+def _mobilenet_v3(
+    variant,
+    inputs,
+    output_stride,
+    weights,
+    alpha,
+    reduced_tail,
+    name,
+    application,
+    minimalistic=False,
+):
     check_output_stride(name, output_stride)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
         raise ValueError(f"{name}: alpha must be a positive number. Received: alpha={alpha!r}")
-    if weights is not None and alpha not in _ALPHAS_WITH_WEIGHTS:
+    alphas = _MINIMALISTIC_ALPHAS_WITH_WEIGHTS if minimalistic else _ALPHAS_WITH_WEIGHTS
+    if weights is not None and alpha not in alphas:
         raise ValueError(
-            f"{name}: keras.applications has weights for alpha in {_ALPHAS_WITH_WEIGHTS}. "
+            f"{name}: keras.applications has weights for alpha in {alphas}. "
             f"Received: alpha={alpha!r}"
         )
     if not isinstance(reduced_tail, bool):
@@ -97,6 +125,9 @@ def _mobilenet_v3(variant, inputs, output_stride, weights, alpha, reduced_tail, 
             f"{name}: reduced_tail must be a bool. Received: reduced_tail={reduced_tail!r}"
         )
     blocks = _LARGE if variant == "large" else _SMALL
+    if minimalistic:
+        blocks = _minimalistic(blocks)
+    top_activation = "relu" if minimalistic else "hard_swish"
     tail_start = _TAIL_START[variant]
     levels = _LEVELS[variant]
     track = LayerRecorder()
@@ -104,7 +135,7 @@ def _mobilenet_v3(variant, inputs, output_stride, weights, alpha, reduced_tail, 
 
     x = track(layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv"))(inputs)
     x = _bn("conv_bn", track)(x)
-    x = layers.Activation("hard_swish", name="conv_hard_swish")(x)
+    x = _activation(top_activation, f"conv_{top_activation}")(x)
     features = {"P1": x} if levels["P1"] == "stem" else {}
 
     current_stride, rate = 2, 1
@@ -171,7 +202,7 @@ def _mobilenet_v3(variant, inputs, output_stride, weights, alpha, reduced_tail, 
     x = _bn("conv_1_bn", track)(x)
     if reduced_tail:
         tail_layers.extend(track.layers[-2:])
-    features["P5"] = layers.Activation("hard_swish", name="conv_1_hard_swish")(x)
+    features["P5"] = _activation(top_activation, f"conv_1_{top_activation}")(x)
 
     tail_names = {layer.name for layer in tail_layers}
     load_application_weights(
@@ -256,3 +287,75 @@ def mobilenet_v3_small(inputs, output_stride=32, weights=None, alpha=1.0, reduce
 
 mobilenet_v3_large.preprocessing = PREPROCESSING
 mobilenet_v3_small.preprocessing = PREPROCESSING
+
+
+def _minimalistic_application(application):
+    """``application`` with ``minimalistic=True``, keeping its name for error messages."""
+    built = functools.partial(application, minimalistic=True)
+    built.__name__ = f"{application.__name__}(minimalistic=True)"
+    return built
+
+
+@BACKBONES.register("mobilenetv3_large_minimalistic", "mobilenet_v3_large_minimalistic")
+def mobilenet_v3_large_minimalistic(
+    inputs, output_stride=32, weights=None, alpha=1.0, reduced_tail=False
+):
+    """Builds MobileNetV3-Large-minimalistic on ``inputs`` and returns ``{"P1".."P5"}``.
+
+    MobileNetV3-Large's widths and strides with ReLU instead of hard-swish, no
+    squeeze-and-excite and 3×3 depthwise kernels (keras.applications'
+    ``MobileNetV3Large(minimalistic=True)``, whose ImageNet weights load for ``alpha=1.0``);
+    every op of it runs in XNNPACK in int8. Arguments and levels as
+    :func:`mobilenet_v3_large`.
+
+    Example:
+        >>> import keras
+        >>> feats = mobilenet_v3_large_minimalistic(keras.Input((64, 96, 3)), output_stride=16)
+        >>> tuple(feats["P5"].shape[1:]), tuple(feats["P3"].shape[1:])
+        ((4, 6, 960), (8, 12, 40))
+    """
+    return _mobilenet_v3(
+        "large",
+        inputs,
+        output_stride,
+        weights,
+        alpha,
+        reduced_tail,
+        "mobilenet_v3_large_minimalistic",
+        _minimalistic_application(keras.applications.MobileNetV3Large),
+        minimalistic=True,
+    )
+
+
+@BACKBONES.register("mobilenetv3_small_minimalistic", "mobilenet_v3_small_minimalistic")
+def mobilenet_v3_small_minimalistic(
+    inputs, output_stride=32, weights=None, alpha=1.0, reduced_tail=False
+):
+    """Builds MobileNetV3-Small-minimalistic on ``inputs`` and returns ``{"P1".."P5"}``.
+
+    MobileNetV3-Small's widths and strides with ReLU instead of hard-swish, no
+    squeeze-and-excite and 3×3 depthwise kernels (keras.applications'
+    ``MobileNetV3Small(minimalistic=True)``, ImageNet weights for ``alpha=1.0``). Arguments
+    and levels as :func:`mobilenet_v3_small`.
+
+    Example:
+        >>> import keras
+        >>> feats = mobilenet_v3_small_minimalistic(keras.Input((64, 96, 3)), reduced_tail=True)
+        >>> tuple(feats["P5"].shape[1:])
+        (2, 3, 288)
+    """
+    return _mobilenet_v3(
+        "small",
+        inputs,
+        output_stride,
+        weights,
+        alpha,
+        reduced_tail,
+        "mobilenet_v3_small_minimalistic",
+        _minimalistic_application(keras.applications.MobileNetV3Small),
+        minimalistic=True,
+    )
+
+
+mobilenet_v3_large_minimalistic.preprocessing = PREPROCESSING
+mobilenet_v3_small_minimalistic.preprocessing = PREPROCESSING

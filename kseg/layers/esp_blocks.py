@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 from kseg.layers._composite import CompositeLayer, check_int
-from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D
+from kseg.layers.channel_shuffle import ChannelShuffle, GroupedConv2D  # noqa: F401 (re-export)
 from kseg.layers.enet_blocks import prelu
 from kseg.layers.resize import Resize
 
@@ -205,6 +205,19 @@ def _run(sublayers, x, training):
     return x
 
 
+def _subsample(x):
+    """``x[:, ::2, ::2]`` as ops TFLite's XNNPACK delegate runs (float32 and int8): padded to
+    even sizes, ``space_to_depth(2)``, whose first ``C`` channels are the even rows and
+    columns. A 1×1 max pooling of stride 2 or a stride-2 slice (the obvious spellings) are
+    not delegated and cut the graph."""
+    channels = x.shape[-1]
+    height = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+    width = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
+    if not (isinstance(height, int) and isinstance(width, int) and height % 2 == width % 2 == 0):
+        x = tf.pad(x, [[0, 0], [0, height % 2], [0, width % 2], [0, 0]])
+    return tf.nn.space_to_depth(x, 2)[..., :channels]
+
+
 def _br(layer, name):
     return [_bn(f"{name}_bn", layer.dtype_policy), prelu(f"{name}_prelu", layer.dtype_policy)]
 
@@ -364,29 +377,43 @@ class EESPUnit(CompositeLayer):
         ]
         self.concat_act = _br(self, "concat")
         self.expand = _cbr(self, self.filters, self.filters, 1, "expand", groups=k, act=False)
-        # branches at stride 1, one subsampling (rows/columns 0, 2, 4, ...)
-        self.subsample = (
-            layers.MaxPooling2D(1, strides=2, name="subsample", dtype=policy)
-            if self.strides == 2
-            else None
-        )
         self.prelu = prelu("prelu", policy) if self.strides == 1 else None
 
     def call(self, x, training=None):
         reduced = _run(self.reduce, x, training)
         outputs = []
+        subsampled = _subsample(reduced) if self.strides == 2 else None
         for dw in self.dws:
-            y = dw(reduced)
+            y = dw(reduced) if subsampled is None else self._strided_branch(dw, reduced, subsampled)
             outputs.append(y if not outputs else outputs[-1] + y)
         y = tf.concat(outputs, axis=-1)
-        if self.subsample is not None:
-            y = self.subsample(y)
         y = _run(self.expand, _run(self.concat_act, y, training), training)
         if self.strides == 2:
             return y
         if x.shape[-1] == self.filters:
             y = x + y
         return self.prelu(y)
+
+    @staticmethod
+    def _strided_branch(dw, reduced, subsampled):
+        """The stride-1 branch ``dw(reduced)`` at rows/columns 0, 2, 4... (TensorFlow has no
+        strided dilated depth-wise convolution), computed where it can be at the output
+        resolution: rate 1 as a stride-2 convolution of the input padded by 1, an even rate
+        ``2r`` as rate ``r`` on ``subsampled`` (every tap falls on an even row and column);
+        an odd rate > 1 (taps on both parities) at stride 1, then subsampled. The same values
+        with a quarter of the work for all but the odd rates."""
+        if not dw.built:  # built where calling it built it, so weights keep their order
+            dw.build(tuple(reduced.shape))
+        kernel = tf.cast(dw.kernel, reduced.dtype)
+        rate = dw.dilation_rate[0]
+        if rate == 1:
+            padded = tf.pad(reduced, [[0, 0], [1, 1], [1, 1], [0, 0]])
+            return tf.nn.depthwise_conv2d(padded, kernel, (1, 2, 2, 1), "VALID")
+        if rate % 2 == 0:
+            return tf.nn.depthwise_conv2d(
+                subsampled, kernel, (1, 1, 1, 1), "SAME", dilations=(rate // 2, rate // 2)
+            )
+        return _subsample(dw(reduced))
 
     def _output_shape(self, shapes):
         b, h, w, _ = shapes[0]
@@ -523,7 +550,8 @@ class EfficientPyramidPooling(CompositeLayer):
     ``CBR 1×1`` to ``projection`` channels; at each scale of 2.0, 1.5, 1.0, 0.5, 0.1 (sizes
     ``ceil(h·s)``, at least 5) a depth-wise 3×3 convolution, brought back to the input size;
     concatenation → BN → PReLU → channel shuffle (5 groups) → grouped 3×3 CBR (``projection``
-    groups) back to ``projection`` channels → 1×1
+    groups) back to ``projection`` channels (run as the equal depth-wise convolution summed over
+    the scales, see ``_fuse_conv``) → 1×1
     convolution to ``filters`` (→ BN → PReLU unless ``last_bn_act`` is False). The authors
     resample with adaptive average pooling where a map shrinks and bilinearly where it grows;
     here every resampling is bilinear (``tf.image.resize``: any size, one TFLite built-in op),
@@ -565,7 +593,6 @@ class EfficientPyramidPooling(CompositeLayer):
                 self.resizes.append(None)
                 self.restores.append(None)
         self.merge = _br(self, "merge")
-        self.shuffle = ChannelShuffle(len(PYRAMID_SCALES), name="shuffle", dtype=policy)
         pyramid = len(PYRAMID_SCALES) * projection
         self.fuse = _cbr(self, pyramid, projection, 3, "fuse", groups=projection)
         self.out = [
@@ -577,8 +604,25 @@ class EfficientPyramidPooling(CompositeLayer):
         scaled = []
         for dw, resize, restore in zip(self.dws, self.resizes, self.restores):
             scaled.append(dw(x) if resize is None else restore([dw(resize(x)), x]))
-        y = self.shuffle(_run(self.merge, tf.concat(scaled, axis=-1), training))
-        return _run(self.out, _run(self.fuse, y, training), training)
+        y = _run(self.merge, tf.concat(scaled, axis=-1), training)
+        y = _run(self.fuse[1:], self._fuse_conv(y), training)
+        return _run(self.out, y, training)
+
+    def _fuse_conv(self, y):
+        """The authors' channel shuffle (5 groups) + grouped 3×3 convolution (``projection``
+        groups of 5 channels: output ``j`` reads channel ``j`` of every scale), written as a
+        depth-wise 3×3 convolution of the unshuffled channels summed over the scales: the
+        same weights (``fuse``'s kernel) and multiply-adds, but TFLite/XNNPACK run a
+        depth-wise convolution and a sum ~8x faster than the TRANSPOSE and the grouped
+        convolution of 1 output channel per group (benchmarks/RESULTS.md, issue 15)."""
+        scales, projection, conv = len(PYRAMID_SCALES), self.projection, self.fuse[0]
+        if not conv.built:  # built where calling it built it, so weights keep their order
+            conv.build(tuple(y.shape))
+        kernel = tf.reshape(tf.cast(conv.kernel, y.dtype), (3, 3, scales * projection, 1))
+        y = tf.nn.depthwise_conv2d(y, kernel, (1, 1, 1, 1), "SAME")
+        shape = tf.shape(y)
+        y = tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], scales, projection]))
+        return tf.reduce_sum(y, axis=3)
 
     def _output_shape(self, shapes):
         return (*shapes[0][:3], self.filters)

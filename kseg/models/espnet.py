@@ -148,10 +148,11 @@ class ESPNetV2(SegmentationModel):
 
     Parameters (Cityscapes, 19 classes, s = 2.0): 787,488 trainable (PyTorch's count: BN weight
     and bias, not the running statistics), 812,474 in all; published 0.79 M (0.3 % apart).
-    Multiply-adds at 1024×512: 2.79 G by ``kseg.bench.profile`` vs the published "2.7 GFLOPs"
+    Multiply-adds at 1024×512: 2.697 G by ``kseg.bench.profile`` vs the published "2.7 GFLOPs"
     (EdgeNets' 2,699 M), which are in fact multiply-adds of the convolutions (its
-    ``compute_flops`` counts 2 FLOPs per multiply-add, then divides by 2); 3.5 % more here
-    because the strided EESP units' depth-wise branches run at stride 1 before subsampling.
+    ``compute_flops`` counts 2 FLOPs per multiply-add, then divides by 2). The strided EESP
+    units' depth-wise branches of odd dilation > 1 run at stride 1 before subsampling (TF has
+    no strided dilated depth-wise convolution); the others run at the output resolution.
 
     Args:
         num_classes: number of classes.

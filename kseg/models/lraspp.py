@@ -19,7 +19,12 @@ from kseg.models._base import (
 )
 from kseg.registry import MODELS
 
-_BACKBONES = ("mobilenetv3_large", "mobilenetv3_small")
+_BACKBONES = (
+    "mobilenetv3_large",
+    "mobilenetv3_small",
+    "mobilenetv3_large_minimalistic",
+    "mobilenetv3_small_minimalistic",
+)
 
 
 def _as_tuple(value):
@@ -37,7 +42,9 @@ class LRASPP(SegmentationModel):
     the stride-16 features by the sigmoid of their average-pooled projection, upsamples it to
     stride 8 and adds 1×1 classifications of both; the sum is upsampled bilinearly to the
     input. Good for real-time segmentation on phones and CPUs: a few GMAdds at Cityscapes
-    resolution, TFLite built-in ops only, hard-swish and sigmoid quantise to int8.
+    resolution, TFLite built-in ops only, hard-swish and sigmoid quantise to int8 (but
+    XNNPACK, TFLite's CPU delegate, runs no int8 hard-swish: for int8 on CPUs take a
+    minimalistic backbone).
 
     Paper configuration (Cityscapes, 19 classes, 1024×2048, RF2, F = 128), Table 7:
     MobileNetV3-Large 1.51 M parameters / 9.74 B MAdds, -Small 0.47 M / 2.90 B (marked [?] in
@@ -54,7 +61,11 @@ class LRASPP(SegmentationModel):
     Args:
         num_classes: number of classes (19 for Cityscapes).
         input_shape: ``(H, W, 3)``; any size (H and W may be None).
-        backbone: "mobilenetv3_large" (default) or "mobilenetv3_small".
+        backbone: "mobilenetv3_large" (default), "mobilenetv3_small", or their
+            minimalistic variants "mobilenetv3_large_minimalistic" /
+            "mobilenetv3_small_minimalistic" (ReLU, no squeeze-excite, 3×3 kernels: no
+            int8 hard-swish, which TFLite's XNNPACK does not run, so the whole int8 model runs
+            in XNNPACK; ImageNet weights for ``alpha=1.0``).
         output_stride: 16 (paper) or 32 (no dilation, cheaper); 8 also works.
         weights: None, "imagenet" or a keras.applications MobileNetV3 weights file (the
             halved tail has no ImageNet weights and starts random).

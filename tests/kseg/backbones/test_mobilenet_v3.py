@@ -132,3 +132,44 @@ def test_bad_arguments(tmp_path):
         backbone_model(reduced_tail=1)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         backbone_model(weights=str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize(
+    "name, application, params, p5",
+    [
+        ("mobilenetv3_large_minimalistic", keras.applications.MobileNetV3Large, 1_437_608, 960),
+        ("mobilenetv3_small_minimalistic", keras.applications.MobileNetV3Small, 441_000, 576),
+    ],
+)
+def test_minimalistic_variants_equal_keras_applications(name, application, params, p5, tmp_path):
+    # keras.applications' minimalistic=True: ReLU, no squeeze-excite, 3x3 kernels, same widths
+    keras.utils.set_random_seed(7)
+    reference = application(
+        weights=None, include_top=False, input_shape=(None, None, 3), minimalistic=True
+    )
+    assert reference.count_params() == params
+    path = str(tmp_path / f"{name}.weights.h5")
+    reference.save_weights(path)
+    model = backbone_model(name, weights=path)
+    assert model.count_params() == params
+    assert model.output["P5"].shape[-1] == p5
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "Multiply" not in kinds  # no squeeze-excite gates
+    assert all(
+        layer.activation.__name__ != "hard_swish"
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Activation)
+    )
+    assert {
+        layer.kernel_size
+        for layer in model.layers
+        if isinstance(layer, keras.layers.DepthwiseConv2D)
+    } == {(3, 3)}
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 96, 3)).astype("float32")
+    expected = reference(images).numpy()
+    scale = np.abs(expected).max()  # random weights: tiny activations, compare relatively
+    np.testing.assert_allclose(
+        model.predict(images / 127.5 - 1, verbose=0)["P5"] / scale, expected / scale, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="alpha=0.75"):
+        backbone_model(name, weights="imagenet", alpha=0.75)

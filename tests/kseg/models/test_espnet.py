@@ -51,6 +51,60 @@ def test_espnetv2_contract_at_several_sizes(tmp_path):
     assert results[0]["losses"][-1] < results[0]["losses"][0]
 
 
+@pytest.mark.parametrize("height, width", [(8, 12), (7, 9)])
+def test_strided_eesp_unit_subsamples_its_stride_1_branches(height, width):
+    # The strided unit = the stride-1 unit's map before the merge, at rows/columns 0, 2, 4...
+    # (written as pad + space_to_depth + channel slice, which XNNPACK runs, not a 1x1 max pool)
+    from kseg.layers.esp_blocks import EESPUnit
+
+    x = np.random.default_rng(3).normal(size=(2, height, width, 16)).astype("float32")
+    strided, dense = EESPUnit(32, strides=2), EESPUnit(32, strides=1)
+    strided(x)
+    dense(x)
+    # same weights; the stride-1 unit's extra final PReLU made the identity (slope 1)
+    alpha = dense.prelu.get_weights()[0]
+    dense.set_weights(strided.get_weights() + [np.ones_like(alpha)])
+    # the expand 1x1 is point-wise, so subsampling before or after it is the same
+    expected = dense(x).numpy()[:, ::2, ::2]
+    got = strided(x).numpy()
+    assert got.shape == (2, -(-height // 2), -(-width // 2), 32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_espnetv2_float32_tflite_runs_entirely_in_xnnpack(tmp_path):
+    # the strided EESP units' subsampling was a 1x1 MAX_POOL_2D of stride 2, which XNNPACK
+    # does not take (3 ops outside it, 4 partitions)
+    model = ESPNetV2(num_classes=4, input_shape=(65, 97, 3), s=0.5, decoder_channels=8)
+    path = kseg.export.tflite(model, tmp_path / "espnetv2.tflite")
+    assert kseg.bench.tflite_undelegated_ops(path) == ({}, 1)
+    images = np.random.default_rng(0).uniform(0, 255, size=(1, 65, 97, 3)).astype("float32")
+    np.testing.assert_allclose(
+        kseg.export.run_tflite(path, images), model.predict(images, verbose=0), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("projection", [9, 1])
+def test_pyramid_pooling_fuse_equals_the_authors_shuffle_and_grouped_convolution(projection):
+    # EfficientPyramidPooling runs "channel shuffle (5) + 3x3 conv in `projection` groups" as
+    # a depth-wise convolution summed over the scales; same weights, same values.
+    import tensorflow as tf
+
+    from kseg.layers import ChannelShuffle
+    from kseg.layers.esp_blocks import EfficientPyramidPooling, _run
+
+    layer = EfficientPyramidPooling(projection, 16)
+    x = np.random.default_rng(0).normal(size=(2, 13, 17, 24)).astype("float32")
+    got = layer(x).numpy()
+    y = _run(layer.project, x, False)
+    scaled = [
+        dw(y) if resize is None else restore([dw(resize(y)), y])
+        for dw, resize, restore in zip(layer.dws, layer.resizes, layer.restores)
+    ]
+    y = ChannelShuffle(5)(_run(layer.merge, tf.concat(scaled, axis=-1), False))
+    expected = _run(layer.out, _run(layer.fuse, y, False), False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_esp_module_hierarchical_fusion_by_hand():
     """With an identity reduction and centre-only (identity) kernels every branch equals the
     reduced map; hierarchical fusion sums them: dilation 2, 4, 8, 16 give 1, 2, 3, 4 copies."""

@@ -1,5 +1,6 @@
 """LR-ASPP on MobileNetV3: the paper's sizes, the shared harness, the head's options."""
 
+import keras
 import pytest
 
 import kseg
@@ -20,6 +21,47 @@ def test_parameter_counts_at_the_paper_configuration(backbone, params, published
     # Paper Table 7 (RF2, LR-ASPP, F = 128, 19 classes); [?] in REFERENCE_NUMBERS: 10 %.
     count = trainable_parameter_count(LRASPP(num_classes=19, backbone=backbone))
     assert count == params and within(count, published, 0.10)
+
+
+@pytest.mark.parametrize(
+    "backbone, params",
+    [("mobilenetv3_large_minimalistic", 827_014), ("mobilenetv3_small_minimalistic", 260_566)],
+)
+def test_minimalistic_backbones_parameter_counts(backbone, params):
+    # same widths as the full networks, without squeeze-excite (and 3x3 instead of 5x5)
+    assert trainable_parameter_count(LRASPP(num_classes=19, backbone=backbone)) == params
+
+
+def batch_norm_statistics_from(model, images):
+    """Moving statistics of every BatchNormalization := those of ``images`` (as a trained
+    network's are of its data; untrained ones leave activations orders of magnitude apart)."""
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(images, training=True)
+
+
+def test_int8_tflite_runs_entirely_in_xnnpack_with_the_minimalistic_backbone(tmp_path):
+    # TFLite 2.21's XNNPACK has no int8 HARD_SWISH: with "mobilenetv3_small" its 18 run on
+    # TFLite's reference kernel (19 partitions); the minimalistic backbone has none. The head's
+    # ADD is delegated once the two branches have comparable scales (XNNPACK: each input's
+    # scale within 1/1024..256 of the output's), as in a trained network.
+    from kseg.data import synthetic_numpy
+
+    keras.utils.set_random_seed(0)
+    model = LRASPP(
+        num_classes=4, backbone="mobilenetv3_small_minimalistic", input_shape=(64, 64, 3)
+    )
+    images, _ = synthetic_numpy(8, image_size=(64, 64), seed=0, num_classes=4)
+    batch_norm_statistics_from(model, images)
+    path = kseg.export.tflite(
+        model, tmp_path / "int8.tflite", quantize="int8", representative_data=images
+    )
+    assert kseg.bench.tflite_undelegated_ops(path) == ({}, 1)
 
 
 @pytest.mark.slow
