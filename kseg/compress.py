@@ -41,6 +41,8 @@ import math
 import keras
 import numpy as np
 
+from kseg.training.loop import main_output
+
 SCHEDULES = ("polynomial", "constant")
 SCOPES = ("layer", "global")
 CRITERIA = ("l1", "l2")
@@ -1089,14 +1091,6 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
 # --------------------------------------------------------------------------- fine-tuning aids
 
 
-def _first(outputs):
-    if isinstance(outputs, dict):
-        return next(iter(outputs.values()))
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0]
-    return outputs
-
-
 class Distiller(keras.Model):
     """Trains ``student`` on its compiled loss plus the soft targets of a frozen ``teacher``.
 
@@ -1162,7 +1156,7 @@ class Distiller(keras.Model):
             )
         alpha = _check_fraction("alpha", alpha)
         classes = [
-            _first(m.outputs).shape[-1] if getattr(m, "outputs", None) else None
+            main_output(m.outputs).shape[-1] if getattr(m, "outputs", None) else None
             for m in (student, teacher)
         ]
         if None not in classes and classes[0] != classes[1]:
@@ -1222,8 +1216,8 @@ class Distiller(keras.Model):
         hard = total - regularization
         if self.alpha == 0.0:
             return total
-        teacher_logits = _first(self.teacher(x, training=False))
-        soft = self.distillation_loss(_first(y_pred), ops.stop_gradient(teacher_logits), y)
+        teacher_logits = main_output(self.teacher(x, training=False))
+        soft = self.distillation_loss(main_output(y_pred), ops.stop_gradient(teacher_logits), y)
         return (1.0 - self.alpha) * hard + self.alpha * soft + regularization
 
 
