@@ -264,7 +264,7 @@ setup(
         # kseg.data.tfds (TensorFlow Datasets) and the SIFT Flow .mat labels
         "datasets": ["tensorflow-datasets>=4.9", "scipy"],
         # kseg.classic: thresholding, clustering, graph-based baselines
-        "classic": ["scikit-image", "scikit-learn"],
+        "classic": ["scikit-image>=0.23", "scikit-learn"],
         # COCO-format masks (kseg.data.coco_instances) and kseg.metrics.coco_evaluate
         "coco": ["pycocotools>=2.0.7"],
         "test": [
@@ -276,7 +276,7 @@ setup(
             "pytest-xdist>=3.5",
             "pybind11",
             "keras-tuner>=1.4",
-            "scikit-image",
+            "scikit-image>=0.23",
             "tensorflow-datasets>=4.9",
             "scikit-learn",
             "pydensecrf2",

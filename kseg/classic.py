@@ -242,12 +242,9 @@ def normalized_cuts(image, n_segments=100, compactness=10.0, thresh=0.001, seed=
     if superpixels.max() == 0:  # one superpixel: no graph to cut
         return np.zeros(superpixels.shape, np.int32)
     rag = graph.rag_mean_color(image, superpixels, mode="similarity")
-    state = np.random.get_state()
-    np.random.seed(seed)  # cut_normalized's eigensolver starts from a random vector
-    try:
-        labels = graph.cut_normalized(superpixels, rag, thresh=thresh)
-    finally:
-        np.random.set_state(state)
+    # the eigensolver starts from a random vector drawn from ``rng``; unseeded, it drew a new
+    # one per call and the cut changed from run to run
+    labels = graph.cut_normalized(superpixels, rag, thresh=thresh, rng=seed)
     return np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
 
 
