@@ -5,23 +5,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-# TFLite's XNNPACK delegate (TF 2.21) takes a CONCATENATION of 2 to 5 inputs only; a larger one
-# runs on TFLite's reference kernel and splits the delegated graph.
-_MAX_CONCAT_INPUTS = 5
-
-
-def _concat_tree(pieces, axis):
-    """``tf.concat(pieces, axis)`` as nested concatenations of at most 5 inputs each (same
-    values, in the same order)."""
-    while len(pieces) > _MAX_CONCAT_INPUTS:
-        pieces = [
-            tf.concat(pieces[i : i + _MAX_CONCAT_INPUTS], axis=axis)
-            if len(pieces[i : i + _MAX_CONCAT_INPUTS]) > 1
-            else pieces[i]
-            for i in range(0, len(pieces), _MAX_CONCAT_INPUTS)
-        ]
-    return tf.concat(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
-
 
 @keras.saving.register_keras_serializable(package="kseg")
 class AdaptiveAveragePooling2D(keras.layers.Layer):
@@ -30,8 +13,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     Bin ``i`` along an axis of size ``n`` covers ``[floor(i·n/bins), ceil((i+1)·n/bins))``,
     the rule of PyTorch's ``AdaptiveAvgPool2d`` used by PSPNet: bins may overlap by a pixel
     when ``n`` is not a multiple of ``bins``, and every pixel belongs to some bin. Built from
-    slices and means only, so it works with unknown sizes and converts to built-in TFLite ops
-    that XNNPACK runs in float32 and int8 (more than 5 bins are concatenated 5 at a time).
+    slices and means only, so it works with unknown sizes and converts to built-in TFLite ops.
     Sizes smaller than ``bins`` repeat pixels.
 
     Args:
@@ -61,7 +43,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
             stop = -((-(i + 1) * size) // self.bins)  # ceil((i+1)·size/bins)
             region = x[:, start:stop] if axis == 1 else x[:, :, start:stop]
             pieces.append(tf.reduce_mean(region, axis=axis, keepdims=True))
-        return _concat_tree(pieces, axis)
+        return tf.concat(pieces, axis=axis) if self.bins > 1 else pieces[0]
 
     def call(self, inputs):
         # A rectangle's mean is the mean over columns of its row means.

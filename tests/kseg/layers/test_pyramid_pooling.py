@@ -51,19 +51,3 @@ def test_layer_contract_with_the_shared_harness(input_shape, tmp_path):
         input_shapes=input_shape,
         tmp_dir=tmp_path,
     )
-
-
-@pytest.mark.parametrize("bins", [6, 11])
-def test_tflite_runs_every_op_in_xnnpack_and_keeps_the_values(bins, tmp_path):
-    # XNNPACK (TF 2.21) takes a CONCATENATION of at most 5 inputs: the bins are concatenated
-    # 5 at a time, else 6 bins left two concatenations on TFLite's reference kernels.
-    import kseg
-
-    inputs = keras.Input((12, 22, 4))
-    model = keras.Model(inputs, AdaptiveAveragePooling2D(bins)(inputs))
-    path = kseg.export.tflite(model, tmp_path / "pool.tflite")
-    assert kseg.bench.tflite_undelegated_ops(path) == ({}, 1)
-    x = np.random.default_rng(bins).normal(size=(1, 12, 22, 4)).astype("float32")
-    np.testing.assert_allclose(
-        kseg.export.run_tflite(path, x), adaptive_average_reference(x, bins), atol=1e-5
-    )

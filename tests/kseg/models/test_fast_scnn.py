@@ -57,29 +57,6 @@ def test_auxiliary_heads_and_inference_model():
     )
 
 
-def test_int8_tflite_runs_entirely_in_xnnpack(tmp_path):
-    # XNNPACK (TF 2.21) left three int8 ops to TFLite's reference kernels: the two 6-input
-    # CONCATENATIONs of the 6-bin pyramid pooling (it takes 2..5 inputs; now concatenated 5 at
-    # a time) and the fusion ADD, whose inputs' scales were ~1e4 apart with untrained
-    # statistics (it takes 1/1024..256 of the output's): a trained network's batch-norm
-    # statistics, set here from a batch of scenes, give comparable scales.
-    import keras
-
-    from kseg.data import synthetic_numpy
-
-    keras.utils.set_random_seed(0)
-    model = FastSCNN(num_classes=4, input_shape=(64, 64, 3), alpha=0.5, auxiliary_heads=False)
-    images, _ = synthetic_numpy(8, image_size=(64, 64), seed=0, num_classes=4)
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # the moving statistics become those of this batch
-    model(images, training=True)
-    path = kseg.export.tflite(
-        model, tmp_path / "int8.tflite", quantize="int8", representative_data=images
-    )
-    assert kseg.bench.tflite_undelegated_ops(path) == ({}, 1)
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="Received: alpha=-1"):
         FastSCNN(alpha=-1)
