@@ -56,11 +56,10 @@ class ImageNormalization(keras.layers.Layer):
     def call(self, images):
         x = ops.cast(images, self.compute_dtype)
         if self.mode == "caffe":
-            # Three unit-stride slices concatenated, not ops.flip: TFLite's int8 REVERSE_V2 copies
-            # the bytes but gets other quantization parameters (the BGR image came out ~57 off
-            # in 0..255); nor x[..., ::-1]: XNNPACK takes STRIDED_SLICE with stride 1 only, so
-            # the reversing slice ran outside it and split the graph.
-            x = ops.concatenate([x[..., 2:3], x[..., 1:2], x[..., 0:1]], axis=-1)
+            # A reversing slice, not ops.flip: TFLite's int8 REVERSE_V2 copies the bytes but the
+            # converter gives its output other quantization parameters (RGB -> BGR came out
+            # off by ~57 on average in 0..255), while STRIDED_SLICE keeps them.
+            x = x[..., ::-1]
             return x - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
