@@ -78,7 +78,7 @@ def select(labels=None):
     return rows, [label for label, _, _ in skipped]
 
 
-def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=2):
+def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=2, int8_io="uint8"):
     """Times every row at every size (``kseg.bench.profile(latency=True)``).
 
     Before timing, each untrained model's batch-normalisation statistics are re-estimated on
@@ -113,6 +113,7 @@ def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=
                 threads=threads,
                 runs=runs,
                 warmup=warmup,
+                int8_io=int8_io,
             )
             results.append({"name": label, **info})
             fp32 = info["latency_ms"].get("tflite_float32")
@@ -123,6 +124,10 @@ def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=
             )
             results[-1]["fp32_ms_per_gmadd"] = (
                 None if fp32 is None else fp32 / max(info["madds"] / 1e9, 1e-9)
+            )
+            traffic = info.get("tflite_activation_bytes", {}).get("float32")
+            results[-1]["fp32_ms_per_traffic_gb"] = (
+                None if fp32 is None or not traffic else fp32 / (traffic / 1e9)
             )
             del model
             keras.backend.clear_session()
@@ -140,24 +145,44 @@ def latency_table(results):
     input size (the issue's "no model more than 2x the zoo's median") and the ops XNNPACK does
     not run in each mode (``kseg.bench.tflite_undelegated_ops``)."""
     table = kseg.bench.format_latency_rows(results).splitlines()
-    table[0] += " fp32 ms / GMAdd | ÷ median | not in XNNPACK, fp32 | not in XNNPACK, int8 |"
-    table[1] += "---:|---:|---|---|"
-    medians = {}
-    for row in results:
-        value = row.get("fp32_ms_per_gmadd")
-        if value is not None:
-            medians.setdefault(tuple(row["input_shape"]), []).append(value)
-    medians = {shape: float(np.median(values)) for shape, values in medians.items()}
+    table[0] += (
+        " fp32 ms / GMAdd | ÷ median | fp32 activation traffic (MB) | bytes / MAdd |"
+        " fp32 ms / GB traffic | ÷ median | not in XNNPACK, fp32 | not in XNNPACK, int8 |"
+    )
+    table[1] += "---:|---:|---:|---:|---:|---:|---|---|"
+    medians = {
+        key: _medians(results, key) for key in ("fp32_ms_per_gmadd", "fp32_ms_per_traffic_gb")
+    }
+
+    def value_and_ratio(row, key):
+        value = row.get(key)
+        if value is None:
+            return " n/a | n/a |"
+        return f" {value:.2f} | {value / medians[key][tuple(row['input_shape'])]:.2f} |"
+
     for i, row in enumerate(results):
-        value = row.get("fp32_ms_per_gmadd")
-        ratio = None if value is None else value / medians[tuple(row["input_shape"])]
         undelegated = row.get("tflite_undelegated", {})
+        traffic = row.get("tflite_activation_bytes", {}).get("float32")
         table[i + 2] += (
-            f" {'n/a' if value is None else f'{value:.2f}'} |"
-            f" {'n/a' if ratio is None else f'{ratio:.2f}'} |"
-            f" {_ops_text(undelegated.get('float32'))} | {_ops_text(undelegated.get('int8'))} |"
+            value_and_ratio(row, "fp32_ms_per_gmadd")
+            + (
+                f" {traffic / 1e6:.0f} | {traffic / max(row['madds'], 1):.3f} |"
+                if traffic
+                else " n/a | n/a |"
+            )
+            + value_and_ratio(row, "fp32_ms_per_traffic_gb")
+            + f" {_ops_text(undelegated.get('float32'))} | {_ops_text(undelegated.get('int8'))} |"
         )
     return "\n".join(table)
+
+
+def _medians(results, key):
+    """``{input_shape: median of row[key]}`` over the rows that have it."""
+    values = {}
+    for row in results:
+        if row.get(key) is not None:
+            values.setdefault(tuple(row["input_shape"]), []).append(row[key])
+    return {shape: float(np.median(v)) for shape, v in values.items()}
 
 
 def acceptance(results, reference="deeplabv3_mnv2"):
@@ -217,6 +242,22 @@ def acceptance(results, reference="deeplabv3_mnv2"):
                 f"- {size}: median fp32 {median:.2f} ms / GMAdd; above 2x the median: "
                 + (", ".join(slow) if slow else "none")
             )
+            traffic = [row.get("fp32_ms_per_traffic_gb") for row in rows]
+            traffic = [value for value in traffic if value is not None]
+            if slow and traffic:
+                # A model slow per MAdd but not per byte moved is memory bound by design.
+                median_gb = float(np.median(traffic))
+                per_byte = [
+                    f"{row['name']} {row['fp32_ms_per_traffic_gb'] / median_gb:.2f}x"
+                    for row in rows
+                    if row.get("fp32_ms_per_gmadd") is not None
+                    and row["fp32_ms_per_gmadd"] > 2 * median
+                    and row.get("fp32_ms_per_traffic_gb") is not None
+                ]
+                lines.append(
+                    f"- {size}: per GB of activation traffic (median {median_gb:.2f} ms / GB) "
+                    "the same models run at " + ", ".join(per_byte) + " the median"
+                )
     return "\n".join(lines)
 
 
@@ -440,6 +481,14 @@ def main(argv=None):
         help="speed run: re-estimate batch-norm statistics on this many batches of 2 synthetic "
         "scenes before timing (0: the untrained initial statistics)",
     )
+    parser.add_argument(
+        "--int8-io",
+        default="int8",
+        choices=("int8", "uint8", "float32"),
+        help="input/output type of the int8 models (int8: pixel - 128 as the input's own "
+        "quantisation, the whole graph in XNNPACK; uint8: MediaPipe's input, converted by ops "
+        "outside XNNPACK; float32: quantised inside, float edges)",
+    )
     parser.add_argument("--output", help="write the markdown table here")
     parser.add_argument("--json", help="write the raw rows (JSON) here")
     parser.add_argument("--train", action="store_true", help="accuracy under a CPU budget")
@@ -468,6 +517,7 @@ def main(argv=None):
     header = (
         f"machine: {platform.processor() or platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs; TFLite threads {args.threads}"
+        + (f"; int8 models take and return {args.int8_io}" if not args.train else "")
     )
     if skipped:
         print(f"not registered (skipped): {', '.join(skipped)}")
@@ -511,6 +561,7 @@ def main(argv=None):
             args.runs,
             args.warmup,
             args.statistics_batches,
+            None if args.int8_io == "float32" else args.int8_io,
         )
         text = latency_table(results) + "\n\n" + acceptance(results)
     if args.json:

@@ -189,6 +189,69 @@ def _activation_peak_bytes(graph):
     return peak
 
 
+def tflite_activation_traffic(path_or_content):
+    """Bytes of activations the ops of a ``.tflite`` model read and write, per op type.
+
+    Every op reads its non-constant inputs and writes its outputs once: the sum is the memory
+    traffic a run needs besides the weights, whatever the MAdds. A network of thin layers and
+    element-wise ops (PReLUs, adds, batch norms after concatenations) moves many bytes per
+    multiply-add, and on a CPU such ops run at memory speed, which is why a model can be slow
+    for its MAdds without any op converting badly.
+
+    Returns:
+        dict: ``total_bytes``, ``by_op`` (``{op name: bytes}``, largest first) and
+        ``weight_bytes`` (the constant tensors, read once).
+
+    Example:
+        >>> import keras, kseg
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+        >>> path = kseg.export.tflite(model, "/tmp/conv.tflite")  # doctest: +SKIP
+        >>> kseg.bench.tflite_activation_traffic(path)["total_bytes"]  # doctest: +SKIP
+        1280
+    """
+    import tensorflow as tf
+
+    if isinstance(path_or_content, (bytes, bytearray)):
+        interpreter = tf.lite.Interpreter(
+            model_content=bytes(path_or_content),
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    else:
+        interpreter = tf.lite.Interpreter(
+            model_path=str(path_or_content),
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    ops = interpreter._get_ops_details()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    produced = {int(t) for op in ops for t in op["outputs"]}
+    graph_inputs = {d["index"] for d in interpreter.get_input_details()}
+
+    def size(index):
+        detail = tensors[int(index)]
+        return int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+
+    by_op: dict[str, int] = {}
+    constants: set[int] = set()
+    for op in ops:
+        moved = 0
+        for t in op["inputs"]:
+            t = int(t)
+            if t < 0:  # an optional input left out
+                continue
+            if t in produced or t in graph_inputs:
+                moved += size(t)
+            else:
+                constants.add(t)
+        moved += sum(size(t) for t in op["outputs"])
+        by_op[op["op_name"]] = by_op.get(op["op_name"], 0) + moved
+    return {
+        "total_bytes": int(sum(by_op.values())),
+        "by_op": dict(sorted(by_op.items(), key=lambda item: -item[1])),
+        "weight_bytes": int(sum(size(t) for t in constants)),
+    }
+
+
 def profile(
     model,
     input_shape=None,
@@ -201,6 +264,7 @@ def profile(
     agreement_data=None,
     runs=10,
     warmup=2,
+    int8_io=None,
 ):
     """Counts parameters, multiply-adds and memory of ``model`` for one image of ``input_shape``;
     with ``latency=True`` also times it in Keras and TFLite (see ``measure_latency``).
@@ -225,7 +289,7 @@ def profile(
         ``memory_bytes`` = ``weight_bytes + activation_bytes``.
         With ``latency=True``, the fields of ``measure_latency`` (``latency_ms``,
         ``int8_agreement``, ``peak_rss_bytes``, ...), given ``tflite``, ``threads``,
-        ``representative_data``, ``agreement_data``, ``runs`` and ``warmup``.
+        ``representative_data``, ``agreement_data``, ``runs``, ``warmup`` and ``int8_io``.
 
     Example:
         >>> import keras, kseg
@@ -299,6 +363,7 @@ def profile(
             agreement_data=agreement_data,
             runs=runs,
             warmup=warmup,
+            int8_io=int8_io,
         )
         if latency
         else {}
@@ -423,6 +488,7 @@ def measure_latency(
     runs=10,
     warmup=2,
     seed=0,
+    int8_io=None,
 ):
     """Times one image through ``model`` in Keras and in TFLite; checks int8 against float32.
 
@@ -446,13 +512,19 @@ def measure_latency(
             seed 1 (other scenes than the calibration ones).
         runs, warmup: timed and untimed calls.
         seed: seed of the random timing input.
+        int8_io: None (the int8 model takes and returns float32, converted at its edges) or
+            "uint8" / "int8": integer input and output, as a camera frame arrives on a phone
+            (see ``kseg.export.tflite``'s ``io_dtype``). At 512x1024 the float edges cost as
+            much in int8 as in float32 (the output alone is 10 M values for 19 classes), which
+            hides the int8 speed-up of a cheap network.
 
     Returns:
         dict: ``latency_ms`` (``{"keras": ms, "tflite_float32": ms, "tflite_int8": ms}``, a
         mode that failed to convert maps to None), ``tflite_errors`` (mode -> message),
         ``tflite_bytes`` (mode -> flatbuffer size), ``tflite_undelegated`` (mode -> the ops
         XNNPACK does not run, ``tflite_undelegated_ops``), ``int8_agreement`` (fraction of pixels,
-        or None), ``threads``, ``runs`` and ``peak_rss_bytes`` (the process's peak resident
+        or None), ``tflite_activation_bytes`` (mode -> ``tflite_activation_traffic``'s total),
+        ``int8_io``, ``threads``, ``runs`` and ``peak_rss_bytes`` (the process's peak resident
         memory after the runs, a high-water mark: measure one model per process to read it
         as that model's).
 
@@ -476,11 +548,13 @@ def measure_latency(
     for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, received {value!r}")
+    if int8_io not in (None, "uint8", "int8"):
+        raise ValueError(f'int8_io must be None, "uint8" or "int8". Received: int8_io={int8_io!r}')
     input_shape = _check_input_shape(model, input_shape)
     image = np.random.default_rng(seed).uniform(0, 255, (1,) + input_shape).astype("float32")
 
     latency = {"keras": _median_ms(lambda: model.predict_on_batch(image), runs, warmup)}
-    errors, sizes, outputs, undelegated = {}, {}, {}, {}
+    errors, sizes, outputs, undelegated, traffic = {}, {}, {}, {}, {}
     if "int8" in tflite and representative_data is None:
         representative_data = _scene_images(8, input_shape, seed=0)
     if agreement_data is None and "int8" in tflite:
@@ -495,6 +569,7 @@ def measure_latency(
                     quantize=None if mode == "float32" else mode,
                     representative_data=representative_data if mode == "int8" else None,
                     input_shape=input_shape,
+                    io_dtype=int8_io if mode == "int8" else None,
                 )
             except ValueError as error:
                 latency[f"tflite_{mode}"] = None
@@ -502,10 +577,11 @@ def measure_latency(
                 continue
             sizes[mode] = os.path.getsize(path)
             undelegated[mode] = tflite_undelegated_ops(path, num_threads=threads)[0]
+            traffic[mode] = tflite_activation_traffic(path)["total_bytes"]
             interpreter = export.tflite_interpreter(path, num_threads=threads)
             interpreter.allocate_tensors()
             detail = interpreter.get_input_details()[0]
-            interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+            interpreter.set_tensor(detail["index"], export._to_input(image, detail))
             latency[f"tflite_{mode}"] = _median_ms(interpreter.invoke, runs, warmup)
             if agreement_data is not None and "int8" in tflite:
                 outputs[mode] = export.run_tflite(path, agreement_data, num_threads=threads)
@@ -521,6 +597,8 @@ def measure_latency(
         "tflite_bytes": sizes,
         "tflite_undelegated": undelegated,
         "int8_agreement": agreement,
+        "tflite_activation_bytes": traffic,
+        "int8_io": int8_io,
         "threads": int(threads),
         "runs": int(runs),
         "peak_rss_bytes": _peak_rss_bytes(),

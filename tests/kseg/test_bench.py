@@ -229,6 +229,45 @@ def test_tflite_latencies_and_int8_agreement(monkeypatch, tmp_path):
         bench.measure_latency(model, tflite=("float16",))
 
 
+def test_tflite_activation_traffic_counts_each_op_reads_and_writes(tmp_path):
+    from kseg import export
+
+    inputs = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([y, y]))
+    path = export.tflite(model, tmp_path / "m.tflite", input_shape=(8, 8, 3))
+    traffic = bench.tflite_activation_traffic(path)
+    # the convolution reads the 8x8x3 input and writes 8x8x2; the add reads 8x8x2 twice and
+    # writes it once (float32); its weights, 3*3*3*2 + 2 biases, are not activations
+    assert traffic["by_op"] == {"ADD": 3 * 8 * 8 * 2 * 4, "CONV_2D": (8 * 8 * 3 + 8 * 8 * 2) * 4}
+    assert traffic["total_bytes"] == 1536 + 1280
+    assert traffic["weight_bytes"] == (3 * 3 * 3 * 2 + 2) * 4
+    assert bench.tflite_activation_traffic(open(path, "rb").read()) == traffic
+
+
+def test_int8_io_gives_integer_edges(monkeypatch):
+    import itertools
+
+    import numpy as np
+
+    ticks = itertools.count(0, 0.005)
+    monkeypatch.setattr(bench, "_clock", lambda: next(ticks))
+    rng = np.random.default_rng(0)
+    info = bench.measure_latency(
+        _small_model(),
+        representative_data=rng.uniform(0, 255, (4, 16, 24, 3)).astype("float32"),
+        agreement_data=rng.uniform(0, 255, (2, 16, 24, 3)).astype("float32"),
+        runs=1,
+        warmup=0,
+        int8_io="int8",
+    )
+    assert info["int8_io"] == "int8" and info["tflite_undelegated"]["int8"] == {}
+    assert info["tflite_activation_bytes"]["float32"] > 0
+    assert 0.9 <= info["int8_agreement"] <= 1.0
+    with pytest.raises(ValueError, match="int8_io=.float16."):
+        bench.measure_latency(_small_model(), int8_io="float16")
+
+
 def test_latency_table_columns_and_figures(monkeypatch, capsys):
     from kseg.cli.main import main
 

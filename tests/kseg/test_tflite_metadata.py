@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kseg
-from kseg import export, tflite_metadata
+from kseg import bench, export, tflite_metadata
 
 pytest.importorskip("tensorflow_lite_support.metadata.python.metadata_writers")
 
@@ -102,6 +102,27 @@ def test_int8_io(tmp_path):
     scale, zero_point = out["quantization"]
     got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
     want = model.predict(image.astype(np.float32), verbose=0)
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.97
+    # int8 input: pixel - 128 as the input's own quantisation (scale 1, zero point -128), with
+    # no CAST / QUANTIZE left outside XNNPACK at the input (with uint8 both are)
+    dark_int8 = export.tflite(
+        model,
+        tmp_path / "dark_int8.tflite",
+        quantize="int8",
+        representative_data=calibration * 0.3,
+        input_shape=(32, 32, 3),
+        io_dtype="int8",
+    )
+    interpreter = export.tflite_interpreter(dark_int8)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    assert inp["quantization"] == (1.0, -128)
+    assert bench.tflite_undelegated_ops(dark_int8) == ({}, 1)
+    interpreter.set_tensor(inp["index"], (image.astype(np.int16) - 128).astype(np.int8))
+    interpreter.invoke()
+    out = interpreter.get_output_details()[0]
+    scale, zero_point = out["quantization"]
+    got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.97
 
 
