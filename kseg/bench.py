@@ -739,7 +739,7 @@ def latency_rows(
         num_classes: classes each model is built with.
         model_kwargs: optional ``{name: {kwarg: value}}`` for ``kseg.models.create``.
         **latency_kwargs: ``tflite``, ``threads``, ``runs``, ``warmup``,
-            ``representative_data`` of ``profile``.
+            ``representative_data``, ``int8_io`` of ``profile``.
 
     Example:
         >>> rows = kseg.bench.latency_rows(["lraspp"], (64, 64, 3), threads=2)  # doctest: +SKIP

@@ -416,6 +416,12 @@ def _build_parser():
     bench.add_argument("--threads", type=int, default=2, help="TFLite threads (--latency)")
     bench.add_argument("--runs", type=int, default=10, help="timed runs per median (--latency)")
     bench.add_argument(
+        "--int8-io",
+        choices=("int8", "uint8"),
+        default=None,
+        help="--latency: integer input/output for the int8 model (default float32 edges)",
+    )
+    bench.add_argument(
         "--num-classes", type=int, default=None, help="default 21; 19 with --latency"
     )
 
@@ -1255,6 +1261,7 @@ def _run_bench(args):
             num_classes=args.num_classes or 19,
             threads=args.threads,
             runs=args.runs,
+            int8_io=args.int8_io,
         )
         print(kseg.bench.format_latency_rows(rows))
         for row in rows:
