@@ -177,12 +177,14 @@ INT8_EXCLUDED = {
     # check_model's coloured blocks and int8 is measured on shapes scenes it never saw, so the
     # argmax compared is that of near-tied logits (benchmarks/RESULTS.md, int8 agreement):
     # train the int8 rows on scenes before judging the unpooling indices.
+    # Trained on scenes instead, ENet agrees on >= 98.9 %: test_tflite_int8_after_training_on_scenes.
     "enet": "int8 max-unpooling indices differ from float32 (89.9 %; cause in the comment)",
     # The int8 BGR flip bug (54.6-80 %) is fixed; what is left is the error accumulated along
     # the dilated ResNet branch (RMSE / std 0.13-0.27 there, 0.056 at the logits) against
     # barely trained logits: 96.2 % and 98.4 % on two initialisations, so not reliably >= 97 %.
     # Measured again on seeds 0 and 1: 98.3 % and 96.2 %, median top-2 logit margins 0.57 and
     # 0.28 (not near-tied, unlike ENet): the loss is the dilated branch's accumulated rounding.
+    # Trained on scenes instead, ICNet agrees on >= 99.2 %: test_tflite_int8_after_training_on_scenes.
     "icnet": "96.2-98.4 % after 30 steps depending on the initialisation (see the comment)",
     # layer normalisation, GELU and the attention softmax quantised to int8 after 3 steps:
     # 95.5 % of the pixels agree (float32 TFLite agrees on >= 99.9 %)
@@ -357,6 +359,49 @@ def test_tflite_int8_full_integer(name, names, tmp_path):
     )
     ops = {d["op_name"] for d in export.tflite_interpreter(path)._get_ops_details()}
     assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
+    report = export.verify(model, path, held_out)
+    assert report["argmax_agreement"] >= INT8_AGREEMENT, report
+
+
+# Rows whose int8 agreement is judged after training on the scenes it is measured on (the
+# 30 block-batch steps above leave near-tied logits: see INT8_EXCLUDED), with the steps.
+INT8_TRAINED_ON_SCENES = {"enet": 300, "icnet": 300}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(INT8_TRAINED_ON_SCENES))
+def test_tflite_int8_after_training_on_scenes(name, tmp_path):
+    """ENet and ICNet trained on shapes scenes (Adam 2e-3, batch 8), then full-integer int8
+    calibrated on 8 scenes and compared on 4 others: >= 97 % (seeds 0 and 1: ENet 99.2 % and
+    98.9 %, ICNet 99.3 % and 99.2 %)."""
+    import keras
+
+    from kseg.data import synthetic_numpy
+
+    keras.utils.set_random_seed(0)
+    model = _build(name)
+    images, labels = synthetic_numpy(256, image_size=(64, 96), seed=5, num_classes=NUM_CLASSES)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    outputs = len(model.outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3), loss=loss if outputs == 1 else [loss] * outputs
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(INT8_TRAINED_ON_SCENES[name]):
+        batch = rng.choice(len(images), 8, replace=False)
+        target = labels[batch]
+        model.train_on_batch(images[batch], target if outputs == 1 else [target] * outputs)
+    held_out = _images(name, 4, (64, 96), seed=1)
+    predicted = np.asarray(export._first_output(model(held_out, training=False))).argmax(-1)
+    # trained, not collapsed onto the background (the scenes have 76 % background)
+    assert np.mean(predicted != 0) >= 0.04, np.bincount(predicted.ravel())
+    path = export.tflite(
+        model,
+        tmp_path / f"{name}_int8.tflite",
+        quantize="int8",
+        representative_data=_images(name, 8, (64, 96), seed=0),
+        input_shape=(64, 96, 3),
+    )
     report = export.verify(model, path, held_out)
     assert report["argmax_agreement"] >= INT8_AGREEMENT, report
 
