@@ -233,29 +233,30 @@ def acceptance(results, reference="deeplabv3_mnv2"):
         if per:
             median = float(np.median(per))
             slow = [
-                f"{row['name']} ({row['fp32_ms_per_gmadd'] / median:.2f}x)"
+                row
                 for row in rows
                 if row.get("fp32_ms_per_gmadd") is not None
                 and row["fp32_ms_per_gmadd"] > 2 * median
             ]
             lines.append(
                 f"- {size}: median fp32 {median:.2f} ms / GMAdd; above 2x the median: "
-                + (", ".join(slow) if slow else "none")
+                + (
+                    ", ".join(
+                        f"{row['name']} ({row['fp32_ms_per_gmadd'] / median:.2f}x)" for row in slow
+                    )
+                    or "none"
+                )
             )
-            traffic = [row.get("fp32_ms_per_traffic_gb") for row in rows]
-            traffic = [value for value in traffic if value is not None]
+            traffic = _medians(rows, "fp32_ms_per_traffic_gb").get(shape)
             if slow and traffic:
                 # A model slow per MAdd but not per byte moved is memory bound by design.
-                median_gb = float(np.median(traffic))
                 per_byte = [
-                    f"{row['name']} {row['fp32_ms_per_traffic_gb'] / median_gb:.2f}x"
-                    for row in rows
-                    if row.get("fp32_ms_per_gmadd") is not None
-                    and row["fp32_ms_per_gmadd"] > 2 * median
-                    and row.get("fp32_ms_per_traffic_gb") is not None
+                    f"{row['name']} {row['fp32_ms_per_traffic_gb'] / traffic:.2f}x"
+                    for row in slow
+                    if row.get("fp32_ms_per_traffic_gb") is not None
                 ]
                 lines.append(
-                    f"- {size}: per GB of activation traffic (median {median_gb:.2f} ms / GB) "
+                    f"- {size}: per GB of activation traffic (median {traffic:.2f} ms / GB) "
                     "the same models run at " + ", ".join(per_byte) + " the median"
                 )
     return "\n".join(lines)

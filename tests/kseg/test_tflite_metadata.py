@@ -59,6 +59,18 @@ def test_float_metadata_reads_back(tmp_path):
     assert tflite_metadata.read_segmenter_metadata(plain)["labels"] == NAMES
 
 
+def _run_integer_model(path, image):
+    """(input quantisation, dequantised output) of an integer-I/O TFLite model on ``image``."""
+    interpreter = export.tflite_interpreter(path)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.set_tensor(inp["index"], image)
+    interpreter.invoke()
+    scale, zero_point = out["quantization"]
+    got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
+    return inp["quantization"], got
+
+
 def test_int8_io(tmp_path):
     model = small_model()
     calibration = pixels(16, seed=2)
@@ -91,16 +103,9 @@ def test_int8_io(tmp_path):
     meta = tflite_metadata.read_segmenter_metadata(dark)
     assert meta["inputs"][0]["dtype"] == "uint8" and meta["norm_mean"] is None
     assert meta["labels"] == NAMES
-    interpreter = export.tflite_interpreter(dark)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    assert inp["quantization"] in ((0.0, 0), (1.0, 0))  # no calibrated input scale
     image = np.round(held_out[:1] * 0.3).astype(np.uint8)  # as dark as the calibration
-    interpreter.set_tensor(inp["index"], image)
-    interpreter.invoke()
-    out = interpreter.get_output_details()[0]
-    scale, zero_point = out["quantization"]
-    got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
+    quantization, got = _run_integer_model(dark, image)
+    assert quantization in ((0.0, 0), (1.0, 0))  # no calibrated input scale
     want = model.predict(image.astype(np.float32), verbose=0)
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.97
     # int8 input: pixel - 128 as the input's own quantisation (scale 1, zero point -128), with
@@ -113,16 +118,11 @@ def test_int8_io(tmp_path):
         input_shape=(32, 32, 3),
         io_dtype="int8",
     )
-    interpreter = export.tflite_interpreter(dark_int8)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    assert inp["quantization"] == (1.0, -128)
+    quantization, got = _run_integer_model(
+        dark_int8, (image.astype(np.int16) - 128).astype(np.int8)
+    )
+    assert quantization == (1.0, -128)
     assert bench.tflite_undelegated_ops(dark_int8) == ({}, 1)
-    interpreter.set_tensor(inp["index"], (image.astype(np.int16) - 128).astype(np.int8))
-    interpreter.invoke()
-    out = interpreter.get_output_details()[0]
-    scale, zero_point = out["quantization"]
-    got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.97
 
 
