@@ -362,6 +362,34 @@ def test_prune_channels_removing_zero_filters_keeps_the_outputs(build, narrowed,
     np.testing.assert_array_equal(model.predict(images, verbose=0), expected)
 
 
+def test_segnet_pooling_indices_and_unpooled_values_keep_the_same_channels():
+    # block1_conv2's pooling indices place decoder2_conv1's channels in decoder1_unpool: a
+    # channel is removed from both or from neither, ranked by the two L1 norms summed.
+    keras.utils.set_random_seed(0)
+    model = kseg.models.SegNet(
+        num_classes=3, input_shape=(32, 32, 3), stage_filters=(4, 8, 8, 8, 16)
+    )
+    encoder, decoder = model.get_layer("block1_conv2"), model.get_layer("decoder2_conv1")
+    ke, kd = encoder.get_weights(), decoder.get_weights()
+    # alone, the encoder would keep 2 and 3, the decoder 0 and 1; summed (2.1 3.2 1.25 2.3): 1, 3
+    ke[0] *= np.array([0.1, 0.2, 1.0, 2.0]) / np.abs(ke[0]).sum(axis=(0, 1, 2))
+    kd[0] *= np.array([2.0, 3.0, 0.25, 0.3]) / np.abs(kd[0]).sum(axis=(0, 1, 2))
+    ke[1], kd[1] = np.arange(4.0), np.arange(4.0) + 10
+    encoder.set_weights(ke)
+    decoder.set_weights(kd)
+    narrow, report = compress.prune_channels(model, 0.5)
+    np.testing.assert_array_equal(narrow.get_layer("block1_conv2").bias.numpy(), [1.0, 3.0])
+    np.testing.assert_array_equal(narrow.get_layer("decoder2_conv1").bias.numpy(), [11.0, 13.0])
+    # the next convolution reads input channels 1 and 3 (its own filters are halved too)
+    after = narrow.get_layer("block2_conv1").kernel.numpy()
+    before = model.get_layer("block2_conv1").kernel.numpy()[:, :, [1, 3]]
+    assert all(
+        any(np.array_equal(after[..., k], before[..., j]) for j in range(8)) for k in range(4)
+    )
+    assert report["layers"]["block1_conv2"]["kept"] == 2
+    assert report["layers"]["decoder2_conv1"]["kept"] == 2
+
+
 def test_prune_channels_removes_the_smallest_l1_filters_and_slices_consumers():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(4, 1, use_bias=False, name="c1")(inputs)
