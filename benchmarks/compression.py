@@ -332,6 +332,10 @@ def _copy(model):
     return copy
 
 
+def _keras_miou(model, val):
+    return _miou(np.asarray(model.predict(val[0], batch_size=50, verbose=0)), val[1])
+
+
 def _kept_filters(model, original):
     """``{layer: filters}`` of ``model``'s layers that have fewer than in ``original``."""
     kept = {}
@@ -347,12 +351,13 @@ def _kept_filters(model, original):
     return kept
 
 
-def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher, distill):
+def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher, distill, val=None):
     """Cuts ``options["ratio"]`` of the filters in ``rounds`` equal steps of the original filter
     count, ``round_steps`` training steps apart (each cut rebuilds the narrower model and
     fine-tunes it, distilled when ``teacher`` is set), the last cut followed by the rest of the
     ``steps``. One round: the one-shot cut then ``steps`` of fine-tuning. Returns ``(model,
-    report, rounds)``, ``report`` the first cut's with the final filter counts."""
+    report, rounds)``, ``report`` the first cut's with the final filter counts; with ``val``,
+    each round records the held-out mIoU (Keras) after its cut and after its training."""
     rounds, every = options.get("rounds", 1), options.get("round_steps", 0)
     if rounds > 1 and every * (rounds - 1) >= steps:
         raise ValueError(
@@ -402,14 +407,19 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
                 "steps": segment,
             }
         )
+        if val is not None:
+            log[-1]["miou_after_cut"] = round(_keras_miou(current, val), 4)
         _fit(current, train, segment, lr, args.seed + r - 1, teacher=teacher, options=distill)
+        if val is not None:
+            log[-1]["miou_after_training"] = round(_keras_miou(current, val), 4)
         print(f"  cut {r}/{rounds}: {removed}/{total} filters removed, then {segment} steps")
+        print(f"    {log[-1]}", flush=True)
     kept = _kept_filters(current, original)
     first = dict(first, removed=removed, layers={k: {"kept": v} for k, v in kept.items()})
     return current, first, log
 
 
-def fine_tuned_variants(name, model, args, train):
+def fine_tuned_variants(name, model, args, train, val=None):
     """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
     folder = os.path.join(args.work_dir, name)
     os.makedirs(folder, exist_ok=True)
@@ -480,7 +490,7 @@ def fine_tuned_variants(name, model, args, train):
                 "weighted": options.get("kd_weighted", True),
             }
             copy, report, rounds = _gradual_cut(
-                source, options, prune_options, steps - slim, train, lr, args, teacher, distill
+                source, options, prune_options, steps - slim, train, lr, args, teacher, distill, val
             )
             notes = {
                 "left": report["left"],
@@ -508,7 +518,7 @@ def measure(name, args, train, val):
     variants = {"float32": (model, None, {})}
     for quantize in ("float16", "dynamic", "int8"):
         variants[quantize] = (model, quantize, {})
-    for label, (tuned, notes) in fine_tuned_variants(name, model, args, train).items():
+    for label, (tuned, notes) in fine_tuned_variants(name, model, args, train, val).items():
         variants[label] = (tuned, None, notes)
 
     size = (args.image_size, args.image_size, 3)
