@@ -16,7 +16,8 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
 - ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]
   [:kd|kd_plain][:slim=N[/S]][:grad=K/S]``): ``kseg.compress.prune_channels(ratio=R,
   scope=..., criterion=..., min_keep=F)`` + fine-tuning; ``cost=P``: ranked by importance per
-  multiply-add (``cost="madds", cost_power=P``); ``kd``: distilled from the unpruned trained
+  multiply-add (``cost="madds", cost_power=P``; ``madds=F``: P found by bisection so that
+  the cut leaves at most F of the multiply-adds); ``kd``: distilled from the unpruned trained
   model (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by
   the hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps
   of the budget train the unpruned model with ``kseg.compress.bn_sparsity(S)`` (default
@@ -279,7 +280,7 @@ def _magnitude_spec(spec):
 def _channel_spec(spec):
     """``"R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P][:kd|kd_plain][:slim=N[/STRENGTH]]
     [:grad=K/S]"``: ratio, ``prune_channels`` options (``cost=P``: ``cost="madds"``,
-    ``cost_power=P``), distillation (``kd``: the KL weighted per pixel by the hard loss's class
+    ``cost_power=P``; ``madds=F``: the power that leaves F of the MAdds), distillation (``kd``: the KL weighted per pixel by the hard loss's class
     weights; ``kd_plain``: unweighted), N steps of batch-norm sparsity training (L1 on the
     gammas, ``--slim-strength``) before the cut, taken out of the same budget, and gradual
     pruning: K cuts of R/K of the original filters each, S steps of fine-tuning apart."""
@@ -299,6 +300,8 @@ def _channel_spec(spec):
             options["kd_weighted"] = part == "kd"
         elif part.startswith("cost="):  # importance per multiply-add, to this power
             options["cost_power"] = float(part[len("cost=") :])
+        elif part.startswith("madds="):  # cost-aware, the power found to leave this share
+            options["madds_target"] = float(part[len("madds=") :])
         elif part.startswith("grad="):  # grad=K/S: K cuts S steps apart
             rounds, _, every = part[len("grad=") :].partition("/")
             options["rounds"], options["round_steps"] = int(rounds), int(every)
@@ -314,6 +317,8 @@ def _channel_spec(spec):
         extra.append(f"{options['scope']} {options['criterion']} (floor {floor:g})")
     if "cost_power" in options:
         extra.append(f"per MAdd^{options['cost_power']:g}")
+    if "madds_target" in options:
+        extra.append(f"per MAdd to {options['madds_target']:g} of the MAdds")
     if options.get("rounds", 1) > 1:
         extra.append(f"{options['rounds']} cuts every {options['round_steps']} steps")
     if options.get("slim_steps"):
@@ -334,6 +339,27 @@ def _copy(model):
 
 def _keras_miou(model, val):
     return _miou(np.asarray(model.predict(val[0], batch_size=50, verbose=0)), val[1])
+
+
+def _conv_madds(model):
+    return kseg.bench.profile(model, (256, 256, 3))["madds"]
+
+
+def _power_for(model, ratio, prune_options, target, original):
+    """The smallest ``cost_power`` (bisection in [0, 1]) whose cut of ``model`` leaves at most
+    ``target`` of ``original``'s multiply-adds (``kseg.bench.profile`` at 256x256)."""
+    base = _conv_madds(original)
+    options = dict(prune_options, cost="madds")
+    low, high = 0.0, 1.0
+    for _ in range(8):
+        middle = (low + high) / 2
+        narrow, _ = compress.prune_channels(model, ratio, **dict(options, cost_power=middle))
+        if _conv_madds(narrow) <= target * base:
+            high = middle
+        else:
+            low = middle
+    print(f"  cost_power {high:.4f} leaves <= {target:g} of the MAdds", flush=True)
+    return high
 
 
 def _kept_filters(model, original):
@@ -383,6 +409,11 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
             target = int(round(options["ratio"] * total * r / rounds))
             ratio = (target - removed) / (total - removed)
         before = current
+        if "madds_target" in options and r == rounds:
+            prune_options["cost_power"] = _power_for(
+                before, ratio, prune_options, options["madds_target"], original
+            )
+            options["cost_power_found"] = prune_options["cost_power"]
         current, report = compress.prune_channels(before, ratio, **prune_options)
         if total is None:
             total, removed, first = report["filters"], 0, report
@@ -483,6 +514,8 @@ def fine_tuned_variants(name, model, args, train, val=None):
             }
             if "cost_power" in options:
                 prune_options.update(cost="madds", cost_power=options["cost_power"])
+            if "madds_target" in options:
+                prune_options.update(cost="madds")
             teacher = _copy(model) if options.get("distill") else None
             distill = {
                 "temperature": args.kd_temperature,
@@ -652,7 +685,7 @@ def main(argv=None):
         nargs="+",
         default=["0.5", "0.5:global:bn_gamma:kd"],
         help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]"
-        "[:kd|kd_plain][:slim=N[/S]][:grad=K/S]",
+        "[:madds=F][:kd|kd_plain][:slim=N[/S]][:grad=K/S]",
     )
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
