@@ -402,8 +402,23 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
             if (n := getattr(layer, "filters", None) or getattr(layer, "units", None))
         }
     log = []
+    per_layer = prune_options.get("scope", "layer") == "layer" and rounds > 1
+    widths = {
+        layer.name: n
+        for layer in original.layers
+        if (n := getattr(layer, "filters", None) or getattr(layer, "units", None))
+    }
     for r in range(1, rounds + 1):
-        if total is None:
+        if per_layer:
+            # Every layer down to its own share of the schedule, as the one-shot cut at the end
+            # (one ratio over the shrinking layers would round the small ones to no cut).
+            target = None
+            ratio = 0.999
+            prune_options["min_keep"] = {
+                name: n - int(math.floor(options["ratio"] * n * r / rounds + 1e-9))
+                for name, n in widths.items()
+            }
+        elif total is None:
             ratio = options["ratio"] / rounds
         else:  # of the original prunable filters, cumulatively r/rounds of the target
             target = int(round(options["ratio"] * total * r / rounds))
@@ -417,7 +432,7 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
         current, report = compress.prune_channels(before, ratio, **prune_options)
         if total is None:
             total, removed, first = report["filters"], 0, report
-        elif r == rounds and report["removed"] < target - removed:
+        elif target is not None and r == rounds and report["removed"] < target - removed:
             # Per-layer rounding (layer scope, floors) fell short of the target: the smallest
             # larger ratio that reaches it, by bisection.
             low, high = ratio, 0.999

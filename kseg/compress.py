@@ -1036,9 +1036,11 @@ def prune_channels(
         skip: layer names (``fnmatch`` patterns) or classes whose filters are all kept.
         scope: "layer" or "global" (see above).
         min_keep: under "global", the fraction of each layer's filters always kept, in [0, 1]
-            (at least one filter is kept whatever the value), or ``{layer name: filters}``,
-            the number each named layer keeps at least (others: 1), e.g. the floors of the
-            unpruned model when a model is cut in several rounds.
+            (at least one filter is kept whatever the value); or, under either scope,
+            ``{layer name: filters}``, the number each named layer keeps at least (others: 1),
+            e.g. the floors of the unpruned model when a model is cut in several rounds, or
+            each layer's share of a gradual schedule (a ratio near 1 then cuts every named
+            layer down to its count).
         cost: None (rank by importance alone) or "madds" (importance per multiply-add saved,
             see above).
         cost_power: exponent of the normalised cost under ``cost="madds"``, >= 0.
@@ -1170,15 +1172,16 @@ def prune_channels(
         key: [r for r in roots if channels.reason(r) is None] for key, roots in clusters.items()
     }
     prunable = sum(len(groups[r]) for free in frees.values() for r in free)
+
+    def floor(roots):
+        if isinstance(min_keep, dict):
+            names = {n for r in roots for n, _, _ in groups[r]}
+            return max([1] + [int(min_keep.get(n, 1)) for n in names])
+        return max(1, math.ceil(min_keep * len(roots) - 1e-9))
+
     if scope == "global":
         # The least important filters of the whole model first, each layer (cluster) down to
         # its floor; a removed group removes all its coupled filters.
-
-        def floor(roots):
-            if isinstance(min_keep, dict):
-                names = {n for r in roots for n, _, _ in groups[r]}
-                return max([1] + [int(min_keep.get(n, 1)) for n in names])
-            return max(1, math.ceil(min_keep * len(roots) - 1e-9))
 
         quota = {
             key: max(0, min(len(frees[key]), len(roots) - floor(roots)))
@@ -1204,6 +1207,8 @@ def prune_channels(
             count = min(int(math.floor(ratio * len(roots) + 1e-9)), len(free))
             if free and count >= len(free) and len(free) == len(roots):
                 count = len(free) - 1  # keep at least one channel
+            if isinstance(min_keep, dict):  # floors in filters apply to either scope
+                count = max(0, min(count, len(roots) - floor(roots)))
             free.sort(key=importance)
             removed.update(free[:count])
     for key, roots in clusters.items():

@@ -579,6 +579,13 @@ def test_min_keep_per_layer_counts_are_floors_in_filters():
     )
     # c1 may lose one filter (.1); the other five come from c2
     assert report["layers"] == {"c1": {"filters": 4, "kept": 3}, "c2": {"filters": 8, "kept": 3}}
+    # layer scope: each layer cut to its count by a ratio near 1 (a gradual schedule's round)
+    narrow, report = compress.prune_channels(
+        model, 0.99, criterion="bn_gamma", min_keep={"c1": 2, "c2": 5, "head": 2}
+    )
+    assert report["layers"] == {"c1": {"filters": 4, "kept": 2}, "c2": {"filters": 8, "kept": 5}}
+    c2 = model.get_layer("c2").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("c2").kernel.numpy(), c2[:, :, [2, 3]][..., 3:])
 
 
 def _logits_model(seed, filters=4):
