@@ -13,14 +13,18 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
 - ``magnitude S`` (``--magnitude``; ``blocks of B``: ``block_size=B``; ``L dense``: layer ``L``
   skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
   budget) + fine-tuning, then ``strip``;
-- ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain]
-  [:slim=N[/S]]``): ``kseg.compress.prune_channels(ratio=R, scope=..., criterion=...,
-  min_keep=F)`` + fine-tuning; ``kd``: distilled from the unpruned trained model
-  (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by the
-  hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps of the
-  budget train the unpruned model with ``kseg.compress.bn_sparsity(S)`` (default
-  ``--slim-strength``) before the cut. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it would
-  be its own teacher).
+- ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]
+  [:kd|kd_plain][:slim=N[/S]][:grad=K/S]``): ``kseg.compress.prune_channels(ratio=R,
+  scope=..., criterion=..., min_keep=F)`` + fine-tuning; ``cost=P``: ranked by importance per
+  multiply-add (``cost="madds", cost_power=P``; ``madds=F``: P found by bisection so that
+  the cut leaves at most F of the multiply-adds); ``kd``: distilled from the unpruned trained
+  model (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by
+  the hard loss's class weights; ``kd_plain``: unweighted); ``slim=N[/S]``: the first N steps
+  of the budget train the unpruned model with ``kseg.compress.bn_sparsity(S)`` (default
+  ``--slim-strength``) before the cut; ``grad=K/S``: gradual pruning, K cuts of R/K of the
+  original filters each, S steps of fine-tuning apart, the last cut followed by the rest of
+  the budget. The unpruned ``float32 + FT`` reference is fine-tuned on the labels alone (it
+  would be its own teacher).
 
 Measured per variant: held-out mIoU of the TFLite model's outputs (single pass), stripped-kernel
 sparsity, TFLite size raw and ``gzip -9``, MAdds, and TFLite latency (XNNPACK, ``--threads``,
@@ -45,6 +49,7 @@ import contextlib
 import fcntl
 import gzip
 import json
+import math
 import os
 import platform
 import tempfile
@@ -273,10 +278,12 @@ def _magnitude_spec(spec):
 
 
 def _channel_spec(spec):
-    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/STRENGTH]]"``: ratio,
-    ``prune_channels`` options, distillation (``kd``: the KL weighted per pixel by the hard
-    loss's class weights; ``kd_plain``: unweighted), and N steps of batch-norm sparsity training (L1 on the gammas,
-    ``--slim-strength``) before the cut, taken out of the same budget."""
+    """``"R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P][:kd|kd_plain][:slim=N[/STRENGTH]]
+    [:grad=K/S]"``: ratio, ``prune_channels`` options (``cost=P``: ``cost="madds"``,
+    ``cost_power=P``; ``madds=F``: the power that leaves F of the MAdds), distillation (``kd``: the KL weighted per pixel by the hard loss's class
+    weights; ``kd_plain``: unweighted), N steps of batch-norm sparsity training (L1 on the
+    gammas, ``--slim-strength``) before the cut, taken out of the same budget, and gradual
+    pruning: K cuts of R/K of the original filters each, S steps of fine-tuning apart."""
     parts = spec.split(":")
     options = {"ratio": float(parts[0]), "scope": "layer", "criterion": "l1"}
     label = f"channels {options['ratio']:.0%}"
@@ -291,6 +298,13 @@ def _channel_spec(spec):
         elif part in ("kd", "kd_plain"):
             options["distill"] = True
             options["kd_weighted"] = part == "kd"
+        elif part.startswith("cost="):  # importance per multiply-add, to this power
+            options["cost_power"] = float(part[len("cost=") :])
+        elif part.startswith("madds="):  # cost-aware, the power found to leave this share
+            options["madds_target"] = float(part[len("madds=") :])
+        elif part.startswith("grad="):  # grad=K/S: K cuts S steps apart
+            rounds, _, every = part[len("grad=") :].partition("/")
+            options["rounds"], options["round_steps"] = int(rounds), int(every)
         elif part.startswith("slim="):  # slim=N or slim=N/STRENGTH
             steps, _, strength = part[len("slim=") :].partition("/")
             options["slim_steps"] = int(steps)
@@ -301,6 +315,12 @@ def _channel_spec(spec):
     if options["scope"] == "global" or options["criterion"] != "l1":
         floor = options.get("min_keep", 0.1)
         extra.append(f"{options['scope']} {options['criterion']} (floor {floor:g})")
+    if "cost_power" in options:
+        extra.append(f"per MAdd^{options['cost_power']:g}")
+    if "madds_target" in options:
+        extra.append(f"per MAdd to {options['madds_target']:g} of the MAdds")
+    if options.get("rounds", 1) > 1:
+        extra.append(f"{options['rounds']} cuts every {options['round_steps']} steps")
     if options.get("slim_steps"):
         strength = options.get("slim_strength")
         extra.append(
@@ -317,7 +337,135 @@ def _copy(model):
     return copy
 
 
-def fine_tuned_variants(name, model, args, train):
+def _keras_miou(model, val):
+    return _miou(np.asarray(model.predict(val[0], batch_size=50, verbose=0)), val[1])
+
+
+def _conv_madds(model):
+    return kseg.bench.profile(model, (256, 256, 3))["madds"]
+
+
+def _power_for(model, ratio, prune_options, target, original):
+    """The smallest ``cost_power`` (bisection in [0, 1]) whose cut of ``model`` leaves at most
+    ``target`` of ``original``'s multiply-adds (``kseg.bench.profile`` at 256x256)."""
+    base = _conv_madds(original)
+    options = dict(prune_options, cost="madds")
+    low, high = 0.0, 1.0
+    for _ in range(8):
+        middle = (low + high) / 2
+        narrow, _ = compress.prune_channels(model, ratio, **dict(options, cost_power=middle))
+        if _conv_madds(narrow) <= target * base:
+            high = middle
+        else:
+            low = middle
+    print(f"  cost_power {high:.4f} leaves <= {target:g} of the MAdds", flush=True)
+    return high
+
+
+def _kept_filters(model, original):
+    """``{layer: filters}`` of ``model``'s layers that have fewer than in ``original``."""
+    kept = {}
+    for layer in original.layers:
+        before = getattr(layer, "filters", None) or getattr(layer, "units", None)
+        try:
+            after = model.get_layer(layer.name)
+        except ValueError:
+            continue
+        after = getattr(after, "filters", None) or getattr(after, "units", None)
+        if before and after and after < before:
+            kept[layer.name] = after
+    return kept
+
+
+def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher, distill, val=None):
+    """Cuts ``options["ratio"]`` of the filters in ``rounds`` equal steps of the original filter
+    count, ``round_steps`` training steps apart (each cut rebuilds the narrower model and
+    fine-tunes it, distilled when ``teacher`` is set), the last cut followed by the rest of the
+    ``steps``. One round: the one-shot cut then ``steps`` of fine-tuning. Returns ``(model,
+    report, rounds)``, ``report`` the first cut's with the final filter counts; with ``val``,
+    each round records the held-out mIoU (Keras) after its cut and after its training."""
+    rounds, every = options.get("rounds", 1), options.get("round_steps", 0)
+    if rounds > 1 and every * (rounds - 1) >= steps:
+        raise ValueError(
+            f"{rounds} cuts {every} steps apart do not fit in {steps} steps. "
+            f"Received: rounds={rounds}, round_steps={every}"
+        )
+    original, current = model, model
+    total = removed = None
+    prune_options = dict(prune_options)
+    if prune_options.get("scope") == "global" and rounds > 1:
+        # Each layer's floor counted on the unpruned model, not on the last round's.
+        fraction = prune_options.get("min_keep", 0.1)
+        prune_options["min_keep"] = {
+            layer.name: max(1, math.ceil(fraction * n - 1e-9))
+            for layer in original.layers
+            if (n := getattr(layer, "filters", None) or getattr(layer, "units", None))
+        }
+    log = []
+    per_layer = prune_options.get("scope", "layer") == "layer" and rounds > 1
+    widths = {
+        layer.name: n
+        for layer in original.layers
+        if (n := getattr(layer, "filters", None) or getattr(layer, "units", None))
+    }
+    for r in range(1, rounds + 1):
+        if per_layer:
+            # Every layer down to its own share of the schedule, as the one-shot cut at the end
+            # (one ratio over the shrinking layers would round the small ones to no cut).
+            target = None
+            ratio = 0.999
+            prune_options["min_keep"] = {
+                name: n - int(math.floor(options["ratio"] * n * r / rounds + 1e-9))
+                for name, n in widths.items()
+            }
+        elif total is None:
+            ratio = options["ratio"] / rounds
+        else:  # of the original prunable filters, cumulatively r/rounds of the target
+            target = int(round(options["ratio"] * total * r / rounds))
+            ratio = (target - removed) / (total - removed)
+        before = current
+        if "madds_target" in options and r == rounds:
+            prune_options["cost_power"] = _power_for(
+                before, ratio, prune_options, options["madds_target"], original
+            )
+            options["cost_power_found"] = prune_options["cost_power"]
+        current, report = compress.prune_channels(before, ratio, **prune_options)
+        if total is None:
+            total, removed, first = report["filters"], 0, report
+        elif target is not None and r == rounds and report["removed"] < target - removed:
+            # Per-layer rounding (layer scope, floors) fell short of the target: the smallest
+            # larger ratio that reaches it, by bisection.
+            low, high = ratio, 0.999
+            for _ in range(10):
+                middle = (low + high) / 2
+                trial = compress.prune_channels(before, middle, **prune_options)
+                if trial[1]["removed"] >= target - removed:
+                    high, ratio, (current, report) = middle, middle, trial
+                else:
+                    low = middle
+        removed += report["removed"]
+        segment = every if r < rounds else steps - every * (rounds - 1)
+        log.append(
+            {
+                "ratio": round(ratio, 4),
+                "removed": report["removed"],
+                "madds_removed": round(report["madds_removed"], 4),
+                "steps": segment,
+            }
+        )
+        if val is not None:
+            log[-1]["miou_after_cut"] = round(_keras_miou(current, val), 4)
+        _fit(current, train, segment, lr, args.seed + r - 1, teacher=teacher, options=distill)
+        if val is not None:
+            log[-1]["miou_after_training"] = round(_keras_miou(current, val), 4)
+        print(f"  cut {r}/{rounds}: {removed}/{total} filters removed, then {segment} steps")
+        print(f"    {log[-1]}", flush=True)
+    kept = _kept_filters(current, original)
+    first = dict(first, removed=removed, layers={k: {"kept": v} for k, v in kept.items()})
+    return current, first, log
+
+
+def fine_tuned_variants(name, model, args, train, val=None):
     """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
     folder = os.path.join(args.work_dir, name)
     os.makedirs(folder, exist_ok=True)
@@ -379,14 +527,19 @@ def fine_tuned_variants(name, model, args, train):
             prune_options = {
                 k: options[k] for k in ("scope", "criterion", "min_keep") if k in options
             }
-            copy, report = compress.prune_channels(source, options["ratio"], **prune_options)
+            if "cost_power" in options:
+                prune_options.update(cost="madds", cost_power=options["cost_power"])
+            if "madds_target" in options:
+                prune_options.update(cost="madds")
             teacher = _copy(model) if options.get("distill") else None
             distill = {
                 "temperature": args.kd_temperature,
                 "alpha": args.kd_alpha,
                 "weighted": options.get("kd_weighted", True),
             }
-            _fit(copy, train, steps - slim, lr, args.seed, teacher=teacher, options=distill)
+            copy, report, rounds = _gradual_cut(
+                source, options, prune_options, steps - slim, train, lr, args, teacher, distill, val
+            )
             notes = {
                 "left": report["left"],
                 "narrowed_layers": len(report["layers"]),
@@ -394,6 +547,7 @@ def fine_tuned_variants(name, model, args, train):
                 "removed": report["removed"],
                 "kept": {k: v["kept"] for k, v in report["layers"].items()},
                 "options": options,
+                "rounds": rounds,
             }
             if teacher is not None:
                 notes["distillation"] = distill
@@ -412,7 +566,7 @@ def measure(name, args, train, val):
     variants = {"float32": (model, None, {})}
     for quantize in ("float16", "dynamic", "int8"):
         variants[quantize] = (model, quantize, {})
-    for label, (tuned, notes) in fine_tuned_variants(name, model, args, train).items():
+    for label, (tuned, notes) in fine_tuned_variants(name, model, args, train, val).items():
         variants[label] = (tuned, None, notes)
 
     size = (args.image_size, args.image_size, 3)
@@ -545,7 +699,8 @@ def main(argv=None):
         "--channels",
         nargs="+",
         default=["0.5", "0.5:global:bn_gamma:kd"],
-        help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:kd|kd_plain][:slim=N[/S]]",
+        help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]"
+        "[:madds=F][:kd|kd_plain][:slim=N[/S]][:grad=K/S]",
     )
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--kd-alpha", type=float, default=0.5)

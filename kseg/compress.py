@@ -47,6 +47,7 @@ SCHEDULES = ("polynomial", "constant")
 SCOPES = ("layer", "global")
 CRITERIA = ("l1", "l2")
 CHANNEL_CRITERIA = ("l1", "l2", "bn_gamma")
+CHANNEL_COSTS = (None, "madds")
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -840,6 +841,121 @@ def _bn_gammas(channels, consumers, layer_by_name):
     return {root: total / count for root, (total, count) in sums.items()}
 
 
+def _layer_pixels(model, probe):
+    """``{layer name: (input pixels, output pixels)}`` with the model run at its input size,
+    ``probe`` standing in for each spatial size left None (a fully convolutional model's
+    relative costs do not depend on it)."""
+    inputs = []
+    for x in model.inputs:
+        shape = tuple(x.shape[1:])
+        spatial = [probe if d is None else d for d in shape[:-1]]
+        inputs.append(keras.Input((*spatial, shape[-1]), batch_size=1, dtype=x.dtype))
+    try:
+        probe_model = keras.models.clone_model(
+            model,
+            input_tensors=inputs if len(inputs) > 1 else inputs[0],
+            clone_function=lambda layer: layer,
+        )
+    except Exception:  # noqa: BLE001 - a model that cannot be re-run at a fixed size: no sizes
+        return {}
+
+    def pixels(tensor):
+        shape = tuple(tensor.shape)[1:-1]
+        return int(np.prod([d for d in shape if isinstance(d, int)])) if shape else 1
+
+    sizes = {}
+    for depth in probe_model._nodes_by_depth:
+        for node in probe_model._nodes_by_depth[depth]:
+            layer = node.operation
+            if layer is None or node.is_input or not node.outputs:
+                continue
+            sizes.setdefault(
+                layer.name,
+                (
+                    pixels(node.input_tensors[0]) if node.input_tensors else 1,
+                    pixels(node.outputs[0]),
+                ),
+            )
+    return sizes
+
+
+def _channel_costs(channels, consumers, producers, layer_by_name, sizes):
+    """``{group root: multiply-adds per image}`` that removing the group saves: what its
+    producers spend computing each of its channels plus what its consumers spend reading them,
+    each at the resolution it runs at."""
+    costs = {}
+
+    def add(cid, value):
+        root = channels.find(cid)
+        costs[root] = costs.get(root, 0.0) + float(value)
+
+    for name, (kind, count) in producers.items():
+        layer = layer_by_name[name]
+        in_px, out_px = sizes.get(name, (1, 1))
+        if kind == "separable":
+            pointwise = layer.get_weights()[1].shape
+            per_filter = int(np.prod(pointwise[:-1])) * out_px
+        else:
+            kernel = layer.get_weights()[0].shape
+            window = int(np.prod(kernel[:-2])) if len(kernel) > 2 else 1
+            if kind == "transpose":  # [..., out, in]: each input pixel scatters a window
+                per_filter = window * kernel[-1] * in_px
+            else:
+                per_filter = window * kernel[-2] * out_px
+        for j in range(count):
+            add((name, j), per_filter)
+    for name, (kind, in_ids) in consumers.items():
+        if in_ids is None or kind == "batchnorm":  # folded into the convolution at inference
+            continue
+        layer = layer_by_name[name]
+        in_px, out_px = sizes.get(name, (1, 1))
+        weights = layer.get_weights()
+        if kind == "depthwise":
+            per_channel = int(np.prod(weights[0].shape[:-2])) * out_px
+        elif kind == "separable":
+            depthwise, pointwise = weights[0].shape, weights[1].shape
+            per_channel = (int(np.prod(depthwise[:-2])) + pointwise[-1]) * out_px
+        else:
+            kernel = weights[0].shape
+            window = int(np.prod(kernel[:-2])) if len(kernel) > 2 else 1
+            if kind == "transpose":
+                per_channel = window * kernel[-2] * in_px
+            else:
+                per_channel = window * kernel[-1] * out_px
+        for cid in in_ids:
+            add(cid, per_channel)
+    return costs
+
+
+def _madds_removed(consumers, producers, layer_by_name, sizes, keep_in, keep_out):
+    """The share of the convolution and dense layers' multiply-adds that the cut removes."""
+    before = after = 0.0
+    for name, (kind, in_ids) in consumers.items():
+        if kind == "batchnorm" or in_ids is None:
+            continue
+        weights = layer_by_name[name].get_weights()
+        in_px, out_px = sizes.get(name, (1, 1))
+        cin = len(in_ids)
+        cin_kept = len(keep_in.get(name, range(cin)))
+        if kind == "depthwise":
+            per = int(np.prod(weights[0].shape[:-2])) * out_px
+            before, after = before + per * cin, after + per * cin_kept
+            continue
+        count = producers[name][1]
+        cout_kept = len(keep_out.get(name, range(count)))
+        if kind == "separable":
+            window = int(np.prod(weights[0].shape[:-2]))
+            before += (window * cin + cin * count) * out_px
+            after += (window * cin_kept + cin_kept * cout_kept) * out_px
+            continue
+        shape = weights[0].shape
+        window = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        px = in_px if kind == "transpose" else out_px
+        before += window * cin * count * px
+        after += window * cin_kept * cout_kept * px
+    return 1.0 - after / before if before > 0 else 0.0
+
+
 def _check_fraction(name, value):
     if (
         isinstance(value, bool)
@@ -854,7 +970,17 @@ def _slice(array, axis, keep):
     return np.take(array, keep, axis=axis) if keep is not None else array
 
 
-def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_keep=0.1):
+def prune_channels(
+    model,
+    ratio,
+    criterion="l1",
+    skip=(),
+    scope="layer",
+    min_keep=0.1,
+    cost=None,
+    cost_power=1.0,
+    cost_input_size=256,
+):
     """Removes whole filters from the convolutions and rebuilds a narrower functional model.
 
     Which filters go (``scope``):
@@ -874,6 +1000,16 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
     ranking the norms are divided by their layer's mean norm, so layers of different fan-in
     compare; under "bn_gamma" a channel no batch norm scales (a transposed convolution feeding a
     concatenation, say) gets that normalised L1 norm times the mean ``|gamma|`` of the model.
+
+    Cost-aware ranking (``cost="madds"``): each filter's importance is divided by
+    ``(c / mean c) ** cost_power``, ``c`` the multiply-adds per image its removal saves, i.e.
+    what its layer spends computing it plus what every consumer spends reading it (the next
+    convolution's input channel), each at the resolution that layer runs at. A filter of a
+    full-resolution layer then costs many times one of a deep, low-resolution layer, so with
+    the same number of filters removed the cut takes more of the multiply-adds (and of the
+    memory traffic, which follows the resolution) from the shallow layers that dominate the
+    latency. ``cost_power`` sets how far cost outweighs importance (0: not at all). The sizes are
+    those of ``model``'s input, ``cost_input_size`` standing in for a height or width left None.
 
     Everything reading a removed channel is narrowed with it: batch
     norm (its four vectors sliced), depthwise convolutions (they follow their input), the next
@@ -900,17 +1036,28 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
         skip: layer names (``fnmatch`` patterns) or classes whose filters are all kept.
         scope: "layer" or "global" (see above).
         min_keep: under "global", the fraction of each layer's filters always kept, in [0, 1]
-            (at least one filter is kept whatever the value).
+            (at least one filter is kept whatever the value); or, under either scope,
+            ``{layer name: filters}``, the number each named layer keeps at least (others: 1),
+            e.g. the floors of the unpruned model when a model is cut in several rounds, or
+            each layer's share of a gradual schedule (a ratio near 1 then cuts every named
+            layer down to its count).
+        cost: None (rank by importance alone) or "madds" (importance per multiply-add saved,
+            see above).
+        cost_power: exponent of the normalised cost under ``cost="madds"``, >= 0.
+        cost_input_size: the height and width used for the costs where the model's are None.
 
     Returns:
         ``(narrow_model, report)``; ``report`` holds ``ratio``, ``criterion``, ``scope``,
-        ``filters`` (prunable filters before) and ``removed`` (filters removed), ``layers``
+        ``cost``, ``filters`` (prunable filters before) and ``removed`` (filters removed),
+        ``madds_removed`` (the share of the convolution and dense layers' multiply-adds the cut
+        removes, at the sizes the costs use), ``layers``
         (``{name: {"filters": before, "kept": after}}`` for every layer narrowed)
         and ``left`` (``{name: reason}`` for every convolution or dense layer kept whole).
 
     Raises:
         ValueError: for ``ratio`` outside [0, 1), ``min_keep`` outside [0, 1], an unknown
-            ``criterion`` or ``scope``, or a model that is not functional.
+            ``criterion``, ``scope`` or ``cost``, a negative ``cost_power``, a
+            ``cost_input_size`` below 1, or a model that is not functional.
 
     Example:
         >>> import kseg
@@ -923,6 +1070,10 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
         ...     model, 0.5, criterion="bn_gamma", scope="global", min_keep=0.25)
         >>> report["removed"] == report["filters"] // 2
         True
+        >>> cheap, report = kseg.compress.prune_channels(
+        ...     model, 0.5, criterion="bn_gamma", scope="global", min_keep=0.25, cost="madds")
+        >>> report["madds_removed"] > 0.5
+        True
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
@@ -932,8 +1083,37 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
     ratio = _check_sparsity("ratio", ratio)
     _check_choice("criterion", criterion, CHANNEL_CRITERIA)
     _check_choice("scope", scope, SCOPES)
-    min_keep = _check_fraction("min_keep", min_keep)
+    if isinstance(min_keep, dict):
+        for key, value in min_keep.items():
+            if (
+                not isinstance(key, str)
+                or isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < 0
+            ):
+                raise ValueError(
+                    "min_keep must map layer names to filter counts >= 0. "
+                    f"Received: min_keep={min_keep!r}"
+                )
+    else:
+        min_keep = _check_fraction("min_keep", min_keep)
     skip = _check_skip(skip)
+    if cost not in CHANNEL_COSTS:
+        raise ValueError(f"cost must be one of {CHANNEL_COSTS}. Received: cost={cost!r}")
+    if (
+        isinstance(cost_power, bool)
+        or not isinstance(cost_power, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(cost_power) < math.inf
+    ):
+        raise ValueError(f"cost_power must be a number >= 0. Received: cost_power={cost_power!r}")
+    if isinstance(cost_input_size, bool) or not isinstance(cost_input_size, (int, np.integer)):
+        raise ValueError(
+            f"cost_input_size must be a positive integer. Received: cost_input_size={cost_input_size!r}"
+        )
+    if cost_input_size < 1:
+        raise ValueError(
+            f"cost_input_size must be a positive integer. Received: cost_input_size={cost_input_size!r}"
+        )
 
     channels, consumers, producers, layer_by_name = _trace_channels(model, skip)
 
@@ -951,16 +1131,25 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
     gammas = _bn_gammas(channels, consumers, layer_by_name) if criterion == "bn_gamma" else {}
     gamma_scale = float(np.mean(list(gammas.values()))) if gammas else 1.0
 
+    sizes = _layer_pixels(model, cost_input_size)
+    costs = _channel_costs(channels, consumers, producers, layer_by_name, sizes)
+    mean_cost = float(np.mean([costs.get(r, 0.0) for r in groups])) if groups else 0.0
+
     def importance(root):
         # Per filter of the group, so that groups of several coupled filters compare globally.
         members = groups[root]
         if criterion == "bn_gamma":
             if root in gammas:
-                return gammas[root]
-            return gamma_scale * sum(n for _, _, n in members) / len(members)
-        if comparable:
-            return sum(n for _, _, n in members) / len(members)
-        return sum(n for _, _, n in members)
+                value = gammas[root]
+            else:
+                value = gamma_scale * sum(n for _, _, n in members) / len(members)
+        elif comparable:
+            value = sum(n for _, _, n in members) / len(members)
+        else:
+            value = sum(n for _, _, n in members)
+        if cost == "madds" and mean_cost > 0:
+            value /= max(costs.get(root, 0.0) / mean_cost, 1e-12) ** float(cost_power)
+        return value
 
     cluster_of = {name: name for name in producers}
 
@@ -983,11 +1172,19 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
         key: [r for r in roots if channels.reason(r) is None] for key, roots in clusters.items()
     }
     prunable = sum(len(groups[r]) for free in frees.values() for r in free)
+
+    def floor(roots):
+        if isinstance(min_keep, dict):
+            names = {n for r in roots for n, _, _ in groups[r]}
+            return max([1] + [int(min_keep.get(n, 1)) for n in names])
+        return max(1, math.ceil(min_keep * len(roots) - 1e-9))
+
     if scope == "global":
         # The least important filters of the whole model first, each layer (cluster) down to
         # its floor; a removed group removes all its coupled filters.
+
         quota = {
-            key: min(len(frees[key]), len(roots) - max(1, math.ceil(min_keep * len(roots) - 1e-9)))
+            key: max(0, min(len(frees[key]), len(roots) - floor(roots)))
             for key, roots in clusters.items()
         }
         target = int(math.floor(ratio * prunable + 1e-9))
@@ -1010,6 +1207,8 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
             count = min(int(math.floor(ratio * len(roots) + 1e-9)), len(free))
             if free and count >= len(free) and len(free) == len(roots):
                 count = len(free) - 1  # keep at least one channel
+            if isinstance(min_keep, dict):  # floors in filters apply to either scope
+                count = max(0, min(count, len(roots) - floor(roots)))
             free.sort(key=importance)
             removed.update(free[:count])
     for key, roots in clusters.items():
@@ -1079,9 +1278,13 @@ def prune_channels(model, ratio, criterion="l1", skip=(), scope="layer", min_kee
     report = {
         "ratio": ratio,
         "criterion": criterion,
+        "cost": cost,
         "scope": scope,
         "filters": prunable,
         "removed": sum(len(groups[r]) for r in removed),
+        "madds_removed": _madds_removed(
+            consumers, producers, layer_by_name, sizes, keep_in, keep_out
+        ),
         "layers": report_layers,
         "left": dict(sorted(left.items())),
     }

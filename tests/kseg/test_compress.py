@@ -362,6 +362,34 @@ def test_prune_channels_removing_zero_filters_keeps_the_outputs(build, narrowed,
     np.testing.assert_array_equal(model.predict(images, verbose=0), expected)
 
 
+def test_segnet_pooling_indices_and_unpooled_values_keep_the_same_channels():
+    # block1_conv2's pooling indices place decoder2_conv1's channels in decoder1_unpool: a
+    # channel is removed from both or from neither, ranked by the two L1 norms summed.
+    keras.utils.set_random_seed(0)
+    model = kseg.models.SegNet(
+        num_classes=3, input_shape=(32, 32, 3), stage_filters=(4, 8, 8, 8, 16)
+    )
+    encoder, decoder = model.get_layer("block1_conv2"), model.get_layer("decoder2_conv1")
+    ke, kd = encoder.get_weights(), decoder.get_weights()
+    # alone, the encoder would keep 2 and 3, the decoder 0 and 1; summed (2.1 3.2 1.25 2.3): 1, 3
+    ke[0] *= np.array([0.1, 0.2, 1.0, 2.0]) / np.abs(ke[0]).sum(axis=(0, 1, 2))
+    kd[0] *= np.array([2.0, 3.0, 0.25, 0.3]) / np.abs(kd[0]).sum(axis=(0, 1, 2))
+    ke[1], kd[1] = np.arange(4.0), np.arange(4.0) + 10
+    encoder.set_weights(ke)
+    decoder.set_weights(kd)
+    narrow, report = compress.prune_channels(model, 0.5)
+    np.testing.assert_array_equal(narrow.get_layer("block1_conv2").bias.numpy(), [1.0, 3.0])
+    np.testing.assert_array_equal(narrow.get_layer("decoder2_conv1").bias.numpy(), [11.0, 13.0])
+    # the next convolution reads input channels 1 and 3 (its own filters are halved too)
+    after = narrow.get_layer("block2_conv1").kernel.numpy()
+    before = model.get_layer("block2_conv1").kernel.numpy()[:, :, [1, 3]]
+    assert all(
+        any(np.array_equal(after[..., k], before[..., j]) for j in range(8)) for k in range(4)
+    )
+    assert report["layers"]["block1_conv2"]["kept"] == 2
+    assert report["layers"]["decoder2_conv1"]["kept"] == 2
+
+
 def test_prune_channels_removes_the_smallest_l1_filters_and_slices_consumers():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(4, 1, use_bias=False, name="c1")(inputs)
@@ -481,6 +509,85 @@ def test_bn_gamma_ranks_channels_without_batch_norm_by_normalised_l1():
     np.testing.assert_array_equal(narrow.get_layer("a").kernel.numpy(), kernel[..., [3]])
 
 
+def _two_resolutions():
+    """a: 4 filters at 8x8 -> bn_a -> b: 4 filters at 4x4 (stride 2) -> bn_b -> head.
+
+    Multiply-adds a filter's removal saves: a's 1*1*1*64 (computing it) + 1*1*4*16 (b reading
+    it) = 128; b's 1*1*4*16 + 1*1*1*16 (head reading it) = 80. Over their mean, 104: a 16/13,
+    b 10/13."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 1, name="a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.Conv2D(4, 1, strides=2, name="b")(x)
+    x = keras.layers.BatchNormalization(name="bn_b")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="head")(x))
+    for name, gamma in (("bn_a", [0.5, 0.55, 1.1, 1.2]), ("bn_b", [0.45, 0.6, 1.3, 1.4])):
+        weights = model.get_layer(name).get_weights()
+        weights[0] = np.asarray(gamma, "float32")
+        model.get_layer(name).set_weights(weights)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("options", "kept_a", "kept_b", "madds_removed"),
+    [
+        # |gamma| alone: b's .45, then a's .5 (2 of the 8 go)
+        ({}, [1, 2, 3], [1, 2, 3], 1 - (3 * 64 + 9 * 16 + 3 * 16) / 576),
+        # per unit of cost: a .5 / (16/13) = .406, .55 / (16/13) = .447, b .45 / (10/13) = .585
+        ({"cost": "madds"}, [2, 3], [0, 1, 2, 3], 1 - (2 * 64 + 8 * 16 + 4 * 16) / 576),
+        # power 0: the cost has no say
+        ({"cost": "madds", "cost_power": 0}, [1, 2, 3], [1, 2, 3], 1 / 3),
+    ],
+)
+def test_cost_aware_ranking_divides_importance_by_the_madds_a_filter_costs(
+    options, kept_a, kept_b, madds_removed
+):
+    model = _two_resolutions()
+    narrow, report = compress.prune_channels(
+        model, 0.25, criterion="bn_gamma", scope="global", min_keep=0.0, **options
+    )
+    a, b = model.get_layer("a").kernel.numpy(), model.get_layer("b").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("a").kernel.numpy(), a[..., kept_a])
+    np.testing.assert_array_equal(
+        narrow.get_layer("b").kernel.numpy(), b[:, :, kept_a][..., kept_b]
+    )
+    assert report["removed"] == 2 and report["cost"] == options.get("cost")
+    assert report["madds_removed"] == pytest.approx(madds_removed)
+    # the same share as kseg.bench.profile counts (the convolutions are all the MAdds here)
+    before = kseg.bench.profile(model, (8, 8, 1))["madds"]
+    after = kseg.bench.profile(narrow, (8, 8, 1))["madds"]
+    assert 1 - after / before == pytest.approx(madds_removed)
+
+
+def test_cost_aware_ranking_measures_a_model_without_fixed_size_at_cost_input_size():
+    # a None-sized U-Net: its full-resolution filters cost more, so they go first
+    keras.utils.set_random_seed(0)
+    model = kseg.models.UNet(num_classes=3, input_shape=(None, None, 3), base_filters=4, depth=2)
+    _, plain = compress.prune_channels(model, 0.3, scope="global", criterion="bn_gamma")
+    _, costly = compress.prune_channels(
+        model, 0.3, scope="global", criterion="bn_gamma", cost="madds", cost_input_size=32
+    )
+    # fresh batch norms: every |gamma| is 1, so the plain ranking is by layer order alone
+    assert plain["removed"] == costly["removed"]
+    assert costly["madds_removed"] > plain["madds_removed"] + 0.1
+
+
+def test_min_keep_per_layer_counts_are_floors_in_filters():
+    model = _two_bn_convs()  # |gamma|: c1 .1 .2 1 2, c2 .05 .3 .4 1.5 ...
+    _, report = compress.prune_channels(
+        model, 0.5, criterion="bn_gamma", scope="global", min_keep={"c1": 3}
+    )
+    # c1 may lose one filter (.1); the other five come from c2
+    assert report["layers"] == {"c1": {"filters": 4, "kept": 3}, "c2": {"filters": 8, "kept": 3}}
+    # layer scope: each layer cut to its count by a ratio near 1 (a gradual schedule's round)
+    narrow, report = compress.prune_channels(
+        model, 0.99, criterion="bn_gamma", min_keep={"c1": 2, "c2": 5, "head": 2}
+    )
+    assert report["layers"] == {"c1": {"filters": 4, "kept": 2}, "c2": {"filters": 8, "kept": 5}}
+    c2 = model.get_layer("c2").kernel.numpy()
+    np.testing.assert_array_equal(narrow.get_layer("c2").kernel.numpy(), c2[:, :, [2, 3]][..., 3:])
+
+
 def _logits_model(seed, filters=4):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 3))
@@ -579,6 +686,10 @@ def test_layers_it_cannot_narrow_are_kept_and_listed():
         ({"ratio": 0.5, "criterion": "l0"}, "Received: criterion='l0'"),
         ({"ratio": 0.5, "scope": "model"}, "Received: scope='model'"),
         ({"ratio": 0.5, "scope": "global", "min_keep": 1.5}, "Received: min_keep=1.5"),
+        ({"ratio": 0.5, "min_keep": {"a": -1}}, "Received: min_keep=\\{'a': -1\\}"),
+        ({"ratio": 0.5, "cost": "flops"}, "Received: cost='flops'"),
+        ({"ratio": 0.5, "cost": "madds", "cost_power": -1}, "Received: cost_power=-1"),
+        ({"ratio": 0.5, "cost": "madds", "cost_input_size": 0}, "Received: cost_input_size=0"),
     ],
 )
 def test_bad_channel_pruning_arguments_name_the_value(kwargs, message):
