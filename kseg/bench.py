@@ -212,16 +212,16 @@ def tflite_activation_traffic(path_or_content):
     """
     import tensorflow as tf
 
-    if isinstance(path_or_content, (bytes, bytearray)):
-        interpreter = tf.lite.Interpreter(
-            model_content=bytes(path_or_content),
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-    else:
-        interpreter = tf.lite.Interpreter(
-            model_path=str(path_or_content),
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
+    source = (
+        {"model_content": bytes(path_or_content)}
+        if isinstance(path_or_content, (bytes, bytearray))
+        else {"model_path": str(path_or_content)}
+    )
+    # without XNNPACK: the graph's own ops, not the delegate's partitions
+    interpreter = tf.lite.Interpreter(
+        **source,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     ops = interpreter._get_ops_details()
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     produced = {int(t) for op in ops for t in op["outputs"]}

@@ -333,7 +333,7 @@ def _to_input(images, detail):
     if scale:  # a quantised input: q = x / scale + zero_point
         values = np.round(images / scale) + zero_point
     else:  # an integer input converted inside the graph (see INT_INPUT_OFFSETS)
-        values = np.round(images) - (128 if dtype == np.int8 else 0)
+        values = np.round(images) - INT_INPUT_OFFSETS[dtype.name]
     info = np.iinfo(dtype)
     return np.clip(values, info.min, info.max).astype(dtype)
 

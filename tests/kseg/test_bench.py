@@ -268,6 +268,25 @@ def test_int8_io_gives_integer_edges(monkeypatch):
         bench.measure_latency(_small_model(), int8_io="float16")
 
 
+def test_bench_cli_passes_int8_io_to_the_latency_run(monkeypatch, capsys):
+    from kseg.cli.main import main
+
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs.get("int8_io"))
+        return {"latency_ms": {"keras": 1.0}, "tflite_errors": {}, "int8_agreement": None}
+
+    monkeypatch.setattr(bench, "measure_latency", fake)
+    argv = ["bench", "--latency", "--models", "unet", "--input", "32x48"]
+    assert main([*argv, "--int8-io", "int8"]) == 0
+    assert main(argv) == 0
+    assert seen == ["int8", None]
+    with pytest.raises(SystemExit):
+        main([*argv, "--int8-io", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
 def test_latency_table_columns_and_figures(monkeypatch, capsys):
     from kseg.cli.main import main
 

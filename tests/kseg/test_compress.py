@@ -716,11 +716,9 @@ def test_bad_distillation_arguments_name_the_value():
 # --------------------------------------------------------------------------- CLI
 
 
-def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
-    import json
-
-    run = tmp_path / "run"
-    argv = [
+def _tiny_unet_train_argv(num_images, epochs):
+    """``kseg train`` arguments for a 2-level, 4-filter U-Net on 32x32 synthetic scenes."""
+    return [
         "train",
         "--model",
         "unet",
@@ -734,11 +732,20 @@ def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
         "32",
         "32",
         "--num-images",
-        "8",
+        str(num_images),
         "--epochs",
-        "2",
+        str(epochs),
         "--batch-size",
         "2",
+    ]
+
+
+def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    argv = [
+        *_tiny_unet_train_argv(num_images=8, epochs=2),
         "--prune",
         "0.5",
         "--output",
@@ -762,24 +769,7 @@ def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
 
     run = tmp_path / "run"
     argv = [
-        "train",
-        "--model",
-        "unet",
-        "--model-option",
-        "base_filters=4",
-        "--model-option",
-        "depth=2",
-        "--dataset",
-        "synthetic",
-        "--image-size",
-        "32",
-        "32",
-        "--num-images",
-        "4",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
+        *_tiny_unet_train_argv(num_images=4, epochs=1),
         "--prune-channels",
         "0.5",
         "--prune-channels-scope",
