@@ -248,25 +248,39 @@ def time_rows(result, args):
     return result
 
 
+def _builder(name, width):
+    """The builder and its options, every filter count multiplied by ``width``."""
+    builder, options = BUILDERS[name]
+    if name == "unet":
+        return builder, {**options, "base_filters": round(options["base_filters"] * width)}
+    return builder, {"stage_filters": tuple(round(f * width) for f in options["stage_filters"])}
+
+
 def base_model(name, args, train, val):
     """The trained model: ``--unet-model`` for the U-Net, else trained here once (demo recipe,
     ``--train-steps``) and kept in the work folder."""
     if name == "unet" and args.unet_model:
-        return _any_size(_load(args.unet_model)), "the demo's model.keras"
+        return _any_size(_load(args.unet_model)), f"trained model {args.unet_model}"
+    if name == "segnet" and args.segnet_model:
+        return _any_size(_load(args.segnet_model)), f"trained model {args.segnet_model}"
     path = os.path.join(args.work_dir, f"{name}_trained.keras")
     if os.path.exists(path):
-        return _load(path), f"trained {args.train_steps} steps (kept)"
+        return _load(path), f"{_width_label(args.width)}trained {args.train_steps} steps (kept)"
     import keras
 
     keras.utils.set_random_seed(args.seed)
-    builder, options = BUILDERS[name]
+    builder, options = _builder(name, args.width)
     model = kseg.models.create(
         builder, num_classes=NUM_CLASSES, input_shape=(None, None, 3), **options
     )
     started = time.time()
     _fit(model, train, args.train_steps, args.lr, args.seed)
     print(f"{name}: trained {args.train_steps} steps in {time.time() - started:.0f} s", flush=True)
-    return _save(model, path), f"trained {args.train_steps} steps"
+    return _save(model, path), f"{_width_label(args.width)}trained {args.train_steps} steps"
+
+
+def _width_label(width):
+    return "" if width == 1 else f"{width:g}× the filters of every layer, "
 
 
 def _magnitude_spec(spec):
@@ -678,12 +692,23 @@ def format_table(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="unet,segnet")
-    parser.add_argument("--unet-model", help="the trained demo U-Net (kseg demo's model.keras)")
+    parser.add_argument(
+        "--unet-model",
+        help="a trained U-Net (e.g. kseg demo's model.keras) instead of training one",
+    )
+    parser.add_argument("--segnet-model", help="a trained SegNet instead of training one")
     parser.add_argument("--work-dir", default="compression_work")
     parser.add_argument("--image-size", type=int, default=demo.RECIPE["image_size"][0])
     parser.add_argument("--train-scenes", type=int, default=demo.RECIPE["num_train"])
     parser.add_argument("--val-scenes", type=int, default=demo.RECIPE["num_val"])
     parser.add_argument("--train-steps", type=int, default=4000)
+    parser.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="multiply every layer's filters of the models trained here (U-Net base_filters 8, "
+        "SegNet stage_filters 8..64) by this",
+    )
     parser.add_argument("--lr", type=float, default=demo.RECIPE["learning_rate"])
     parser.add_argument("--finetune-steps", type=int, default=1000)
     parser.add_argument("--finetune-lr", type=float, default=2e-3)
