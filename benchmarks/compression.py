@@ -2,7 +2,9 @@
 
 Both models are trained once on the demo's scenes (``kseg demo``: 4000 training and 200 held-out
 96x96 synthetic scenes of one seed, class-weighted cross-entropy, random flips and transposes);
-the U-Net is the demo's own model when ``--unet-model`` names its ``model.keras``. Every
+the U-Net is the demo's own model when ``--unet-model`` names its ``model.keras``
+(``--segnet-model``: a trained SegNet); ``--width W`` trains both with W times the filters of
+every layer (U-Net ``base_filters`` 8, SegNet ``stage_filters`` 8..64). Every
 variant starts from that one trained model, and every fine-tuned variant gets the same step
 budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a poly schedule):
 
@@ -38,6 +40,8 @@ latency phase takes ``--lock`` (a ``flock`` file), so training never blocks othe
 
     python benchmarks/compression.py --unet-model kseg_runs/demo/model.keras \\
         --work-dir compression_work --models unet --output unet.json
+    python benchmarks/compression.py --models unet --width 2 --train-steps 4000 \\
+        --work-dir unet_w2 --channels 0.5:global:bn_gamma --output unet_w2.json
     python benchmarks/compression.py --time unet.json      # latency later, if the lock was taken
     python benchmarks/compression.py --tables unet.json segnet.json   # the RESULTS.md tables
 """
