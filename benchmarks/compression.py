@@ -260,14 +260,19 @@ def _builder(name, width):
     return builder, {"stage_filters": tuple(round(f * width) for f in options["stage_filters"])}
 
 
+def _width_label(width):
+    return "" if width == 1 else f"{width:g}× the filters of every layer, "
+
+
 def base_model(name, args, train, val):
     """The trained model: ``--unet-model`` for the U-Net, else trained here once (demo recipe,
     ``--train-steps``) and kept in the work folder."""
-    if name == "unet" and args.unet_model:
-        return _any_size(_load(args.unet_model)), f"trained model {args.unet_model}"
-    if name == "segnet" and args.segnet_model:
-        return _any_size(_load(args.segnet_model)), f"trained model {args.segnet_model}"
-    path = os.path.join(args.work_dir, f"{name}_trained.keras")
+    given = {"unet": args.unet_model, "segnet": args.segnet_model}[name]
+    if given:
+        return _any_size(_load(given)), f"trained model {given}"
+    # One file per width, so a work folder never hands back a model of another width.
+    suffix = "" if args.width == 1 else f"_w{args.width:g}"
+    path = os.path.join(args.work_dir, f"{name}{suffix}_trained.keras")
     if os.path.exists(path):
         return _load(path), f"{_width_label(args.width)}trained {args.train_steps} steps (kept)"
     import keras
@@ -281,10 +286,6 @@ def base_model(name, args, train, val):
     _fit(model, train, args.train_steps, args.lr, args.seed)
     print(f"{name}: trained {args.train_steps} steps in {time.time() - started:.0f} s", flush=True)
     return _save(model, path), f"{_width_label(args.width)}trained {args.train_steps} steps"
-
-
-def _width_label(width):
-    return "" if width == 1 else f"{width:g}× the filters of every layer, "
 
 
 def _magnitude_spec(spec):
@@ -750,6 +751,8 @@ def main(argv=None):
     parser.add_argument("--output", help="JSON file for the results")
     parser.add_argument("--tables", nargs="+", help="only print the tables of these JSON files")
     args = parser.parse_args(argv)
+    if not args.width > 0:
+        parser.error(f"--width must be a positive multiplier. Received: --width={args.width}")
 
     if args.time:
         for path in args.time:
