@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 import kseg
+from kseg.compress import recalibrate_batch_norm
 
 # (row label, registered model name, constructor arguments)
 REALTIME = [
@@ -105,7 +106,7 @@ def measure(rows, sizes, num_classes, threads, runs, warmup, statistics_batches=
                 name, num_classes=num_classes, input_shape=(height, width, 3), **kwargs
             )
             if scenes is not None:
-                reestimate_batch_norm(model, scenes, 2, statistics_batches)
+                recalibrate_batch_norm(model, scenes, 2, statistics_batches, seed=1)
             info = kseg.bench.profile(
                 model,
                 (height, width, 3),
@@ -272,35 +273,6 @@ def _miou(predictions, labels, num_classes):
     return float(np.mean(ious))
 
 
-def reestimate_batch_norm(model, images, batch_size, batches, seed=1):
-    """Sets every BatchNormalization's moving statistics to their mean over ``batches`` training
-    batches ("precise BN"), weights unchanged.
-
-    MobileNetV2/V3 keep keras.applications' momentum 0.999, so after a few hundred steps their
-    moving statistics are still mostly the initial ones and inference predicts one class; the
-    other models (momentum 0.99) are barely affected.
-    """
-    import keras
-
-    norms = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    saved = [layer.momentum for layer in norms]
-    rng = np.random.default_rng(seed)
-    try:
-        for step in range(batches):
-            for layer in norms:  # momentum step / (step + 1): a running mean of the batches
-                layer.momentum = step / (step + 1)
-            index = rng.choice(len(images), batch_size, replace=False)
-            model(images[index], training=True)
-    finally:
-        for layer, momentum in zip(norms, saved):
-            layer.momentum = momentum
-    return len(norms)
-
-
 def train(
     rows,
     size,
@@ -352,7 +324,7 @@ def train(
                 steps += 1
             cpu, wall = time.process_time() - start, time.perf_counter() - wall
             if precise_bn:
-                reestimate_batch_norm(model, images, batch_size, precise_bn)
+                recalibrate_batch_norm(model, images, batch_size, precise_bn, seed=1)
             predict = model.inference_model() if hasattr(model, "inference_model") else model
             logits = predict.predict(val_images, batch_size=batch_size, verbose=0)
             if isinstance(logits, (list, tuple)):

@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from realtime import MOBILE_DEEPLABS, REALTIME, reestimate_batch_norm  # noqa: E402
+from realtime import MOBILE_DEEPLABS, REALTIME  # noqa: E402
 
 import kseg  # noqa: E402
 from kseg import export  # noqa: E402
+from kseg.compress import recalibrate_batch_norm  # noqa: E402
 from kseg.data import synthetic_numpy  # noqa: E402
 from kseg.layers import enet_blocks, esp_blocks, unpooling  # noqa: E402
 
@@ -87,7 +88,7 @@ def _build(label, size, scenes):
     name, kwargs = ROWS[label]
     keras.utils.set_random_seed(0)
     model = kseg.models.create(name, num_classes=19, input_shape=(*size, 3), **kwargs)
-    reestimate_batch_norm(model, scenes, 2, 2)
+    recalibrate_batch_norm(model, scenes, 2, 2, seed=1)
     return model
 
 

@@ -27,6 +27,7 @@ import time
 # The argparse number types live in kseg.cli._args (kseg.cli.data uses them too).
 from kseg.cli._args import (  # noqa: F401 (_number_type stays importable from here)
     _fraction,
+    _layer_ratio,
     _non_negative_int,
     _number_type,
     _positive_float,
@@ -255,6 +256,16 @@ def _build_parser():
     )
     channels.add_argument(
         "--prune-channels-criterion", default="l1", choices=("l1", "l2", "bn_gamma")
+    )
+    channels.add_argument(
+        "--prune-channels-layers",
+        nargs="+",
+        type=_layer_ratio,
+        metavar="PATTERN=RATIO",
+        help="layer scope: each layer its own ratio, the first glob pattern matching its name "
+        "deciding, e.g. 'block4_*=0.75' 'block3_conv[12]=0.5' (layers matching none keep all "
+        "their filters; kseg.compress.channel_sensitivity tells which layers to cut); given "
+        "instead of --prune-channels's RATIO",
     )
     channels.add_argument(
         "--prune-channels-min-keep",
@@ -740,7 +751,7 @@ def _run_train(args):
             if args.init_model
             else kseg.models.create(args.model, **kwargs)
         )
-    if args.prune_channels is not None:
+    if args.prune_channels is not None or args.prune_channels_layers:
         with strategy.scope():
             model = _prune_channels(args, model)
     # Seeded and deterministic, so the batches of step s are the same in every run: a resumed
@@ -816,9 +827,18 @@ def _prune_channels(args, model):
             "--prune-channels-min-keep must be a fraction in [0, 1]. "
             f"Received: --prune-channels-min-keep={args.prune_channels_min_keep}"
         )
+    ratio = args.prune_channels
+    if args.prune_channels_layers:
+        if ratio is not None or args.prune_channels_scope != "layer":
+            raise ValueError(
+                "--prune-channels-layers gives each layer its ratio: use it without "
+                "--prune-channels and with --prune-channels-scope layer. Received: "
+                f"--prune-channels={ratio}, --prune-channels-scope={args.prune_channels_scope}"
+            )
+        ratio = dict(args.prune_channels_layers)
     narrow, report = compress.prune_channels(
         model,
-        args.prune_channels,
+        ratio,
         criterion=args.prune_channels_criterion,
         scope=args.prune_channels_scope,
         min_keep=args.prune_channels_min_keep,

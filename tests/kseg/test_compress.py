@@ -390,6 +390,107 @@ def test_segnet_pooling_indices_and_unpooled_values_keep_the_same_channels():
     assert report["layers"]["decoder2_conv1"]["kept"] == 2
 
 
+def test_layer_ratios_cut_each_layer_by_its_pattern_and_coupled_layers_by_the_smallest():
+    keras.utils.set_random_seed(0)
+    model = kseg.models.SegNet(
+        num_classes=3, input_shape=(32, 32, 3), stage_filters=(4, 8, 8, 16, 16)
+    )
+    # first match wins: block4_conv1 takes 0.25, not the 0.75 of block4_*
+    ratios = {"block4_conv1": 0.25, "block4_*": 0.75, "decoder5_*": 0.5}
+    narrow, report = compress.prune_channels(model, ratios)
+    kept = {n: narrow.get_layer(n).filters for n in report["layers"]}
+    assert kept == {
+        "block4_conv1": 12,  # 16 - floor(0.25 * 16)
+        "block4_conv2": 4,  # 16 - 12
+        # block4_conv3 and decoder5_conv1 share channels (unpooled to block4's indices)
+        "block4_conv3": 8,
+        "decoder5_conv1": 8,
+        "decoder5_conv2": 8,
+        "decoder5_conv3": 8,
+    }
+    assert narrow.get_layer("block1_conv1").filters == 4  # matched by no pattern: whole
+    assert report["ratio"] == ratios
+    assert report["removed"] == 4 + 12 + 8 + 8 + 8 + 8
+    # within a layer, the filters of largest L1 norm stay, in their order
+    kernel = model.get_layer("decoder5_conv3").kernel.numpy()
+    largest = np.sort(np.argsort(np.abs(kernel).sum(axis=(0, 1, 2)))[-8:])
+    # (its inputs, block5_conv3's channels, are all kept)
+    np.testing.assert_array_equal(
+        narrow.get_layer("decoder5_conv3").kernel.numpy(), kernel[..., largest]
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert narrow.predict(images, verbose=0).shape == (2, 32, 32, 3)
+
+
+def test_layer_ratios_reject_global_scope_and_bad_values():
+    with pytest.raises(ValueError, match="needs scope='layer'"):
+        compress.prune_channels(_conv_model(), {"a": 0.5}, scope="global")
+    with pytest.raises(ValueError, match=r"ratio\['a'\]=1.0"):
+        compress.prune_channels(_conv_model(), {"a": 1.0})
+    with pytest.raises(ValueError, match="Received: 3"):
+        compress.prune_channels(_conv_model(), {3: 0.5})
+
+
+def test_recalibrated_batch_norm_holds_the_mean_of_the_batches():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(3, 1, name="conv")(inputs)
+    outputs = keras.layers.BatchNormalization(momentum=0.999, name="bn")(x)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(1).normal(2.0, 3.0, (6, 4, 4, 2)).astype("float32")
+    assert compress.recalibrate_batch_norm(model, images, batch_size=2, batches=3, seed=4) == 1
+    draws = np.random.default_rng(4)
+    features = np.asarray(model.get_layer("conv")(images))
+    means, variances = [], []
+    for _ in range(3):
+        batch = features[draws.choice(6, 2, replace=False)]
+        means.append(batch.mean(axis=(0, 1, 2)))
+        variances.append(batch.var(axis=(0, 1, 2)))
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-5, atol=1e-5)
+    # Keras's moving variance is the batch variance (biased), averaged the same way
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4, atol=1e-5
+    )
+    assert bn.momentum == 0.999
+    with pytest.raises(ValueError, match="batch_size must be at most the number of images"):
+        compress.recalibrate_batch_norm(model, images, batch_size=7)
+    with pytest.raises(ValueError, match=r"images.shape=\(6, 4\)"):
+        compress.recalibrate_batch_norm(model, images[:, :, 0, 0])
+
+
+def test_channel_sensitivity_scores_each_group_cut_alone():
+    keras.utils.set_random_seed(0)
+    model = kseg.models.SegNet(
+        num_classes=3, input_shape=(32, 32, 3), stage_filters=(4, 4, 8, 8, 8)
+    )
+    seen = []
+
+    def evaluate(narrow):  # the score is the model's filter count: it says what was cut
+        count = sum(getattr(layer, "filters", 0) or 0 for layer in narrow.layers)
+        seen.append(narrow)
+        return float(count)
+
+    groups = {"early": ["block1_*"], "late": ["block5_conv[12]"]}
+    rows = compress.channel_sensitivity(model, evaluate, groups, ratios=(0.5, 0.75))
+    full = sum(getattr(layer, "filters", 0) or 0 for layer in model.layers)
+    assert [(r["group"], r["ratio"]) for r in rows] == [
+        (None, 0.0),
+        ("early", 0.5),
+        ("early", 0.75),
+        ("late", 0.5),
+        ("late", 0.75),
+    ]
+    # block1_conv1 alone (block1_conv2 shares channels with decoder2_conv1, unmatched)
+    assert [r["score"] for r in rows] == [full, full - 2, full - 3, full - 8, full - 12]
+    assert [r["removed"] for r in rows] == [0, 2, 3, 8, 12]
+    assert all(r["filters"] == rows[0]["filters"] for r in rows)
+    assert rows[3]["madds_removed"] > 0 and rows[0]["madds_removed"] == 0.0
+    assert seen[0] is model
+    with pytest.raises(ValueError, match="groups must map labels"):
+        compress.channel_sensitivity(model, evaluate, {"x": "block1_*"})
+
+
 def test_prune_channels_removes_the_smallest_l1_filters_and_slices_consumers():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(4, 1, use_bias=False, name="c1")(inputs)
@@ -791,6 +892,36 @@ def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
         main([*argv[:-2], "--prune-channels", "1", "--output", str(run)])
     assert exit_info.value.code == 2
     assert "Received: 1" in capsys.readouterr().err
+
+
+def test_train_prune_channels_layers_gives_each_layer_its_ratio(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    argv = [
+        *_tiny_unet_train_argv(num_images=4, epochs=1),
+        "--prune-channels-layers",
+        "bottom_conv1=0.5",
+        "bottom_*=0.75",
+        "--output",
+        str(run),
+    ]
+    assert main(argv) == 0
+    report = json.loads((run / "channels.json").read_text())
+    assert report["ratio"] == {"bottom_conv1": 0.5, "bottom_*": 0.75}
+    assert report["layers"] == {
+        "bottom_conv1": {"filters": 16, "kept": 8},
+        "bottom_conv2": {"filters": 16, "kept": 4},
+    }
+    model = kseg.load_model(run / "model.keras")
+    assert model.get_layer("bottom_conv2").filters == 4
+    assert model.get_layer("down1_conv1").filters == 4  # matched by no pattern
+    capsys.readouterr()
+    assert main([*argv[:-2], "--prune-channels", "0.5", "--output", str(run)]) == 2
+    assert "use it without --prune-channels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv[:-4], "bottom_*", "--output", str(run)])
+    assert "must be PATTERN=RATIO. Received: 'bottom_*'" in capsys.readouterr().err
 
 
 def test_a_nested_model_is_kept_whole_with_its_weights():
