@@ -16,8 +16,10 @@ budget (``--finetune-steps``, the demo's loss and augmentation, AdamW with a pol
   skipped): ``kseg.compress.prune`` (polynomial schedule reaching the target at 2/3 of the
   budget) + fine-tuning, then ``strip``;
 - ``channels R`` (``--channels``, each ``R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]
-  [:kd|kd_plain][:slim=N[/S]][:grad=K/S]``): ``kseg.compress.prune_channels(ratio=R,
-  scope=..., criterion=..., min_keep=F)`` + fine-tuning; ``cost=P``: ranked by importance per
+  [:kd|kd_plain][:slim=N[/S]][:grad=K/S][:layers=NAME]``): ``kseg.compress.prune_channels(
+  ratio=R, scope=..., criterion=..., min_keep=F)`` + fine-tuning; ``layers=NAME``: the
+  per-layer ratios ``LAYER_RATIOS[NAME]`` instead of R (``R`` then only names the variant);
+  ``cost=P``: ranked by importance per
   multiply-add (``cost="madds", cost_power=P``; ``madds=F``: P found by bisection so that
   the cut leaves at most F of the multiply-adds); ``kd``: distilled from the unpruned trained
   model (``kseg.compress.Distiller``, ``--kd-temperature``, ``--kd-alpha``, the KL weighted by
@@ -34,6 +36,10 @@ median of ``--runs`` invocations at ``--latency-size``, interleaved over ``--rou
 For magnitude pruning the run also gives the gzip size of the same model with its zeros' signs
 randomised (-0.0 for about half, as ``w * mask`` left them before ``strip`` wrote +0.0) and the
 size of TFLite's sparse tensor format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``).
+
+``--sensitivity`` only scans the trained models: each stage cut alone at 25/50/75 % (batch norm
+recalibrated, no training; ``kseg.compress.channel_sensitivity``) and each ``LAYER_RATIOS``
+allocation, with the held-out mIoU straight after the cut: where the filters can go.
 
 Trained and fine-tuned models are kept in ``--work-dir`` and reused by a later run; only the
 latency phase takes ``--lock`` (a ``flock`` file), so training never blocks other timed runs:
@@ -69,6 +75,27 @@ BUILDERS = {
     "segnet": ("segnet", {"stage_filters": (8, 16, 32, 64, 64)}),
 }
 NUM_CLASSES = len(kseg.data.SYNTHETIC_CLASSES)
+# Per-layer ratios (``--channels R:layers=NAME``) chosen from ``--sensitivity`` scans: SegNet's
+# first two stages and the encoder layers whose pooling indices the decoder unpools to (with the
+# decoder convolutions sharing their channels) keep all their filters; stage 3 loses half, the
+# 128-filter stages 4 and 5 three quarters. Half of all filters in all.
+LAYER_RATIOS = {
+    "segnet_late": {
+        "block3_conv[12]": 0.5,
+        "decoder3_conv[23]": 0.5,
+        "block4_conv[12]": 0.75,
+        "decoder4_conv[23]": 0.75,
+        "block5_*": 0.75,
+        "decoder5_conv[23]": 0.75,
+    },
+}
+STAGES = {
+    "segnet": {f"stage {s}": [f"block{s}_*", f"decoder{s}_*"] for s in range(1, 6)},
+    "unet": {
+        **{f"level {s}": [f"down{s}_*", f"up{s}_*"] for s in range(1, 5)},
+        "bottom": ["bottom_*"],
+    },
+}
 
 
 def _data(args):
@@ -298,7 +325,7 @@ def _magnitude_spec(spec):
 
 def _channel_spec(spec):
     """``"R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P][:kd|kd_plain][:slim=N[/STRENGTH]]
-    [:grad=K/S]"``: ratio, ``prune_channels`` options (``cost=P``: ``cost="madds"``,
+    [:grad=K/S][:layers=NAME]"``: ratio, ``prune_channels`` options (``cost=P``: ``cost="madds"``,
     ``cost_power=P``; ``madds=F``: the power that leaves F of the MAdds), distillation (``kd``: the KL weighted per pixel by the hard loss's class
     weights; ``kd_plain``: unweighted), N steps of batch-norm sparsity training (L1 on the
     gammas, ``--slim-strength``) before the cut, taken out of the same budget, and gradual
@@ -324,6 +351,14 @@ def _channel_spec(spec):
         elif part.startswith("grad="):  # grad=K/S: K cuts S steps apart
             rounds, _, every = part[len("grad=") :].partition("/")
             options["rounds"], options["round_steps"] = int(rounds), int(every)
+        elif part.startswith("layers="):  # a named per-layer allocation
+            key = part[len("layers=") :]
+            if key not in LAYER_RATIOS:
+                raise ValueError(
+                    f"unknown per-layer ratios {key!r} (known: {sorted(LAYER_RATIOS)}). "
+                    f"Received: spec={spec!r}"
+                )
+            options["layer_ratios"] = key
         elif part.startswith("slim="):  # slim=N or slim=N/STRENGTH
             steps, _, strength = part[len("slim=") :].partition("/")
             options["slim_steps"] = int(steps)
@@ -334,6 +369,8 @@ def _channel_spec(spec):
     if options["scope"] == "global" or options["criterion"] != "l1":
         floor = options.get("min_keep", 0.1)
         extra.append(f"{options['scope']} {options['criterion']} (floor {floor:g})")
+    if "layer_ratios" in options:
+        extra.append(f"per layer ({options['layer_ratios']})")
     if "cost_power" in options:
         extra.append(f"per MAdd^{options['cost_power']:g}")
     if "madds_target" in options:
@@ -409,6 +446,12 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
             f"{rounds} cuts {every} steps apart do not fit in {steps} steps. "
             f"Received: rounds={rounds}, round_steps={every}"
         )
+    layer_ratios = LAYER_RATIOS.get(options.get("layer_ratios"))
+    if layer_ratios is not None and (rounds > 1 or prune_options.get("scope") == "global"):
+        raise ValueError(
+            "per-layer ratios are one cut of layer scope (no grad=, no global). "
+            f"Received: {options}"
+        )
     original, current = model, model
     total = removed = None
     prune_options = dict(prune_options)
@@ -437,6 +480,8 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
                 name: n - int(math.floor(options["ratio"] * n * r / rounds + 1e-9))
                 for name, n in widths.items()
             }
+        elif layer_ratios is not None:
+            ratio = layer_ratios
         elif total is None:
             ratio = options["ratio"] / rounds
         else:  # of the original prunable filters, cumulatively r/rounds of the target
@@ -466,7 +511,7 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
         segment = every if r < rounds else steps - every * (rounds - 1)
         log.append(
             {
-                "ratio": round(ratio, 4),
+                "ratio": ratio if isinstance(ratio, dict) else round(ratio, 4),
                 "removed": report["removed"],
                 "madds_removed": round(report["madds_removed"], 4),
                 "steps": segment,
@@ -642,6 +687,62 @@ def measure(name, args, train, val):
     return time_rows(result, args)
 
 
+def sensitivity(name, args, train, val):
+    """Each stage of the trained model cut alone at each ``--sensitivity-ratios`` (batch norm
+    recalibrated on 20 training batches of 32, weights unchanged), then every per-layer allocation
+    of ``LAYER_RATIOS`` for this model: held-out mIoU (Keras) straight after the cut."""
+    model, origin = base_model(name, args, train, val)
+
+    def evaluate(narrow):
+        return _keras_miou(narrow, val)
+
+    rows = compress.channel_sensitivity(
+        model,
+        evaluate,
+        STAGES[name],
+        ratios=args.sensitivity_ratios,
+        calibration_images=train[0],
+    )
+    base = _conv_madds(model)
+    for key, ratios in LAYER_RATIOS.items():
+        if not key.startswith(name):
+            continue
+        narrow, report = compress.prune_channels(model, ratios)
+        compress.recalibrate_batch_norm(narrow, train[0])
+        rows.append(
+            {
+                "group": f"allocation {key}",
+                "ratio": ratios,
+                "score": evaluate(narrow),
+                "removed": report["removed"],
+                "filters": report["filters"],
+                "madds_removed": 1.0 - _conv_madds(narrow) / base,
+            }
+        )
+    return {"model": name, "origin": origin, "sensitivity": rows}
+
+
+def format_sensitivity(result):
+    rows = result["sensitivity"]
+    reference = rows[0]["score"]
+    lines = [
+        f"**{result['model']}** ({result['origin']}; mIoU straight after the cut, batch norm "
+        "recalibrated, no training)",
+        "",
+        "| layers cut | ratio | filters removed (of the model's) | MAdds removed | mIoU | Δ (pts) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = "–" if isinstance(row["ratio"], dict) else f"{row['ratio']:.0%}"
+        lines.append(
+            f"| {row['group'] or 'none (trained model)'} | {ratio} | "
+            f"{row['removed']} ({row['removed'] / row['filters']:.0%}) | "
+            f"{row['madds_removed']:.0%} | {row['score']:.4f} | "
+            f"{100 * (row['score'] - reference):+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def format_table(result):
     rows = result["rows"]
     base = rows["float32"]
@@ -730,7 +831,7 @@ def main(argv=None):
         nargs="+",
         default=["0.5", "0.5:global:bn_gamma:kd"],
         help="channel-pruned variants, each R[:global][:l1|l2|bn_gamma][:floor=F][:cost=P]"
-        "[:madds=F][:kd|kd_plain][:slim=N[/S]][:grad=K/S]",
+        "[:madds=F][:kd|kd_plain][:slim=N[/S]][:grad=K/S][:layers=NAME]",
     )
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--kd-alpha", type=float, default=0.5)
@@ -747,6 +848,13 @@ def main(argv=None):
         default=3600,
         help="seconds to wait for --lock; then the latency is left out (--time adds it later)",
     )
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="only scan each stage's sensitivity to channel pruning (and the per-layer "
+        "allocations) on the trained models",
+    )
+    parser.add_argument("--sensitivity-ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--time", nargs="+", help="only add the latency to these JSON files")
     parser.add_argument("--output", help="JSON file for the results")
     parser.add_argument("--tables", nargs="+", help="only print the tables of these JSON files")
@@ -768,12 +876,17 @@ def main(argv=None):
         for path in args.tables:
             with open(path) as file:
                 for result in json.load(file)["results"]:
-                    print(format_table(result) + "\n")
+                    form = format_sensitivity if "sensitivity" in result else format_table
+                    print(form(result) + "\n")
         return
     os.makedirs(args.work_dir, exist_ok=True)
     train, val = _data(args)
     results = []
     for name in args.models.split(","):
+        if args.sensitivity:
+            results.append(sensitivity(name, args, train, val))
+            print(format_sensitivity(results[-1]) + "\n", flush=True)
+            continue
         results.append(measure(name, args, train, val))
         print(format_table(results[-1]) + "\n", flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"

@@ -87,7 +87,7 @@ def polynomial_sparsity(step, target_sparsity, begin_step, end_step, initial_spa
     before ``begin_step`` (``t0``) and at ``s_f`` after ``end_step`` (the paper's ``t0 + nΔt``).
 
     Example:
-        >>> polynomial_sparsity(50, 0.8, 0, 100)     # 0.8 + (0 - 0.8) * 0.5 ** 3
+        >>> round(polynomial_sparsity(50, 0.8, 0, 100), 6)  # 0.8 + (0 - 0.8) * 0.5 ** 3
         0.7
         >>> polynomial_sparsity(100, 0.8, 0, 100), polynomial_sparsity(0, 0.8, 0, 100)
         (0.8, 0.0)
@@ -554,7 +554,7 @@ def sparsity_report(model):
         >>> inputs = keras.Input((4, 4, 2))
         >>> layer = keras.layers.Conv2D(2, 1, use_bias=False)
         >>> model = keras.Model(inputs, layer(inputs))
-        >>> layer.kernel.assign([[[[0.0, 1.0], [0.0, 2.0]]]])
+        >>> _ = layer.kernel.assign([[[[0.0, 1.0], [0.0, 2.0]]]])
         >>> kseg.compress.sparsity_report(model)["layers"]["conv2d"]["sparsity"]  # doctest: +SKIP
         0.5
     """
