@@ -418,6 +418,10 @@ def _power_for(model, ratio, prune_options, target, original):
     return high
 
 
+def _finetune_seed(args):
+    return args.seed if args.finetune_seed is None else args.finetune_seed
+
+
 def _kept_filters(model, original):
     """``{layer: filters}`` of ``model``'s layers that have fewer than in ``original``."""
     kept = {}
@@ -519,7 +523,15 @@ def _gradual_cut(model, options, prune_options, steps, train, lr, args, teacher,
         )
         if val is not None:
             log[-1]["miou_after_cut"] = round(_keras_miou(current, val), 4)
-        _fit(current, train, segment, lr, args.seed + r - 1, teacher=teacher, options=distill)
+        _fit(
+            current,
+            train,
+            segment,
+            lr,
+            _finetune_seed(args) + r - 1,
+            teacher=teacher,
+            options=distill,
+        )
         if val is not None:
             log[-1]["miou_after_training"] = round(_keras_miou(current, val), 4)
         print(f"  cut {r}/{rounds}: {removed}/{total} filters removed, then {segment} steps")
@@ -533,7 +545,10 @@ def fine_tuned_variants(name, model, args, train, val=None):
     """``{label: (model, notes)}`` of the fine-tuned variants, each cached in the work folder."""
     folder = os.path.join(args.work_dir, name)
     os.makedirs(folder, exist_ok=True)
+    import keras
+
     steps, lr = args.finetune_steps, args.finetune_lr
+    seed = _finetune_seed(args)
     plans = [("float32 + FT", "ft", {})]
     if name in args.magnitude_models.split(","):
         for spec in args.magnitude:
@@ -555,11 +570,15 @@ def fine_tuned_variants(name, model, args, train, val=None):
             with open(stem + ".json") as file:
                 variants[label] = (_load(stem + ".keras"), json.load(file))
             continue
+        if args.fine_tune_only and (kind == "ft") != (args.fine_tune_only == "reference"):
+            continue  # another process trains it into the same work folder
         started = time.time()
+        # Seeded: the augmentation draws from the global seed (the shuffle from ``seed``).
+        keras.utils.set_random_seed(seed)
         copy = _copy(model)
         notes = {}
         if kind == "ft":
-            _fit(copy, train, steps, lr, args.seed)
+            _fit(copy, train, steps, lr, seed)
         elif kind == "magnitude":
             end = max(8, steps * 2 // 3)
             frequency = max(8, end // 20 // 8 * 8)
@@ -571,7 +590,7 @@ def fine_tuned_variants(name, model, args, train, val=None):
                 block_size=options["block_size"],
                 skip=options["skip"],
             )
-            _fit(copy, train, steps, lr, args.seed, [callback])
+            _fit(copy, train, steps, lr, seed, [callback])
             compress.strip(copy)
             report = compress.sparsity_report(copy)
             notes = {
@@ -585,7 +604,7 @@ def fine_tuned_variants(name, model, args, train, val=None):
             slim = options.get("slim_steps", 0)
             if slim:  # sparsity training of a copy, inside the budget
                 compress.bn_sparsity(copy, options.get("slim_strength", args.slim_strength))
-                _fit(copy, train, slim, lr, args.seed)
+                _fit(copy, train, slim, lr, seed)
                 compress.bn_sparsity(copy, 0)
             source = copy if slim else model
             prune_options = {
@@ -847,6 +866,18 @@ def main(argv=None):
         type=float,
         default=3600,
         help="seconds to wait for --lock; then the latency is left out (--time adds it later)",
+    )
+    parser.add_argument(
+        "--finetune-seed",
+        type=int,
+        help="seed of the fine-tuning batches and augmentation (default --seed); the scenes "
+        "stay those of --seed",
+    )
+    parser.add_argument(
+        "--fine-tune-only",
+        choices=("reference", "variants"),
+        help="train only the float32 + FT reference, or only the other fine-tuned variants "
+        "(two processes sharing --work-dir, one core each; a last run without it makes the table)",
     )
     parser.add_argument(
         "--sensitivity",
