@@ -865,23 +865,26 @@ def test_train_prune_reaches_the_sparsity_and_reports_it(tmp_path, capsys):
     assert "--prune: must be a number in [0, 1). Received: 1.0" in capsys.readouterr().err
 
 
-def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
+def _train_channel_pruned(tmp_path, *options):
+    """``kseg train`` of the tiny U-Net with ``options``: (argv, run folder, channels.json)."""
     import json
 
     run = tmp_path / "run"
-    argv = [
-        *_tiny_unet_train_argv(num_images=4, epochs=1),
+    argv = [*_tiny_unet_train_argv(num_images=4, epochs=1), *options, "--output", str(run)]
+    assert main(argv) == 0
+    return argv, run, json.loads((run / "channels.json").read_text())
+
+
+def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
+    argv, run, report = _train_channel_pruned(
+        tmp_path,
         "--prune-channels",
         "0.5",
         "--prune-channels-scope",
         "global",
         "--prune-channels-criterion",
         "bn_gamma",
-        "--output",
-        str(run),
-    ]
-    assert main(argv) == 0
-    report = json.loads((run / "channels.json").read_text())
+    )
     # depth 2, base 4: 4+4+8+8+16+16 encoder/bottom, 8+8+8 and 4+4+4 decoder filters
     assert report["filters"] == 92 and report["removed"] == 46
     assert "removed 46 of 92 filters" in capsys.readouterr().out
@@ -895,19 +898,9 @@ def test_train_prune_channels_trains_the_narrower_model(tmp_path, capsys):
 
 
 def test_train_prune_channels_layers_gives_each_layer_its_ratio(tmp_path, capsys):
-    import json
-
-    run = tmp_path / "run"
-    argv = [
-        *_tiny_unet_train_argv(num_images=4, epochs=1),
-        "--prune-channels-layers",
-        "bottom_conv1=0.5",
-        "bottom_*=0.75",
-        "--output",
-        str(run),
-    ]
-    assert main(argv) == 0
-    report = json.loads((run / "channels.json").read_text())
+    argv, run, report = _train_channel_pruned(
+        tmp_path, "--prune-channels-layers", "bottom_conv1=0.5", "bottom_*=0.75"
+    )
     assert report["ratio"] == {"bottom_conv1": 0.5, "bottom_*": 0.75}
     assert report["layers"] == {
         "bottom_conv1": {"filters": 16, "kept": 8},
